@@ -1,0 +1,43 @@
+// Command sc-cloud is one node of the scsync cloud: it accepts clinics'
+// changes, serves the cloud REST API and sends accepted changes down.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/scsync/scsync/cloud-server/internal/app"
+	"github.com/scsync/scsync/cloud-server/internal/config"
+	"github.com/scsync/scsync/shared/telemetry"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sc-cloud:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
+	listen := flag.String("listen", "", "HTTP listen address (overrides config)")
+	flag.Parse()
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	log, err := telemetry.NewLogger(os.Stderr, cfg.Log.Format, cfg.Log.Level, "sc-cloud")
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return app.Run(ctx, cfg, log, nil)
+}

@@ -1,0 +1,123 @@
+// Package app wires one sc-cloud node together and runs it until its context
+// ends: PostgreSQL, RabbitMQ, Redis (node id lease), S3, the replication
+// consumers and relay, and the HTTP API with health and metrics.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scsync/scsync/cloud-server/internal/api"
+	"github.com/scsync/scsync/cloud-server/internal/blob"
+	"github.com/scsync/scsync/cloud-server/internal/config"
+	"github.com/scsync/scsync/cloud-server/internal/replicate"
+	"github.com/scsync/scsync/cloud-server/internal/store"
+	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/httpapi"
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/telemetry"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Run starts the node and blocks until ctx is done or a component fails.
+// ready, when not nil, receives the bound HTTP address once serving.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+	reg := telemetry.NewRegistry()
+
+	st, err := store.Open(ctx, cfg.Postgres.URL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password})
+	defer rdb.Close()
+	lease, err := ids.LeaseCloudNode(ctx, rdb, cfg.Redis.Prefix, cfg.Redis.LeaseTTL, log)
+	if err != nil {
+		return fmt.Errorf("lease node id: %w", err)
+	}
+	defer func() {
+		if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
+			log.Warn("node id release failed", "err", err)
+		}
+	}()
+	gen, err := ids.NewGenerator(lease.Node(), ids.GeneratorOptions{})
+	if err != nil {
+		return err
+	}
+	log = log.With("node", lease.Node())
+
+	blobs := blob.New(blob.Config{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket,
+		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle})
+	if err := blobs.EnsureBucket(ctx); err != nil {
+		// S3 is needed for files only; metadata replication runs without it.
+		log.Warn("s3 bucket not ready", "err", err)
+	}
+
+	name := cfg.NodeName
+	if name == "" {
+		h, _ := os.Hostname()
+		name = fmt.Sprintf("sc-cloud@%s/%d", h, lease.Node())
+	}
+	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: name, Prefetch: cfg.AMQP.Prefetch},
+		wire.BaseTopology(), log, reg)
+	if err != nil {
+		return err
+	}
+	rep := replicate.New(st, broker, log, reg)
+
+	health := httpapi.NewHealth()
+	health.Add("postgres", st.Ping)
+	health.Add("rabbitmq", func(context.Context) error { return broker.Ready() })
+	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	health.Add("s3", blobs.Ping)
+
+	mux := http.NewServeMux()
+	health.Register(mux)
+	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	api.New(st, gen, cfg.Auth.AdminToken, rep.Notify, log).Register(mux)
+	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return broker.Run(gctx) })
+	g.Go(func() error { return rep.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-lease.Lost():
+			return ids.ErrLeaseLost
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	log.Info("sc-cloud serving", "addr", ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	err = g.Wait()
+	log.Info("sc-cloud stopped")
+	return err
+}

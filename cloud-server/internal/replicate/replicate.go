@@ -1,0 +1,214 @@
+// Package replicate is the cloud's side of replication: it consumes every
+// clinic's up queue (one active consumer per clinic across all nodes),
+// accepts changes into PostgreSQL, and relays accepted changes down from the
+// outbox with publisher confirms.
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scsync/scsync/cloud-server/internal/store"
+	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Broker is what replication needs of the AMQP client.
+type Broker interface {
+	Declare(ctx context.Context, t amqpx.Topology) error
+	Publish(ctx context.Context, exchange, key string, m amqpx.Message) error
+	Consume(ctx context.Context, queue string, h amqpx.Handler) error
+}
+
+// Replicator runs the consumers and the relay of one cloud node.
+type Replicator struct {
+	st     *store.Store
+	broker Broker
+	log    *slog.Logger
+	wake   chan struct{}
+
+	refresh time.Duration
+	mu      sync.Mutex
+	running map[ids.ID]bool
+
+	accepted  prometheus.Counter
+	redeliver prometheus.Counter
+	relayed   prometheus.Counter
+	poisoned  *prometheus.CounterVec
+}
+
+// New returns a Replicator. reg may be nil.
+func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
+	r := &Replicator{
+		st: st, broker: broker, log: log, wake: make(chan struct{}, 1),
+		refresh: 5 * time.Second, running: map[ids.ID]bool{},
+		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
+		redeliver: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
+		relayed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
+		poisoned:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.poisoned)
+	}
+	return r
+}
+
+// Notify wakes the relay after a local commit wrote an outbox row.
+func (r *Replicator) Notify() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run consumes and relays until ctx ends.
+func (r *Replicator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.relay(ctx)
+	}()
+	t := time.NewTicker(r.refresh)
+	defer t.Stop()
+	for {
+		r.startConsumers(ctx, &wg)
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// startConsumers starts a consumer for every clinic that has none yet; new
+// clinics are picked up on the next refresh by every node.
+func (r *Replicator) startConsumers(ctx context.Context, wg *sync.WaitGroup) {
+	clinics, err := r.st.Clinics(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("list clinics failed", "err", err)
+		}
+		return
+	}
+	for _, c := range clinics {
+		r.mu.Lock()
+		started := r.running[c.ID]
+		r.running[c.ID] = true
+		r.mu.Unlock()
+		if started {
+			continue
+		}
+		wg.Add(1)
+		go func(clinic ids.ID) {
+			defer wg.Done()
+			r.consume(ctx, clinic)
+		}(c.ID)
+	}
+}
+
+func (r *Replicator) consume(ctx context.Context, clinic ids.ID) {
+	for ctx.Err() == nil {
+		if err := r.broker.Declare(ctx, wire.ClinicTopology(clinic)); err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("declare clinic queues failed", "clinic", clinic, "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		err := r.broker.Consume(ctx, wire.UpQueue(clinic), func(ctx context.Context, d amqpx.Delivery) error {
+			return r.handleUp(ctx, clinic, d)
+		})
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("consumer stopped", "clinic", clinic, "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// handleUp accepts one change. Malformed or foreign messages are poison; a
+// database error is transient (the message is retried, the apply is idempotent).
+func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delivery) error {
+	e, err := wire.Decode(d.Body, d.ContentEncoding)
+	if err != nil {
+		r.poisoned.WithLabelValues("malformed").Inc()
+		return amqpx.Poison(err)
+	}
+	if e.Clinic != clinic {
+		r.poisoned.WithLabelValues("foreign_clinic").Inc()
+		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived on the queue of clinic %s", e.Clinic, clinic))
+	}
+	if e.Type != wire.TypeChange {
+		r.poisoned.WithLabelValues("wrong_type").Inc()
+		return amqpx.Poison(fmt.Errorf("message type %q on an up queue", e.Type))
+	}
+	fresh, err := r.st.ApplyUp(ctx, e)
+	switch {
+	case errors.Is(err, store.ErrInvalidChange), errors.Is(err, store.ErrUnknownClinic):
+		r.poisoned.WithLabelValues("invalid_change").Inc()
+		return amqpx.Poison(err)
+	case err != nil:
+		return err
+	}
+	if fresh {
+		r.accepted.Inc()
+		r.log.Debug("change accepted", "clinic", clinic, "change", e.ChangeID, "kind", e.Kind)
+	} else {
+		r.redeliver.Inc()
+	}
+	r.Notify()
+	return nil
+}
+
+// relay publishes accepted changes down, oldest first, until ctx ends.
+func (r *Replicator) relay(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		n, err := r.st.RelayBatch(ctx, 200, r.publishDown)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("relay batch failed", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		r.relayed.Add(float64(n))
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-r.wake:
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Replicator) publishDown(ctx context.Context, e wire.Envelope) error {
+	body, enc, err := wire.Encode(e)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return r.broker.Publish(pctx, wire.DownExchange, wire.DownKey(e.Clinic), amqpx.Message{
+		Body: body, ContentType: wire.ContentType, ContentEncoding: enc, Type: string(e.Type),
+		MessageID: fmt.Sprintf("%s-%d", e.Clinic, e.CloudSeq), Timestamp: time.Now(),
+	})
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

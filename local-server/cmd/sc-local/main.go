@@ -1,0 +1,60 @@
+// Command sc-local is the scsync clinic server: it keeps the clinic's records
+// in SQLite, serves the clinic's viewers, and replicates with the cloud.
+//
+//	sc-local [-config file] [serve]   run the server (default)
+//	sc-local [-config file] status    print the replication status
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/scsync/scsync/local-server/internal/app"
+	"github.com/scsync/scsync/local-server/internal/cli"
+	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/shared/telemetry"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "sc-local:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status]\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	cmd := flag.Arg(0)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	switch cmd {
+	case "", "serve":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		log, err := telemetry.NewLogger(os.Stderr, cfg.Log.Format, cfg.Log.Level, "sc-local")
+		if err != nil {
+			return err
+		}
+		return app.Run(ctx, cfg, log, nil)
+	case "status":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Status(ctx, os.Stdout, "http://"+cfg.Listen)
+	default:
+		flag.Usage()
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}

@@ -1,0 +1,255 @@
+// Package e2e runs the real binaries — two sc-cloud nodes and sc-local —
+// against real PostgreSQL, RabbitMQ (a private vhost), Redis and SQLite, and
+// checks replication end to end through their REST APIs.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scsync/scsync/shared/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds sc-cloud and sc-local once per test run.
+func binaries(t *testing.T) (cloud, local string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "scsync-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		for _, b := range []struct{ dir, pkg, out string }{
+			{"../../cloud-server", "./cmd/sc-cloud", "sc-cloud"},
+			{"..", "./cmd/sc-local", "sc-local"},
+		} {
+			cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(binDir, b.out), b.pkg)
+			cmd.Dir = b.dir
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %w\n%s", b.out, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "sc-cloud"), filepath.Join(binDir, "sc-local")
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// proc is a running binary whose output goes to the test log on failure.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	mu   sync.Mutex
+	done chan error
+}
+
+type lockedWriter struct{ p *proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout = lockedWriter{p}
+	p.cmd.Stderr = lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			p.mu.Lock()
+			t.Logf("--- %s output ---\n%s", name, p.out.String())
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *proc) stop(t *testing.T) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-p.done:
+		if err != nil && !strings.Contains(err.Error(), "signal") {
+			t.Errorf("%s exited: %v", p.name, err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		if err := <-p.done; err != nil {
+			t.Logf("%s killed: %v", p.name, err)
+		}
+		t.Errorf("%s did not stop within 20s of SIGTERM", p.name)
+	}
+}
+
+func waitReady(t *testing.T, p *proc, base string) {
+	t.Helper()
+	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("%s exited before ready: %v", p.name, err)
+		default:
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			return fmt.Errorf("%s readyz %d: %s", p.name, resp.StatusCode, b)
+		}
+		return nil
+	})
+}
+
+// call does an HTTP request with a JSON body and decodes a JSON answer.
+func call(t *testing.T, method, url, token string, in, out any) int {
+	t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s %s: decode %q: %v", method, url, b, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// stack is one running appliance: two cloud nodes and one clinic.
+type stack struct {
+	amqpURL, vhost, pgURL string
+	cloudBin, localBin    string
+	adminToken            string
+	cloud                 []string // base URLs of the cloud nodes
+}
+
+type clinic struct {
+	ID     string `json:"id"`
+	NodeID int64  `json:"node_id"`
+	Token  string `json:"token"`
+	base   string // sc-local base URL, when running
+	proc   *proc
+}
+
+func newStack(t *testing.T, cloudNodes int) *stack {
+	t.Helper()
+	s := &stack{adminToken: "admin-" + testenv.Name("tok")}
+	s.cloudBin, s.localBin = binaries(t)
+	s.amqpURL, s.vhost = testenv.RabbitVhost(t)
+	s.pgURL = testenv.PostgresDB(t)
+	_, redisPrefix := testenv.Redis(t)
+	for i := range cloudNodes {
+		addr := freeAddr(t)
+		env := []string{
+			"SC_CLOUD_LISTEN=" + addr,
+			"SC_CLOUD_POSTGRES_URL=" + s.pgURL,
+			"SC_CLOUD_AMQP_URL=" + s.amqpURL,
+			"SC_CLOUD_REDIS_ADDR=" + testenv.RedisAddr(),
+			"SC_CLOUD_REDIS_PREFIX=" + redisPrefix,
+			"SC_CLOUD_AUTH_ADMIN_TOKEN=" + s.adminToken,
+			"SC_CLOUD_S3_ENDPOINT=" + testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
+			"SC_CLOUD_S3_ACCESS_KEY=" + testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
+			"SC_CLOUD_S3_SECRET_KEY=" + testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"),
+			"SC_CLOUD_S3_BUCKET=" + strings.ReplaceAll(testenv.Name("e2e"), "_", "-"),
+			"SC_CLOUD_LOG_LEVEL=debug",
+		}
+		p := start(t, fmt.Sprintf("sc-cloud-%d", i+1), s.cloudBin, env)
+		base := "http://" + addr
+		waitReady(t, p, base)
+		s.cloud = append(s.cloud, base)
+	}
+	return s
+}
+
+// enroll creates a clinic in the cloud.
+func (s *stack) enroll(t *testing.T, name string) *clinic {
+	t.Helper()
+	var c clinic
+	if code := call(t, "POST", s.cloud[0]+"/v1/admin/clinics", s.adminToken, map[string]string{"name": name}, &c); code != 201 {
+		t.Fatalf("enroll %s: status %d", name, code)
+	}
+	return &c
+}
+
+// startLocal runs sc-local for c with its data in dir.
+func (s *stack) startLocal(t *testing.T, c *clinic, dir string) {
+	t.Helper()
+	addr := freeAddr(t)
+	env := []string{
+		"SC_LOCAL_LISTEN=" + addr,
+		"SC_LOCAL_DATA_DIR=" + dir,
+		"SC_LOCAL_CLINIC_ID=" + c.ID,
+		fmt.Sprintf("SC_LOCAL_CLINIC_NODE=%d", c.NodeID),
+		"SC_LOCAL_CLOUD_URL=" + s.cloud[len(s.cloud)-1],
+		"SC_LOCAL_CLOUD_TOKEN=" + c.Token,
+		"SC_LOCAL_CLOUD_PULL_EVERY=2s",
+		"SC_LOCAL_AMQP_URL=" + s.amqpURL,
+		"SC_LOCAL_LOG_LEVEL=debug",
+	}
+	c.proc = start(t, "sc-local-"+c.ID, s.localBin, env)
+	c.base = "http://" + addr
+	waitReady(t, c.proc, c.base)
+}

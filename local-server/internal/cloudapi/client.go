@@ -1,0 +1,105 @@
+// Package cloudapi is sc-local's client of the sc-cloud REST API, used to
+// pull changes by cloud_seq (gap fill, catch-up and full re-sync).
+package cloudapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Client calls one cloud for one clinic.
+type Client struct {
+	base   string
+	token  string
+	clinic ids.ID
+	http   *http.Client
+}
+
+// New returns a client of the cloud at baseURL, authenticated as clinic.
+func New(baseURL, token string, clinic ids.ID) *Client {
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, clinic: clinic,
+		http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// Error is an error answer of the cloud.
+type Error struct {
+	Status  int
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("cloudapi: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Changes returns the clinic's changes after cloud_seq since.
+func (c *Client) Changes(ctx context.Context, since int64, limit int) (wire.ChangesPage, error) {
+	var page wire.ChangesPage
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}}
+	err := c.get(ctx, "/v1/clinics/"+c.clinic.String()+"/changes?"+q.Encode(), &page)
+	if err != nil {
+		return page, err
+	}
+	for i := range page.Changes {
+		if err := page.Changes[i].Validate(); err != nil {
+			return page, fmt.Errorf("cloudapi: change %d: %w", i, err)
+		}
+		if page.Changes[i].Clinic != c.clinic {
+			return page, fmt.Errorf("cloudapi: change for clinic %s in clinic %s's feed", page.Changes[i].Clinic, c.clinic)
+		}
+	}
+	return page, nil
+}
+
+// Ping checks the cloud API answers.
+func (c *Client) Ping(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cloud /healthz answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cloudapi: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("cloudapi: read: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &Error{Status: resp.StatusCode}
+		_ = json.Unmarshal(body, e)
+		return e
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("cloudapi: decode: %w", err)
+	}
+	return nil
+}

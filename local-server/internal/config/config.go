@@ -1,0 +1,106 @@
+// Package config is sc-local's configuration: defaults, then a YAML file,
+// then SC_LOCAL_* environment variables, then flags; validated before start.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/scsync/scsync/shared/config"
+	"github.com/scsync/scsync/shared/ids"
+)
+
+// EnvPrefix prefixes every environment override (SC_LOCAL_AMQP_URL …).
+const EnvPrefix = "SC_LOCAL"
+
+// Config of the clinic server.
+type Config struct {
+	Listen  string `yaml:"listen"`
+	DataDir string `yaml:"data_dir"`
+	Clinic  struct {
+		ID   int64 `yaml:"id"`
+		Node int64 `yaml:"node"`
+	} `yaml:"clinic"`
+	Cloud struct {
+		URL       string        `yaml:"url"`
+		Token     string        `yaml:"token"`
+		PullEvery time.Duration `yaml:"pull_every"`
+	} `yaml:"cloud"`
+	AMQP struct {
+		URL      string `yaml:"url"`
+		Prefetch int    `yaml:"prefetch"`
+	} `yaml:"amqp"`
+	Log struct {
+		Format string `yaml:"format"`
+		Level  string `yaml:"level"`
+	} `yaml:"log"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	var c Config
+	c.Listen = "127.0.0.1:8080"
+	c.DataDir = "./scsync-data"
+	c.Cloud.PullEvery = 30 * time.Second
+	c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
+	c.AMQP.Prefetch = 64
+	c.Log.Format = "text"
+	c.Log.Level = "info"
+	c.ShutdownTimeout = 15 * time.Second
+	return c
+}
+
+// Load reads path (optional) and the environment over the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	if err := config.Load(path, EnvPrefix, &c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// DBPath is the SQLite file.
+func (c Config) DBPath() string { return filepath.Join(c.DataDir, "scsync.db") }
+
+// IDStatePath keeps the id generator's clock high-water mark.
+func (c Config) IDStatePath() string { return filepath.Join(c.DataDir, "ids.state") }
+
+// Validate names every setting that is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Listen) == "" {
+		errs = append(errs, errors.New("listen is required"))
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		errs = append(errs, errors.New("data_dir is required"))
+	}
+	if c.Clinic.ID <= 0 {
+		errs = append(errs, errors.New("clinic.id is required (from enrollment with the cloud)"))
+	}
+	if !ids.ValidClinicNode(c.Clinic.Node) {
+		errs = append(errs, fmt.Errorf("clinic.node must be %d..%d (from enrollment with the cloud)", ids.MinClinicNode, ids.MaxClinicNode))
+	}
+	if strings.TrimSpace(c.Cloud.URL) == "" {
+		errs = append(errs, errors.New("cloud.url is required"))
+	}
+	if strings.TrimSpace(c.Cloud.Token) == "" {
+		errs = append(errs, errors.New("cloud.token is required"))
+	}
+	if c.Cloud.PullEvery < time.Second {
+		errs = append(errs, errors.New("cloud.pull_every must be at least 1s"))
+	}
+	if strings.TrimSpace(c.AMQP.URL) == "" {
+		errs = append(errs, errors.New("amqp.url is required"))
+	}
+	if c.AMQP.Prefetch < 1 || c.AMQP.Prefetch > 10000 {
+		errs = append(errs, errors.New("amqp.prefetch must be 1..10000"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", config.ErrInvalid, errors.Join(errs...))
+	}
+	return nil
+}

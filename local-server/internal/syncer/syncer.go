@@ -1,0 +1,245 @@
+// Package syncer moves the clinic's changes up and the cloud's changes down.
+//
+// Up: a relay publishes outbox rows in order with publisher confirms and
+// deletes each row only after the broker's ack. Down: the clinic's down
+// queue is applied strictly in cloud_seq order; a gap (or a queue lost while
+// offline) is filled from the cloud's pull API, which also runs at start and
+// periodically to catch up, and re-syncs a new or wiped database (M29).
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scsync/scsync/local-server/internal/store"
+	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Broker is what the syncer needs of the AMQP client.
+type Broker interface {
+	Declare(ctx context.Context, t amqpx.Topology) error
+	Publish(ctx context.Context, exchange, key string, m amqpx.Message) error
+	Consume(ctx context.Context, queue string, h amqpx.Handler) error
+}
+
+// Puller reads the cloud's change feed.
+type Puller interface {
+	Changes(ctx context.Context, since int64, limit int) (wire.ChangesPage, error)
+}
+
+// Syncer runs the relay, the down consumer and the catch-up puller.
+type Syncer struct {
+	st     *store.Store
+	broker Broker
+	pull   Puller
+	log    *slog.Logger
+	wake   chan struct{}
+	every  time.Duration
+
+	applyMu sync.Mutex // down changes are applied one at a time, in order
+
+	published prometheus.Counter
+	applied   prometheus.Counter
+	pulled    prometheus.Counter
+}
+
+// New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
+func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, log *slog.Logger, reg prometheus.Registerer) *Syncer {
+	s := &Syncer{
+		st: st, broker: broker, pull: pull, log: log, wake: make(chan struct{}, 1), every: pullEvery,
+		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_published_total", Help: "Local changes confirmed by the broker."}),
+		applied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_applied_total", Help: "Cloud changes applied here (including acceptances)."}),
+		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
+	}
+	if reg != nil {
+		reg.MustRegister(s.published, s.applied, s.pulled)
+	}
+	return s
+}
+
+// Notify wakes the relay after a commit wrote an outbox row.
+func (s *Syncer) Notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs until ctx ends.
+func (s *Syncer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context){s.relay, s.consume, s.catchUpLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Syncer) relay(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		n, err := s.relayOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("publish failed; will retry", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		if n > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// relayOnce publishes the oldest outbox rows in order; the first failure
+// stops the round so order is kept.
+func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
+	rows, err := s.st.NextOutbox(ctx, 100)
+	if err != nil {
+		return 0, err
+	}
+	clinic := s.st.Clinic()
+	for i, o := range rows {
+		err := s.broker.Publish(ctx, wire.UpExchange, wire.UpKey(clinic), amqpx.Message{
+			Body: o.Body, ContentType: wire.ContentType, ContentEncoding: o.ContentEncoding,
+			Type: string(wire.TypeChange), MessageID: o.ChangeID.String(), Timestamp: time.Now(),
+		})
+		if err != nil {
+			return i, err
+		}
+		if err := s.st.DeleteOutbox(ctx, o.ID); err != nil {
+			return i, err
+		}
+		s.published.Inc()
+	}
+	return len(rows), nil
+}
+
+func (s *Syncer) consume(ctx context.Context) {
+	clinic := s.st.Clinic()
+	for ctx.Err() == nil {
+		if err := s.broker.Declare(ctx, wire.ClinicTopology(clinic)); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("declare clinic queues failed", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		if err := s.broker.Consume(ctx, wire.DownQueue(clinic), s.handleDown); err != nil && ctx.Err() == nil {
+			s.log.Warn("down consumer stopped", "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
+	e, err := wire.Decode(d.Body, d.ContentEncoding)
+	if err != nil {
+		return amqpx.Poison(err)
+	}
+	if e.Clinic != s.st.Clinic() || e.Type != wire.TypeApplied {
+		return amqpx.Poison(fmt.Errorf("message %s for clinic %s on clinic %s's down queue", e.Type, e.Clinic, s.st.Clinic()))
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	res, err := s.st.ApplyDown(ctx, e)
+	switch {
+	case errors.Is(err, store.ErrInvalidChange):
+		return amqpx.Poison(err)
+	case err != nil:
+		return err
+	case res == store.Gap:
+		// Earlier changes are missing (lost while offline, or relayed out of
+		// order by two cloud nodes): fetch them, this one included.
+		if err := s.catchUpLocked(ctx, e.CloudSeq); err != nil {
+			return fmt.Errorf("fill gap before cloud_seq %d: %w", e.CloudSeq, err)
+		}
+	case res == store.Applied:
+		s.applied.Inc()
+	}
+	return nil
+}
+
+func (s *Syncer) catchUpLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.applyMu.Lock()
+		err := s.catchUpLocked(ctx, 0)
+		s.applyMu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("catch-up from cloud failed; will retry", "err", err)
+		}
+		sleep(ctx, s.every)
+	}
+}
+
+// CatchUp pulls and applies every change after the checkpoint.
+func (s *Syncer) CatchUp(ctx context.Context) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	return s.catchUpLocked(ctx, 0)
+}
+
+// catchUpLocked pulls pages until the feed is exhausted or, when until > 0,
+// until cloud_seq until has been applied.
+func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
+	for {
+		cp, err := s.st.Checkpoint(ctx)
+		if err != nil {
+			return err
+		}
+		if until > 0 && cp >= until {
+			return nil
+		}
+		page, err := s.pull.Changes(ctx, cp, 500)
+		if err != nil {
+			return err
+		}
+		if err := s.st.TouchContact(ctx); err != nil {
+			return err
+		}
+		for _, e := range page.Changes {
+			res, err := s.st.ApplyDown(ctx, e)
+			if err != nil {
+				return err
+			}
+			if res == store.Gap {
+				return fmt.Errorf("pull API skipped from %d to %d", cp, e.CloudSeq)
+			}
+			if res == store.Applied {
+				s.pulled.Inc()
+				s.applied.Inc()
+			}
+		}
+		if !page.More {
+			if until > 0 && page.Next < until {
+				return fmt.Errorf("cloud feed ends at %d, before %d", page.Next, until)
+			}
+			return nil
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

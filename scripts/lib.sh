@@ -1,0 +1,190 @@
+# shellcheck shell=bash
+# scripts/lib.sh — helpers shared by scripts/stack.sh and scripts/tools.sh.
+# Source it; do not execute it.
+#
+# Everything the scripts create lives OUTSIDE the repository, under
+#   SCSYNC_CACHE (default: ${XDG_CACHE_HOME:-$HOME/.cache}/scsync)
+#     bin/   pinned tool binaries (minio, golangci-lint)
+#     run/   state of services started by stack.sh (markers, pid, logs)
+
+if [[ -n "${SCSYNC_LIB_LOADED:-}" ]]; then
+	return 0
+fi
+SCSYNC_LIB_LOADED=1
+
+# ---------------------------------------------------------------- settings ---
+
+SCSYNC_CACHE="${SCSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scsync}"
+SCSYNC_BIN="$SCSYNC_CACHE/bin"
+SCSYNC_RUN="$SCSYNC_CACHE/run"
+
+# Pinned tool versions (override only if you know what you are doing).
+SCSYNC_MINIO_MODULE="github.com/minio/minio"
+SCSYNC_MINIO_VERSION="${SCSYNC_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+SCSYNC_GOLANGCI_PKG="github.com/golangci/golangci-lint/v2/cmd/golangci-lint"
+SCSYNC_GOLANGCI_VERSION="${SCSYNC_GOLANGCI_VERSION:-v2.15.0}"
+
+# How long to wait for a concurrent build of the same tool (seconds).
+SCSYNC_BUILD_WAIT="${SCSYNC_BUILD_WAIT:-1200}"
+
+# ----------------------------------------------------------------- logging ---
+
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then
+	_c_dim=$'\e[2m' _c_red=$'\e[31m' _c_grn=$'\e[32m' _c_yel=$'\e[33m' _c_off=$'\e[0m'
+else
+	_c_dim='' _c_red='' _c_grn='' _c_yel='' _c_off=''
+fi
+
+log() { printf '%s==>%s %s\n' "$_c_grn" "$_c_off" "$*" >&2; }
+info() { printf '%s    %s%s\n' "$_c_dim" "$*" "$_c_off" >&2; }
+warn() { printf '%swarning:%s %s\n' "$_c_yel" "$_c_off" "$*" >&2; }
+err() { printf '%serror:%s %s\n' "$_c_red" "$_c_off" "$*" >&2; }
+die() {
+	err "$*"
+	exit 1
+}
+
+# ------------------------------------------------------------- networking ---
+
+# port_open PORT [HOST] — true if something accepts TCP connections there.
+port_open() {
+	local port=$1 host=${2:-127.0.0.1}
+	# shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
+	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+}
+
+# wait_until SECONDS DESCRIPTION CMD... — retry CMD every second.
+wait_until() {
+	local secs=$1 what=$2
+	shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@"; do
+		if ((SECONDS >= deadline)); then
+			err "timed out after ${secs}s waiting for $what"
+			return 1
+		fi
+		sleep 1
+	done
+}
+
+# port_pid PORT — pid of the process holding the LISTEN socket on PORT
+# (any local address, IPv4 or IPv6). Prints nothing if not found.
+port_pid() {
+	local port hex inodes fd link pid
+	port=$1
+	hex=$(printf '%04X' "$port")
+	# column 2 = local addr:port, column 4 = state (0A = LISTEN), column 10 = inode
+	inodes=$(awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+	[[ -n "$inodes" ]] || return 0
+	for fd in /proc/[0-9]*/fd/*; do
+		link=$(readlink "$fd" 2>/dev/null) || continue
+		[[ $link == socket:\[*\] ]] || continue
+		link=${link#socket:[}
+		link=${link%]}
+		if grep -qx -- "$link" <<<"$inodes"; then
+			pid=${fd#/proc/}
+			echo "${pid%%/*}"
+			return 0
+		fi
+	done
+}
+
+pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+
+# ------------------------------------------------------------------ go tools ---
+
+# go_tool_version BINARY — prints the main module version embedded by the Go
+# linker ("v2.15.0", "v0.0.0-2026…"), or nothing.
+go_tool_version() {
+	go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $3; exit }'
+}
+
+# ensure_go_tool NAME PACKAGE VERSION — make sure $SCSYNC_BIN/NAME is the
+# pinned version; build it with `go install PACKAGE@VERSION` (CGO_ENABLED=0)
+# if missing. Prints the binary path on stdout. Sets SCSYNC_TOOL_BUILT=1 when
+# it had to build.
+# shellcheck disable=SC2034 # read by scripts/stack.sh
+SCSYNC_TOOL_BUILT=0
+ensure_go_tool() {
+	local name=$1 pkg=$2 version=$3
+	local bin="$SCSYNC_BIN/$name" have lockfd
+	SCSYNC_TOOL_BUILT=0
+	mkdir -p "$SCSYNC_BIN" "$SCSYNC_RUN"
+
+	if [[ -x "$bin" ]] && _tool_ok "$bin" "$version"; then
+		echo "$bin"
+		return 0
+	fi
+
+	command -v go >/dev/null || die "go is not on PATH; needed to build $name"
+
+	# Another process (e.g. a CI pre-warm step or a concurrent make target) may
+	# be running exactly this `go install` right now: wait for it instead of
+	# building twice on a 2-core machine.
+	if pgrep -f -- "install ${pkg}@${version}" >/dev/null 2>&1; then
+		log "a build of $name@$version is already running (pid $(pgrep -f -- "install ${pkg}@${version}" | tr '\n' ' ')); waiting for it (max ${SCSYNC_BUILD_WAIT}s)"
+		local deadline=$((SECONDS + SCSYNC_BUILD_WAIT))
+		while pgrep -f -- "install ${pkg}@${version}" >/dev/null 2>&1; do
+			((SECONDS < deadline)) || die "concurrent build of $name still running after ${SCSYNC_BUILD_WAIT}s"
+			sleep 5
+		done
+		if [[ -x "$bin" ]] && _tool_ok "$bin" "$version"; then
+			echo "$bin"
+			return 0
+		fi
+		warn "the concurrent build did not leave a usable $bin; building it myself"
+	fi
+
+	# Serialise our own builds of the same tool.
+	exec {lockfd}>"$SCSYNC_RUN/build-$name.lock"
+	flock -w "$SCSYNC_BUILD_WAIT" "$lockfd" || die "could not lock $SCSYNC_RUN/build-$name.lock"
+	if [[ -x "$bin" ]] && _tool_ok "$bin" "$version"; then
+		exec {lockfd}>&-
+		echo "$bin"
+		return 0
+	fi
+
+	local tmp log="$SCSYNC_RUN/build-$name.log"
+	tmp=$(mktemp -d "$SCSYNC_BIN/.build-$name.XXXXXX")
+	log "building $name $version (go install $pkg@$version; this can take several minutes)"
+	info "log: $log"
+	if ! (cd "$tmp" && CGO_ENABLED=0 GOBIN="$tmp" go install "$pkg@$version") >"$log" 2>&1; then
+		err "building $name failed; last lines of $log:"
+		tail -n 20 "$log" >&2
+		rm -rf "$tmp"
+		exec {lockfd}>&-
+		return 1
+	fi
+	mv -f "$tmp/$name" "$bin"
+	rm -rf "$tmp"
+	exec {lockfd}>&-
+	have=$(go_tool_version "$bin")
+	info "built $bin ($have)"
+	# shellcheck disable=SC2034 # read by scripts/stack.sh
+	SCSYNC_TOOL_BUILT=1
+	echo "$bin"
+}
+
+# _tool_ok BIN VERSION — existing binary matches the pin (or its version
+# cannot be read, in which case we trust it but say so).
+_tool_ok() {
+	local have
+	have=$(go_tool_version "$1")
+	if [[ -z "$have" ]]; then
+		warn "cannot read the version of $1; using it as is"
+		return 0
+	fi
+	if [[ "$have" != "$2" ]]; then
+		warn "$1 is $have, pinned is $2; rebuilding"
+		return 1
+	fi
+}
+
+ensure_minio() {
+	ensure_go_tool minio "$SCSYNC_MINIO_MODULE" "$SCSYNC_MINIO_VERSION"
+}
+
+ensure_golangci_lint() {
+	ensure_go_tool golangci-lint "$SCSYNC_GOLANGCI_PKG" "$SCSYNC_GOLANGCI_VERSION"
+}

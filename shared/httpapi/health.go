@@ -1,0 +1,83 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Check reports whether one dependency is usable.
+type Check func(ctx context.Context) error
+
+// Health serves /healthz (the process is alive) and /readyz (every dependency
+// it needs answers; the body names the ones that do not).
+type Health struct {
+	mu     sync.RWMutex
+	checks map[string]Check
+}
+
+// NewHealth returns a Health with no checks.
+func NewHealth() *Health { return &Health{checks: map[string]Check{}} }
+
+// Add registers a readiness check under name (e.g. "postgres").
+func (h *Health) Add(name string, c Check) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks[name] = c
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Status string            `json:"status"` // "ready" or "unavailable"
+	Checks map[string]string `json:"checks"` // name → "ok" or the error
+	Down   []string          `json:"down,omitempty"`
+}
+
+// Ready runs every check (in parallel, 3 s each) and reports the result.
+func (h *Health) Ready(ctx context.Context) Readiness {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	res := Readiness{Status: "ready", Checks: map[string]string{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, c := range h.checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			err := c(cctx)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.Checks[name] = err.Error()
+				res.Down = append(res.Down, name)
+				return
+			}
+			res.Checks[name] = "ok"
+		}()
+	}
+	wg.Wait()
+	if len(res.Down) > 0 {
+		sort.Strings(res.Down)
+		res.Status = "unavailable"
+	}
+	return res
+}
+
+// Register mounts /healthz and /readyz on mux.
+func (h *Health) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		res := h.Ready(r.Context())
+		status := http.StatusOK
+		if res.Status != "ready" {
+			status = http.StatusServiceUnavailable
+		}
+		WriteJSON(w, status, res)
+	})
+}

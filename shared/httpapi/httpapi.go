@@ -1,0 +1,113 @@
+// Package httpapi gives the three scsync servers one way to speak HTTP/JSON:
+// errors as {"code","message"} with a stable code, strict request decoding,
+// /healthz and /readyz, and middleware that turns a panic into a 500 instead
+// of a crash.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Error is an API error with a stable machine-readable Code, a human Message
+// and the HTTP Status it is served with.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, format string, a ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, a...)}
+}
+
+// Stable codes shared by every server.
+const (
+	CodeBadRequest   = "bad_request"
+	CodeNotFound     = "not_found"
+	CodeUnauthorized = "unauthorized"
+	CodeForbidden    = "forbidden"
+	CodeConflict     = "conflict"
+	CodeInternal     = "internal"
+	CodeUnavailable  = "unavailable"
+	CodeTooLarge     = "too_large"
+)
+
+// MaxBody bounds a request body.
+const MaxBody = 1 << 20
+
+// WriteJSON writes v with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes err as JSON. An *Error keeps its status and code; any
+// other error is an internal error whose text is logged, not shown.
+func WriteError(w http.ResponseWriter, log *slog.Logger, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		if log != nil {
+			log.Error("request failed", "err", err)
+		}
+		e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error; see the server log"}
+	}
+	WriteJSON(w, e.Status, e)
+}
+
+// Decode reads a JSON body into v strictly: unknown fields, trailing data and
+// bodies over MaxBody are errors with code bad_request or too_large.
+func Decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "request body over %d bytes", MaxBody)
+		}
+		if errors.Is(err, io.EOF) {
+			return Errorf(http.StatusBadRequest, CodeBadRequest, "request body is empty")
+		}
+		return Errorf(http.StatusBadRequest, CodeBadRequest, "invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return Errorf(http.StatusBadRequest, CodeBadRequest, "trailing data after the JSON body")
+	}
+	return nil
+}
+
+// Recover turns a handler panic into a JSON 500 and logs it.
+func Recover(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if err, ok := p.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+					panic(p)
+				}
+				log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(p))
+				WriteError(w, nil, Errorf(http.StatusInternalServerError, CodeInternal, "internal error; see the server log"))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NewServer returns an http.Server with sane timeouts for handler h.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+}

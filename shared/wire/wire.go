@@ -1,0 +1,187 @@
+// Package wire defines what scsync sends between clinics and the cloud: the
+// message envelope, the AMQP names it travels under, and the protocol version.
+//
+// Protocol history (bump Protocol on any change a peer must know about):
+//
+//	1: 2026-11 first version: change (clinic → cloud) and applied
+//	   (cloud → clinic, in cloud_seq order) envelopes, gzip above 4 KiB.
+package wire
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/version"
+)
+
+// Protocol is the version of the envelope this build speaks.
+const Protocol = 1
+
+// Limits of what a peer accepts.
+const (
+	// MaxBody is the largest (decompressed) message body accepted.
+	MaxBody = 4 << 20
+	// CompressAbove is the body size above which Encode gzips.
+	CompressAbove = 4 << 10
+)
+
+// Errors of Decode and Validate. A message that fails them is poison: it is
+// dead-lettered with the error text, never retried.
+var (
+	ErrProtocol = errors.New("wire: unsupported protocol version")
+	ErrInvalid  = errors.New("wire: invalid message")
+	ErrTooLarge = errors.New("wire: message too large")
+)
+
+// Type says what an envelope means.
+type Type string
+
+const (
+	// TypeChange is a clinic's proposed change, sent up to the cloud.
+	TypeChange Type = "change"
+	// TypeApplied is a change the cloud accepted into the clinic's sequence
+	// (cloud_seq), sent down. For a change that came from this clinic it is the
+	// acceptance that marks the record synced; otherwise it is applied.
+	TypeApplied Type = "applied"
+)
+
+// Origin is the side a change was made on.
+type Origin string
+
+// The two sides.
+const (
+	OriginLocal Origin = "local"
+	OriginCloud Origin = "cloud"
+)
+
+// Kind is the record kind a change is about.
+type Kind string
+
+// Record kinds.
+const (
+	KindPatient Kind = "patient"
+)
+
+var knownKinds = map[Kind]bool{KindPatient: true}
+
+// KnownKind reports whether k is a record kind this protocol version carries.
+func KnownKind(k Kind) bool { return knownKinds[k] }
+
+// Envelope is one change of one record.
+type Envelope struct {
+	Protocol    int             `json:"protocol"`
+	Type        Type            `json:"type"`
+	Clinic      ids.ID          `json:"clinic"`
+	Origin      Origin          `json:"origin"`
+	ChangeID    ids.ID          `json:"change_id"`
+	Kind        Kind            `json:"kind"`
+	RecordID    ids.ID          `json:"record_id"`
+	BaseVersion version.V       `json:"base_version"`
+	NewVersion  version.V       `json:"new_version"`
+	Deleted     bool            `json:"deleted,omitempty"`
+	CloudSeq    int64           `json:"cloud_seq,omitempty"`
+	At          time.Time       `json:"at"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+}
+
+// Validate checks that e is complete and consistent.
+func (e *Envelope) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case e.Protocol != Protocol:
+		return fmt.Errorf("%w: %d (this build speaks %d)", ErrProtocol, e.Protocol, Protocol)
+	case e.Type != TypeChange && e.Type != TypeApplied:
+		return bad("type %q", e.Type)
+	case e.Clinic <= 0:
+		return bad("missing clinic")
+	case e.Origin != OriginLocal && e.Origin != OriginCloud:
+		return bad("origin %q", e.Origin)
+	case e.ChangeID <= 0:
+		return bad("missing change_id")
+	case !KnownKind(e.Kind):
+		return bad("unknown kind %q", e.Kind)
+	case e.RecordID <= 0:
+		return bad("missing record_id")
+	case e.NewVersion.IsZero():
+		return bad("missing new_version")
+	case !e.BaseVersion.Less(e.NewVersion):
+		return bad("new_version %s is not after base_version %s", e.NewVersion, e.BaseVersion)
+	case e.Type == TypeChange && e.Origin != OriginLocal:
+		return bad("a change sent up must have origin local")
+	case e.Type == TypeApplied && e.CloudSeq <= 0:
+		return bad("applied change without cloud_seq")
+	case !e.Deleted && len(e.Payload) == 0:
+		return bad("missing payload")
+	case len(e.Payload) > 0 && !json.Valid(e.Payload):
+		return bad("payload is not JSON")
+	}
+	return nil
+}
+
+// Encode validates e and returns its body and content encoding ("" or
+// "gzip": bodies larger than CompressAbove are compressed).
+func Encode(e Envelope) (body []byte, contentEncoding string, err error) {
+	if err := e.Validate(); err != nil {
+		return nil, "", err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, "", fmt.Errorf("wire: encode: %w", err)
+	}
+	if len(b) > MaxBody {
+		return nil, "", fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
+	}
+	if len(b) <= CompressAbove {
+		return b, "", nil
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	if err := zw.Close(); err != nil {
+		return nil, "", fmt.Errorf("wire: compress: %w", err)
+	}
+	return buf.Bytes(), "gzip", nil
+}
+
+// Decode parses and validates a body produced by Encode.
+func Decode(body []byte, contentEncoding string) (Envelope, error) {
+	var e Envelope
+	switch contentEncoding {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return e, fmt.Errorf("%w: gzip: %w", ErrInvalid, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(zr, MaxBody+1))
+		if err != nil {
+			return e, fmt.Errorf("%w: gzip: %w", ErrInvalid, err)
+		}
+		body = b
+	default:
+		return e, fmt.Errorf("%w: content encoding %q", ErrInvalid, contentEncoding)
+	}
+	if len(body) > MaxBody {
+		return e, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(body))
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return e, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if dec.More() {
+		return e, fmt.Errorf("%w: trailing data", ErrInvalid)
+	}
+	if err := e.Validate(); err != nil {
+		return e, err
+	}
+	return e, nil
+}

@@ -1,0 +1,150 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/version"
+)
+
+func valid() Envelope {
+	return Envelope{
+		Protocol:    Protocol,
+		Type:        TypeChange,
+		Clinic:      42,
+		Origin:      OriginLocal,
+		ChangeID:    1001,
+		Kind:        KindPatient,
+		RecordID:    2002,
+		BaseVersion: version.V{},
+		NewVersion:  version.First,
+		At:          time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC),
+		Payload:     json.RawMessage(`{"name":"Kim"}`),
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, size := range []int{10, CompressAbove * 3} {
+		e := valid()
+		e.Payload = json.RawMessage(`{"note":"` + strings.Repeat("a", size) + `"}`)
+		body, enc, err := Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEnc := ""
+		if size > CompressAbove {
+			wantEnc = "gzip"
+			if len(body) >= size {
+				t.Errorf("gzip body %d bytes, not smaller than payload %d", len(body), size)
+			}
+		}
+		if enc != wantEnc {
+			t.Errorf("Encode(%d-byte payload) encoding = %q, want %q", size, enc, wantEnc)
+		}
+		got, err := Decode(body, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ChangeID != e.ChangeID || string(got.Payload) != string(e.Payload) || !got.At.Equal(e.At) {
+			t.Fatalf("Decode(Encode(e)) = %+v, want %+v", got, e)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Envelope)
+		want   error
+	}{
+		{"ok", func(*Envelope) {}, nil},
+		{"future protocol", func(e *Envelope) { e.Protocol = Protocol + 1 }, ErrProtocol},
+		{"no clinic", func(e *Envelope) { e.Clinic = 0 }, ErrInvalid},
+		{"bad type", func(e *Envelope) { e.Type = "x" }, ErrInvalid},
+		{"bad origin", func(e *Envelope) { e.Origin = "mars" }, ErrInvalid},
+		{"no change id", func(e *Envelope) { e.ChangeID = 0 }, ErrInvalid},
+		{"unknown kind", func(e *Envelope) { e.Kind = "spaceship" }, ErrInvalid},
+		{"no record", func(e *Envelope) { e.RecordID = 0 }, ErrInvalid},
+		{"version not after base", func(e *Envelope) { e.BaseVersion = version.V{A: 2} }, ErrInvalid},
+		{"up change from cloud", func(e *Envelope) { e.Origin = OriginCloud }, ErrInvalid},
+		{"applied without seq", func(e *Envelope) { e.Type = TypeApplied }, ErrInvalid},
+		{"applied with seq", func(e *Envelope) { e.Type = TypeApplied; e.CloudSeq = 1 }, nil},
+		{"no payload", func(e *Envelope) { e.Payload = nil }, ErrInvalid},
+		{"tombstone without payload", func(e *Envelope) { e.Payload = nil; e.Deleted = true }, nil},
+		{"payload not json", func(e *Envelope) { e.Payload = json.RawMessage(`{`) }, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			tt.mutate(&e)
+			err := e.Validate()
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Validate() = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	body, _, _ := Encode(valid())
+	tests := []struct {
+		name string
+		body string
+		enc  string
+	}{
+		{"not json", "hello", ""},
+		{"unknown field", strings.Replace(string(body), `{`, `{"evil":1,`, 1), ""},
+		{"trailing", string(body) + "{}", ""},
+		{"bad gzip", "nope", "gzip"},
+		{"unknown encoding", string(body), "br"},
+		{"too large", `{"payload":"` + strings.Repeat("x", MaxBody) + `"}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Decode([]byte(tt.body), tt.enc); err == nil {
+				t.Fatalf("Decode accepted %s", tt.name)
+			}
+		})
+	}
+}
+
+func TestNames(t *testing.T) {
+	c := ids.ID(77)
+	for _, q := range []string{UpQueue(c), DownQueue(c)} {
+		got, ok := ClinicOfQueue(q)
+		if !ok || got != c {
+			t.Errorf("ClinicOfQueue(%q) = %v, %v; want %v", q, got, ok, c)
+		}
+	}
+	if _, ok := ClinicOfQueue("scsync.up.x"); ok {
+		t.Error("ClinicOfQueue accepted a non-numeric clinic")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	body, _, _ := Encode(valid())
+	f.Add(body, "")
+	f.Add([]byte(`{"protocol":1}`), "")
+	f.Add([]byte{0x1f, 0x8b}, "gzip")
+	f.Fuzz(func(t *testing.T, b []byte, enc string) {
+		e, err := Decode(b, enc)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must be valid and survive a round trip.
+		if verr := e.Validate(); verr != nil {
+			t.Fatalf("Decode returned an invalid envelope: %v", verr)
+		}
+		b2, enc2, err := Encode(e)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := Decode(b2, enc2); err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
