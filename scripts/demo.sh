@@ -134,25 +134,25 @@ poll() { # description, command that succeeds when done
 say "creating demo patients in the clinic"
 first=""
 for name in "Kim Minji" "Lee Junho" "Park Soyeon"; do
-  id=$(curl -fsS -X POST -d "{\"name\":\"$name\",\"chart_no\":\"DEMO-$RANDOM\"}" "$local/v1/patients" | jq -r .id)
+  id=$(curl -fsS -X POST -d "{\"data\":{\"name\":\"$name\",\"chart_no\":\"DEMO-$RANDOM\"}}" "$local/v1/patients" | jq -r .id)
   [ -n "$first" ] || first=$id
   echo "    created $name ($id) in the clinic"
 done
 
 in_cloud() { curl -fsS -H "Authorization: Bearer $token" "$cloud1/v1/clinics/$clinic/patients/$first" >/dev/null 2>&1; }
 poll "patient in the cloud" in_cloud
-echo "    in the cloud (node 1):  $(curl -fsS -H "Authorization: Bearer $token" "$cloud1/v1/clinics/$clinic/patients/$first" | jq -c '{id,name,version,origin}')"
+echo "    in the cloud (node 1):  $(curl -fsS -H "Authorization: Bearer $token" "$cloud1/v1/clinics/$clinic/patients/$first" | jq -c '{id,name:.data.name,version,origin}')"
 synced() { [ "$(curl -fsS "$local/v1/patients/$first" | jq -r .sync_state)" = synced ]; }
 poll "clinic record synced" synced
-echo "    in the clinic:          $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,name,version,sync_state,synced_at}')"
+echo "    in the clinic:          $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,name:.data.name,version,sync_state,synced_at}')"
 
 say "editing the patient in the cloud (node 2)"
 curl -fsS -X PUT -H "Authorization: Bearer $token" \
-  -d '{"name":"Kim Minji","phone":"010-1234-5678","base_version":"1.0"}' \
-  "$cloud2/v1/clinics/$clinic/patients/$first" | jq -c '{id,phone,version,origin}' | sed 's/^/    cloud: /'
+  -d '{"data":{"name":"Kim Minji","phone":"010-1234-5678"},"base_version":"1.0"}' \
+  "$cloud2/v1/clinics/$clinic/patients/$first" | jq -c '{id,phone:.data.phone,version,origin}' | sed 's/^/    cloud: /'
 came_back() { [ "$(curl -fsS "$local/v1/patients/$first" | jq -r .version)" = "2.0" ]; }
 poll "cloud edit in the clinic" came_back
-echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone,version,origin,sync_state}')"
+echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone:.data.phone,version,origin,sync_state}')"
 
 say "replication status of the clinic"
 "$root/bin/sc-local" -config "$demo/sc-local.yaml" status | sed 's/^/    /'

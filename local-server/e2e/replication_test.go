@@ -15,15 +15,28 @@ import (
 
 type patient struct {
 	ID        string     `json:"id"`
+	Kind      string     `json:"kind"`
 	ClinicID  string     `json:"clinic_id"`
 	Version   string     `json:"version"`
 	Origin    string     `json:"origin"`
-	ChartNo   string     `json:"chart_no"`
-	Name      string     `json:"name"`
-	Phone     string     `json:"phone"`
 	Deleted   bool       `json:"deleted"`
 	SyncState string     `json:"sync_state"`
 	SyncedAt  *time.Time `json:"synced_at"`
+	Data      struct {
+		ChartNo string `json:"chart_no"`
+		Name    string `json:"name"`
+		Phone   string `json:"phone"`
+	} `json:"data"`
+}
+
+// save is the body of a create or update: the content, and the optimistic
+// base version when base is not empty.
+func save(base string, data map[string]string) map[string]any {
+	b := map[string]any{"data": data}
+	if base != "" {
+		b["base_version"] = base
+	}
+	return b
 }
 
 type page struct {
@@ -41,7 +54,7 @@ func TestPatientRoundTrip(t *testing.T) {
 	s.startLocal(t, c, t.TempDir())
 
 	var created patient
-	if code := call(t, "POST", c.base+"/v1/patients", "", map[string]string{"chart_no": "C-0001", "name": "Kim Minji", "phone": "010-1234-5678"}, &created); code != 201 {
+	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"chart_no": "C-0001", "name": "Kim Minji", "phone": "010-1234-5678"}), &created); code != 201 {
 		t.Fatalf("create patient: status %d", code)
 	}
 	if created.Version != "1.0" || created.SyncState != "pending" || created.ClinicID != c.ID {
@@ -57,7 +70,7 @@ func TestPatientRoundTrip(t *testing.T) {
 		}
 		return nil
 	})
-	if inCloud.Name != "Kim Minji" || inCloud.Version != "1.0" || inCloud.Origin != "local" {
+	if inCloud.Data.Name != "Kim Minji" || inCloud.Version != "1.0" || inCloud.Origin != "local" {
 		t.Fatalf("cloud copy = %+v", inCloud)
 	}
 
@@ -74,7 +87,7 @@ func TestPatientRoundTrip(t *testing.T) {
 	// Edit in the cloud (node 1) with an optimistic base version.
 	var edited patient
 	if code := call(t, "PUT", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token,
-		map[string]string{"chart_no": "C-0001", "name": "Kim Minji", "phone": "010-9999-0000", "base_version": "1.0"}, &edited); code != 200 {
+		save("1.0", map[string]string{"chart_no": "C-0001", "name": "Kim Minji", "phone": "010-9999-0000"}), &edited); code != 200 {
 		t.Fatalf("cloud edit: status %d", code)
 	}
 	if edited.Version != "2.0" || edited.Origin != "cloud" {
@@ -82,7 +95,7 @@ func TestPatientRoundTrip(t *testing.T) {
 	}
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		call(t, "GET", c.base+"/v1/patients/"+created.ID, "", nil, &local)
-		if local.Phone != "010-9999-0000" || local.Version != "2.0" || local.SyncState != "synced" {
+		if local.Data.Phone != "010-9999-0000" || local.Version != "2.0" || local.SyncState != "synced" {
 			return fmt.Errorf("local copy %+v", local)
 		}
 		return nil
@@ -91,7 +104,7 @@ func TestPatientRoundTrip(t *testing.T) {
 	// A stale base version is refused in the cloud with a clear code.
 	var apiErr struct{ Code, Message string }
 	if code := call(t, "PUT", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token,
-		map[string]string{"name": "X", "base_version": "1.0"}, &apiErr); code != 409 || apiErr.Code != "version_conflict" {
+		save("1.0", map[string]string{"name": "X"}), &apiErr); code != 409 || apiErr.Code != "version_conflict" {
 		t.Fatalf("stale edit = %d %+v, want 409 version_conflict", code, apiErr)
 	}
 
@@ -132,7 +145,7 @@ func TestTenantIsolation(t *testing.T) {
 	a := s.enroll(t, "Clinic A")
 	b := s.enroll(t, "Clinic B")
 	var p patient
-	if code := call(t, "POST", s.cloud[0]+"/v1/clinics/"+a.ID+"/patients", a.Token, map[string]string{"name": "A's patient"}, &p); code != 201 {
+	if code := call(t, "POST", s.cloud[0]+"/v1/clinics/"+a.ID+"/patients", a.Token, save("", map[string]string{"name": "A's patient"}), &p); code != 201 {
 		t.Fatalf("create in A: %d", code)
 	}
 	var e struct{ Code, Message string }
@@ -153,7 +166,7 @@ func TestTenantIsolation(t *testing.T) {
 	for _, tt := range tests {
 		var body any = nil
 		if tt.method == "PUT" {
-			body = map[string]string{"name": "hijack"}
+			body = save("", map[string]string{"name": "hijack"})
 		}
 		if code := call(t, tt.method, s.cloud[0]+tt.path, tt.token, body, &e); code != tt.want {
 			t.Errorf("%s: %s %s = %d, want %d", tt.name, tt.method, tt.path, code, tt.want)
@@ -180,7 +193,7 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var p patient
-			if code := call(t, "POST", c.base+"/v1/patients", "", map[string]string{"name": fmt.Sprintf("Patient %03d", i)}, &p); code != 201 {
+			if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": fmt.Sprintf("Patient %03d", i)}), &p); code != 201 {
 				t.Errorf("create %d: %d", i, code)
 				return
 			}
@@ -251,9 +264,15 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pub(`{"protocol":1,"type":"change"`) // truncated JSON
-	foreign := fmt.Sprintf(`{"protocol":1,"type":"change","clinic":"%s","origin":"local","change_id":"5","kind":"patient","record_id":"6","base_version":"0.0","new_version":"1.0","at":"2026-11-22T00:00:00Z","payload":{"name":"x"}}`, other.ID)
+	pub(`{"protocol":2,"clinic":"` + c.ID + `","changes":[{"type":"change"`) // truncated JSON
+	foreign := fmt.Sprintf(`{"protocol":2,"clinic":"%[1]s","changes":[{"protocol":2,"type":"change","clinic":"%[1]s","origin":"local","change_id":"5","kind":"patient","record_id":"6","base_version":"0.0","new_version":"1.0","at":"2026-11-22T00:00:00Z","payload":{"name":"x"}}]}`, other.ID)
 	pub(foreign)
+	// A well-formed batch whose second change has invalid content: that
+	// change alone is dead-lettered, the first is applied.
+	mixed := fmt.Sprintf(`{"protocol":2,"clinic":"%[1]s","changes":[`+
+		`{"protocol":2,"type":"change","clinic":"%[1]s","origin":"local","change_id":"7","kind":"patient","record_id":"8","base_version":"0.0","new_version":"1.0","at":"2026-11-22T00:00:00Z","payload":{"name":"good one"}},`+
+		`{"protocol":2,"type":"change","clinic":"%[1]s","origin":"local","change_id":"9","kind":"patient","record_id":"10","base_version":"0.0","new_version":"1.0","at":"2026-11-22T00:00:00Z","payload":{"name":""}}]}`, c.ID)
+	pub(mixed)
 
 	// Both poison messages are in the dead-letter queue with their reasons.
 	reasons := map[string]bool{}
@@ -266,22 +285,27 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 			r, _ := d.Headers["x-scsync-dead-reason"].(string)
 			reasons[r] = true
 		}
-		if len(reasons) < 2 {
+		if len(reasons) < 3 {
 			return fmt.Errorf("dead letters so far: %v", reasons)
 		}
 		return nil
 	})
-	var sawMalformed, sawForeign bool
+	var sawMalformed, sawForeign, sawInvalid bool
 	for r := range reasons {
 		sawMalformed = sawMalformed || strings.Contains(r, "wire: invalid message")
 		sawForeign = sawForeign || strings.Contains(r, "arrived on the queue of clinic "+c.ID)
+		sawInvalid = sawInvalid || strings.Contains(r, "name is required")
 	}
-	if !sawMalformed || !sawForeign {
-		t.Errorf("dead-letter reasons = %v, want a malformed and a foreign-clinic reason", reasons)
+	if !sawMalformed || !sawForeign || !sawInvalid {
+		t.Errorf("dead-letter reasons = %v, want a malformed, a foreign-clinic and an invalid-content reason", reasons)
+	}
+	var good patient
+	if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/8", c.Token, nil, &good); code != 200 || good.Data.Name != "good one" {
+		t.Errorf("valid change of the mixed batch: %d %+v, want applied", code, good)
 	}
 	// Valid changes keep flowing after the poison.
 	var more patient
-	if code := call(t, "POST", c.base+"/v1/patients", "", map[string]string{"name": "After poison"}, &more); code != 201 {
+	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "After poison"}), &more); code != 201 {
 		t.Fatalf("create after poison: %d", code)
 	}
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {

@@ -31,14 +31,15 @@ func Errorf(status int, code, format string, a ...any) *Error {
 
 // Stable codes shared by every server.
 const (
-	CodeBadRequest   = "bad_request"
-	CodeNotFound     = "not_found"
-	CodeUnauthorized = "unauthorized"
-	CodeForbidden    = "forbidden"
-	CodeConflict     = "conflict"
-	CodeInternal     = "internal"
-	CodeUnavailable  = "unavailable"
-	CodeTooLarge     = "too_large"
+	CodeBadRequest    = "bad_request"
+	CodeNotFound      = "not_found"
+	CodeUnauthorized  = "unauthorized"
+	CodeForbidden     = "forbidden"
+	CodeConflict      = "conflict"
+	CodeInternal      = "internal"
+	CodeUnavailable   = "unavailable"
+	CodeTooLarge      = "too_large"
+	CodeInvalidRecord = "invalid_record"
 )
 
 // MaxBody bounds a request body.

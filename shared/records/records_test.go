@@ -1,9 +1,14 @@
 package records
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 func TestPatientValidate(t *testing.T) {
@@ -26,5 +31,82 @@ func TestPatientValidate(t *testing.T) {
 				t.Fatalf("Validate(%+v) = %v, want ok=%v", tt.p, err, tt.ok)
 			}
 		})
+	}
+}
+
+func TestEveryKindRegistered(t *testing.T) {
+	parents := map[wire.Kind]ids.ID{}
+	for i, spec := range Kinds {
+		if got, ok := SpecOf(spec.Kind); !ok || got.Table != spec.Table {
+			t.Fatalf("SpecOf(%s) = %+v, %v", spec.Kind, got, ok)
+		}
+		if got, ok := SpecOfTable(spec.Table); !ok || got.Kind != spec.Kind {
+			t.Fatalf("SpecOfTable(%s) = %+v, %v", spec.Table, got, ok)
+		}
+		if spec.Parent != "" && parents[spec.Parent] == 0 {
+			t.Fatalf("%s is listed before its parent %s", spec.Kind, spec.Parent)
+		}
+		c := Sample(spec.Kind, i, parents)
+		if c == nil || c.Kind() != spec.Kind {
+			t.Fatalf("Sample(%s) = %#v", spec.Kind, c)
+		}
+		b, _ := json.Marshal(c)
+		got, err := Decode(spec.Kind, b)
+		if err != nil {
+			t.Fatalf("Decode(%s, %s) = %v", spec.Kind, b, err)
+		}
+		if b2, _ := json.Marshal(got); string(b2) != string(b) {
+			t.Fatalf("%s round trip: %s, want %s", spec.Kind, b2, b)
+		}
+		parents[spec.Kind] = ids.ID(1000 + i)
+	}
+	if _, ok := SpecOf("spaceship"); ok {
+		t.Fatal("SpecOf accepted an unknown kind")
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		kind    wire.Kind
+		payload string
+	}{
+		{"unknown field", wire.KindPatient, `{"name":"a","evil":1}`},
+		{"trailing data", wire.KindPatient, `{"name":"a"}{}`},
+		{"not an object", wire.KindDoctor, `["x"]`},
+		{"study without patient", wire.KindStudy, `{"study_date":"2026-01-02"}`},
+		{"image with bad modality", wire.KindImage, `{"study_id":"5","modality":"XRAY","study_date":"2026-01-02"}`},
+		{"image with bad sha", wire.KindImage, `{"study_id":"5","modality":"PANO","study_date":"2026-01-02","sha256":"abc"}`},
+		{"user with bad username", wire.KindUser, `{"username":"Bad Name","role":"staff"}`},
+		{"user with bad role", wire.KindUser, `{"username":"kim","role":"god"}`},
+		{"setting without JSON value", wire.KindSetting, `{"key":"a.b"}`},
+		{"report with bad status", wire.KindReport, `{"study_id":"5","title":"t","status":"sent"}`},
+		{"project file without name", wire.KindProjectFile, `{"study_id":"5"}`},
+		{"negative size", wire.KindCapture, `{"study_id":"5","size":-1}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Decode(tt.kind, []byte(tt.payload)); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Decode(%s, %s) = %v, want ErrInvalid", tt.kind, tt.payload, err)
+			}
+		})
+	}
+}
+
+func TestDigestCoversState(t *testing.T) {
+	p := Patient{Name: "a"}
+	base := Digest(version.First, false, 0, p)
+	for name, d := range map[string]string{
+		"version":     Digest(version.V{A: 2}, false, 0, p),
+		"tombstone":   Digest(version.First, true, 0, p),
+		"conflict_of": Digest(version.First, false, 7, p),
+		"content":     Digest(version.First, false, 0, Patient{Name: "b"}),
+	} {
+		if d == base {
+			t.Errorf("Digest ignores %s", name)
+		}
+	}
+	if Digest(version.First, false, 0, p) != base {
+		t.Error("Digest is not deterministic")
 	}
 }

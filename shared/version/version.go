@@ -92,8 +92,16 @@ func (v V) Value() (driver.Value, error) { return v.String(), nil }
 func (v *V) Scan(src any) error {
 	switch s := src.(type) {
 	case string:
+		if s == "" {
+			*v = V{}
+			return nil
+		}
 		return v.UnmarshalText([]byte(s))
 	case []byte:
+		if len(s) == 0 {
+			*v = V{}
+			return nil
+		}
 		return v.UnmarshalText(s)
 	case nil:
 		*v = V{}

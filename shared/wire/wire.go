@@ -5,6 +5,10 @@
 //
 //	1: 2026-11 first version: change (clinic → cloud) and applied
 //	   (cloud → clinic, in cloud_seq order) envelopes, gzip above 4 KiB.
+//	2: 2026-11 every kind of M3; a message body is a Batch of envelopes
+//	   (one or many changes of one clinic); envelopes name the conflict
+//	   resolution the cloud applied and the record a conflict copy was
+//	   made from.
 package wire
 
 import (
@@ -21,7 +25,7 @@ import (
 )
 
 // Protocol is the version of the envelope this build speaks.
-const Protocol = 1
+const Protocol = 2
 
 // Limits of what a peer accepts.
 const (
@@ -63,12 +67,31 @@ const (
 // Kind is the record kind a change is about.
 type Kind string
 
-// Record kinds.
+// Record kinds (M3). shared/records holds their content and relations.
 const (
-	KindPatient Kind = "patient"
+	KindPatient        Kind = "patient"
+	KindDoctor         Kind = "doctor"
+	KindUser           Kind = "user"
+	KindStudy          Kind = "study"
+	KindImage          Kind = "image"
+	KindCapture        Kind = "capture"
+	KindProjectFile    Kind = "project_file"
+	KindReport         Kind = "report"
+	KindReportTemplate Kind = "report_template"
+	KindSetting        Kind = "setting"
 )
 
-var knownKinds = map[Kind]bool{KindPatient: true}
+var knownKinds = map[Kind]bool{
+	KindPatient: true, KindDoctor: true, KindUser: true, KindStudy: true, KindImage: true,
+	KindCapture: true, KindProjectFile: true, KindReport: true, KindReportTemplate: true, KindSetting: true,
+}
+
+// Conflict resolutions named in an applied envelope (DESIGN.md, Replication).
+const (
+	ResolvedLocalWins = "local-wins"
+	ResolvedCloudWins = "cloud-wins"
+	ResolvedKeepBoth  = "keep-both"
+)
 
 // KnownKind reports whether k is a record kind this protocol version carries.
 func KnownKind(k Kind) bool { return knownKinds[k] }
@@ -88,7 +111,25 @@ type Envelope struct {
 	CloudSeq    int64           `json:"cloud_seq,omitempty"`
 	At          time.Time       `json:"at"`
 	Payload     json.RawMessage `json:"payload,omitempty"`
+	// Conflict, on an applied envelope, names the policy the cloud applied
+	// because the change was concurrent with another one (empty: none).
+	Conflict string `json:"conflict,omitempty"`
+	// ConflictOf, on an applied envelope, names the record this one is the
+	// conflict copy of (keep-both).
+	ConflictOf ids.ID `json:"conflict_of,omitempty"`
 }
+
+// Batch is the body of every message: one or more envelopes of one clinic,
+// applied in order. Heavy traffic is batched (M28); a single change is a
+// batch of one.
+type Batch struct {
+	Protocol int        `json:"protocol"`
+	Clinic   ids.ID     `json:"clinic"`
+	Changes  []Envelope `json:"changes"`
+}
+
+// MaxBatch is the largest number of changes in one message.
+const MaxBatch = 500
 
 // Validate checks that e is complete and consistent.
 func (e *Envelope) Validate() error {
@@ -122,17 +163,50 @@ func (e *Envelope) Validate() error {
 		return bad("missing payload")
 	case len(e.Payload) > 0 && !json.Valid(e.Payload):
 		return bad("payload is not JSON")
+	case e.Conflict != "" && e.Conflict != ResolvedLocalWins && e.Conflict != ResolvedCloudWins && e.Conflict != ResolvedKeepBoth:
+		return bad("conflict %q", e.Conflict)
+	case e.Type == TypeChange && (e.Conflict != "" || e.ConflictOf != 0):
+		return bad("a change sent up cannot carry a conflict resolution")
 	}
 	return nil
 }
 
-// Encode validates e and returns its body and content encoding ("" or
+// Validate checks the batch and every envelope in it.
+func (b *Batch) Validate() error {
+	switch {
+	case b.Protocol != Protocol:
+		return fmt.Errorf("%w: %d (this build speaks %d)", ErrProtocol, b.Protocol, Protocol)
+	case b.Clinic <= 0:
+		return fmt.Errorf("%w: batch without clinic", ErrInvalid)
+	case len(b.Changes) == 0:
+		return fmt.Errorf("%w: empty batch", ErrInvalid)
+	case len(b.Changes) > MaxBatch:
+		return fmt.Errorf("%w: %d changes in one batch (at most %d)", ErrInvalid, len(b.Changes), MaxBatch)
+	}
+	for i := range b.Changes {
+		e := &b.Changes[i]
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("change %d: %w", i, err)
+		}
+		if e.Clinic != b.Clinic {
+			return fmt.Errorf("%w: change %d is for clinic %s in a batch of clinic %s", ErrInvalid, i, e.Clinic, b.Clinic)
+		}
+	}
+	return nil
+}
+
+// NewBatch wraps envelopes of one clinic.
+func NewBatch(clinic ids.ID, es ...Envelope) Batch {
+	return Batch{Protocol: Protocol, Clinic: clinic, Changes: es}
+}
+
+// Encode validates b and returns its body and content encoding ("" or
 // "gzip": bodies larger than CompressAbove are compressed).
-func Encode(e Envelope) (body []byte, contentEncoding string, err error) {
-	if err := e.Validate(); err != nil {
+func Encode(batch Batch) (body []byte, contentEncoding string, err error) {
+	if err := batch.Validate(); err != nil {
 		return nil, "", err
 	}
-	b, err := json.Marshal(e)
+	b, err := json.Marshal(batch)
 	if err != nil {
 		return nil, "", fmt.Errorf("wire: encode: %w", err)
 	}
@@ -152,8 +226,8 @@ func Encode(e Envelope) (body []byte, contentEncoding string, err error) {
 }
 
 // Decode parses and validates a body produced by Encode.
-func Decode(body []byte, contentEncoding string) (Envelope, error) {
-	var e Envelope
+func Decode(body []byte, contentEncoding string) (Batch, error) {
+	var e Batch
 	switch contentEncoding {
 	case "", "identity":
 	case "gzip":
@@ -184,4 +258,34 @@ func Decode(body []byte, contentEncoding string) (Envelope, error) {
 		return e, err
 	}
 	return e, nil
+}
+
+// Encoded is one message body ready to publish.
+type Encoded struct {
+	Body            []byte
+	ContentEncoding string
+	// Changes is how many changes the body carries.
+	Changes int
+}
+
+// EncodeAll encodes b as one body or, when that would exceed MaxBody, as
+// several bodies of consecutive changes, in order.
+func EncodeAll(b Batch) ([]Encoded, error) {
+	body, enc, err := Encode(b)
+	if errors.Is(err, ErrTooLarge) && len(b.Changes) > 1 {
+		half := len(b.Changes) / 2
+		first, err := EncodeAll(NewBatch(b.Clinic, b.Changes[:half]...))
+		if err != nil {
+			return nil, err
+		}
+		rest, err := EncodeAll(NewBatch(b.Clinic, b.Changes[half:]...))
+		if err != nil {
+			return nil, err
+		}
+		return append(first, rest...), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []Encoded{{Body: body, ContentEncoding: enc, Changes: len(b.Changes)}}, nil
 }

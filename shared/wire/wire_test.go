@@ -31,7 +31,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, size := range []int{10, CompressAbove * 3} {
 		e := valid()
 		e.Payload = json.RawMessage(`{"note":"` + strings.Repeat("a", size) + `"}`)
-		body, enc, err := Encode(e)
+		body, enc, err := Encode(NewBatch(e.Clinic, e))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,11 +45,12 @@ func TestRoundTrip(t *testing.T) {
 		if enc != wantEnc {
 			t.Errorf("Encode(%d-byte payload) encoding = %q, want %q", size, enc, wantEnc)
 		}
-		got, err := Decode(body, enc)
+		b, err := Decode(body, enc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.ChangeID != e.ChangeID || string(got.Payload) != string(e.Payload) || !got.At.Equal(e.At) {
+		got := b.Changes[0]
+		if len(b.Changes) != 1 || b.Clinic != e.Clinic || got.ChangeID != e.ChangeID || string(got.Payload) != string(e.Payload) || !got.At.Equal(e.At) {
 			t.Fatalf("Decode(Encode(e)) = %+v, want %+v", got, e)
 		}
 	}
@@ -76,6 +77,9 @@ func TestValidate(t *testing.T) {
 		{"no payload", func(e *Envelope) { e.Payload = nil }, ErrInvalid},
 		{"tombstone without payload", func(e *Envelope) { e.Payload = nil; e.Deleted = true }, nil},
 		{"payload not json", func(e *Envelope) { e.Payload = json.RawMessage(`{`) }, ErrInvalid},
+		{"up change with a resolution", func(e *Envelope) { e.Conflict = ResolvedLocalWins }, ErrInvalid},
+		{"unknown resolution", func(e *Envelope) { e.Type, e.CloudSeq, e.Conflict = TypeApplied, 1, "coin-toss" }, ErrInvalid},
+		{"applied keep-both copy", func(e *Envelope) { e.Type, e.CloudSeq, e.Conflict, e.ConflictOf = TypeApplied, 1, ResolvedKeepBoth, 7 }, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,8 +93,75 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+func TestBatchValidate(t *testing.T) {
+	other := valid()
+	other.Clinic = 43
+	many := make([]Envelope, MaxBatch+1)
+	for i := range many {
+		many[i] = valid()
+	}
+	tests := []struct {
+		name string
+		b    Batch
+		want error
+	}{
+		{"ok", NewBatch(42, valid(), valid()), nil},
+		{"empty", NewBatch(42), ErrInvalid},
+		{"no clinic", NewBatch(0, valid()), ErrInvalid},
+		{"foreign change", NewBatch(42, valid(), other), ErrInvalid},
+		{"too many", NewBatch(42, many...), ErrInvalid},
+		{"old protocol", Batch{Protocol: 1, Clinic: 42, Changes: []Envelope{valid()}}, ErrProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.b.Validate()
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Validate() = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestEncodeAllSplits: a batch too large for one message is split into
+// several, in order, each within MaxBody.
+func TestEncodeAllSplits(t *testing.T) {
+	var es []Envelope
+	for i := range 40 {
+		e := valid()
+		e.ChangeID = ids.ID(i + 1)
+		e.Payload = json.RawMessage(`{"note":"` + strings.Repeat(string(rune('a'+i%26)), 200<<10) + `"}`)
+		es = append(es, e)
+	}
+	msgs, err := EncodeAll(NewBatch(42, es...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) < 2 {
+		t.Fatalf("EncodeAll made %d message(s) of an 8 MB batch, want several", len(msgs))
+	}
+	var next ids.ID = 1
+	for _, m := range msgs {
+		b, err := Decode(m.Body, m.ContentEncoding)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Changes) != m.Changes {
+			t.Fatalf("message claims %d changes, holds %d", m.Changes, len(b.Changes))
+		}
+		for _, e := range b.Changes {
+			if e.ChangeID != next {
+				t.Fatalf("change %s out of order, want %s", e.ChangeID, next)
+			}
+			next++
+		}
+	}
+	if next != 41 {
+		t.Fatalf("%d changes came out, want 40", next-1)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
-	body, _, _ := Encode(valid())
+	body, _, _ := Encode(NewBatch(42, valid()))
 	tests := []struct {
 		name string
 		body string
@@ -126,9 +197,9 @@ func TestNames(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	body, _, _ := Encode(valid())
+	body, _, _ := Encode(NewBatch(42, valid()))
 	f.Add(body, "")
-	f.Add([]byte(`{"protocol":1}`), "")
+	f.Add([]byte(`{"protocol":2}`), "")
 	f.Add([]byte{0x1f, 0x8b}, "gzip")
 	f.Fuzz(func(t *testing.T, b []byte, enc string) {
 		e, err := Decode(b, enc)

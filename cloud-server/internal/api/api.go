@@ -11,13 +11,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
-	"github.com/scsync/scsync/shared/version"
 )
 
 // IDs mints ids for records created in the cloud and for changes.
@@ -43,12 +41,15 @@ func New(st *store.Store, gen IDs, adminToken string, notify func(), log *slog.L
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/clinics", s.admin(s.createClinic))
 	mux.HandleFunc("GET /v1/admin/clinics", s.admin(s.listClinics))
-	mux.HandleFunc("GET /v1/clinics/{clinic}/patients", s.clinic(s.listPatients))
-	mux.HandleFunc("POST /v1/clinics/{clinic}/patients", s.clinic(s.createPatient))
-	mux.HandleFunc("GET /v1/clinics/{clinic}/patients/{id}", s.clinic(s.getPatient))
-	mux.HandleFunc("PUT /v1/clinics/{clinic}/patients/{id}", s.clinic(s.updatePatient))
-	mux.HandleFunc("DELETE /v1/clinics/{clinic}/patients/{id}", s.clinic(s.deletePatient))
+	mux.HandleFunc("PUT /v1/admin/clinics/{clinic}/conflict-policy", s.admin(s.setPolicy))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/changes", s.clinic(s.changes))
+	// Every record kind: /v1/clinics/{clinic}/{collection} where collection
+	// is the kind's table name (patients, studies, images…).
+	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}", s.clinic(s.list))
+	mux.HandleFunc("POST /v1/clinics/{clinic}/{collection}", s.clinic(s.create))
+	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.get))
+	mux.HandleFunc("PUT /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.update))
+	mux.HandleFunc("DELETE /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.remove))
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error
@@ -127,13 +128,25 @@ func mapErr(err error) error {
 	case errors.Is(err, store.ErrUnknownClinic):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such clinic")
 	case errors.Is(err, store.ErrVersionConflict):
-		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", strings.TrimPrefix(err.Error(), "store: save patient: "))
+		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", afterLast(err.Error(), "store: "))
+	case errors.Is(err, store.ErrExists):
+		return httpapi.Errorf(http.StatusConflict, "exists", "a record with that id exists")
+	case errors.Is(err, store.ErrMissingRef):
+		return httpapi.Errorf(http.StatusUnprocessableEntity, "missing_reference", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, records.ErrInvalid):
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_record", "%s", strings.TrimPrefix(err.Error(), "records: invalid: "))
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_record", "%s", afterLast(err.Error(), "records: invalid: "))
 	case errors.Is(err, context.Canceled):
 		return httpapi.Errorf(499, "canceled", "request canceled")
 	}
 	return err
+}
+
+// afterLast strips wrapping prefixes up to the last occurrence of sep.
+func afterLast(msg, sep string) string {
+	if i := strings.LastIndex(msg, sep); i >= 0 {
+		return msg[i+len(sep):]
+	}
+	return msg
 }
 
 type createClinicReq struct {
@@ -156,9 +169,7 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 	if req.Name == "" {
 		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "name is required")
 	}
-	switch req.ConflictPolicy {
-	case "", store.PolicyLocalWins, store.PolicyCloudWins, store.PolicyKeepBoth:
-	default:
+	if req.ConflictPolicy != "" && !store.ValidPolicy(req.ConflictPolicy) {
 		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
 	}
 	id, err := s.ids.Next()
@@ -183,169 +194,147 @@ func (s *Server) listClinics(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// Page is a list response; Next is the cursor for the following page ("" at the end).
-type Page[T any] struct {
-	Items []T    `json:"items"`
-	Next  string `json:"next,omitempty"`
-}
-
-func listQuery(r *http.Request) (store.ListQuery, error) {
-	q := store.ListQuery{Limit: 100}
-	v := r.URL.Query()
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			return q, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "limit must be 1..1000")
-		}
-		q.Limit = n
-	}
-	if s := v.Get("after"); s != "" {
-		id, err := ids.Parse(s)
-		if err != nil {
-			return q, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "after must be an id")
-		}
-		q.After = id
-	}
-	if s := v.Get("updated_since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return q, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "updated_since must be RFC 3339")
-		}
-		q.UpdatedSince = t
-	}
-	q.WithDeleted = v.Get("deleted") == "true"
-	return q, nil
-}
-
-func (s *Server) listPatients(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	q, err := listQuery(r)
+func (s *Server) list(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	ps, err := s.st.ListPatients(r.Context(), clinic, q)
+	p, err := httpapi.ParseList(r, spec)
 	if err != nil {
 		return err
 	}
-	page := Page[store.Patient]{Items: ps}
-	if len(ps) == q.Limit {
-		page.Next = ps[len(ps)-1].ID.String()
+	q := store.ListQuery{Limit: p.Limit, After: p.After, UpdatedSince: p.UpdatedSince, WithDeleted: p.WithDeleted, Parent: p.Parent}
+	q.ConflictOnly = r.URL.Query().Get("conflict") == "true"
+	rs, err := s.st.List(r.Context(), clinic, spec.Kind, q)
+	if err != nil {
+		return err
+	}
+	page := httpapi.Page[store.Record]{Items: rs}
+	if len(rs) == q.Limit {
+		page.Next = store.RecordMeta(rs[len(rs)-1]).ID.String()
 	}
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
-func recordID(r *http.Request) (ids.ID, error) {
-	id, err := ids.Parse(r.PathValue("id"))
-	if err != nil {
-		return 0, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "id must be a numeric id")
-	}
-	return id, nil
-}
-
-func (s *Server) getPatient(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	id, err := recordID(r)
+func (s *Server) get(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	p, err := s.st.GetPatient(r.Context(), clinic, id)
+	id, err := httpapi.RecordID(r)
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	rec, err := s.st.Get(r.Context(), clinic, spec.Kind, id)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
-// patientReq is a create or update; base_version, when given on update, must
-// be the current version (optimistic check), otherwise 409 version_conflict.
-type patientReq struct {
-	records.Patient
-	BaseVersion *version.V `json:"base_version,omitempty"`
-}
-
-func (s *Server) createPatient(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	var req patientReq
-	if err := httpapi.Decode(w, r, &req); err != nil {
+func (s *Server) create(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
+	if err != nil {
 		return err
 	}
-	if err := req.Validate(); err != nil {
+	_, c, err := httpapi.DecodeSave(w, r, spec)
+	if err != nil {
 		return err
 	}
 	id, err := s.ids.Next()
 	if err != nil {
 		return err
 	}
-	p, err := s.st.SavePatient(r.Context(), clinic, id, version.V{}, req.Patient, id, false)
+	rec, err := s.st.Save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Create: true, Content: c, ChangeID: id})
 	if err != nil {
 		return err
 	}
 	s.notify()
-	httpapi.WriteJSON(w, http.StatusCreated, p)
+	httpapi.WriteJSON(w, http.StatusCreated, rec)
 	return nil
 }
 
-func (s *Server) updatePatient(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	id, err := recordID(r)
+func (s *Server) update(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	var req patientReq
-	if err := httpapi.Decode(w, r, &req); err != nil {
-		return err
-	}
-	if err := req.Validate(); err != nil {
-		return err
-	}
-	p, err := s.save(r.Context(), clinic, id, req.BaseVersion, req.Patient, false)
+	id, err := httpapi.RecordID(r)
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	req, c, err := httpapi.DecodeSave(w, r, spec)
+	if err != nil {
+		return err
+	}
+	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
-func (s *Server) deletePatient(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	id, err := recordID(r)
+func (s *Server) remove(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	var base *version.V
-	if b := r.URL.Query().Get("base_version"); b != "" {
-		v, err := version.Parse(b)
-		if err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "base_version must be A.B")
-		}
-		base = &v
-	}
-	p, err := s.save(r.Context(), clinic, id, base, records.Patient{}, true)
+	id, err := httpapi.RecordID(r)
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	base, err := httpapi.BaseVersionParam(r)
+	if err != nil {
+		return err
+	}
+	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
 // save applies a cloud edit; without a base version it edits whatever is current.
-func (s *Server) save(ctx context.Context, clinic, id ids.ID, base *version.V, content records.Patient, deleted bool) (store.Patient, error) {
-	var b version.V
-	if base != nil {
-		b = *base
-	} else {
-		cur, err := s.st.GetPatient(ctx, clinic, id)
-		if err != nil {
-			return store.Patient{}, err
-		}
-		b = cur.Version
-	}
+func (s *Server) save(ctx context.Context, clinic ids.ID, ed store.Edit) (store.Record, error) {
 	changeID, err := s.ids.Next()
 	if err != nil {
-		return store.Patient{}, err
+		return nil, err
 	}
-	p, err := s.st.SavePatient(ctx, clinic, id, b, content, changeID, deleted)
+	ed.ChangeID = changeID
+	rec, err := s.st.Save(ctx, clinic, ed)
 	if err != nil {
-		return store.Patient{}, err
+		return nil, err
 	}
 	s.notify()
-	return p, nil
+	return rec, nil
+}
+
+type policyReq struct {
+	ConflictPolicy string `json:"conflict_policy"`
+}
+
+func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) error {
+	clinic, err := ids.Parse(r.PathValue("clinic"))
+	if err != nil {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "clinic must be a numeric id")
+	}
+	var req policyReq
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	if !store.ValidPolicy(req.ConflictPolicy) {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
+	}
+	c, err := s.st.SetConflictPolicy(r.Context(), clinic, req.ConflictPolicy)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, c)
+	return nil
 }
 
 func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {

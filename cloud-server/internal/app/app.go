@@ -32,12 +32,6 @@ import (
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
 	reg := telemetry.NewRegistry()
 
-	st, err := store.Open(ctx, cfg.Postgres.URL)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password})
 	defer rdb.Close()
 	lease, err := ids.LeaseCloudNode(ctx, rdb, cfg.Redis.Prefix, cfg.Redis.LeaseTTL, log)
@@ -54,6 +48,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	log = log.With("node", lease.Node())
+
+	st, err := store.Open(ctx, cfg.Postgres.URL, gen)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 
 	blobs := blob.New(blob.Config{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket,
 		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle})

@@ -6,6 +6,7 @@ package replicate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,8 @@ type Replicator struct {
 	accepted  prometheus.Counter
 	redeliver prometheus.Counter
 	relayed   prometheus.Counter
+	conflicts prometheus.Counter
+	parked    prometheus.Counter
 	poisoned  *prometheus.CounterVec
 }
 
@@ -52,10 +55,12 @@ func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Regist
 		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
 		redeliver: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
 		relayed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "conflicts_resolved_total", Help: "Concurrent clinic changes resolved by the clinic's conflict policy."}),
+		parked:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_parked_total", Help: "Clinic changes parked until a record they refer to arrives."}),
 		poisoned:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.poisoned)
+		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.poisoned)
 	}
 	return r
 }
@@ -134,38 +139,66 @@ func (r *Replicator) consume(ctx context.Context, clinic ids.ID) {
 	}
 }
 
-// handleUp accepts one change. Malformed or foreign messages are poison; a
-// database error is transient (the message is retried, the apply is idempotent).
+// handleUp accepts one message (a batch of changes). A malformed or foreign
+// message is poison as a whole; a change the store rejects is dead-lettered
+// alone with its reason while the rest of the batch is applied; a database
+// error is transient (the message is redelivered; the apply is idempotent).
 func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delivery) error {
-	e, err := wire.Decode(d.Body, d.ContentEncoding)
+	b, err := wire.Decode(d.Body, d.ContentEncoding)
 	if err != nil {
 		r.poisoned.WithLabelValues("malformed").Inc()
 		return amqpx.Poison(err)
 	}
-	if e.Clinic != clinic {
+	if b.Clinic != clinic {
 		r.poisoned.WithLabelValues("foreign_clinic").Inc()
-		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived on the queue of clinic %s", e.Clinic, clinic))
+		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived on the queue of clinic %s", b.Clinic, clinic))
 	}
-	if e.Type != wire.TypeChange {
-		r.poisoned.WithLabelValues("wrong_type").Inc()
-		return amqpx.Poison(fmt.Errorf("message type %q on an up queue", e.Type))
-	}
-	fresh, err := r.st.ApplyUp(ctx, e)
+	res, err := r.st.ApplyUp(ctx, clinic, b.Changes)
 	switch {
-	case errors.Is(err, store.ErrInvalidChange), errors.Is(err, store.ErrUnknownClinic):
-		r.poisoned.WithLabelValues("invalid_change").Inc()
+	case errors.Is(err, store.ErrUnknownClinic):
+		r.poisoned.WithLabelValues("unknown_clinic").Inc()
 		return amqpx.Poison(err)
 	case err != nil:
 		return err
 	}
-	if fresh {
-		r.accepted.Inc()
-		r.log.Debug("change accepted", "clinic", clinic, "change", e.ChangeID, "kind", e.Kind)
-	} else {
-		r.redeliver.Inc()
+	for _, rj := range res.Rejected {
+		if err := r.deadLetter(ctx, clinic, rj); err != nil {
+			// Redelivery applies nothing twice and dead-letters again.
+			return fmt.Errorf("dead-letter rejected change %s: %w", rj.Change.ChangeID, err)
+		}
+		r.poisoned.WithLabelValues("invalid_change").Inc()
+		r.log.Warn("change rejected", "clinic", clinic, "change", rj.Change.ChangeID, "kind", rj.Change.Kind, "err", rj.Err)
 	}
-	r.Notify()
+	r.accepted.Add(float64(res.Accepted))
+	r.conflicts.Add(float64(res.Conflicts))
+	r.redeliver.Add(float64(res.Duplicates))
+	r.parked.Add(float64(res.Parked))
+	if res.Accepted > 0 {
+		r.Notify()
+	}
 	return nil
+}
+
+// deadLetter publishes one rejected change, alone, to the dead-letter
+// exchange with the reason, as amqpx does for a poison message.
+func (r *Replicator) deadLetter(ctx context.Context, clinic ids.ID, rj store.Rejected) error {
+	body, err := json.Marshal(wire.NewBatch(clinic, rj.Change))
+	if err != nil {
+		return err
+	}
+	reason := rj.Err.Error()
+	if len(reason) > 4096 {
+		reason = reason[:4096]
+	}
+	return r.broker.Publish(ctx, wire.DeadExchange, wire.UpKey(clinic), amqpx.Message{
+		Body: body, ContentType: wire.ContentType, Type: string(wire.TypeChange),
+		MessageID: rj.Change.ChangeID.String(),
+		Headers: map[string]any{
+			amqpx.HeaderDeadReason: reason,
+			amqpx.HeaderDeadQueue:  wire.UpQueue(clinic),
+			amqpx.HeaderDeadAt:     time.Now().UTC().Format(time.RFC3339),
+		},
+	})
 }
 
 // relay publishes accepted changes down, oldest first, until ctx ends.
@@ -191,17 +224,22 @@ func (r *Replicator) relay(ctx context.Context) {
 	}
 }
 
-func (r *Replicator) publishDown(ctx context.Context, e wire.Envelope) error {
-	body, enc, err := wire.Encode(e)
+func (r *Replicator) publishDown(ctx context.Context, b wire.Batch) error {
+	msgs, err := wire.EncodeAll(b)
 	if err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return r.broker.Publish(pctx, wire.DownExchange, wire.DownKey(e.Clinic), amqpx.Message{
-		Body: body, ContentType: wire.ContentType, ContentEncoding: enc, Type: string(e.Type),
-		MessageID: fmt.Sprintf("%s-%d", e.Clinic, e.CloudSeq), Timestamp: time.Now(),
-	})
+	for _, m := range msgs {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := r.broker.Publish(pctx, wire.DownExchange, wire.DownKey(b.Clinic), amqpx.Message{
+			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding, Type: string(wire.TypeApplied),
+		})
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -3,12 +3,18 @@ package store
 import "errors"
 
 var (
-	// ErrNotFound: no such record for this clinic.
+	// ErrNotFound: no such record (or clinic) for this caller.
 	ErrNotFound = errors.New("store: not found")
 	// ErrVersionConflict: the caller's base version is not the current one.
 	ErrVersionConflict = errors.New("store: version conflict")
-	// ErrUnknownClinic: the clinic is not enrolled.
+	// ErrUnknownClinic: no clinic with that id or token.
 	ErrUnknownClinic = errors.New("store: unknown clinic")
 	// ErrNoNodeID: every clinic node id is taken.
 	ErrNoNodeID = errors.New("store: no clinic node id left")
+	// ErrInvalidChange: a change whose content cannot be applied (poison).
+	ErrInvalidChange = errors.New("store: invalid change")
+	// ErrExists: a record with that id exists already.
+	ErrExists = errors.New("store: record exists")
+	// ErrMissingRef: the content refers to a record that does not exist.
+	ErrMissingRef = errors.New("store: referenced record does not exist")
 )

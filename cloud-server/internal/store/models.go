@@ -1,22 +1,30 @@
-// Package store is the cloud's PostgreSQL state: clinics, their records, the
-// per-clinic change log ordered by cloud_seq, and the outbox the relay
-// publishes down from. Every table is keyed by clinic first, so no query can
-// reach a row without naming its clinic.
+// Package store is the cloud's PostgreSQL state: clinics, their records of
+// every kind, the per-clinic change log ordered by cloud_seq, changes parked
+// until their parent arrives, and the outbox the relay publishes down from.
+// Every table is keyed by clinic first, so no query can reach a row without
+// naming its clinic.
 package store
 
 import (
 	"time"
 
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Conflict policies (DESIGN.md, Replication).
 const (
-	PolicyLocalWins = "local-wins"
-	PolicyCloudWins = "cloud-wins"
-	PolicyKeepBoth  = "keep-both"
+	PolicyLocalWins = wire.ResolvedLocalWins
+	PolicyCloudWins = wire.ResolvedCloudWins
+	PolicyKeepBoth  = wire.ResolvedKeepBoth
 )
+
+// ValidPolicy reports whether p names a conflict policy.
+func ValidPolicy(p string) bool {
+	return p == PolicyLocalWins || p == PolicyCloudWins || p == PolicyKeepBoth
+}
 
 // Clinic is a tenant. LastSeq is its cloud_seq counter: the row lock taken to
 // bump it serializes every accepted change of the clinic.
@@ -30,23 +38,41 @@ type Clinic struct {
 	CreatedAt      time.Time `json:"created_at"`
 }
 
-// Patient is the cloud's copy of a patient record.
-type Patient struct {
-	ClinicID     ids.ID    `gorm:"primaryKey;autoIncrement:false" json:"clinic_id"`
-	ID           ids.ID    `gorm:"primaryKey;autoIncrement:false" json:"id"`
-	Version      version.V `gorm:"type:text;not null" json:"version"`
-	Origin       string    `gorm:"not null" json:"origin"`
-	ChartNo      string    `gorm:"not null;default:''" json:"chart_no"`
-	Name         string    `gorm:"not null" json:"name"`
-	BirthDate    string    `gorm:"not null;default:''" json:"birth_date,omitempty"`
-	Sex          string    `gorm:"not null;default:''" json:"sex,omitempty"`
-	Phone        string    `gorm:"not null;default:''" json:"phone,omitempty"`
-	Notes        string    `gorm:"not null;default:''" json:"notes,omitempty"`
-	Deleted      bool      `gorm:"not null;default:false" json:"deleted"`
+// Meta is what every record of every kind carries in the cloud.
+type Meta struct {
+	ClinicID ids.ID    `gorm:"primaryKey;autoIncrement:false" json:"clinic_id"`
+	ID       ids.ID    `gorm:"primaryKey;autoIncrement:false" json:"id"`
+	Kind     wire.Kind `gorm:"-" json:"kind"`
+	Version  version.V `gorm:"type:text;not null" json:"version"`
+	Origin   string    `gorm:"not null" json:"origin"`
+	Deleted  bool      `gorm:"not null;default:false" json:"deleted"`
+	// Conflict flags a record a keep-both resolution touched, for a person
+	// to look at; the next accepted change clears it. ConflictOf, on a
+	// conflict copy, names the record it was copied from.
+	Conflict   bool   `gorm:"not null;default:false" json:"conflict,omitempty"`
+	ConflictOf ids.ID `gorm:"not null;default:0" json:"conflict_of,omitempty"`
+	// LocalVersion is the version the clinic gave the record in its last
+	// accepted change, while no cloud change came after it: a clinic change
+	// based on it builds on the clinic's own accepted work and is no conflict,
+	// even if the cloud renumbered the version.
+	LocalVersion version.V `gorm:"type:text;not null;default:''" json:"-"`
 	LastChangeID ids.ID    `gorm:"not null" json:"last_change_id"`
 	CloudSeq     int64     `gorm:"not null" json:"cloud_seq"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `gorm:"index" json:"updated_at"`
+}
+
+// Row is a record of kind C: one table per kind.
+type Row[C records.Content] struct {
+	Meta
+	Data C `gorm:"embedded" json:"data"`
+}
+
+// TableName is the kind's table.
+func (Row[C]) TableName() string {
+	var c C
+	s, _ := records.SpecOf(c.Kind())
+	return s.Table
 }
 
 // Change is one accepted change in a clinic's sequence. Payload is the
@@ -62,10 +88,29 @@ type Change struct {
 	BaseVersion version.V `gorm:"type:text;not null"`
 	NewVersion  version.V `gorm:"type:text;not null"`
 	Deleted     bool      `gorm:"not null"`
+	Conflict    string    `gorm:"not null;default:''"`
+	ConflictOf  ids.ID    `gorm:"not null;default:0"`
 	Payload     string    `gorm:"type:text"`
 	At          time.Time `gorm:"not null"`
 	AcceptedAt  time.Time `gorm:"not null"`
 }
+
+// Parked is a clinic change waiting for a record it refers to (M26): it is
+// applied, in arrival order, as soon as that record exists in the cloud.
+type Parked struct {
+	ID        int64  `gorm:"primaryKey"`
+	ClinicID  ids.ID `gorm:"not null;index:parked_wait,priority:1;index:parked_record,priority:1;uniqueIndex:parked_change,priority:1"`
+	WaitKind  string `gorm:"not null;index:parked_wait,priority:2"`
+	WaitID    ids.ID `gorm:"not null;index:parked_wait,priority:3"`
+	Kind      string `gorm:"not null;index:parked_record,priority:2"`
+	RecordID  ids.ID `gorm:"not null;index:parked_record,priority:3"`
+	ChangeID  ids.ID `gorm:"not null;uniqueIndex:parked_change,priority:2"`
+	Envelope  string `gorm:"type:text;not null"`
+	CreatedAt time.Time
+}
+
+// TableName is "parked".
+func (Parked) TableName() string { return "parked" }
 
 // Outbox lists accepted changes not yet confirmed by the broker on the down
 // exchange. It is written in the same transaction as the change.

@@ -17,17 +17,23 @@ import (
 
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
-	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
 )
 
-// Store is the cloud database.
-type Store struct {
-	db *gorm.DB
+// IDs mints Snowflake ids (the node's generator).
+type IDs interface {
+	Next() (ids.ID, error)
 }
 
-// Open connects to PostgreSQL at url and migrates the schema.
-func Open(ctx context.Context, url string) (*Store, error) {
+// Store is the cloud database.
+type Store struct {
+	db  *gorm.DB
+	ids IDs
+}
+
+// Open connects to PostgreSQL at url and migrates the schema. gen mints the
+// ids of records the cloud creates by itself (conflict copies).
+func Open(ctx context.Context, url string, gen IDs) (*Store, error) {
 	db, err := gorm.Open(postgres.Open(url), &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
@@ -42,7 +48,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	}
 	sqlDB.SetMaxOpenConns(20)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{db: db}
+	s := &Store{db: db, ids: gen}
 	if err := s.migrate(ctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, err
@@ -56,7 +62,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(4242001)").Error; err != nil {
 			return fmt.Errorf("store: migrate lock: %w", err)
 		}
-		if err := tx.AutoMigrate(&Clinic{}, &Patient{}, &Change{}, &Outbox{}); err != nil {
+		models := []any{&Clinic{}, &Change{}, &Parked{}, &Outbox{}}
+		for _, s := range records.Kinds {
+			models = append(models, kinds[s.Kind].model)
+		}
+		if err := tx.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store: migrate: %w", err)
 		}
 		return nil
@@ -144,197 +154,6 @@ func (s *Store) Clinics(ctx context.Context) ([]Clinic, error) {
 	return cs, err
 }
 
-// ApplyUp accepts a clinic's change into the cloud: idempotent on change id,
-// it assigns the next cloud_seq, applies the record's new state, and writes
-// the change and its outbox row in one transaction. It returns false when
-// the change had been accepted before (a redelivery).
-func (s *Store) ApplyUp(ctx context.Context, e wire.Envelope) (bool, error) {
-	var fresh bool
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var n int64
-		if err := tx.Model(&Change{}).Where("clinic_id = ? AND change_id = ?", e.Clinic, e.ChangeID).Count(&n).Error; err != nil {
-			return err
-		}
-		if n > 0 {
-			return nil
-		}
-		seq, _, err := nextSeq(tx, e.Clinic)
-		if err != nil {
-			return err
-		}
-		var cur Patient
-		err = tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&cur, "clinic_id = ? AND id = ?", e.Clinic, e.RecordID).Error
-		exists := err == nil
-		if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
-			return err
-		}
-		base, newV := e.BaseVersion, e.NewVersion
-		if exists && cur.Version != e.BaseVersion {
-			// Concurrent change in the cloud. The clinic holds the originals and
-			// local-wins is the default; the full policy set arrives with the
-			// replication work. The result must be newer than both sides.
-			base = cur.Version
-			if !cur.Version.Less(newV) {
-				newV = cur.Version.NextSession()
-			}
-		}
-		p := Patient{ClinicID: e.Clinic, ID: e.RecordID}
-		if exists {
-			p = cur
-		}
-		if !e.Deleted {
-			var content records.Patient
-			if err := json.Unmarshal(e.Payload, &content); err != nil {
-				return fmt.Errorf("%w: payload: %w", ErrInvalidChange, err)
-			}
-			if err := content.Validate(); err != nil {
-				return fmt.Errorf("%w: %w", ErrInvalidChange, err)
-			}
-			setContent(&p, content)
-		}
-		p.Deleted = e.Deleted
-		p.Version = newV
-		p.Origin = string(wire.OriginLocal)
-		p.LastChangeID = e.ChangeID
-		p.CloudSeq = seq
-		if err := tx.Save(&p).Error; err != nil {
-			return err
-		}
-		ch := changeFor(p, seq, base, e.Origin, e.At)
-		if err := tx.Create(&ch).Error; err != nil {
-			return err
-		}
-		fresh = true
-		return tx.Create(&Outbox{ClinicID: e.Clinic, CloudSeq: seq}).Error
-	})
-	if err != nil {
-		return false, fmt.Errorf("store: apply change %s: %w", e.ChangeID, err)
-	}
-	return fresh, nil
-}
-
-// ErrInvalidChange: a change whose content cannot be applied (poison).
-var ErrInvalidChange = errors.New("store: invalid change")
-
-func nextSeq(tx *gorm.DB, clinic ids.ID) (int64, Clinic, error) {
-	var c Clinic
-	res := tx.Raw("UPDATE clinics SET last_seq = last_seq + 1 WHERE id = ? RETURNING *", clinic).Scan(&c)
-	if res.Error != nil {
-		return 0, c, res.Error
-	}
-	if res.RowsAffected == 0 {
-		return 0, c, ErrUnknownClinic
-	}
-	return c.LastSeq, c, nil
-}
-
-func setContent(p *Patient, c records.Patient) {
-	p.ChartNo, p.Name, p.BirthDate, p.Sex, p.Phone, p.Notes = c.ChartNo, c.Name, c.BirthDate, c.Sex, c.Phone, c.Notes
-}
-
-// Content returns the record's replicated content.
-func (p Patient) Content() records.Patient {
-	return records.Patient{ChartNo: p.ChartNo, Name: p.Name, BirthDate: p.BirthDate, Sex: p.Sex, Phone: p.Phone, Notes: p.Notes}
-}
-
-func changeFor(p Patient, seq int64, base version.V, origin wire.Origin, at time.Time) Change {
-	ch := Change{
-		ClinicID: p.ClinicID, CloudSeq: seq, ChangeID: p.LastChangeID, Kind: string(wire.KindPatient),
-		RecordID: p.ID, Origin: string(origin), BaseVersion: base, NewVersion: p.Version,
-		Deleted: p.Deleted, At: at.UTC(), AcceptedAt: time.Now().UTC(),
-	}
-	if !p.Deleted {
-		b, _ := json.Marshal(p.Content())
-		ch.Payload = string(b)
-	}
-	return ch
-}
-
-// SavePatient writes a change made in the cloud (origin cloud). A zero id
-// creates the record with id newID at version 1.0; otherwise base must be the
-// current version (the caller's optimistic check) and the version moves to a
-// new session. The change and its outbox row commit with the record.
-func (s *Store) SavePatient(ctx context.Context, clinic, id ids.ID, base version.V, content records.Patient, changeID ids.ID, deleted bool) (Patient, error) {
-	var out Patient
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		seq, _, err := nextSeq(tx, clinic)
-		if err != nil {
-			return err
-		}
-		var p Patient
-		err = tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&p, "clinic_id = ? AND id = ?", clinic, id).Error
-		switch {
-		case errors.Is(err, gorm.ErrRecordNotFound):
-			if !base.IsZero() || deleted {
-				return ErrNotFound
-			}
-			p = Patient{ClinicID: clinic, ID: id, Version: version.First}
-		case err != nil:
-			return err
-		default:
-			if p.Version != base {
-				return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, p.Version, base)
-			}
-			if p.Deleted {
-				return ErrNotFound
-			}
-			p.Version = p.Version.NextSession()
-		}
-		if !deleted {
-			setContent(&p, content)
-		}
-		p.Deleted = deleted
-		p.Origin = string(wire.OriginCloud)
-		p.LastChangeID = changeID
-		p.CloudSeq = seq
-		if err := tx.Save(&p).Error; err != nil {
-			return err
-		}
-		ch := changeFor(p, seq, base, wire.OriginCloud, time.Now())
-		if err := tx.Create(&ch).Error; err != nil {
-			return err
-		}
-		out = p
-		return tx.Create(&Outbox{ClinicID: clinic, CloudSeq: seq}).Error
-	})
-	if err != nil {
-		return Patient{}, fmt.Errorf("store: save patient: %w", err)
-	}
-	return out, nil
-}
-
-// GetPatient returns one record of the clinic (tombstones included).
-func (s *Store) GetPatient(ctx context.Context, clinic, id ids.ID) (Patient, error) {
-	var p Patient
-	err := s.db.WithContext(ctx).Take(&p, "clinic_id = ? AND id = ?", clinic, id).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return p, ErrNotFound
-	}
-	return p, err
-}
-
-// ListQuery pages through a clinic's records.
-type ListQuery struct {
-	UpdatedSince time.Time
-	After        ids.ID // id of the last record of the previous page
-	Limit        int
-	WithDeleted  bool
-}
-
-// ListPatients returns a page of the clinic's records in id order.
-func (s *Store) ListPatients(ctx context.Context, clinic ids.ID, q ListQuery) ([]Patient, error) {
-	db := s.db.WithContext(ctx).Where("clinic_id = ? AND id > ?", clinic, q.After)
-	if !q.UpdatedSince.IsZero() {
-		db = db.Where("updated_at >= ?", q.UpdatedSince)
-	}
-	if !q.WithDeleted {
-		db = db.Where("NOT deleted")
-	}
-	var ps []Patient
-	err := db.Order("id").Limit(q.Limit).Find(&ps).Error
-	return ps, err
-}
-
 // ChangesSince returns the clinic's accepted changes with cloud_seq > since,
 // in order, at most limit.
 func (s *Store) ChangesSince(ctx context.Context, clinic ids.ID, since int64, limit int) (wire.ChangesPage, error) {
@@ -366,6 +185,7 @@ func (ch Change) Envelope() wire.Envelope {
 		Protocol: wire.Protocol, Type: wire.TypeApplied, Clinic: ch.ClinicID, Origin: wire.Origin(ch.Origin),
 		ChangeID: ch.ChangeID, Kind: wire.Kind(ch.Kind), RecordID: ch.RecordID, BaseVersion: ch.BaseVersion,
 		NewVersion: ch.NewVersion, Deleted: ch.Deleted, CloudSeq: ch.CloudSeq, At: ch.At,
+		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf,
 	}
 	if ch.Payload != "" {
 		e.Payload = json.RawMessage(ch.Payload)
@@ -374,10 +194,12 @@ func (ch Change) Envelope() wire.Envelope {
 }
 
 // RelayBatch hands up to limit unpublished changes to publish, in outbox
-// order, holding their outbox rows locked (other nodes skip them). The rows
-// of the changes publish confirmed are deleted; on error the rest stay for
-// the next round. It returns how many were published.
-func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.Context, wire.Envelope) error) (int, error) {
+// order, grouped into batches of one clinic's consecutive changes (at most
+// wire.MaxBatch each), holding their outbox rows locked so other nodes skip
+// them. The rows of the batches publish confirmed are deleted; the first
+// failure ends the round and the rest stay for the next. It returns how many
+// changes were published.
+func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.Context, wire.Batch) error) (int, error) {
 	done := 0
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var rows []Outbox
@@ -387,17 +209,35 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.
 		}
 		var perr error
 		var sent []int64
-		for _, o := range rows {
-			var ch Change
-			if err := tx.Take(&ch, "clinic_id = ? AND cloud_seq = ?", o.ClinicID, o.CloudSeq).Error; err != nil {
+		for len(rows) > 0 && perr == nil {
+			n := 1
+			for n < len(rows) && n < wire.MaxBatch && rows[n].ClinicID == rows[0].ClinicID {
+				n++
+			}
+			group := rows[:n]
+			rows = rows[n:]
+			seqs := make([]int64, len(group))
+			for i, o := range group {
+				seqs[i] = o.CloudSeq
+			}
+			var chs []Change
+			if err := tx.Where("clinic_id = ? AND cloud_seq IN ?", group[0].ClinicID, seqs).Order("cloud_seq").Find(&chs).Error; err != nil {
 				perr = err
 				break
 			}
-			if err := publish(ctx, ch.Envelope()); err != nil {
-				perr = err
-				break
+			b := wire.NewBatch(group[0].ClinicID)
+			for _, ch := range chs {
+				b.Changes = append(b.Changes, ch.Envelope())
 			}
-			sent = append(sent, o.ID)
+			if len(b.Changes) > 0 {
+				if err := publish(ctx, b); err != nil {
+					perr = err
+					break
+				}
+			}
+			for _, o := range group {
+				sent = append(sent, o.ID)
+			}
 		}
 		if len(sent) > 0 {
 			if err := tx.Delete(&Outbox{}, sent).Error; err != nil {
@@ -418,4 +258,16 @@ func (s *Store) OutboxLen(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.db.WithContext(ctx).Model(&Outbox{}).Count(&n).Error
 	return n, err
+}
+
+// SetConflictPolicy changes a clinic's conflict policy.
+func (s *Store) SetConflictPolicy(ctx context.Context, clinic ids.ID, policy string) (Clinic, error) {
+	res := s.db.WithContext(ctx).Model(&Clinic{}).Where("id = ?", clinic).Update("conflict_policy", policy)
+	if res.Error != nil {
+		return Clinic{}, res.Error
+	}
+	if res.RowsAffected == 0 {
+		return Clinic{}, ErrUnknownClinic
+	}
+	return s.ClinicByID(ctx, clinic)
 }

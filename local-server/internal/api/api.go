@@ -1,5 +1,6 @@
 // Package api is sc-local's REST API for the clinic's viewer clients: records
-// (create, read, update, delete, paged lists) and the replication status.
+// of every kind (create, read, update, delete, paged lists) and the
+// replication status.
 package api
 
 import (
@@ -7,15 +8,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
-	"time"
 
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
-	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
-	"github.com/scsync/scsync/shared/version"
 )
 
 // Server holds the handlers' dependencies.
@@ -30,14 +27,15 @@ func New(st *store.Store, notify func(), log *slog.Logger) *Server {
 	return &Server{st: st, notify: notify, log: log}
 }
 
-// Register mounts the routes on mux.
+// Register mounts the routes on mux. Records live under /v1/{collection},
+// the collection being the kind's table name (patients, studies, images…).
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/status", s.wrap(s.status))
-	mux.HandleFunc("GET /v1/patients", s.wrap(s.listPatients))
-	mux.HandleFunc("POST /v1/patients", s.wrap(s.createPatient))
-	mux.HandleFunc("GET /v1/patients/{id}", s.wrap(s.getPatient))
-	mux.HandleFunc("PUT /v1/patients/{id}", s.wrap(s.updatePatient))
-	mux.HandleFunc("DELETE /v1/patients/{id}", s.wrap(s.deletePatient))
+	mux.HandleFunc("GET /v1/{collection}", s.wrap(s.list))
+	mux.HandleFunc("POST /v1/{collection}", s.wrap(s.create))
+	mux.HandleFunc("GET /v1/{collection}/{id}", s.wrap(s.get))
+	mux.HandleFunc("PUT /v1/{collection}/{id}", s.wrap(s.update))
+	mux.HandleFunc("DELETE /v1/{collection}/{id}", s.wrap(s.remove))
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
@@ -48,14 +46,23 @@ func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http
 	}
 }
 
+func afterLast(msg, sep string) string {
+	if i := strings.LastIndex(msg, sep); i >= 0 {
+		return msg[i+len(sep):]
+	}
+	return msg
+}
+
 func mapErr(err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such record")
 	case errors.Is(err, store.ErrVersionConflict):
-		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", strings.TrimPrefix(err.Error(), "store: save patient: "))
+		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", afterLast(err.Error(), "store: "))
+	case errors.Is(err, store.ErrMissingRef):
+		return httpapi.Errorf(http.StatusUnprocessableEntity, "missing_reference", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, records.ErrInvalid):
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_record", "%s", strings.TrimPrefix(err.Error(), "records: invalid: "))
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeInvalidRecord, "%s", afterLast(err.Error(), "records: invalid: "))
 	case errors.Is(err, context.Canceled):
 		return httpapi.Errorf(499, "canceled", "request canceled")
 	}
@@ -71,139 +78,109 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// Page is a list response; Next is the cursor for the following page.
-type Page[T any] struct {
-	Items []T    `json:"items"`
-	Next  string `json:"next,omitempty"`
-}
-
-func (s *Server) listPatients(w http.ResponseWriter, r *http.Request) error {
-	q := store.ListQuery{Limit: 100}
-	v := r.URL.Query()
-	if l := v.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 1000 {
-			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "limit must be 1..1000")
-		}
-		q.Limit = n
+func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
+	if err != nil {
+		return err
 	}
-	if a := v.Get("after"); a != "" {
-		id, err := ids.Parse(a)
-		if err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "after must be an id")
-		}
-		q.After = id
+	p, err := httpapi.ParseList(r, spec)
+	if err != nil {
+		return err
 	}
-	if u := v.Get("updated_since"); u != "" {
-		t, err := time.Parse(time.RFC3339Nano, u)
-		if err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "updated_since must be RFC 3339")
-		}
-		q.UpdatedSince = t
-	}
-	switch st := v.Get("sync_state"); st {
+	q := store.ListQuery{Limit: p.Limit, After: p.After, UpdatedSince: p.UpdatedSince, WithDeleted: p.WithDeleted, Parent: p.Parent}
+	switch st := r.URL.Query().Get("sync_state"); st {
 	case "", store.StatePending, store.StateSynced, store.StateConflict, store.StateExcluded:
 		q.SyncState = st
 	default:
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "sync_state must be pending, synced, conflict or excluded")
 	}
-	q.WithDeleted = v.Get("deleted") == "true"
-	ps, err := s.st.ListPatients(r.Context(), q)
+	rs, err := s.st.List(r.Context(), spec.Kind, q)
 	if err != nil {
 		return err
 	}
-	page := Page[store.Patient]{Items: ps}
-	if len(ps) == q.Limit {
-		page.Next = ps[len(ps)-1].ID.String()
+	page := httpapi.Page[store.Record]{Items: rs}
+	if len(rs) == q.Limit {
+		page.Next = store.RecordMeta(rs[len(rs)-1]).ID.String()
 	}
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
 
-func recordID(r *http.Request) (ids.ID, error) {
-	id, err := ids.Parse(r.PathValue("id"))
-	if err != nil {
-		return 0, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "id must be a numeric id")
-	}
-	return id, nil
-}
-
-func (s *Server) getPatient(w http.ResponseWriter, r *http.Request) error {
-	id, err := recordID(r)
+func (s *Server) get(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	p, err := s.st.GetPatient(r.Context(), id)
+	id, err := httpapi.RecordID(r)
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	rec, err := s.st.Get(r.Context(), spec.Kind, id)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
-// patientReq is a create or update; base_version, when given on update, must
-// be the current version, otherwise 409 version_conflict.
-type patientReq struct {
-	records.Patient
-	BaseVersion *version.V `json:"base_version,omitempty"`
-}
-
-func (s *Server) createPatient(w http.ResponseWriter, r *http.Request) error {
-	var req patientReq
-	if err := httpapi.Decode(w, r, &req); err != nil {
+func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
+	if err != nil {
 		return err
 	}
-	if err := req.Validate(); err != nil {
+	_, c, err := httpapi.DecodeSave(w, r, spec)
+	if err != nil {
 		return err
 	}
-	p, err := s.st.SavePatient(r.Context(), 0, nil, req.Patient, false)
+	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, Content: c})
 	if err != nil {
 		return err
 	}
 	s.notify()
-	httpapi.WriteJSON(w, http.StatusCreated, p)
+	httpapi.WriteJSON(w, http.StatusCreated, rec)
 	return nil
 }
 
-func (s *Server) updatePatient(w http.ResponseWriter, r *http.Request) error {
-	id, err := recordID(r)
+func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	var req patientReq
-	if err := httpapi.Decode(w, r, &req); err != nil {
+	id, err := httpapi.RecordID(r)
+	if err != nil {
 		return err
 	}
-	if err := req.Validate(); err != nil {
+	req, c, err := httpapi.DecodeSave(w, r, spec)
+	if err != nil {
 		return err
 	}
-	p, err := s.st.SavePatient(r.Context(), id, req.BaseVersion, req.Patient, false)
+	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
 	if err != nil {
 		return err
 	}
 	s.notify()
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }
 
-func (s *Server) deletePatient(w http.ResponseWriter, r *http.Request) error {
-	id, err := recordID(r)
+func (s *Server) remove(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
 	if err != nil {
 		return err
 	}
-	var base *version.V
-	if b := r.URL.Query().Get("base_version"); b != "" {
-		v, err := version.Parse(b)
-		if err != nil {
-			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "base_version must be A.B")
-		}
-		base = &v
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return err
 	}
-	p, err := s.st.SavePatient(r.Context(), id, base, records.Patient{}, true)
+	base, err := httpapi.BaseVersionParam(r)
+	if err != nil {
+		return err
+	}
+	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
 	if err != nil {
 		return err
 	}
 	s.notify()
-	httpapi.WriteJSON(w, http.StatusOK, p)
+	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }

@@ -9,7 +9,7 @@ package syncer
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -48,6 +48,8 @@ type Syncer struct {
 	published prometheus.Counter
 	applied   prometheus.Counter
 	pulled    prometheus.Counter
+	skipped   prometheus.Counter
+	batch     int
 }
 
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
@@ -57,9 +59,11 @@ func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, l
 		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_published_total", Help: "Local changes confirmed by the broker."}),
 		applied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_applied_total", Help: "Cloud changes applied here (including acceptances)."}),
 		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
+		skipped:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_skipped_total", Help: "Cloud changes whose content this build cannot apply."}),
+		batch:     200,
 	}
 	if reg != nil {
-		reg.MustRegister(s.published, s.applied, s.pulled)
+		reg.MustRegister(s.published, s.applied, s.pulled, s.skipped)
 	}
 	return s
 }
@@ -107,28 +111,48 @@ func (s *Syncer) relay(ctx context.Context) {
 	}
 }
 
-// relayOnce publishes the oldest outbox rows in order; the first failure
-// stops the round so order is kept.
+// relayOnce publishes the oldest outbox rows, in order, batched into as few
+// messages as the size limit allows (M28); a row is deleted only after the
+// broker confirmed its message, and the first failure ends the round so the
+// order holds.
 func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
-	rows, err := s.st.NextOutbox(ctx, 100)
-	if err != nil {
+	rows, err := s.st.NextOutbox(ctx, s.batch)
+	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
 	clinic := s.st.Clinic()
-	for i, o := range rows {
+	b := wire.NewBatch(clinic)
+	for _, o := range rows {
+		var e wire.Envelope
+		if err := json.Unmarshal([]byte(o.Envelope), &e); err != nil {
+			return 0, fmt.Errorf("outbox row %d: %w", o.ID, err)
+		}
+		b.Changes = append(b.Changes, e)
+	}
+	msgs, err := wire.EncodeAll(b)
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	for _, m := range msgs {
 		err := s.broker.Publish(ctx, wire.UpExchange, wire.UpKey(clinic), amqpx.Message{
-			Body: o.Body, ContentType: wire.ContentType, ContentEncoding: o.ContentEncoding,
-			Type: string(wire.TypeChange), MessageID: o.ChangeID.String(), Timestamp: time.Now(),
+			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding,
+			Type: string(wire.TypeChange), Timestamp: time.Now(),
 		})
 		if err != nil {
-			return i, err
+			return done, err
 		}
-		if err := s.st.DeleteOutbox(ctx, o.ID); err != nil {
-			return i, err
+		ids := make([]int64, 0, m.Changes)
+		for _, o := range rows[done : done+m.Changes] {
+			ids = append(ids, o.ID)
 		}
-		s.published.Inc()
+		if err := s.st.DeleteOutbox(ctx, ids...); err != nil {
+			return done, err
+		}
+		done += m.Changes
+		s.published.Add(float64(m.Changes))
 	}
-	return len(rows), nil
+	return done, nil
 }
 
 func (s *Syncer) consume(ctx context.Context) {
@@ -149,31 +173,42 @@ func (s *Syncer) consume(ctx context.Context) {
 }
 
 func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
-	e, err := wire.Decode(d.Body, d.ContentEncoding)
+	b, err := wire.Decode(d.Body, d.ContentEncoding)
 	if err != nil {
 		return amqpx.Poison(err)
 	}
-	if e.Clinic != s.st.Clinic() || e.Type != wire.TypeApplied {
-		return amqpx.Poison(fmt.Errorf("message %s for clinic %s on clinic %s's down queue", e.Type, e.Clinic, s.st.Clinic()))
+	if b.Clinic != s.st.Clinic() {
+		return amqpx.Poison(fmt.Errorf("message for clinic %s on clinic %s's down queue", b.Clinic, s.st.Clinic()))
+	}
+	for _, e := range b.Changes {
+		if e.Type != wire.TypeApplied {
+			return amqpx.Poison(fmt.Errorf("%s message on a down queue", e.Type))
+		}
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	res, err := s.st.ApplyDown(ctx, e)
-	switch {
-	case errors.Is(err, store.ErrInvalidChange):
-		return amqpx.Poison(err)
-	case err != nil:
+	res, err := s.st.ApplyDown(ctx, b.Changes)
+	if err != nil {
 		return err
-	case res == store.Gap:
+	}
+	s.count(res)
+	if res.Gap != 0 {
 		// Earlier changes are missing (lost while offline, or relayed out of
-		// order by two cloud nodes): fetch them, this one included.
-		if err := s.catchUpLocked(ctx, e.CloudSeq); err != nil {
-			return fmt.Errorf("fill gap before cloud_seq %d: %w", e.CloudSeq, err)
+		// order by two cloud nodes): fetch them, and the rest of the batch.
+		last := b.Changes[len(b.Changes)-1].CloudSeq
+		if err := s.catchUpLocked(ctx, last); err != nil {
+			return fmt.Errorf("fill gap before cloud_seq %d: %w", res.Gap, err)
 		}
-	case res == store.Applied:
-		s.applied.Inc()
 	}
 	return nil
+}
+
+func (s *Syncer) count(res store.DownResult) {
+	s.applied.Add(float64(res.Applied))
+	if res.Skipped > 0 {
+		s.skipped.Add(float64(res.Skipped))
+		s.log.Warn("cloud changes skipped: content this build cannot apply", "count", res.Skipped)
+	}
 }
 
 func (s *Syncer) catchUpLoop(ctx context.Context) {
@@ -213,18 +248,16 @@ func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
 		if err := s.st.TouchContact(ctx); err != nil {
 			return err
 		}
-		for _, e := range page.Changes {
-			res, err := s.st.ApplyDown(ctx, e)
+		if len(page.Changes) > 0 {
+			res, err := s.st.ApplyDown(ctx, page.Changes)
 			if err != nil {
 				return err
 			}
-			if res == store.Gap {
-				return fmt.Errorf("pull API skipped from %d to %d", cp, e.CloudSeq)
+			if res.Gap != 0 {
+				return fmt.Errorf("pull API skipped from %d to %d", cp, res.Gap)
 			}
-			if res == store.Applied {
-				s.pulled.Inc()
-				s.applied.Inc()
-			}
+			s.count(res)
+			s.pulled.Add(float64(res.Applied))
 		}
 		if !page.More {
 			if until > 0 && page.Next < until {

@@ -1,0 +1,419 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+var (
+	// ErrMissingRef: the content refers to a record that does not exist here.
+	ErrMissingRef = errors.New("store: referenced record does not exist")
+	// ErrInvalidChange: a down change whose content cannot be applied.
+	ErrInvalidChange = errors.New("store: invalid change")
+)
+
+// Edit is a change made in the clinic.
+type Edit struct {
+	Kind wire.Kind
+	// ID is the record; 0 creates a new record (its id is the change id).
+	ID ids.ID
+	// Base, when set, must be the current version (optimistic check).
+	Base *version.V
+	// Content is the new content; nil with Delete.
+	Content records.Content
+	Delete  bool
+	// SameSession bumps B instead of A (a further save in one edit session).
+	SameSession bool
+}
+
+// Save writes a local change: the record with its new version, sync state
+// pending, and the change in the outbox, in one transaction.
+func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
+	k, err := opsFor(ed.Kind)
+	if err != nil {
+		return nil, err
+	}
+	var out Record
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		changeID, err := s.ids.Next()
+		if err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		rec := k.newRow()
+		m := rec.meta()
+		var prev version.V
+		exists := false
+		if ed.ID == 0 {
+			if ed.Delete || ed.Content == nil {
+				return ErrNotFound
+			}
+			m.ID, m.ClinicID, m.Version = changeID, s.clinic, version.First
+		} else {
+			err := tx.Take(rec, "id = ? AND clinic_id = ?", ed.ID, s.clinic).Error
+			if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && m.Deleted) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			exists = true
+			if ed.Base != nil && *ed.Base != m.Version {
+				return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
+			}
+			prev = m.Version
+			if ed.SameSession {
+				m.Version = m.Version.NextSave()
+			} else {
+				m.Version = m.Version.NextSession()
+			}
+		}
+		if ed.Content != nil && !ed.Delete {
+			if ref, missing, err := s.missingRef(tx, ed.Content); err != nil {
+				return err
+			} else if missing {
+				return fmt.Errorf("%w: %s %s", ErrMissingRef, ref.Kind, ref.ID)
+			}
+			rec.setContent(ed.Content)
+		}
+		m.Kind = ed.Kind
+		m.Deleted = ed.Delete
+		m.Origin = string(wire.OriginLocal)
+		m.SyncState = StatePending
+		m.PendingChangeID = changeID
+		if m.PendingSince == nil {
+			m.PendingSince = &now
+		}
+		if exists {
+			err = tx.Save(rec).Error
+		} else {
+			err = tx.Create(rec).Error
+		}
+		if err != nil {
+			return err
+		}
+		e := wire.Envelope{
+			Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
+			ChangeID: changeID, Kind: ed.Kind, RecordID: m.ID, BaseVersion: prev,
+			NewVersion: m.Version, Deleted: ed.Delete, At: now,
+		}
+		if !ed.Delete {
+			if e.Payload, err = json.Marshal(rec.content()); err != nil {
+				return err
+			}
+		}
+		if err := e.Validate(); err != nil {
+			return err
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if err := tx.Create(&Outbox{ChangeID: changeID, Envelope: string(b)}).Error; err != nil {
+			return err
+		}
+		out = rec
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
+	}
+	return out, nil
+}
+
+// missingRef returns the first live record c refers to that is not here.
+func (s *Store) missingRef(tx *gorm.DB, c records.Content) (records.Ref, bool, error) {
+	for _, ref := range c.Refs() {
+		k, err := opsFor(ref.Kind)
+		if err != nil {
+			return ref, false, err
+		}
+		var n int64
+		if err := tx.Model(k.model).Where("id = ? AND clinic_id = ? AND deleted = ?", ref.ID, s.clinic, false).Count(&n).Error; err != nil {
+			return ref, false, err
+		}
+		if n == 0 {
+			return ref, true, nil
+		}
+	}
+	return records.Ref{}, false, nil
+}
+
+// Get returns a record (tombstones included).
+func (s *Store) Get(ctx context.Context, kind wire.Kind, id ids.ID) (Record, error) {
+	k, err := opsFor(kind)
+	if err != nil {
+		return nil, err
+	}
+	rec := k.newRow()
+	err = s.db.WithContext(ctx).Take(rec, "id = ? AND clinic_id = ?", id, s.clinic).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec.meta().Kind = kind
+	return rec, nil
+}
+
+// ListQuery pages through records.
+type ListQuery struct {
+	UpdatedSince time.Time
+	After        ids.ID
+	Limit        int
+	WithDeleted  bool
+	SyncState    string
+	// Parent, when set, keeps the records of that parent.
+	Parent ids.ID
+}
+
+// List returns a page of records of one kind in id order.
+func (s *Store) List(ctx context.Context, kind wire.Kind, q ListQuery) ([]Record, error) {
+	k, err := opsFor(kind)
+	if err != nil {
+		return nil, err
+	}
+	db := s.db.WithContext(ctx).Where("clinic_id = ? AND id > ?", s.clinic, q.After)
+	if !q.UpdatedSince.IsZero() {
+		db = db.Where("updated_at >= ?", q.UpdatedSince)
+	}
+	if !q.WithDeleted {
+		db = db.Where("deleted = ?", false)
+	}
+	if q.SyncState != "" {
+		db = db.Where("sync_state = ?", q.SyncState)
+	}
+	if q.Parent != 0 {
+		if k.spec.ParentField == "" {
+			return nil, fmt.Errorf("%w: %s has no parent", records.ErrInvalid, kind)
+		}
+		db = db.Where(k.spec.ParentField+" = ?", q.Parent)
+	}
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	return k.find(db.Order("id").Limit(q.Limit))
+}
+
+// DownResult says what ApplyDown did with a batch.
+type DownResult struct {
+	Applied    int // changes applied (the checkpoint moved past them)
+	Duplicates int // at or below the checkpoint: nothing to do
+	Skipped    int // content this build cannot apply (logged, checkpoint moved)
+	// Gap is the cloud_seq of the first change that came before its
+	// predecessors (lost while offline, or relayed out of order); it and
+	// what followed it were not applied. 0: no gap.
+	Gap int64
+}
+
+// ApplyDown applies changes from the cloud in cloud_seq order, together with
+// the checkpoint, in one transaction:
+//   - the acceptance of this clinic's own change marks the record synced
+//     (M21) and is never taken for a new change (M20);
+//   - a change from the cloud overwrites the record unless a newer local
+//     change is pending, which the cloud will judge when it arrives there;
+//   - nothing is written to the outbox, so nothing echoes (M23).
+//
+// Parents come before children because the cloud accepts a change only
+// after every record it refers to (M26), and the order is cloud_seq.
+func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, error) {
+	var res DownResult
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		res = DownResult{}
+		cpS, err := s.meta(tx, metaCheckpoint)
+		if err != nil {
+			return err
+		}
+		cp, _ := strconv.ParseInt(cpS, 10, 64)
+		start := cp
+		now := time.Now().UTC()
+		for _, e := range es {
+			switch {
+			case e.CloudSeq <= cp:
+				res.Duplicates++
+				continue
+			case e.CloudSeq > cp+1:
+				res.Gap = e.CloudSeq
+			}
+			if res.Gap != 0 {
+				break
+			}
+			applied, err := s.applyOne(tx, e, now)
+			if err != nil {
+				return err
+			}
+			if applied {
+				res.Applied++
+			} else {
+				res.Skipped++
+			}
+			cp = e.CloudSeq
+		}
+		if cp == start {
+			return nil
+		}
+		if err := setMeta(tx, metaCheckpoint, strconv.FormatInt(cp, 10)); err != nil {
+			return err
+		}
+		return setMeta(tx, metaLastContact, now.Format(time.RFC3339Nano))
+	})
+	if err != nil {
+		return DownResult{}, fmt.Errorf("store: apply down: %w", err)
+	}
+	return res, nil
+}
+
+// applyOne applies one change; false means its content could not be
+// represented here and it was skipped.
+func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, error) {
+	if e.Clinic != s.clinic {
+		return false, fmt.Errorf("%w: change of clinic %s", ErrInvalidChange, e.Clinic)
+	}
+	// A kind or content this build cannot represent (a newer peer) is
+	// skipped, not fatal: the stream must go on, and the cloud keeps it.
+	k, err := opsFor(e.Kind)
+	if err != nil {
+		return false, nil //nolint:nilerr // skipping is the documented outcome
+	}
+	var c records.Content
+	if !e.Deleted {
+		if c, err = records.Decode(e.Kind, e.Payload); err != nil {
+			return false, nil //nolint:nilerr // skipping is the documented outcome
+		}
+	}
+	rec := k.newRow()
+	m := rec.meta()
+	err = tx.Take(rec, "id = ? AND clinic_id = ?", e.RecordID, s.clinic).Error
+	exists := err == nil
+	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+		return false, err
+	}
+	if exists && m.SyncState == StatePending && m.PendingChangeID != e.ChangeID {
+		// A newer local change is on its way up; the cloud decides when it
+		// gets there and that decision comes back down.
+		return true, nil
+	}
+	if !exists {
+		m.ID, m.ClinicID = e.RecordID, s.clinic
+	}
+	if c != nil {
+		rec.setContent(c)
+	}
+	m.Kind = e.Kind
+	m.Deleted = e.Deleted
+	m.Version = e.NewVersion
+	m.Origin = string(e.Origin)
+	m.ConflictOf = e.ConflictOf
+	m.SyncState = StateSynced
+	if e.Conflict == wire.ResolvedKeepBoth || e.ConflictOf != 0 {
+		m.SyncState = StateConflict
+	}
+	m.SyncedAt = &now
+	m.PendingChangeID = 0
+	m.PendingSince = nil
+	m.CloudSeq = e.CloudSeq
+	if exists {
+		return true, tx.Save(rec).Error
+	}
+	return true, tx.Create(rec).Error
+}
+
+// Status is the clinic's replication summary.
+type Status struct {
+	Clinic           ids.ID     `json:"clinic"`
+	Pending          int64      `json:"pending"`
+	Synced           int64      `json:"synced"`
+	Conflict         int64      `json:"conflict"`
+	Excluded         int64      `json:"excluded"`
+	Outbox           int64      `json:"outbox"`
+	OldestPendingAge float64    `json:"oldest_pending_age_seconds"`
+	Checkpoint       int64      `json:"checkpoint"`
+	LastContact      *time.Time `json:"last_contact,omitempty"`
+}
+
+// Status counts records of every kind by sync state.
+func (s *Store) Status(ctx context.Context) (Status, error) {
+	st := Status{Clinic: s.clinic}
+	db := s.db.WithContext(ctx)
+	var oldest *time.Time
+	for _, sp := range records.Kinds {
+		k := kinds[sp.Kind]
+		var rows []struct {
+			SyncState string
+			N         int64
+		}
+		if err := db.Model(k.model).Select("sync_state, COUNT(*) AS n").Group("sync_state").Scan(&rows).Error; err != nil {
+			return st, err
+		}
+		for _, r := range rows {
+			switch r.SyncState {
+			case StatePending:
+				st.Pending += r.N
+			case StateSynced:
+				st.Synced += r.N
+			case StateConflict:
+				st.Conflict += r.N
+			case StateExcluded:
+				st.Excluded += r.N
+			}
+		}
+		var m Meta
+		err := db.Model(k.model).Select("pending_since").Where("sync_state = ?", StatePending).Order("pending_since").Take(&m).Error
+		if err == nil && m.PendingSince != nil && (oldest == nil || m.PendingSince.Before(*oldest)) {
+			oldest = m.PendingSince
+		}
+	}
+	if oldest != nil {
+		st.OldestPendingAge = time.Since(*oldest).Seconds()
+	}
+	if err := db.Model(&Outbox{}).Count(&st.Outbox).Error; err != nil {
+		return st, err
+	}
+	cp, err := s.Checkpoint(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Checkpoint = cp
+	if v, err := s.meta(db, metaLastContact); err == nil && v != "" {
+		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			st.LastContact = &t
+		}
+	}
+	return st, nil
+}
+
+// Digest returns, for every record (tombstones included), the hash of its
+// replicated state, keyed "kind/id", computed as the cloud computes it.
+func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	for _, sp := range records.Kinds {
+		var after ids.ID
+		for {
+			rs, err := s.List(ctx, sp.Kind, ListQuery{After: after, Limit: 1000, WithDeleted: true})
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range rs {
+				m := r.meta()
+				out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.Version, m.Deleted, m.ConflictOf, r.content())
+				after = m.ID
+			}
+			if len(rs) < 1000 {
+				break
+			}
+		}
+	}
+	return out, nil
+}
