@@ -67,6 +67,9 @@ func freeAddr(t *testing.T) string {
 // proc is a running binary whose output goes to the test log on failure.
 type proc struct {
 	name string
+	bin  string
+	env  []string
+	args []string
 	cmd  *exec.Cmd
 	out  *bytes.Buffer
 	mu   sync.Mutex
@@ -83,15 +86,8 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 
 func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &bytes.Buffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout = lockedWriter{p}
-	p.cmd.Stderr = lockedWriter{p}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
+	p := &proc{name: name, bin: bin, env: env, args: args, out: &bytes.Buffer{}}
+	p.launch(t)
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
@@ -101,6 +97,38 @@ func start(t *testing.T, name, bin string, env []string, args ...string) *proc {
 		}
 	})
 	return p
+}
+
+func (p *proc) launch(t *testing.T) {
+	t.Helper()
+	p.done = make(chan error, 1)
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Env = append(os.Environ(), p.env...)
+	p.cmd.Stdout = lockedWriter{p}
+	p.cmd.Stderr = lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", p.name, err)
+	}
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(p.cmd, p.done)
+}
+
+// kill9 kills the process with SIGKILL (a crash) and waits for it to go.
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	p.done <- nil
+	fmt.Fprintf(lockedWriter{p}, "\n=== killed with SIGKILL by the test ===\n")
+}
+
+// restart starts the process again with the same command and environment.
+func (p *proc) restart(t *testing.T) {
+	t.Helper()
+	fmt.Fprintf(lockedWriter{p}, "\n=== restarted by the test ===\n")
+	p.launch(t)
 }
 
 // stop sends SIGTERM and waits for a graceful exit.
@@ -178,12 +206,13 @@ func call(t *testing.T, method, url, token string, in, out any) int {
 	return resp.StatusCode
 }
 
-// stack is one running appliance: two cloud nodes and one clinic.
+// stack is one running appliance: cloud nodes and clinics.
 type stack struct {
 	amqpURL, vhost, pgURL string
 	cloudBin, localBin    string
 	adminToken            string
 	cloud                 []string // base URLs of the cloud nodes
+	nodes                 []*proc
 }
 
 type clinic struct {
@@ -196,9 +225,20 @@ type clinic struct {
 
 func newStack(t *testing.T, cloudNodes int) *stack {
 	t.Helper()
+	return newStackOn(t, cloudNodes, "")
+}
+
+// newStackOn runs the cloud nodes on the broker at amqpURL (a private
+// broker), or on a fresh vhost of the shared broker when it is empty.
+func newStackOn(t *testing.T, cloudNodes int, amqpURL string) *stack {
+	t.Helper()
 	s := &stack{adminToken: "admin-" + testenv.Name("tok")}
 	s.cloudBin, s.localBin = binaries(t)
-	s.amqpURL, s.vhost = testenv.RabbitVhost(t)
+	if amqpURL != "" {
+		s.amqpURL = amqpURL
+	} else {
+		s.amqpURL, s.vhost = testenv.RabbitVhost(t)
+	}
 	s.pgURL = testenv.PostgresDB(t)
 	_, redisPrefix := testenv.Redis(t)
 	for i := range cloudNodes {
@@ -220,6 +260,7 @@ func newStack(t *testing.T, cloudNodes int) *stack {
 		base := "http://" + addr
 		waitReady(t, p, base)
 		s.cloud = append(s.cloud, base)
+		s.nodes = append(s.nodes, p)
 	}
 	return s
 }
@@ -237,16 +278,23 @@ func (s *stack) enroll(t *testing.T, name string) *clinic {
 // startLocal runs sc-local for c with its data in dir.
 func (s *stack) startLocal(t *testing.T, c *clinic, dir string) {
 	t.Helper()
+	s.startLocalVia(t, c, dir, s.amqpURL, s.cloud[len(s.cloud)-1])
+}
+
+// startLocalVia runs sc-local reaching the broker and the cloud API at the
+// given URLs (through proxies a test can cut).
+func (s *stack) startLocalVia(t *testing.T, c *clinic, dir, amqpURL, cloudURL string) {
+	t.Helper()
 	addr := freeAddr(t)
 	env := []string{
 		"SC_LOCAL_LISTEN=" + addr,
 		"SC_LOCAL_DATA_DIR=" + dir,
 		"SC_LOCAL_CLINIC_ID=" + c.ID,
 		fmt.Sprintf("SC_LOCAL_CLINIC_NODE=%d", c.NodeID),
-		"SC_LOCAL_CLOUD_URL=" + s.cloud[len(s.cloud)-1],
+		"SC_LOCAL_CLOUD_URL=" + cloudURL,
 		"SC_LOCAL_CLOUD_TOKEN=" + c.Token,
 		"SC_LOCAL_CLOUD_PULL_EVERY=2s",
-		"SC_LOCAL_AMQP_URL=" + s.amqpURL,
+		"SC_LOCAL_AMQP_URL=" + amqpURL,
 		"SC_LOCAL_LOG_LEVEL=debug",
 	}
 	c.proc = start(t, "sc-local-"+c.ID, s.localBin, env)

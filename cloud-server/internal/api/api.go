@@ -43,6 +43,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/admin/clinics", s.admin(s.listClinics))
 	mux.HandleFunc("PUT /v1/admin/clinics/{clinic}/conflict-policy", s.admin(s.setPolicy))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/changes", s.clinic(s.changes))
+	mux.HandleFunc("GET /v1/clinics/{clinic}/digest", s.clinic(s.digest))
 	// Every record kind: /v1/clinics/{clinic}/{collection} where collection
 	// is the kind's table name (patients, studies, images…).
 	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}", s.clinic(s.list))
@@ -191,6 +192,22 @@ func (s *Server) listClinics(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"clinics": cs})
+	return nil
+}
+
+// Digest is the per-record hash of a clinic's replicated state; sc-local
+// serves the same, so comparing them proves both sides converged.
+type Digest struct {
+	Count   int               `json:"count"`
+	Records map[string]string `json:"records"`
+}
+
+func (s *Server) digest(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	d, err := s.st.Digest(r.Context(), clinic)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, Digest{Count: len(d), Records: d})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -64,9 +65,13 @@ func (ct *clinicTx) load(k kindOps, id ids.ID) (Record, bool, error) {
 }
 
 // missingRef returns the first record c refers to that the clinic does not
-// have (live is true: tombstones count as missing).
-func (ct *clinicTx) missingRef(c records.Content, live bool) (records.Ref, bool, error) {
+// have (live is true: tombstones count as missing). References in had (the
+// record's own, before this change) are not checked again.
+func (ct *clinicTx) missingRef(c records.Content, live bool, had []records.Ref) (records.Ref, bool, error) {
 	for _, ref := range c.Refs() {
+		if slices.Contains(had, ref) {
+			continue
+		}
 		k, err := opsFor(ref.Kind)
 		if err != nil {
 			return ref, false, err
@@ -218,7 +223,7 @@ func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 		return err
 	}
 	if c != nil {
-		ref, missing, err := ct.missingRef(c, false)
+		ref, missing, err := ct.missingRef(c, false, nil)
 		if err != nil {
 			return err
 		}

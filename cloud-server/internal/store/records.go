@@ -63,7 +63,11 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 			m.Version = m.Version.NextSession()
 		}
 		if ed.Content != nil {
-			if ref, missing, err := ct.missingRef(ed.Content, true); err != nil {
+			var had []records.Ref
+			if exists {
+				had = rec.content().Refs()
+			}
+			if ref, missing, err := ct.missingRef(ed.Content, true, had); err != nil {
 				return err
 			} else if missing {
 				return fmt.Errorf("%w: %s %s", ErrMissingRef, ref.Kind, ref.ID)

@@ -31,6 +31,7 @@ func New(st *store.Store, notify func(), log *slog.Logger) *Server {
 // the collection being the kind's table name (patients, studies, images…).
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/status", s.wrap(s.status))
+	mux.HandleFunc("GET /v1/digest", s.wrap(s.digest))
 	mux.HandleFunc("GET /v1/{collection}", s.wrap(s.list))
 	mux.HandleFunc("POST /v1/{collection}", s.wrap(s.create))
 	mux.HandleFunc("GET /v1/{collection}/{id}", s.wrap(s.get))
@@ -75,6 +76,22 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// Digest is the per-record hash of the replicated state; the cloud serves
+// the same for the clinic, so comparing them proves both sides converged.
+type Digest struct {
+	Count   int               `json:"count"`
+	Records map[string]string `json:"records"`
+}
+
+func (s *Server) digest(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.st.Digest(r.Context())
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, Digest{Count: len(d), Records: d})
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -80,7 +81,11 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 			}
 		}
 		if ed.Content != nil && !ed.Delete {
-			if ref, missing, err := s.missingRef(tx, ed.Content); err != nil {
+			var had []records.Ref
+			if exists {
+				had = rec.content().Refs()
+			}
+			if ref, missing, err := s.missingRef(tx, ed.Content, had); err != nil {
 				return err
 			} else if missing {
 				return fmt.Errorf("%w: %s %s", ErrMissingRef, ref.Kind, ref.ID)
@@ -133,8 +138,13 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 }
 
 // missingRef returns the first live record c refers to that is not here.
-func (s *Store) missingRef(tx *gorm.DB, c records.Content) (records.Ref, bool, error) {
+// References the record had already (had) are not checked again: a record
+// may keep pointing at a parent deleted since.
+func (s *Store) missingRef(tx *gorm.DB, c records.Content, had []records.Ref) (records.Ref, bool, error) {
 	for _, ref := range c.Refs() {
+		if slices.Contains(had, ref) {
+			continue
+		}
 		k, err := opsFor(ref.Kind)
 		if err != nil {
 			return ref, false, err
