@@ -55,6 +55,10 @@ func TestOfflineConvergence(t *testing.T) {
 		t.Fatalf("clinic status while offline = %+v: the changes should be waiting", st)
 	}
 	t.Logf("offline: clinic %v, cloud %v; clinic status %+v", local.counts, remote.counts, st)
+	// The same status is on /metrics for Prometheus.
+	if m := metric(t, c.base, "scsync_local_records_pending"); m != float64(st.Pending) {
+		t.Errorf("scsync_local_records_pending = %v, want %d", m, st.Pending)
+	}
 
 	amqpLink.Restore()
 	apiLink.Restore()

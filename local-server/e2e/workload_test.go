@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -255,4 +258,26 @@ func viaProxy(t *testing.T, rawURL string) (string, *testenv.Proxy) {
 	p := testenv.NewProxy(t, u.Host)
 	u.Host = p.Addr()
 	return u.String(), p
+}
+
+// metric reads one unlabelled gauge or counter from base's /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("metric %s = %q", name, v)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s not on %s/metrics", name, base)
+	return 0
 }

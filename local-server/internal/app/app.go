@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -108,17 +109,19 @@ func registerStatusMetrics(reg *prometheus.Registry, st *store.Store) {
 		outbox:   desc("outbox_messages", "Changes not yet confirmed by the broker."),
 		oldest:   desc("oldest_pending_seconds", "Age of the oldest pending change."),
 		cp:       desc("checkpoint_cloud_seq", "Last cloud_seq applied here."),
+		excluded: desc("records_excluded", "Records outside the sync scope."),
+		contact:  desc("last_contact_age_seconds", "Seconds since the cloud was last heard from (absent before the first contact)."),
 	}
 	reg.MustRegister(c)
 }
 
 type statusCollector struct {
-	st                                            *store.Store
-	pending, synced, conflict, outbox, oldest, cp *prometheus.Desc
+	st                                                               *store.Store
+	pending, synced, conflict, outbox, oldest, cp, excluded, contact *prometheus.Desc
 }
 
 func (c statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.pending, c.synced, c.conflict, c.outbox, c.oldest, c.cp} {
+	for _, d := range []*prometheus.Desc{c.pending, c.synced, c.conflict, c.outbox, c.oldest, c.cp, c.excluded, c.contact} {
 		ch <- d
 	}
 }
@@ -135,4 +138,8 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	g(c.outbox, float64(s.Outbox))
 	g(c.oldest, s.OldestPendingAge)
 	g(c.cp, float64(s.Checkpoint))
+	g(c.excluded, float64(s.Excluded))
+	if s.LastContact != nil {
+		g(c.contact, time.Since(*s.LastContact).Seconds())
+	}
 }
