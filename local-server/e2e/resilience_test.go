@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -238,5 +239,37 @@ func TestConflictPoliciesBothSides(t *testing.T) {
 				t.Errorf("clinic records = %v, want only the winner", names)
 			}
 		})
+	}
+}
+
+// TestWipedClinicResyncs (M29): a clinic whose database is lost starts
+// empty and rebuilds every record and tombstone from the cloud's pull API.
+func TestWipedClinicResyncs(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, 1)
+	c := s.enroll(t, "Ulsan Smile")
+	dir := t.TempDir()
+	s.startLocal(t, c, dir)
+	cloud := cloudSide(s.cloud[0], c)
+	w := newWorkload(t, localSide(c), 31)
+	w.seedAll()
+	for range 150 {
+		w.step()
+	}
+	before := converged(t, c, cloud, 90*time.Second)
+
+	c.proc.stop(t)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	s.startLocal(t, c, t.TempDir())
+	after := converged(t, c, cloud, 90*time.Second)
+	if diff := diffDigests(before.Records, after.Records); diff != "" || after.Count != before.Count {
+		t.Fatalf("re-synced clinic differs from before the wipe: %s (%d vs %d records)", diff, after.Count, before.Count)
+	}
+	var st localStatus
+	call(t, "GET", c.base+"/v1/status", "", nil, &st)
+	if st.Synced == 0 || st.Checkpoint == 0 {
+		t.Fatalf("status after re-sync = %+v", st)
 	}
 }
