@@ -8,6 +8,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/s3 v1.114.8
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
+	github.com/scsync/scsync/lockd v0.0.0
 	github.com/scsync/scsync/shared v0.0.0
 	golang.org/x/sync v0.24.0
 	gorm.io/driver/postgres v1.6.3
@@ -46,3 +47,5 @@ require (
 )
 
 replace github.com/scsync/scsync/shared => ../shared
+
+replace github.com/scsync/scsync/lockd => ../lockd

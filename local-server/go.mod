@@ -6,6 +6,7 @@ require (
 	github.com/glebarez/sqlite v1.11.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rabbitmq/amqp091-go v1.16.0
+	github.com/scsync/scsync/lockd v0.0.0
 	github.com/scsync/scsync/shared v0.0.0
 	golang.org/x/sync v0.24.0
 	gorm.io/gorm v1.31.2
@@ -42,3 +43,5 @@ require (
 )
 
 replace github.com/scsync/scsync/shared => ../shared
+
+replace github.com/scsync/scsync/lockd => ../lockd

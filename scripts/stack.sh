@@ -490,8 +490,18 @@ select_services() {
 	SERVICES=("$@")
 }
 
+# ensure_browser installs Debian's Chromium for the viewer page's browser
+# tests (a test tool, not a service: nothing runs).
+ensure_browser() {
+	if command -v chromium >/dev/null; then
+		return 0
+	fi
+	log "chromium (headless browser for the viewer tests) is not installed; installing"
+	apt_install chromium
+}
+
 cmd_up() {
-	local svc failed=0
+	local svc failed=0 all=$(($# == 0))
 	select_services "$@"
 	take_lock
 	for svc in "${SERVICES[@]}"; do
@@ -501,6 +511,10 @@ cmd_up() {
 			failed=1
 		fi
 	done
+	if ((all)) && ! ensure_browser; then
+		err "chromium could not be installed; the viewer browser test will fail"
+		failed=1
+	fi
 	print_table
 	if ((failed)); then
 		err "some services are not available (see above)"

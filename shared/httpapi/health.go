@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"sync"
@@ -14,12 +15,23 @@ type Check func(ctx context.Context) error
 // Health serves /healthz (the process is alive) and /readyz (every dependency
 // it needs answers; the body names the ones that do not).
 type Health struct {
-	mu     sync.RWMutex
-	checks map[string]Check
+	mu       sync.RWMutex
+	checks   map[string]Check
+	optional map[string]bool
 }
 
 // NewHealth returns a Health with no checks.
-func NewHealth() *Health { return &Health{checks: map[string]Check{}} }
+func NewHealth() *Health { return &Health{checks: map[string]Check{}, optional: map[string]bool{}} }
+
+// AddOptional registers a check of a dependency the server works without
+// (a clinic without lockd edits "anyway"): a failure is reported under
+// Degraded and does not make the server unready.
+func (h *Health) AddOptional(name string, c Check) {
+	h.Add(name, c)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.optional[name] = true
+}
 
 // Add registers a readiness check under name (e.g. "postgres").
 func (h *Health) Add(name string, c Check) {
@@ -33,6 +45,8 @@ type Readiness struct {
 	Status string            `json:"status"` // "ready" or "unavailable"
 	Checks map[string]string `json:"checks"` // name → "ok" or the error
 	Down   []string          `json:"down,omitempty"`
+	// Degraded lists optional dependencies that are down.
+	Degraded []string `json:"degraded,omitempty"`
 }
 
 // Ready runs every check (in parallel, 3 s each) and reports the result.
@@ -53,13 +67,18 @@ func (h *Health) Ready(ctx context.Context) Readiness {
 			defer mu.Unlock()
 			if err != nil {
 				res.Checks[name] = err.Error()
-				res.Down = append(res.Down, name)
+				if h.optional[name] {
+					res.Degraded = append(res.Degraded, name)
+				} else {
+					res.Down = append(res.Down, name)
+				}
 				return
 			}
 			res.Checks[name] = "ok"
 		}()
 	}
 	wg.Wait()
+	sort.Strings(res.Degraded)
 	if len(res.Down) > 0 {
 		sort.Strings(res.Down)
 		res.Status = "unavailable"
@@ -80,4 +99,21 @@ func (h *Health) Register(mux *http.ServeMux) {
 		}
 		WriteJSON(w, status, res)
 	})
+}
+
+// PingURL checks that url (a peer's /readyz or /healthz) answers 200.
+func PingURL(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d", url, resp.StatusCode)
+	}
+	return nil
 }

@@ -20,6 +20,11 @@ type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Holder names who holds a record (code locked).
+	Holder any `json:"holder,omitempty"`
+	// Options lists what the client may do next (code lock_unavailable:
+	// edit_anyway, view_only).
+	Options []string `json:"options,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }

@@ -85,7 +85,7 @@ func (r *PrivateRabbit) Start() {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.cmd = exec.Command(r.bin)
+	r.cmd = exec.CommandContext(context.Background(), r.bin)
 	r.cmd.Env = append(os.Environ(), r.env...)
 	r.cmd.Stdout, r.cmd.Stderr = out, out
 	// Its own process group, so Kill takes the Erlang VM and its helpers.

@@ -7,14 +7,15 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP proxy on loopback in front of one address, so a test can cut
 // one client's link (a clinic going offline) while everything else keeps its
 // direct connection.
 type Proxy struct {
-	ln     net.Listener
-	target string
+	ln      net.Listener
+	targets []string
 
 	mu    sync.Mutex
 	cut   bool
@@ -22,15 +23,16 @@ type Proxy struct {
 	wg    sync.WaitGroup
 }
 
-// NewProxy listens on a free loopback port and forwards to target until the
-// test ends.
-func NewProxy(t testing.TB, target string) *Proxy {
+// NewProxy listens on a free loopback port and forwards to the first of
+// targets that accepts a connection (a fail-over load balancer in front of
+// replicas), until the test ends.
+func NewProxy(t testing.TB, targets ...string) *Proxy {
 	t.Helper()
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("proxy listen: %v", err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, targets: targets, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
 	t.Cleanup(p.close)
@@ -93,7 +95,13 @@ func (p *Proxy) track(c net.Conn, on bool) bool {
 
 func (p *Proxy) serve(c net.Conn) {
 	defer p.wg.Done()
-	up, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.target)
+	var up net.Conn
+	var err error
+	for _, target := range p.targets {
+		if up, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(context.Background(), "tcp", target); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		_ = c.Close()
 		return

@@ -8,7 +8,7 @@
 //	2: 2026-11 every kind of M3; a message body is a Batch of envelopes
 //	   (one or many changes of one clinic); envelopes name the conflict
 //	   resolution the cloud applied and the record a conflict copy was
-//	   made from.
+//	   made from, and carry the edit session's fencing token.
 package wire
 
 import (
@@ -117,6 +117,14 @@ type Envelope struct {
 	// ConflictOf, on an applied envelope, names the record this one is the
 	// conflict copy of (keep-both).
 	ConflictOf ids.ID `json:"conflict_of,omitempty"`
+	// Fence is the lockd fencing token of the edit session that saved the
+	// change (0: none). A change with a lower token than the last one the
+	// receiver accepted for the record comes from a lock that expired.
+	Fence int64 `json:"fence,omitempty"`
+	// Unfenced marks a save made with the lock service unreachable ("edit
+	// anyway"): it had no lock, and a collision goes through the conflict
+	// policy.
+	Unfenced bool `json:"unfenced,omitempty"`
 }
 
 // Batch is the body of every message: one or more envelopes of one clinic,
@@ -167,6 +175,10 @@ func (e *Envelope) Validate() error {
 		return bad("conflict %q", e.Conflict)
 	case e.Type == TypeChange && (e.Conflict != "" || e.ConflictOf != 0):
 		return bad("a change sent up cannot carry a conflict resolution")
+	case e.Fence < 0:
+		return bad("negative fence")
+	case e.Fence > 0 && e.Unfenced:
+		return bad("a change cannot be both fenced and unfenced")
 	}
 	return nil
 }

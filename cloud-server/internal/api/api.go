@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/scsync/scsync/cloud-server/internal/store"
+	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
@@ -26,6 +27,7 @@ type IDs interface {
 // Server holds the handlers' dependencies.
 type Server struct {
 	st         *store.Store
+	edit       *editing.Manager
 	ids        IDs
 	adminToken string
 	notify     func()
@@ -33,8 +35,8 @@ type Server struct {
 }
 
 // New returns the API. notify is called after a commit that wrote an outbox row.
-func New(st *store.Store, gen IDs, adminToken string, notify func(), log *slog.Logger) *Server {
-	return &Server{st: st, ids: gen, adminToken: adminToken, notify: notify, log: log}
+func New(st *store.Store, edit *editing.Manager, gen IDs, adminToken string, notify func(), log *slog.Logger) *Server {
+	return &Server{st: st, edit: edit, ids: gen, adminToken: adminToken, notify: notify, log: log}
 }
 
 // Register mounts the routes on mux.
@@ -51,9 +53,16 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.get))
 	mux.HandleFunc("PUT /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.update))
 	mux.HandleFunc("DELETE /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.remove))
+	s.registerEditing(mux)
 }
 
-type handler func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error
+type handler = func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error
+
+// Clinic wraps h with the clinic authorization of every /v1/clinics/{clinic}
+// route (for routes other packages serve, like files).
+func (s *Server) Clinic(h func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error) http.HandlerFunc {
+	return s.clinic(h)
+}
 
 func bearer(r *http.Request) string {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -123,6 +132,7 @@ func (s *Server) clinic(h handler) http.HandlerFunc {
 }
 
 func mapErr(err error) error {
+	err = editing.MapError(err)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such record")
@@ -132,6 +142,8 @@ func mapErr(err error) error {
 		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, store.ErrExists):
 		return httpapi.Errorf(http.StatusConflict, "exists", "a record with that id exists")
+	case errors.Is(err, store.ErrStaleFence):
+		return httpapi.Errorf(http.StatusConflict, "stale_fence", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, store.ErrMissingRef):
 		return httpapi.Errorf(http.StatusUnprocessableEntity, "missing_reference", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, records.ErrInvalid):

@@ -18,9 +18,12 @@ import (
 	"github.com/scsync/scsync/cloud-server/internal/api"
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
+	"github.com/scsync/scsync/cloud-server/internal/files"
 	"github.com/scsync/scsync/cloud-server/internal/replicate"
 	"github.com/scsync/scsync/cloud-server/internal/store"
+	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/telemetry"
@@ -55,8 +58,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	defer st.Close()
 
-	blobs := blob.New(blob.Config{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket,
-		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle})
+	blobCfg := blob.Config{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket,
+		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle}
+	blobs := blob.New(blobCfg)
 	if err := blobs.EnsureBucket(ctx); err != nil {
 		// S3 is needed for files only; metadata replication runs without it.
 		log.Warn("s3 bucket not ready", "err", err)
@@ -83,7 +87,33 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
-	api.New(st, gen, cfg.Auth.AdminToken, rep.Notify, log).Register(mux)
+	var locker editing.Locker = editing.NoLocker{}
+	if cfg.Lockd.URL != "" {
+		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil).Locker()
+		health.AddOptional("lockd", func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") })
+	}
+	notes := newNotifier(log)
+	edit, err := editing.New(ctx, st.DB(), locker, api.EditRecords{St: st, IDs: gen}, notes.note, editing.Config{
+		Side: string(wire.OriginCloud), LockTTL: cfg.Edit.LockTTL, IdleWarn: cfg.Edit.IdleWarn, IdleGrace: cfg.Edit.IdleGrace,
+	}, log)
+	if err != nil {
+		return err
+	}
+	apiSrv := api.New(st, edit, gen, cfg.Auth.AdminToken, rep.Notify, log)
+	apiSrv.Register(mux)
+
+	if err := files.Migrate(st.DB()); err != nil {
+		return err
+	}
+	fileCfg := cfg.Files
+	fileCfg.Bucket = cfg.S3.Bucket
+	fileSvc, err := files.New(fileCfg, st.DB(), files.NewS3Client(blobCfg), reg, log)
+	if err != nil {
+		return err
+	}
+	for _, rt := range fileSvc.Routes() {
+		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
+	}
 	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
@@ -93,6 +123,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return broker.Run(gctx) })
 	g.Go(func() error { return rep.Run(gctx) })
+	g.Go(func() error { return edit.Run(gctx) })
+	g.Go(func() error { return fileSvc.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case <-lease.Lost():

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/cloud-server/internal/files"
 	"github.com/scsync/scsync/shared/config"
 )
 
@@ -42,6 +43,20 @@ type Config struct {
 	Auth struct {
 		AdminToken string `yaml:"admin_token"`
 	} `yaml:"auth"`
+	// Files rules image files in S3 (docs/files.md); the bucket is s3.bucket.
+	Files files.Config `yaml:"files"`
+	// Lockd is the lock service (a service token). Without a URL every edit
+	// is offered as "edit anyway" (no lock, conflict risk).
+	Lockd struct {
+		URL   string `yaml:"url"`
+		Token string `yaml:"token"`
+	} `yaml:"lockd"`
+	// Edit tunes edit sessions (M12, M15).
+	Edit struct {
+		LockTTL   time.Duration `yaml:"lock_ttl"`
+		IdleWarn  time.Duration `yaml:"idle_warn"`
+		IdleGrace time.Duration `yaml:"idle_grace"`
+	} `yaml:"edit"`
 	Log struct {
 		Format string `yaml:"format"`
 		Level  string `yaml:"level"`
@@ -63,6 +78,10 @@ func Default() Config {
 	c.S3.Region = "us-east-1"
 	c.S3.Bucket = "scsync"
 	c.S3.PathStyle = true
+	c.Files = files.DefaultConfig()
+	c.Edit.LockTTL = time.Minute
+	c.Edit.IdleWarn = 5 * time.Minute
+	c.Edit.IdleGrace = time.Minute
 	c.Log.Format = "json"
 	c.Log.Level = "info"
 	c.ShutdownTimeout = 20 * time.Second
@@ -99,6 +118,20 @@ func (c Config) Validate() error {
 	}
 	if c.Redis.LeaseTTL < 3*time.Second {
 		errs = append(errs, errors.New("redis.lease_ttl must be at least 3s"))
+	}
+	fc := c.Files
+	fc.Bucket = c.S3.Bucket
+	if err := fc.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("files: %w", err))
+	}
+	if c.Edit.LockTTL < 2*time.Second {
+		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))
+	}
+	if c.Edit.IdleWarn < time.Second || c.Edit.IdleGrace < time.Second {
+		errs = append(errs, errors.New("edit.idle_warn and edit.idle_grace must be at least 1s"))
+	}
+	if c.Lockd.URL != "" && strings.TrimSpace(c.Lockd.Token) == "" {
+		errs = append(errs, errors.New("lockd.token is required with lockd.url"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, errors.Join(errs...))

@@ -110,6 +110,7 @@ func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time
 		ClinicID: m.ClinicID, CloudSeq: m.CloudSeq, ChangeID: m.LastChangeID, Kind: string(m.Kind),
 		RecordID: m.ID, Origin: m.Origin, BaseVersion: base, NewVersion: m.Version,
 		Deleted: m.Deleted, Conflict: resolution, ConflictOf: m.ConflictOf, At: at.UTC(), AcceptedAt: time.Now().UTC(),
+		Fence: m.Fence, Unfenced: m.Unfenced, Session: m.EditSession,
 	}
 	if !m.Deleted {
 		b, err := json.Marshal(rec.content())
@@ -243,6 +244,13 @@ func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 	m.Kind = e.Kind
 	m.LastChangeID = e.ChangeID
 	concurrent := exists && e.BaseVersion != m.Version && (m.LocalVersion.IsZero() || e.BaseVersion != m.LocalVersion)
+	// A save under a lock that expired while someone else saved is
+	// concurrent with that save whatever its base version.
+	stale := exists && e.Fence > 0 && e.Fence < m.Fence
+	concurrent = concurrent || stale
+	m.Fence = max(m.Fence, e.Fence)
+	m.Unfenced = e.Unfenced
+	m.EditSession = ""
 	if !concurrent {
 		newV := e.NewVersion
 		if exists && !m.Version.Less(newV) {

@@ -15,6 +15,9 @@ var (
 	ErrInvalidChange = errors.New("store: invalid change")
 	// ErrExists: a record with that id exists already.
 	ErrExists = errors.New("store: record exists")
+	// ErrStaleFence: the save's fencing token is lower than the last one
+	// accepted for the record (its lock expired and someone else saved).
+	ErrStaleFence = errors.New("store: stale fencing token")
 	// ErrMissingRef: the content refers to a record that does not exist.
 	ErrMissingRef = errors.New("store: referenced record does not exist")
 )

@@ -58,8 +58,16 @@ type Meta struct {
 	LocalVersion version.V `gorm:"type:text;not null;default:''" json:"-"`
 	LastChangeID ids.ID    `gorm:"not null" json:"last_change_id"`
 	CloudSeq     int64     `gorm:"not null" json:"cloud_seq"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `gorm:"index" json:"updated_at"`
+	// Fence is the highest lockd fencing token of a save accepted for the
+	// record; a change with a lower one comes from an expired lock.
+	Fence int64 `gorm:"not null;default:0" json:"fence,omitempty"`
+	// EditSession is the cloud edit session of the last save: a further
+	// save in it bumps B, a new session bumps A (M18).
+	EditSession string `gorm:"not null;default:''" json:"-"`
+	// Unfenced marks content saved with the lock service unreachable.
+	Unfenced  bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `gorm:"index" json:"updated_at"`
 }
 
 // Row is a record of kind C: one table per kind.
@@ -90,6 +98,9 @@ type Change struct {
 	Deleted     bool      `gorm:"not null"`
 	Conflict    string    `gorm:"not null;default:''"`
 	ConflictOf  ids.ID    `gorm:"not null;default:0"`
+	Fence       int64     `gorm:"not null;default:0"`
+	Unfenced    bool      `gorm:"not null;default:false"`
+	Session     string    `gorm:"not null;default:''"`
 	Payload     string    `gorm:"type:text"`
 	At          time.Time `gorm:"not null"`
 	AcceptedAt  time.Time `gorm:"not null"`

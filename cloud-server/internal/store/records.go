@@ -27,8 +27,14 @@ type Edit struct {
 	Delete  bool
 	// ChangeID identifies the change (a fresh Snowflake id).
 	ChangeID ids.ID
-	// SameSession bumps B instead of A (a further save in one edit session).
-	SameSession bool
+	// Session is the edit session saving (empty: a one-save session). A
+	// further save in the session that saved last bumps B instead of A.
+	Session string
+	// Fence is the session's fencing token (0: none); a token lower than
+	// the record's last accepted one is refused with ErrStaleFence.
+	Fence int64
+	// Unfenced marks a save made with the lock service unreachable.
+	Unfenced bool
 }
 
 // Save writes a change made in the cloud (origin cloud) with its change log
@@ -57,11 +63,16 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 			return ErrNotFound
 		case ed.Base != nil && *ed.Base != m.Version:
 			return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
-		case ed.SameSession:
+		case ed.Fence > 0 && ed.Fence < m.Fence:
+			return fmt.Errorf("%w: token %d, the record was saved under %d", ErrStaleFence, ed.Fence, m.Fence)
+		case ed.Session != "" && m.EditSession == ed.Session:
 			m.Version = m.Version.NextSave()
 		default:
 			m.Version = m.Version.NextSession()
 		}
+		m.EditSession = ed.Session
+		m.Fence = max(m.Fence, ed.Fence)
+		m.Unfenced = ed.Unfenced
 		if ed.Content != nil {
 			var had []records.Ref
 			if exists {
@@ -175,4 +186,29 @@ func (s *Store) Digest(ctx context.Context, clinic ids.ID) (map[string]string, e
 		}
 	}
 	return out, nil
+}
+
+// Versions lists the kept versions of a record (every accepted change),
+// oldest first.
+func (s *Store) Versions(ctx context.Context, clinic ids.ID, kind wire.Kind, id ids.ID) ([]Change, error) {
+	var chs []Change
+	err := s.db.WithContext(ctx).Where("clinic_id = ? AND kind = ? AND record_id = ?", clinic, kind, id).Order("cloud_seq").Find(&chs).Error
+	return chs, err
+}
+
+// VersionContent returns the content a record had at version v.
+func (s *Store) VersionContent(ctx context.Context, clinic ids.ID, kind wire.Kind, id ids.ID, v version.V) (records.Content, error) {
+	var ch Change
+	err := s.db.WithContext(ctx).Where("clinic_id = ? AND kind = ? AND record_id = ? AND new_version = ?", clinic, kind, id, v).
+		Order("cloud_seq DESC").Take(&ch).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ch.Deleted {
+		return nil, fmt.Errorf("%w: version %s is a tombstone", ErrNotFound, v)
+	}
+	return records.Decode(kind, []byte(ch.Payload))
 }

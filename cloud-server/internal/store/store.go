@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
+	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/wire"
@@ -62,7 +63,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(4242001)").Error; err != nil {
 			return fmt.Errorf("store: migrate lock: %w", err)
 		}
-		models := []any{&Clinic{}, &Change{}, &Parked{}, &Outbox{}}
+		models := []any{&Clinic{}, &Change{}, &Parked{}, &Outbox{}, &editing.Session{}}
 		for _, s := range records.Kinds {
 			models = append(models, kinds[s.Kind].model)
 		}
@@ -72,6 +73,10 @@ func (s *Store) migrate(ctx context.Context) error {
 		return nil
 	})
 }
+
+// DB is the database handle, for components keeping their own tables in
+// the cloud database (edit sessions, files).
+func (s *Store) DB() *gorm.DB { return s.db }
 
 // Close closes the pool.
 func (s *Store) Close() error {
@@ -185,7 +190,7 @@ func (ch Change) Envelope() wire.Envelope {
 		Protocol: wire.Protocol, Type: wire.TypeApplied, Clinic: ch.ClinicID, Origin: wire.Origin(ch.Origin),
 		ChangeID: ch.ChangeID, Kind: wire.Kind(ch.Kind), RecordID: ch.RecordID, BaseVersion: ch.BaseVersion,
 		NewVersion: ch.NewVersion, Deleted: ch.Deleted, CloudSeq: ch.CloudSeq, At: ch.At,
-		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf,
+		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf, Fence: ch.Fence, Unfenced: ch.Unfenced,
 	}
 	if ch.Payload != "" {
 		e.Payload = json.RawMessage(ch.Payload)

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/scsync/scsync/local-server/internal/store"
+	"github.com/scsync/scsync/local-server/internal/transfer"
+	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/records"
 )
@@ -18,13 +20,15 @@ import (
 // Server holds the handlers' dependencies.
 type Server struct {
 	st     *store.Store
+	edit   *editing.Manager
+	files  Files
 	notify func()
 	log    *slog.Logger
 }
 
 // New returns the API; notify is called after a commit wrote an outbox row.
-func New(st *store.Store, notify func(), log *slog.Logger) *Server {
-	return &Server{st: st, notify: notify, log: log}
+func New(st *store.Store, edit *editing.Manager, notify func(), log *slog.Logger) *Server {
+	return &Server{st: st, edit: edit, notify: notify, log: log}
 }
 
 // Register mounts the routes on mux. Records live under /v1/{collection},
@@ -37,6 +41,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/{collection}/{id}", s.wrap(s.get))
 	mux.HandleFunc("PUT /v1/{collection}/{id}", s.wrap(s.update))
 	mux.HandleFunc("DELETE /v1/{collection}/{id}", s.wrap(s.remove))
+	s.registerEditing(mux)
+	s.registerFiles(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
@@ -55,11 +61,14 @@ func afterLast(msg, sep string) string {
 }
 
 func mapErr(err error) error {
+	err = editing.MapError(err)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such record")
 	case errors.Is(err, store.ErrVersionConflict):
 		return httpapi.Errorf(http.StatusConflict, "version_conflict", "%s", afterLast(err.Error(), "store: "))
+	case errors.Is(err, store.ErrStaleFence):
+		return httpapi.Errorf(http.StatusConflict, "stale_fence", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, store.ErrMissingRef):
 		return httpapi.Errorf(http.StatusUnprocessableEntity, "missing_reference", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, records.ErrInvalid):
@@ -70,12 +79,26 @@ func mapErr(err error) error {
 	return err
 }
 
+// Status is sc-local's /v1/status: replication and file transfers.
+type Status struct {
+	store.Status
+	Files *transfer.Counts `json:"files,omitempty"`
+}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	st, err := s.st.Status(r.Context())
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, st)
+	out := Status{Status: st}
+	if s.files != nil {
+		c, err := s.files.Counts(r.Context())
+		if err != nil {
+			return err
+		}
+		out.Files = &c
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,10 @@ import (
 	"github.com/scsync/scsync/local-server/internal/config"
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/syncer"
+	"github.com/scsync/scsync/local-server/internal/transfer"
+	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/telemetry"
@@ -57,15 +61,38 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	sy := syncer.New(st, broker, cloud, cfg.Cloud.PullEvery, log, reg)
 	registerStatusMetrics(reg, st)
 
+	var locker editing.Locker = editing.NoLocker{}
+	var lockdPing func(context.Context) error
+	if cfg.Lockd.URL != "" {
+		lc := lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil)
+		locker = lc.Locker()
+		lockdPing = func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") }
+	}
+	notes := newNotifier(log)
+	edit, err := editing.New(ctx, st.DB(), locker, api.EditRecords{St: st}, notes.note, editing.Config{
+		Side: string(wire.OriginLocal), LockTTL: cfg.Edit.LockTTL, IdleWarn: cfg.Edit.IdleWarn, IdleGrace: cfg.Edit.IdleGrace,
+	}, log)
+	if err != nil {
+		return err
+	}
+
 	health := httpapi.NewHealth()
 	health.Add("sqlite", st.Ping)
 	health.Add("rabbitmq", func(context.Context) error { return broker.Ready() })
 	health.Add("cloud_api", cloud.Ping)
+	if lockdPing != nil {
+		health.AddOptional("lockd", lockdPing)
+	}
 
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
-	api.New(st, sy.Notify, log).Register(mux)
+	if err := transfer.Migrate(st.DB()); err != nil {
+		return err
+	}
+	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
+		transfer.Options{OnChange: notes.transfer}, log)
+	api.New(st, edit, sy.Notify, log).WithFiles(files).Register(mux)
 	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
@@ -75,6 +102,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return broker.Run(gctx) })
 	g.Go(func() error { return sy.Run(gctx) })
+	g.Go(func() error { return edit.Run(gctx) })
+	g.Go(func() error { return files.Run(gctx) })
+	g.Go(func() error {
+		return fetchMissing(gctx, st, files, filepath.Join(cfg.DataDir, "files"), 10*time.Second, log)
+	})
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err

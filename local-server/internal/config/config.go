@@ -33,6 +33,18 @@ type Config struct {
 		URL      string `yaml:"url"`
 		Prefetch int    `yaml:"prefetch"`
 	} `yaml:"amqp"`
+	// Lockd is the cloud's lock service. Without a URL every edit is offered
+	// as "edit anyway" (no lock, conflict risk).
+	Lockd struct {
+		URL   string `yaml:"url"`
+		Token string `yaml:"token"`
+	} `yaml:"lockd"`
+	// Edit tunes edit sessions (M12, M15).
+	Edit struct {
+		LockTTL   time.Duration `yaml:"lock_ttl"`
+		IdleWarn  time.Duration `yaml:"idle_warn"`
+		IdleGrace time.Duration `yaml:"idle_grace"`
+	} `yaml:"edit"`
 	Log struct {
 		Format string `yaml:"format"`
 		Level  string `yaml:"level"`
@@ -48,6 +60,9 @@ func Default() Config {
 	c.Cloud.PullEvery = 30 * time.Second
 	c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
 	c.AMQP.Prefetch = 64
+	c.Edit.LockTTL = time.Minute
+	c.Edit.IdleWarn = 5 * time.Minute
+	c.Edit.IdleGrace = time.Minute
 	c.Log.Format = "text"
 	c.Log.Level = "info"
 	c.ShutdownTimeout = 15 * time.Second
@@ -98,6 +113,15 @@ func (c Config) Validate() error {
 	}
 	if c.AMQP.Prefetch < 1 || c.AMQP.Prefetch > 10000 {
 		errs = append(errs, errors.New("amqp.prefetch must be 1..10000"))
+	}
+	if c.Edit.LockTTL < 2*time.Second {
+		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))
+	}
+	if c.Edit.IdleWarn < time.Second || c.Edit.IdleGrace < time.Second {
+		errs = append(errs, errors.New("edit.idle_warn and edit.idle_grace must be at least 1s"))
+	}
+	if c.Lockd.URL != "" && strings.TrimSpace(c.Lockd.Token) == "" {
+		errs = append(errs, errors.New("lockd.token is required with lockd.url"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", config.ErrInvalid, errors.Join(errs...))

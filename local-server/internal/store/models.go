@@ -29,8 +29,16 @@ type Meta struct {
 	PendingChangeID ids.ID     `gorm:"not null;default:0" json:"-"`
 	PendingSince    *time.Time `json:"pending_since,omitempty"`
 	CloudSeq        int64      `gorm:"not null;default:0" json:"cloud_seq"`
-	CreatedAt       time.Time  `json:"created_at"`
-	UpdatedAt       time.Time  `gorm:"index" json:"updated_at"`
+	// Fence is the highest lockd fencing token of a save accepted for the
+	// record: a save with a lower one comes from an expired lock.
+	Fence int64 `gorm:"not null;default:0" json:"fence,omitempty"`
+	// EditSession is the edit session of the last save here: a further
+	// save in the same session bumps B, a new session bumps A (M18).
+	EditSession string `gorm:"not null;default:''" json:"-"`
+	// Unfenced marks content saved with the lock service unreachable.
+	Unfenced  bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `gorm:"index" json:"updated_at"`
 }
 
 // Row is a record of kind C: one table per kind.
@@ -113,3 +121,24 @@ func opsFor(k wire.Kind) (kindOps, error) {
 	}
 	return o, nil
 }
+
+// Version is one kept version of a record (M18): every save here and every
+// change applied from the cloud. Rolling back writes an old version's
+// content as a new version.
+type Version struct {
+	ID       int64     `gorm:"primaryKey" json:"-"`
+	Kind     string    `gorm:"not null;uniqueIndex:versions_record,priority:1" json:"kind"`
+	RecordID ids.ID    `gorm:"not null;uniqueIndex:versions_record,priority:2" json:"record_id"`
+	Version  version.V `gorm:"type:text;not null;uniqueIndex:versions_record,priority:3" json:"version"`
+	Deleted  bool      `gorm:"not null;default:false" json:"deleted"`
+	Origin   string    `gorm:"not null" json:"origin"`
+	ChangeID ids.ID    `gorm:"not null" json:"change_id"`
+	Session  string    `gorm:"not null;default:''" json:"session,omitempty"`
+	Fence    int64     `gorm:"not null;default:0" json:"fence,omitempty"`
+	Unfenced bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	Content  string    `gorm:"type:text;not null;default:''" json:"-"`
+	At       time.Time `gorm:"not null" json:"at"`
+}
+
+// TableName is "versions".
+func (Version) TableName() string { return "versions" }

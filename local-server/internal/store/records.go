@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
@@ -18,6 +19,9 @@ import (
 )
 
 var (
+	// ErrStaleFence: the save's fencing token is lower than the last one
+	// accepted for the record (its lock expired and someone else saved).
+	ErrStaleFence = errors.New("store: stale fencing token")
 	// ErrMissingRef: the content refers to a record that does not exist here.
 	ErrMissingRef = errors.New("store: referenced record does not exist")
 	// ErrInvalidChange: a down change whose content cannot be applied.
@@ -34,8 +38,14 @@ type Edit struct {
 	// Content is the new content; nil with Delete.
 	Content records.Content
 	Delete  bool
-	// SameSession bumps B instead of A (a further save in one edit session).
-	SameSession bool
+	// Session is the edit session saving (empty: a one-save session). A
+	// further save in the session that saved last bumps B instead of A.
+	Session string
+	// Fence is the session's fencing token (0: none); a token lower than
+	// the record's last accepted one is refused with ErrStaleFence.
+	Fence int64
+	// Unfenced marks a save made with the lock service unreachable.
+	Unfenced bool
 }
 
 // Save writes a local change: the record with its new version, sync state
@@ -73,13 +83,19 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 			if ed.Base != nil && *ed.Base != m.Version {
 				return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
 			}
+			if ed.Fence > 0 && ed.Fence < m.Fence {
+				return fmt.Errorf("%w: token %d, the record was saved under %d", ErrStaleFence, ed.Fence, m.Fence)
+			}
 			prev = m.Version
-			if ed.SameSession {
+			if ed.Session != "" && m.EditSession == ed.Session {
 				m.Version = m.Version.NextSave()
 			} else {
 				m.Version = m.Version.NextSession()
 			}
 		}
+		m.EditSession = ed.Session
+		m.Fence = max(m.Fence, ed.Fence)
+		m.Unfenced = ed.Unfenced
 		if ed.Content != nil && !ed.Delete {
 			var had []records.Ref
 			if exists {
@@ -111,12 +127,15 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		e := wire.Envelope{
 			Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
 			ChangeID: changeID, Kind: ed.Kind, RecordID: m.ID, BaseVersion: prev,
-			NewVersion: m.Version, Deleted: ed.Delete, At: now,
+			NewVersion: m.Version, Deleted: ed.Delete, At: now, Fence: ed.Fence, Unfenced: ed.Unfenced,
 		}
 		if !ed.Delete {
 			if e.Payload, err = json.Marshal(rec.content()); err != nil {
 				return err
 			}
+		}
+		if err := keepVersion(tx, e, ed.Session); err != nil {
+			return err
 		}
 		if err := e.Validate(); err != nil {
 			return err
@@ -315,6 +334,15 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 		// gets there and that decision comes back down.
 		return true, nil
 	}
+	own := exists && m.PendingChangeID == e.ChangeID
+	if !own {
+		m.EditSession = "" // a change from elsewhere ends the local session's chain
+	}
+	m.Fence = max(m.Fence, e.Fence)
+	m.Unfenced = e.Unfenced
+	if err := keepVersion(tx, e, m.EditSession); err != nil {
+		return false, err
+	}
 	if !exists {
 		m.ID, m.ClinicID = e.RecordID, s.clinic
 	}
@@ -426,4 +454,57 @@ func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// keepVersion records e's version of its record in the version history,
+// once (an acceptance of a version saved here adds nothing).
+func keepVersion(tx *gorm.DB, e wire.Envelope, session string) error {
+	v := Version{Kind: string(e.Kind), RecordID: e.RecordID, Version: e.NewVersion, Deleted: e.Deleted,
+		Origin: string(e.Origin), ChangeID: e.ChangeID, Session: session, Fence: e.Fence, Unfenced: e.Unfenced,
+		Content: string(e.Payload), At: e.At.UTC()}
+	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&v).Error
+}
+
+// Versions lists the kept versions of a record, oldest first.
+func (s *Store) Versions(ctx context.Context, kind wire.Kind, id ids.ID) ([]Version, error) {
+	var vs []Version
+	err := s.db.WithContext(ctx).Where("kind = ? AND record_id = ?", kind, id).Order("id").Find(&vs).Error
+	return vs, err
+}
+
+// VersionContent returns the content a record had at version v.
+func (s *Store) VersionContent(ctx context.Context, kind wire.Kind, id ids.ID, v version.V) (records.Content, error) {
+	var row Version
+	err := s.db.WithContext(ctx).Take(&row, "kind = ? AND record_id = ? AND version = ?", kind, id, v).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if row.Deleted {
+		return nil, fmt.Errorf("%w: version %s is a tombstone", ErrNotFound, v)
+	}
+	return records.Decode(kind, []byte(row.Content))
+}
+
+// FileRef is a file a record names by content (image originals, captures,
+// project files).
+type FileRef struct {
+	SHA256      string
+	Size        int64
+	ContentType string
+}
+
+// MissingFiles lists files live records name that no row of the transfer
+// table (transfers, up or down) covers yet: the files to download.
+func (s *Store) MissingFiles(ctx context.Context, transfers string, limit int) ([]FileRef, error) {
+	var out []FileRef
+	q := `SELECT sha256, MAX(size) AS size, MAX(content_type) AS content_type FROM (
+		SELECT sha256, size, content_type FROM images WHERE sha256 <> '' AND deleted = false
+		UNION ALL SELECT sha256, size, '' FROM captures WHERE sha256 <> '' AND deleted = false
+		UNION ALL SELECT sha256, size, '' FROM project_files WHERE sha256 <> '' AND deleted = false
+	) f WHERE sha256 NOT IN (SELECT sha256 FROM ` + transfers + `) GROUP BY sha256 LIMIT ?`
+	err := s.db.WithContext(ctx).Raw(q, limit).Scan(&out).Error
+	return out, err
 }

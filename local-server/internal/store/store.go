@@ -92,7 +92,7 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// One connection: SQLite has one writer, and this keeps transactions
 	// strictly serialized instead of failing with SQLITE_BUSY.
 	sqlDB.SetMaxOpenConns(1)
-	models := []any{&Outbox{}, &KV{}}
+	models := []any{&Outbox{}, &KV{}, &Version{}}
 	for _, sp := range records.Kinds {
 		models = append(models, kinds[sp.Kind].model)
 	}
@@ -116,6 +116,10 @@ func (s *Store) Close() error {
 func (s *Store) Ping(ctx context.Context) error {
 	return s.db.WithContext(ctx).Exec("SELECT 1").Error
 }
+
+// DB is the database handle, for components keeping their own tables in
+// the clinic's database (edit sessions, file transfers).
+func (s *Store) DB() *gorm.DB { return s.db }
 
 // Clinic is the clinic this database belongs to.
 func (s *Store) Clinic() ids.ID { return s.clinic }

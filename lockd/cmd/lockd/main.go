@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/scsync/scsync/lockd/internal/app"
 	"github.com/scsync/scsync/lockd/internal/config"
 	"github.com/scsync/scsync/shared/telemetry"
@@ -37,6 +39,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	redis.SetLogger(app.RedisLogger(log))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return app.Run(ctx, cfg, log, nil)

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,31 +14,73 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/scsync/scsync/lockd/internal/api"
 	"github.com/scsync/scsync/lockd/internal/config"
+	"github.com/scsync/scsync/lockd/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/telemetry"
 )
 
-// Run serves until ctx ends. ready, when not nil, receives the bound address.
+// Run serves until ctx ends, then finishes in-flight requests (for at most
+// cfg.ShutdownTimeout). ready, when not nil, receives the bound address.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	reg := telemetry.NewRegistry()
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password})
+	rdb := newRedis(cfg)
 	defer rdb.Close()
+	st := store.New(rdb, store.Options{
+		Prefix:     cfg.Redis.Prefix,
+		NodePrefix: cfg.Nodes.Prefix,
+		Timeout:    cfg.Redis.Timeout,
+		NodeTTL:    cfg.Nodes.TTL,
+		Quarantine: cfg.Nodes.Quarantine,
+	})
+	apiSrv, err := api.New(st, cfg.Auth, api.Options{
+		DefaultTTL: cfg.Locks.DefaultTTL,
+		MinTTL:     cfg.Locks.MinTTL,
+		MaxTTL:     cfg.Locks.MaxTTL,
+	}, log, reg)
+	if err != nil {
+		return err
+	}
+	if cfg.Auth.Empty() {
+		log.Warn("no auth tokens configured: every API call will be refused (set auth.* in the config)")
+	}
 
 	health := httpapi.NewHealth()
-	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	health.Add("redis", st.Ping)
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	apiSrv.Register(mux)
+	mux.HandleFunc("/", api.NotFound)
 
 	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	tlsOn := cfg.TLS.CertFile != ""
+	if tlsOn {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("tls: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if tlsOn {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil
@@ -48,9 +91,48 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	log.Info("lockd serving", "addr", ln.Addr().String())
+	log.Info("lockd serving", "addr", ln.Addr().String(), "tls", tlsOn, "redis", cfg.Redis.Addr, "prefix", cfg.Redis.Prefix)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	return g.Wait()
+	err = g.Wait()
+	log.Info("lockd stopped")
+	return err
+}
+
+// newRedis returns a client that fails fast: every dial, read and write is
+// bounded by redis.timeout, and failed commands are not retried, because a
+// retried script could act twice (a lost reply to a release, then "expired").
+func newRedis(cfg config.Config) *redis.Client {
+	opts := &redis.Options{
+		Addr:                  cfg.Redis.Addr,
+		Username:              cfg.Redis.Username,
+		Password:              cfg.Redis.Password,
+		DialTimeout:           cfg.Redis.Timeout,
+		ReadTimeout:           cfg.Redis.Timeout,
+		WriteTimeout:          cfg.Redis.Timeout,
+		PoolTimeout:           cfg.Redis.Timeout,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+		DialerRetries:         2,
+	}
+	if cfg.Redis.TLS {
+		host, _, _ := net.SplitHostPort(cfg.Redis.Addr)
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	}
+	return redis.NewClient(opts)
+}
+
+// RedisLogger adapts log for go-redis's own messages (redis.SetLogger), so
+// every line lockd writes is JSON.
+func RedisLogger(log *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLogger{log}
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client", "detail", fmt.Sprintf(format, v...))
 }

@@ -1,0 +1,168 @@
+// Package client is the Go client of lockd, the scsync edit-lock service:
+// acquire, renew, release, inspect and force-release locks, and lease cloud
+// node ids. Failures are typed: match them with errors.Is against ErrHeld,
+// ErrExpired, ErrNotYours, ErrNotHeld, ErrUnavailable, …
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/scsync/scsync/lockd/lockapi"
+	"github.com/scsync/scsync/shared/ids"
+)
+
+// DefaultTimeout bounds a request when New is given no *http.Client.
+const DefaultTimeout = 10 * time.Second
+
+// Client talks to one lockd address (usually a load balancer in front of the
+// replicas). It is safe for concurrent use.
+type Client struct {
+	base  string
+	token string
+	hc    *http.Client
+}
+
+// New returns a client of the lockd at baseURL ("https://lockd.example:8090")
+// that authenticates with the bearer token. hc may be nil.
+func New(baseURL, token string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = &http.Client{Timeout: DefaultTimeout}
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc}
+}
+
+// Acquire takes the lock on req.Resource for req.Holder. If someone else
+// holds it the error is ErrHeld, and HeldBy(err) names them.
+func (c *Client) Acquire(ctx context.Context, req lockapi.AcquireRequest) (lockapi.Grant, error) {
+	var g lockapi.Grant
+	return g, c.do(ctx, http.MethodPost, "/v1/locks/acquire", req, &g)
+}
+
+// Renew extends a granted lock (see Grant.RenewRequest).
+func (c *Client) Renew(ctx context.Context, req lockapi.RenewRequest) (lockapi.Renewal, error) {
+	var r lockapi.Renewal
+	return r, c.do(ctx, http.MethodPost, "/v1/locks/renew", req, &r)
+}
+
+// Release frees a granted lock (see Grant.ReleaseRequest).
+func (c *Client) Release(ctx context.Context, req lockapi.ReleaseRequest) error {
+	return c.do(ctx, http.MethodPost, "/v1/locks/release", req, &lockapi.Released{})
+}
+
+// Inspect returns who holds the lock on resource. When nobody does, the
+// error is ErrNotHeld and the returned status carries only LastToken.
+func (c *Client) Inspect(ctx context.Context, clinic ids.ID, resource string) (lockapi.Status, error) {
+	var st lockapi.Status
+	segs := strings.Split(resource, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	err := c.do(ctx, http.MethodGet, "/v1/locks/"+clinic.String()+"/"+strings.Join(segs, "/"), nil, &st)
+	var e *Error
+	if errors.As(err, &e) && e.Code == lockapi.CodeNotHeld {
+		return lockapi.Status{Lock: lockapi.Lock{Resource: resource}, LastToken: e.LastToken}, err
+	}
+	return st, err
+}
+
+// ForceRelease removes the lock whoever holds it (admin token only) and
+// returns the lock it removed.
+func (c *Client) ForceRelease(ctx context.Context, clinic ids.ID, resource string) (lockapi.Lock, error) {
+	var r lockapi.Released
+	if err := c.do(ctx, http.MethodPost, "/v1/admin/locks/force-release", lockapi.ForceReleaseRequest{Clinic: clinic, Resource: resource}, &r); err != nil {
+		return lockapi.Lock{}, err
+	}
+	if r.Lock == nil {
+		return lockapi.Lock{}, nil
+	}
+	return *r.Lock, nil
+}
+
+// LeaseNode leases a cloud node id for owner (service token). Renew it every
+// TTLMillis/3 and stop minting ids once ExpiresAt passes without a renewal.
+func (c *Client) LeaseNode(ctx context.Context, owner string) (lockapi.NodeLease, error) {
+	var l lockapi.NodeLease
+	return l, c.do(ctx, http.MethodPost, "/v1/nodes/lease", lockapi.NodeLeaseRequest{Owner: owner}, &l)
+}
+
+// RenewNode extends a node lease. ErrExpired means the id is lost: stop
+// minting ids with it at once.
+func (c *Client) RenewNode(ctx context.Context, node int64, secret string) (lockapi.NodeLease, error) {
+	var l lockapi.NodeLease
+	return l, c.do(ctx, http.MethodPost, "/v1/nodes/renew", lockapi.NodeRequest{Node: node, Secret: secret}, &l)
+}
+
+// ReleaseNode ends a node lease; the id stays quarantined for a while.
+func (c *Client) ReleaseNode(ctx context.Context, node int64, secret string) (lockapi.NodeReleased, error) {
+	var r lockapi.NodeReleased
+	return r, c.do(ctx, http.MethodPost, "/v1/nodes/release", lockapi.NodeRequest{Node: node, Secret: secret}, &r)
+}
+
+// maxAnswer bounds the answer read from lockd.
+const maxAnswer = 1 << 20
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("lockd: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return fmt.Errorf("lockd: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return unreachable(ctx, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return unreachable(ctx, err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%w: undecodable answer: %w", ErrUnavailable, err)
+		}
+		return nil
+	}
+	var a lockapi.Error
+	if err := json.Unmarshal(b, &a); err != nil || a.Code == "" {
+		// Not lockd speaking (a proxy, a load balancer): keep the status.
+		return &Error{Status: resp.StatusCode, Message: strings.TrimSpace(http.StatusText(resp.StatusCode) + " " + string(b[:min(len(b), 200)]))}
+	}
+	return &Error{
+		Status:     resp.StatusCode,
+		Code:       a.Code,
+		Message:    a.Message,
+		Lock:       a.Lock,
+		LastToken:  a.LastToken,
+		RetryAfter: time.Duration(a.RetryAfterMillis) * time.Millisecond,
+	}
+}
+
+// unreachable wraps a transport failure as ErrUnavailable, unless the
+// caller itself gave up (canceled its context).
+func unreachable(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("lockd: %w", err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -1,0 +1,125 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/scsync/scsync/lockd/lockapi"
+)
+
+// These tests cover how answers map to errors, including answers that do
+// not come from lockd (a proxy). lockd's real behaviour, over real Redis, is
+// tested end to end in internal/app.
+
+func answer(status int, body string) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer tok" {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}))
+}
+
+func TestErrorMapping(t *testing.T) {
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   error
+		not    error
+	}{
+		{"held", 409, `{"code":"held","message":"m","lock":{"resource":"p/1","token":5}}`, ErrHeld, ErrUnavailable},
+		{"expired", 410, `{"code":"expired","message":"m"}`, ErrExpired, ErrNotYours},
+		{"not yours", 403, `{"code":"not_yours","message":"m"}`, ErrNotYours, ErrForbidden},
+		{"forbidden", 403, `{"code":"forbidden","message":"m"}`, ErrForbidden, ErrNotYours},
+		{"unauthorized", 401, `{"code":"unauthorized","message":"m"}`, ErrUnauthorized, ErrUnavailable},
+		{"invalid", 400, `{"code":"invalid","message":"m"}`, ErrInvalid, ErrUnavailable},
+		{"redis down", 503, `{"code":"unavailable","message":"m"}`, ErrUnavailable, ErrNoFreeNode},
+		{"internal", 500, `{"code":"internal","message":"m"}`, ErrUnavailable, ErrHeld},
+		{"no free node", 503, `{"code":"no_free_node","message":"m","retry_after_ms":1500}`, ErrNoFreeNode, ErrUnavailable},
+		{"proxy 502", 502, `<html>bad gateway</html>`, ErrUnavailable, ErrHeld},
+		{"proxy 404", 404, `not found`, nil, ErrNotHeld},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := answer(tt.status, tt.body)
+			defer srv.Close()
+			_, err := New(srv.URL, "tok", nil).Renew(context.Background(), lockapi.RenewRequest{})
+			var e *Error
+			if !errors.As(err, &e) || e.Status != tt.status {
+				t.Fatalf("Renew err = %v, want *Error with status %d", err, tt.status)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("Renew err = %v, want errors.Is %v", err, tt.want)
+			}
+			if errors.Is(err, tt.not) {
+				t.Errorf("Renew err = %v, must not be %v", err, tt.not)
+			}
+		})
+	}
+}
+
+func TestHeldByAndDetails(t *testing.T) {
+	srv := answer(409, `{"code":"held","message":"m","lock":{"resource":"p/1","holder":{"clinic":"42","side":"cloud","client":"c","user":"bob"},"token":5}}`)
+	defer srv.Close()
+	_, err := New(srv.URL+"/", "tok", nil).Acquire(context.Background(), lockapi.AcquireRequest{})
+	l, ok := HeldBy(err)
+	if !ok || l.Holder.User != "bob" || l.Holder.Clinic != 42 || l.Token != 5 {
+		t.Errorf("HeldBy(%v) = %+v, %v, want bob's lock", err, l, ok)
+	}
+	if _, ok := HeldBy(ErrExpired); ok {
+		t.Error("HeldBy(ErrExpired) = ok")
+	}
+
+	nf := answer(503, `{"code":"no_free_node","message":"m","retry_after_ms":1500}`)
+	defer nf.Close()
+	_, err = New(nf.URL, "tok", nil).LeaseNode(context.Background(), "n")
+	var e *Error
+	if !errors.As(err, &e) || e.RetryAfter != 1500*time.Millisecond {
+		t.Errorf("LeaseNode err = %v, want RetryAfter 1.5s", err)
+	}
+
+	free := answer(404, `{"code":"not_held","message":"m","last_token":9}`)
+	defer free.Close()
+	st, err := New(free.URL, "tok", nil).Inspect(context.Background(), 42, "patient/1")
+	if !errors.Is(err, ErrNotHeld) || st.LastToken != 9 || st.Resource != "patient/1" {
+		t.Errorf("Inspect = %+v, %v, want ErrNotHeld with last token 9", st, err)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nobody listens there now
+	_, err = New("http://"+addr, "tok", nil).Acquire(context.Background(), lockapi.AcquireRequest{})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Acquire from a closed port err = %v, want ErrUnavailable", err)
+	}
+
+	// A lockd that does not answer in time is unreachable too.
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer slow.Close()
+	c := New(slow.URL, "tok", &http.Client{Timeout: 100 * time.Millisecond})
+	if _, err := c.Inspect(context.Background(), 42, "p/1"); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Inspect of a silent lockd err = %v, want ErrUnavailable", err)
+	}
+	// The caller giving up is not lockd being unreachable.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := New(slow.URL, "tok", nil).Inspect(ctx, 42, "p/1"); err == nil || errors.Is(err, ErrUnavailable) {
+		t.Errorf("Inspect with a canceled context err = %v, want a non-unavailable error", err)
+	}
+}
