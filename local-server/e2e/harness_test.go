@@ -31,6 +31,13 @@ var (
 // binaries builds sc-cloud and sc-local once per test run.
 func binaries(t *testing.T) (cloud, local string) {
 	t.Helper()
+	cloud, local, _ = allBinaries(t)
+	return cloud, local
+}
+
+// allBinaries builds sc-cloud, sc-local and lockd once per test run.
+func allBinaries(t *testing.T) (cloud, local, lockd string) {
+	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "scsync-e2e-bin")
 		if buildErr != nil {
@@ -39,6 +46,7 @@ func binaries(t *testing.T) (cloud, local string) {
 		for _, b := range []struct{ dir, pkg, out string }{
 			{"../../cloud-server", "./cmd/sc-cloud", "sc-cloud"},
 			{"..", "./cmd/sc-local", "sc-local"},
+			{"../../lockd", "./cmd/lockd", "lockd"},
 		} {
 			cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(binDir, b.out), b.pkg)
 			cmd.Dir = b.dir
@@ -51,7 +59,7 @@ func binaries(t *testing.T) (cloud, local string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "sc-cloud"), filepath.Join(binDir, "sc-local")
+	return filepath.Join(binDir, "sc-cloud"), filepath.Join(binDir, "sc-local"), filepath.Join(binDir, "lockd")
 }
 
 func freeAddr(t *testing.T) string {
@@ -214,6 +222,15 @@ type stack struct {
 	adminToken            string
 	cloud                 []string // base URLs of the cloud nodes
 	nodes                 []*proc
+	// localEnv is added to every sc-local's environment.
+	localEnv []string
+}
+
+// stackOpts shapes a stack.
+type stackOpts struct {
+	cloudNodes int
+	amqpURL    string   // a private broker; empty: a fresh vhost of the shared one
+	cloudEnv   []string // added to every sc-cloud's environment
 }
 
 type clinic struct {
@@ -233,6 +250,12 @@ func newStack(t *testing.T, cloudNodes int) *stack {
 // broker), or on a fresh vhost of the shared broker when it is empty.
 func newStackOn(t *testing.T, cloudNodes int, amqpURL string) *stack {
 	t.Helper()
+	return newStackWith(t, stackOpts{cloudNodes: cloudNodes, amqpURL: amqpURL})
+}
+
+func newStackWith(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	cloudNodes, amqpURL := o.cloudNodes, o.amqpURL
 	s := &stack{adminToken: "admin-" + testenv.Name("tok")}
 	s.cloudBin, s.localBin = binaries(t)
 	if amqpURL != "" {
@@ -257,6 +280,7 @@ func newStackOn(t *testing.T, cloudNodes int, amqpURL string) *stack {
 			"SC_CLOUD_S3_BUCKET=" + strings.ReplaceAll(testenv.Name("e2e"), "_", "-"),
 			"SC_CLOUD_LOG_LEVEL=debug",
 		}
+		env = append(env, o.cloudEnv...)
 		p := start(t, fmt.Sprintf("sc-cloud-%d", i+1), s.cloudBin, env)
 		base := "http://" + addr
 		waitReady(t, p, base)
@@ -298,7 +322,48 @@ func (s *stack) startLocalVia(t *testing.T, c *clinic, dir, amqpURL, cloudURL st
 		"SC_LOCAL_AMQP_URL=" + amqpURL,
 		"SC_LOCAL_LOG_LEVEL=debug",
 	}
+	env = append(env, s.localEnv...)
 	c.proc = start(t, "sc-local-"+c.ID, s.localBin, env)
 	c.base = "http://" + addr
 	waitReady(t, c.proc, c.base)
+}
+
+// startLockd runs n lockd replicas over the Redis at redisAddr, accepting
+// serviceToken (sc-cloud) and clinicTokens (token → clinic id), and returns
+// a fail-over proxy's base URL in front of them, and the replicas.
+func startLockd(t *testing.T, n int, redisAddr, serviceToken string, clinicTokens map[string]string) (string, []*proc) {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = freeAddr(t)
+	}
+	procs := startLockdAt(t, addrs, redisAddr, serviceToken, clinicTokens)
+	lb := testenv.NewProxy(t, addrs...)
+	return "http://" + lb.Addr(), procs
+}
+
+// startLockdAt runs one lockd replica on each of addrs.
+func startLockdAt(t *testing.T, addrs []string, redisAddr, serviceToken string, clinicTokens map[string]string) []*proc {
+	t.Helper()
+	_, _, bin := allBinaries(t)
+	var b strings.Builder
+	fmt.Fprintf(&b, "auth:\n  service_tokens: [%q]\n  clinic_tokens:\n", serviceToken)
+	for tok, clinic := range clinicTokens {
+		fmt.Fprintf(&b, "    %q: %q\n", tok, clinic)
+	}
+	cfg := filepath.Join(t.TempDir(), "lockd.yaml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var procs []*proc
+	prefix := testenv.Name("lk") + ":" // one key space for every replica
+	for i, addr := range addrs {
+		p := start(t, fmt.Sprintf("lockd-%d", i+1), bin, []string{
+			"LOCKD_CONFIG=" + cfg, "LOCKD_LISTEN=" + addr, "LOCKD_REDIS_ADDR=" + redisAddr,
+			"LOCKD_REDIS_PREFIX=" + prefix, "LOCKD_LOG_LEVEL=info",
+		})
+		waitReady(t, p, "http://"+addr)
+		procs = append(procs, p)
+	}
+	return procs
 }
