@@ -170,3 +170,57 @@ func TestEditLockRace(t *testing.T) {
 	}
 	converged(t, c, cloud, 2*time.Minute)
 }
+
+// TestEditAnywayWhenLockdDown (M13): with lockd stopped the clinic is told
+// so, with the choice to edit anyway; the unfenced edit saves, is marked,
+// and replicates.
+func TestEditAnywayWhenLockdDown(t *testing.T) {
+	t.Parallel()
+	redis := testenv.StartPrivateRedis(t)
+	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
+	lockAddr := freeAddr(t)
+	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=http://" + lockAddr, "SC_CLOUD_LOCKD_TOKEN=" + serviceTok}})
+	c := s.enroll(t, "Pohang Family Dental")
+	lockd := startLockdAt(t, []string{lockAddr}, redis.Addr, serviceTok, map[string]string{clinicTok: c.ID})
+	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + clinicTok}
+	s.startLocal(t, c, t.TempDir())
+	cloud := cloudSide(s.cloud[0], c)
+
+	var p patient
+	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "Before"}), &p); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	base := c.base + "/v1/patients/" + p.ID
+	var si sessionInfo
+	if code := call(t, "POST", base+"/edit", "", map[string]string{"client": "ws1", "user": "dr.kim"}, &si); code != 200 || si.Unfenced || si.Fence == 0 {
+		t.Fatalf("edit with lockd up = %d %+v, want a fenced session", code, si)
+	}
+	call(t, "POST", base+"/close", "", map[string]string{"session": si.Session}, nil)
+
+	lockd[0].kill9(t)
+	var e struct {
+		Code    string   `json:"code"`
+		Message string   `json:"message"`
+		Options []string `json:"options"`
+	}
+	if code := call(t, "POST", base+"/edit", "", map[string]string{"client": "ws1", "user": "dr.kim"}, &e); code != 503 ||
+		e.Code != "lock_unavailable" || fmt.Sprint(e.Options) != "[edit_anyway view_only]" {
+		t.Fatalf("edit with lockd down = %d %+v, want 503 lock_unavailable offering edit_anyway and view_only", code, e)
+	}
+	if code := call(t, "POST", base+"/edit", "", map[string]any{"client": "ws1", "user": "dr.kim", "anyway": true}, &si); code != 200 || !si.Unfenced {
+		t.Fatalf("edit anyway = %d %+v, want an unfenced session", code, si)
+	}
+	if code := call(t, "POST", base+"/save", "", map[string]any{"session": si.Session, "data": map[string]string{"name": "Edited anyway"}}, nil); code != 200 {
+		t.Fatalf("unfenced save: %d", code)
+	}
+	call(t, "POST", base+"/close", "", map[string]string{"session": si.Session}, nil)
+	converged(t, c, cloud, 60*time.Second)
+	var got struct {
+		patient
+		Unfenced bool `json:"unfenced"`
+	}
+	call(t, "GET", cloud.prefix+"patients/"+p.ID, c.Token, nil, &got)
+	if got.Data.Name != "Edited anyway" || !got.Unfenced || got.Version != "2.0" {
+		t.Fatalf("cloud copy = %+v, want the unfenced edit at 2.0", got)
+	}
+}
