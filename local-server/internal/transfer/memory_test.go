@@ -51,10 +51,28 @@ func uploadInChild(t *testing.T, size, partSize int64) {
 	if err != nil || f.State != filekey.StatePresent || f.Size != size {
 		t.Fatalf("cloud Stat = %+v, %v; want present", f, err)
 	}
+	// Down into a second clinic directory, through a presigned GET, with
+	// the same SHA-256.
+	w := newWorker(t, c, Options{})
+	dst := filepath.Join(t.TempDir(), "second-clinic-dir", "volume.dcm")
+	down, err := w.EnqueueDownload(context.Background(), Download{SHA256: sha, Size: size, Path: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := w.Process(context.Background(), down.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, n, err := HashFile(dst)
+	if err != nil || got != sha || n != size {
+		t.Fatalf("downloaded copy: sha256 %s, %d bytes, %v; want %s, %d", got, n, err, sha, size)
+	}
+	t.Logf("downloaded and verified %d MiB in %s", size/filekey.MiB, time.Since(start).Round(time.Millisecond))
 	r := c.relayed(t)
 	if r.RequestBytes+r.ResponseBytes > 256*1024 {
 		t.Errorf("the cloud API carried %+v bytes, want only small JSON", r)
 	}
+	t.Logf("the cloud API relayed %d request and %d response bytes (JSON only) for %d MiB each way", r.RequestBytes, r.ResponseBytes, size/filekey.MiB)
 }
 
 func TestUploadMemoryFlat(t *testing.T) {
