@@ -328,20 +328,6 @@ func (s *stack) startLocalVia(t *testing.T, c *clinic, dir, amqpURL, cloudURL st
 	waitReady(t, c.proc, c.base)
 }
 
-// startLockd runs n lockd replicas over the Redis at redisAddr, accepting
-// serviceToken (sc-cloud) and clinicTokens (token → clinic id), and returns
-// a fail-over proxy's base URL in front of them, and the replicas.
-func startLockd(t *testing.T, n int, redisAddr, serviceToken string, clinicTokens map[string]string) (string, []*proc) {
-	t.Helper()
-	addrs := make([]string, n)
-	for i := range addrs {
-		addrs[i] = freeAddr(t)
-	}
-	procs := startLockdAt(t, addrs, redisAddr, serviceToken, clinicTokens)
-	lb := testenv.NewProxy(t, addrs...)
-	return "http://" + lb.Addr(), procs
-}
-
 // startLockdAt runs one lockd replica on each of addrs.
 func startLockdAt(t *testing.T, addrs []string, redisAddr, serviceToken string, clinicTokens map[string]string) []*proc {
 	t.Helper()

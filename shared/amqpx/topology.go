@@ -2,6 +2,7 @@ package amqpx
 
 import (
 	"fmt"
+	"maps"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -27,6 +28,8 @@ type Queue struct {
 	SingleActiveConsumer bool   // x-single-active-consumer
 	DeadLetterExchange   string // x-dead-letter-exchange; also where Poison messages go
 	DeliveryLimit        int    // quorum x-delivery-limit; 0 = unset
+	// Args are further x-arguments (x-expires, x-max-length, x-overflow…).
+	Args map[string]any
 }
 
 // Binding binds Queue to Exchange with routing (or pattern) Key.
@@ -78,6 +81,7 @@ func (q Queue) args() amqp.Table {
 	if q.DeliveryLimit > 0 {
 		args["x-delivery-limit"] = q.DeliveryLimit
 	}
+	maps.Copy(args, q.Args)
 	return args
 }
 

@@ -24,9 +24,11 @@ import (
 	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
 	"github.com/scsync/scsync/shared/editing"
+	sevents "github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/telemetry"
+	"github.com/scsync/scsync/shared/viewer"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -92,7 +94,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil).Locker()
 		health.AddOptional("lockd", func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") })
 	}
-	notes := newNotifier(log)
+	hub := sevents.NewHub(sevents.HubConfig{}, log)
+	defer hub.Close()
+	bus, err := sevents.NewBus(broker, sevents.BusConfig{Name: fmt.Sprintf("cloud.%d", lease.Node())}, hub.Publish, log)
+	if err != nil {
+		return err
+	}
+	notes := &notifier{log: log, bus: bus}
+	rep.OnAccepted(notes.accepted)
 	edit, err := editing.New(ctx, st.DB(), locker, api.EditRecords{St: st, IDs: gen}, notes.note, editing.Config{
 		Side: string(wire.OriginCloud), LockTTL: cfg.Edit.LockTTL, IdleWarn: cfg.Edit.IdleWarn, IdleGrace: cfg.Edit.IdleGrace,
 	}, log)
@@ -114,6 +123,22 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	for _, rt := range fileSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
+	// Browsers cannot set headers on a WebSocket: the events route also
+	// takes the clinic's token as ?access_token=.
+	serveEvents := apiSrv.Clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+		hub.ServeWS(w, r, clinic)
+		return nil
+	})
+	mux.HandleFunc("GET /v1/clinics/{clinic}/events", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			if tok := sevents.RequestToken(r); tok != "" {
+				r.Header.Set("Authorization", "Bearer "+tok)
+			}
+		}
+		serveEvents(w, r)
+	})
+	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/",
+		EventsPath: "/v1/clinics/{clinic}/events", Title: "scsync cloud"}))
 	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
@@ -124,6 +149,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return broker.Run(gctx) })
 	g.Go(func() error { return rep.Run(gctx) })
 	g.Go(func() error { return edit.Run(gctx) })
+	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return fileSvc.Run(gctx) })
 	g.Go(func() error {
 		select {
@@ -143,6 +169,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
 		defer cancel()
+		hub.Close() // WebSockets are hijacked: Shutdown does not close them
 		return srv.Shutdown(sctx)
 	})
 	log.Info("sc-cloud serving", "addr", ln.Addr().String())

@@ -45,7 +45,13 @@ type Replicator struct {
 	conflicts prometheus.Counter
 	parked    prometheus.Counter
 	poisoned  *prometheus.CounterVec
+
+	onAccepted func([]wire.Envelope)
 }
+
+// OnAccepted sets a function called with the clinic changes accepted into
+// the cloud (after their commit), for viewers. Call before Run.
+func (r *Replicator) OnAccepted(f func([]wire.Envelope)) { r.onAccepted = f }
 
 // New returns a Replicator. reg may be nil.
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
@@ -168,6 +174,9 @@ func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delive
 		}
 		r.poisoned.WithLabelValues("invalid_change").Inc()
 		r.log.Warn("change rejected", "clinic", clinic, "change", rj.Change.ChangeID, "kind", rj.Change.Kind, "err", rj.Err)
+	}
+	if r.onAccepted != nil && len(res.Changes) > 0 {
+		r.onAccepted(res.Changes)
 	}
 	r.accepted.Add(float64(res.Accepted))
 	r.conflicts.Add(float64(res.Conflicts))

@@ -122,6 +122,7 @@ func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time
 	if err := ct.tx.Create(&ch).Error; err != nil {
 		return err
 	}
+	ct.res.Changes = append(ct.res.Changes, ch.Envelope())
 	if err := ct.tx.Create(&Outbox{ClinicID: m.ClinicID, CloudSeq: m.CloudSeq}).Error; err != nil {
 		return err
 	}
@@ -130,6 +131,9 @@ func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time
 
 // UpResult counts what ApplyUp did with a batch.
 type UpResult struct {
+	// Changes lists every change written to the clinic's sequence (the
+	// accepted ones, their resolutions and conflict copies), for viewers.
+	Changes    []wire.Envelope
 	Accepted   int // new changes accepted into the clinic's sequence
 	Duplicates int // changes seen before (redeliveries)
 	Parked     int // changes waiting for a record they refer to

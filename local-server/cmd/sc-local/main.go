@@ -3,6 +3,7 @@
 //
 //	sc-local [-config file] [serve]   run the server (default)
 //	sc-local [-config file] status    print the replication status
+//	sc-local [-config file] watch     print live events (Editing, Saved, transfers…)
 package main
 
 import (
@@ -29,7 +30,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -53,6 +54,12 @@ func run() error {
 			return err
 		}
 		return cli.Status(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "watch":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Watch(ctx, os.Stdout, "http://"+cfg.Listen)
 	default:
 		flag.Usage()
 		return fmt.Errorf("unknown command %q", cmd)

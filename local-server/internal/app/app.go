@@ -26,9 +26,11 @@ import (
 	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
 	"github.com/scsync/scsync/shared/editing"
+	"github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/telemetry"
+	"github.com/scsync/scsync/shared/viewer"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -68,7 +70,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		locker = lc.Locker()
 		lockdPing = func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") }
 	}
-	notes := newNotifier(log)
+	hub := events.NewHub(events.HubConfig{}, log)
+	defer hub.Close()
+	bus, err := events.NewBus(broker, events.BusConfig{Name: "local." + clinic.String(), Clinic: clinic}, hub.Publish, log)
+	if err != nil {
+		return err
+	}
+	notes := &notifier{log: log, bus: bus, hub: hub, st: st}
+	sy.OnApplied(notes.applied)
 	edit, err := editing.New(ctx, st.DB(), locker, api.EditRecords{St: st}, notes.note, editing.Config{
 		Side: string(wire.OriginLocal), LockTTL: cfg.Edit.LockTTL, IdleWarn: cfg.Edit.IdleWarn, IdleGrace: cfg.Edit.IdleGrace,
 	}, log)
@@ -93,6 +102,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
 		transfer.Options{OnChange: notes.transfer}, log)
 	api.New(st, edit, sy.Notify, log).WithFiles(files).Register(mux)
+	// The clinic API serves the clinic's LAN without tokens; so do events.
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })
+	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: events.SideLocal, APIPrefix: "/v1/", EventsPath: "/v1/events",
+		Title: "scsync clinic " + clinic.String()}))
 	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
@@ -103,6 +116,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return broker.Run(gctx) })
 	g.Go(func() error { return sy.Run(gctx) })
 	g.Go(func() error { return edit.Run(gctx) })
+	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return files.Run(gctx) })
 	g.Go(func() error {
 		return fetchMissing(gctx, st, files, filepath.Join(cfg.DataDir, "files"), 10*time.Second, log)
@@ -117,6 +131,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
 		defer cancel()
+		hub.Close() // WebSockets are hijacked: Shutdown does not close them
 		return srv.Shutdown(sctx)
 	})
 	log.Info("sc-local serving", "addr", ln.Addr().String(), "data_dir", cfg.DataDir)

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/scsync/scsync/local-server/internal/store"
+	"github.com/scsync/scsync/shared/events"
 )
 
 // Status prints the running server's replication status.
@@ -43,4 +45,22 @@ func Status(ctx context.Context, w io.Writer, base string) error {
 	fmt.Fprintf(w, "checkpoint        cloud_seq %d\n", s.Checkpoint)
 	fmt.Fprintf(w, "last cloud contact %s\n", contact)
 	return nil
+}
+
+// Watch prints the live events of the running server's viewers (Editing,
+// Saved, Closed, transfers…), one line each, until ctx ends; it reconnects
+// and resumes by itself.
+func Watch(ctx context.Context, w io.Writer, base string) error {
+	url := "ws" + strings.TrimPrefix(base, "http") + "/v1/events"
+	fmt.Fprintf(w, "watching %s (Ctrl-C stops)\n", url)
+	err := events.Watch(ctx, url, "", 0, func(e events.Event) {
+		if e.Type == events.TypeReset {
+			return
+		}
+		fmt.Fprintln(w, events.Format(e))
+	})
+	if ctx.Err() != nil {
+		return nil //nolint:nilerr // Ctrl-C is the normal way out
+	}
+	return err
 }

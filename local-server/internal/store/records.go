@@ -238,9 +238,12 @@ func (s *Store) List(ctx context.Context, kind wire.Kind, q ListQuery) ([]Record
 
 // DownResult says what ApplyDown did with a batch.
 type DownResult struct {
-	Applied    int // changes applied (the checkpoint moved past them)
-	Duplicates int // at or below the checkpoint: nothing to do
-	Skipped    int // content this build cannot apply (logged, checkpoint moved)
+	// Changes lists the changes applied to a record here (for viewers'
+	// "changed" events); acceptances of this clinic's own changes included.
+	Changes    []wire.Envelope `json:"-"`
+	Applied    int             // changes applied (the checkpoint moved past them)
+	Duplicates int             // at or below the checkpoint: nothing to do
+	Skipped    int             // content this build cannot apply (logged, checkpoint moved)
 	// Gap is the cloud_seq of the first change that came before its
 	// predecessors (lost while offline, or relayed out of order); it and
 	// what followed it were not applied. 0: no gap.
@@ -285,6 +288,7 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 			}
 			if applied {
 				res.Applied++
+				res.Changes = append(res.Changes, e)
 			} else {
 				res.Skipped++
 			}
@@ -507,4 +511,23 @@ func (s *Store) MissingFiles(ctx context.Context, transfers string, limit int) (
 	) f WHERE sha256 NOT IN (SELECT sha256 FROM ` + transfers + `) GROUP BY sha256 LIMIT ?`
 	err := s.db.WithContext(ctx).Raw(q, limit).Scan(&out).Error
 	return out, err
+}
+
+// RecordOfFile names the live record whose file has that SHA-256 (an
+// image, capture or project file), for transfer events; ok is false when
+// none does.
+func (s *Store) RecordOfFile(ctx context.Context, sha256 string) (wire.Kind, ids.ID, bool, error) {
+	for _, k := range []wire.Kind{wire.KindImage, wire.KindCapture, wire.KindProjectFile} {
+		ops := kinds[k]
+		var found []Meta
+		err := s.db.WithContext(ctx).Model(ops.model).Select("id").
+			Where("clinic_id = ? AND sha256 = ? AND deleted = ?", s.clinic, sha256, false).Limit(1).Find(&found).Error
+		if err != nil {
+			return "", 0, false, err
+		}
+		if len(found) > 0 {
+			return k, found[0].ID, true, nil
+		}
+	}
+	return "", 0, false, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -178,7 +179,12 @@ func TestApplyDownOrderAndAcceptance(t *testing.T) {
 		}, DownResult{Applied: 2}},
 	}
 	for _, st := range steps {
-		if got := applyDown(t, s, st.es...); got != st.want {
+		got := applyDown(t, s, st.es...)
+		if len(got.Changes) != got.Applied {
+			t.Fatalf("%s: %d changes listed for %d applied", st.name, len(got.Changes), got.Applied)
+		}
+		got.Changes = nil
+		if !reflect.DeepEqual(got, st.want) {
 			t.Fatalf("%s: ApplyDown = %+v, want %+v", st.name, got, st.want)
 		}
 	}
@@ -254,7 +260,7 @@ func TestApplyDownSkipsUnrepresentable(t *testing.T) {
 	s := open(t)
 	e := applied(1, wire.OriginCloud, 5, 6, version.First, "x")
 	e.Payload = json.RawMessage(`{"name":"x","from_the_future":true}`)
-	if got := applyDown(t, s, e, applied(2, wire.OriginCloud, 7, 8, version.First, "y")); got != (DownResult{Applied: 1, Skipped: 1}) {
+	if got := applyDown(t, s, e, applied(2, wire.OriginCloud, 7, 8, version.First, "y")); got.Applied != 1 || got.Skipped != 1 || got.Gap != 0 {
 		t.Fatalf("ApplyDown = %+v, want one applied, one skipped", got)
 	}
 	if cp, _ := s.Checkpoint(context.Background()); cp != 2 {

@@ -50,6 +50,7 @@ type Syncer struct {
 	pulled    prometheus.Counter
 	skipped   prometheus.Counter
 	batch     int
+	onApplied func([]wire.Envelope)
 }
 
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
@@ -203,7 +204,14 @@ func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
 	return nil
 }
 
+// OnApplied sets a function called with the changes applied from the cloud
+// (after their commit). Call before Run.
+func (s *Syncer) OnApplied(f func([]wire.Envelope)) { s.onApplied = f }
+
 func (s *Syncer) count(res store.DownResult) {
+	if s.onApplied != nil && len(res.Changes) > 0 {
+		s.onApplied(res.Changes)
+	}
 	s.applied.Add(float64(res.Applied))
 	if res.Skipped > 0 {
 		s.skipped.Add(float64(res.Skipped))

@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/scsync/scsync/shared/testenv"
+)
+
+// browser starts headless Chromium (Debian's chromium) for the test; it
+// fails under CI=true when Chromium is missing.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := "/usr/bin/chromium"
+	if _, err := os.Stat(path); err != nil {
+		if path, err = exec.LookPath("chromium"); err != nil {
+			testenv.Unavailable(t, "chromium", err)
+		}
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// tab opens url in a new tab of the browser.
+func tab(t *testing.T, b context.Context, url string) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b)
+	t.Cleanup(cancel)
+	if err := chromedp.Run(ctx, chromedp.Navigate(url)); err != nil {
+		t.Fatalf("open %s: %v", url, err)
+	}
+	return ctx
+}
+
+// waitText waits until the text of sel in the tab contains want.
+func waitText(t *testing.T, ctx context.Context, what, sel, want string) {
+	t.Helper()
+	var got string
+	testenv.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := chromedp.Run(cctx, chromedp.Text(sel, &got, chromedp.ByQuery)); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if !strings.Contains(got, want) {
+			return fmt.Errorf("%s shows %q, want %q", what, got, want)
+		}
+		return nil
+	})
+}
+
+func click(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Run(cctx, chromedp.Click(sel, chromedp.ByQuery)); err != nil {
+		t.Fatalf("click %s: %v", sel, err)
+	}
+}
+
+// TestViewerPagesLive (M11, M14, M16): the clinic's and the cloud's viewer
+// pages in headless Chromium; an edit taken in the cloud page shows
+// "Editing by cloud" in the clinic page, then "Saved", then the new
+// version; and the other way round.
+func TestViewerPagesLive(t *testing.T) {
+	t.Parallel()
+	redis := testenv.StartPrivateRedis(t)
+	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
+	lockAddr := freeAddr(t)
+	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=http://" + lockAddr, "SC_CLOUD_LOCKD_TOKEN=" + serviceTok}})
+	c := s.enroll(t, "Gangneung Dental")
+	startLockdAt(t, []string{lockAddr}, redis.Addr, serviceTok, map[string]string{clinicTok: c.ID})
+	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + clinicTok}
+	s.startLocal(t, c, t.TempDir())
+	cloud := cloudSide(s.cloud[0], c)
+	var p patient
+	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "Browser Patient"}), &p); code != 201 {
+		t.Fatalf("create: %d", code)
+	}
+	converged(t, c, cloud, 60*time.Second)
+
+	b := browser(t)
+	local := tab(t, b, c.base+"/viewer/")
+	remote := tab(t, b, s.cloud[0]+"/viewer/?clinic="+c.ID+"#token="+c.Token)
+	row := `tr[data-id="` + p.ID + `"]`
+	waitText(t, local, "clinic page", row+" .title", "Browser Patient")
+	waitText(t, remote, "cloud page", row+" .title", "Browser Patient")
+
+	// Cloud edits: the clinic sees it live.
+	click(t, remote, row+" .edit")
+	waitText(t, local, "clinic page mode", row+" .mode", "Editing by cloud")
+	if err := chromedp.Run(remote, chromedp.SetValue("#editor", `{"name":"Edited in the cloud"}`, chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	click(t, remote, "#save")
+	waitText(t, local, "clinic page mode", row+" .mode", "Saved")
+	waitText(t, local, "clinic page version", row+" .version", "2.0")
+	waitText(t, local, "clinic page title", row+" .title", "Edited in the cloud")
+	click(t, remote, "#close")
+
+	// The clinic edits: the cloud sees it live.
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		var items struct{ Items []any }
+		call(t, "GET", c.base+"/v1/editing", "", nil, &items)
+		if len(items.Items) != 0 {
+			return fmt.Errorf("%d open sessions", len(items.Items))
+		}
+		return nil
+	})
+	click(t, local, row+" .edit")
+	waitText(t, remote, "cloud page mode", row+" .mode", "Editing by local")
+	if err := chromedp.Run(local, chromedp.SetValue("#editor", `{"name":"Edited in the clinic"}`, chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	click(t, local, "#save")
+	waitText(t, remote, "cloud page mode", row+" .mode", "Saved")
+	waitText(t, remote, "cloud page version", row+" .version", "3.0")
+	click(t, local, "#close")
+}

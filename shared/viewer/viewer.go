@@ -1,0 +1,204 @@
+// Package viewer is the small web page both servers serve (M11, M13, M16):
+// a clinic's records with a live mode badge each ("Editing by cloud
+// (dr.kim)", "Saved", "Closed (idle)", "Uploading 45%", "Conflict"), and a
+// JSON editor that takes the record's lock through the server.
+//
+// The page is plain HTML, CSS and dependency-free JavaScript embedded in the
+// binary; it loads nothing from elsewhere. Handler serves it at whatever
+// path it is mounted on (it only looks at the last path element), so
+//
+//	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{…}))
+//
+// serves /viewer/ (the page; ServeMux redirects /viewer there), and
+// /viewer/app.js and /viewer/style.css.
+//
+// # Configuration and URL
+//
+// Config.APIPrefix and Config.EventsPath may contain {clinic}, which the page
+// replaces with the clinic query parameter; the access token comes from the
+// URL fragment, which browsers never send to a server:
+//
+//	sc-local:  http://host/viewer/                      Config{Side: "local", APIPrefix: "/v1/", EventsPath: "/v1/events"}
+//	sc-cloud:  http://host/viewer/?clinic=ID#token=TOK  Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/", EventsPath: "/v1/clinics/{clinic}/events"}
+//
+// The page keeps the token in sessionStorage and removes the fragment from
+// the address bar. It sends the token as "Authorization: Bearer" on REST
+// calls and, because browsers cannot set headers on a WebSocket, as the
+// access_token query parameter of the events URL (servers must accept it
+// there, see events.RequestToken, and redact it from logged URLs).
+//
+// # REST API the page uses ({p} = APIPrefix, {c} = collection)
+//
+// As docs/editing.md describes it:
+//
+//	GET  {p}{c}?limit=100        → {"items":[record…],"next":"…"}
+//	GET  {p}{c}/{id}             → record
+//	POST {p}{c}/{id}/edit        {"client","user"[,"anyway":true]}
+//	                             → 200 {"session","fence","version","expires_at","unfenced","heartbeat_ms","idle_warn_after_ms",…}
+//	                             → 409 {"code":"locked","holder":{"side","user"}}
+//	                             → 503 {"code":"lock_unavailable","options":["edit_anyway","view_only"]}
+//	POST {p}{c}/{id}/heartbeat   {"session","activity"}   every heartbeat_ms while open;
+//	                             activity: the user typed or moved since the last one
+//	POST {p}{c}/{id}/save        {"session","data"} → {"session","version","record"}
+//	POST {p}{c}/{id}/close       {"session"}
+//
+// A record is {"id","kind","version","origin","deleted","sync_state","data"}.
+// Errors are {"code","message"} and are shown as text; a heartbeat or save
+// answered 404 no_session or 409 lock_lost ends the session (the editor
+// keeps its text so it can be copied). Leaving the page closes the session.
+//
+// # Live events
+//
+// The page opens a WebSocket on EventsPath?since=<last seq>&access_token=…,
+// reconnects with backoff and resumes; on reset it reloads the list. The
+// mode texts mirror events.Label.
+//
+// # DOM contract (for tests)
+//
+// Each record row is <tr data-id="ID"> with cells of class title, version and
+// mode, and a button of class edit. The editor is the textarea #editor with
+// buttons #save and #close; #unfenced-warning and #idle-warning are banners;
+// the lock-unavailable choice is the <dialog id="lock-dialog"> with buttons
+// #edit-anyway and #view-only; #collection selects the collection, #user is
+// the user name, #status and #error show messages, #conn the live state.
+package viewer
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// Sides.
+const (
+	SideLocal = "local"
+	SideCloud = "cloud"
+)
+
+// Config is what the page needs to know about the server serving it.
+type Config struct {
+	// Side is "local" (sc-local) or "cloud" (sc-cloud).
+	Side string
+	// APIPrefix is where the record collections are, ending in "/":
+	// "/v1/" or "/v1/clinics/{clinic}/".
+	APIPrefix string
+	// EventsPath is the events WebSocket path: "/v1/events" or
+	// "/v1/clinics/{clinic}/events".
+	EventsPath string
+	// Title is the page title; default "scsync viewer (<side>)".
+	Title string
+}
+
+// ErrInvalidConfig wraps every Config validation error.
+var ErrInvalidConfig = errors.New("viewer: invalid config")
+
+// pathRE: an absolute URL path of safe characters, {clinic} allowed.
+var pathRE = regexp.MustCompile(`^/[A-Za-z0-9._~/{}-]*$`)
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	switch {
+	case c.Side != SideLocal && c.Side != SideCloud:
+		return fmt.Errorf("side %q, want %q or %q: %w", c.Side, SideLocal, SideCloud, ErrInvalidConfig)
+	case !pathRE.MatchString(c.APIPrefix) || !strings.HasSuffix(c.APIPrefix, "/"):
+		return fmt.Errorf("API prefix %q, want an absolute path ending in /: %w", c.APIPrefix, ErrInvalidConfig)
+	case !pathRE.MatchString(c.EventsPath):
+		return fmt.Errorf("events path %q, want an absolute path: %w", c.EventsPath, ErrInvalidConfig)
+	}
+	for _, p := range []string{c.APIPrefix, c.EventsPath} {
+		if strings.Count(p, "{") != strings.Count(p, "{clinic}") || strings.Count(p, "}") != strings.Count(p, "{clinic}") {
+			return fmt.Errorf("path %q: the only placeholder is {clinic}: %w", p, ErrInvalidConfig)
+		}
+	}
+	return nil
+}
+
+//go:embed static
+var static embed.FS
+
+var page = template.Must(template.ParseFS(static, "static/index.html"))
+
+// asset is a static file with its content type.
+type asset struct {
+	body        []byte
+	contentType string
+}
+
+// Handler serves the page for cfg. It panics if cfg is invalid (call
+// cfg.Validate first to report the error instead), like http.Handle does
+// for a bad pattern: this is fixed at startup.
+func Handler(cfg Config) http.Handler {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	if cfg.Title == "" {
+		cfg.Title = "scsync viewer (" + cfg.Side + ")"
+	}
+	var index bytes.Buffer
+	if err := page.Execute(&index, cfg); err != nil {
+		panic(fmt.Errorf("viewer: render page: %w", err))
+	}
+	assets := map[string]asset{
+		"index.html": {index.Bytes(), "text/html; charset=utf-8"},
+		"app.js":     {mustRead("static/app.js"), "text/javascript; charset=utf-8"},
+		"style.css":  {mustRead("static/style.css"), "text/css; charset=utf-8"},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		name := path.Base(r.URL.Path)
+		if strings.HasSuffix(r.URL.Path, "/") {
+			name = "index.html"
+		}
+		a, ok := assets[name]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", a.contentType)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("Referrer-Policy", "no-referrer")
+		if name == "index.html" {
+			h.Set("Content-Security-Policy", csp(r.Host))
+			h.Set("X-Frame-Options", "DENY")
+		}
+		h.Set("Content-Length", fmt.Sprint(len(a.body)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(a.body)
+		}
+	})
+}
+
+func mustRead(name string) []byte {
+	b, err := static.ReadFile(name)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// hostRE is a Host header safe to put into a header value.
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9.\-\[\]:]+$`)
+
+// csp allows only this origin, including its WebSocket (some browsers do not
+// count ws: as 'self').
+func csp(host string) string {
+	connect := "'self'"
+	if hostRE.MatchString(host) {
+		connect += " ws://" + host + " wss://" + host
+	}
+	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src " + connect +
+		"; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+}
