@@ -67,11 +67,9 @@ wait_ready() { # name url
   die "$1 did not become ready; its log: $demo/$1.log"
 }
 
-say "starting lockd on :$LOCKD_PORT"
-LOCKD_LISTEN=127.0.0.1:$LOCKD_PORT LOCKD_REDIS_PREFIX="scsync-demo:lock:" \
-  "$root/bin/lockd" >"$demo/lockd.log" 2>&1 &
-pids+=($!)
-wait_ready lockd "http://127.0.0.1:$LOCKD_PORT"
+lockd_url=http://127.0.0.1:$LOCKD_PORT
+lockd_service_token=svc-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+lockd_clinic_token=clinic-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 for n in 1 2; do
   port_var=CLOUD${n}_PORT
@@ -87,6 +85,7 @@ for n in 1 2; do
   SC_CLOUD_S3_SECRET_KEY="$SCSYNC_TEST_S3_SECRET_KEY" \
   SC_CLOUD_S3_BUCKET=scsync-demo \
   SC_CLOUD_AUTH_ADMIN_TOKEN=$admin_token \
+  SC_CLOUD_LOCKD_URL=$lockd_url SC_CLOUD_LOCKD_TOKEN=$lockd_service_token \
     "$root/bin/sc-cloud" >"$demo/sc-cloud-$n.log" 2>&1 &
   pids+=($!)
   wait_ready "sc-cloud-$n" "http://127.0.0.1:$port"
@@ -112,9 +111,29 @@ cloud:
   pull_every: 10s
 amqp:
   url: $amqp
+lockd:
+  url: $lockd_url
+  token: $lockd_clinic_token
 YAML
 chmod 600 "$demo/sc-local.yaml"
 echo "    clinic $clinic, Snowflake node $node, config $demo/sc-local.yaml"
+
+say "starting lockd on :$LOCKD_PORT (service token for the cloud nodes, a clinic token for the clinic)"
+cat >"$demo/lockd.yaml" <<YAML
+listen: 127.0.0.1:$LOCKD_PORT
+redis:
+  prefix: "scsync-demo:lock:"
+auth:
+  service_tokens: ["$lockd_service_token"]
+  clinic_tokens:
+    "$lockd_clinic_token": "$clinic"
+nodes:
+  prefix: "scsync-demo:"
+YAML
+chmod 600 "$demo/lockd.yaml"
+"$root/bin/lockd" -config "$demo/lockd.yaml" >"$demo/lockd.log" 2>&1 &
+pids+=($!)
+wait_ready lockd "$lockd_url"
 
 say "starting sc-local on :$LOCAL_PORT (SQLite in $demo/clinic)"
 "$root/bin/sc-local" -config "$demo/sc-local.yaml" >"$demo/sc-local.log" 2>&1 &
@@ -154,12 +173,31 @@ came_back() { [ "$(curl -fsS "$local/v1/patients/$first" | jq -r .version)" = "2
 poll "cloud edit in the clinic" came_back
 echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone:.data.phone,version,origin,sync_state}')"
 
+say "an edit session in the cloud, seen by the clinic (lockd lock, fencing token, A.B versions)"
+session=$(curl -fsS -X POST -H "Authorization: Bearer $token" -d '{"client":"demo-script","user":"dr.demo"}' \
+  "$cloud1/v1/clinics/$clinic/patients/$first/edit")
+sid=$(jq -r .session <<<"$session")
+echo "    lock taken: $(jq -c '{session,fence,version,unfenced}' <<<"$session")"
+echo "    the clinic sees: $(curl -fsS "$local/v1/editing" | jq -c '[.items[] | {side,user,kind,record}]')"
+for n in 1 2; do
+  curl -fsS -X POST -H "Authorization: Bearer $token" \
+    -d "{\"session\":\"$sid\",\"data\":{\"name\":\"Kim Minji\",\"phone\":\"010-1234-567$n\"}}" \
+    "$cloud1/v1/clinics/$clinic/patients/$first/save" | jq -r '"    saved version \(.version)"'
+done
+curl -fsS -X POST -H "Authorization: Bearer $token" -d "{\"session\":\"$sid\"}" "$cloud1/v1/clinics/$clinic/patients/$first/close" >/dev/null
+edited() { [ "$(curl -fsS "$local/v1/patients/$first" | jq -r .version)" = "3.1" ]; }
+poll "the session's saves in the clinic" edited
+echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone:.data.phone,version,sync_state}')"
+
 say "replication status of the clinic"
 "$root/bin/sc-local" -config "$demo/sc-local.yaml" status | sed 's/^/    /'
 
 cat <<TXT
 
   scsync demo is running.
+    clinic viewer page         $local/viewer/
+    cloud viewer page          $cloud1/viewer/?clinic=$clinic#token=$token
+    live events in a terminal  $root/bin/sc-local -config $demo/sc-local.yaml watch
     clinic server (sc-local)   $local/v1/patients   $local/v1/status
     cloud node 1 (sc-cloud)    $cloud1/readyz   $cloud1/metrics
     cloud node 2 (sc-cloud)    $cloud2/readyz
@@ -169,7 +207,7 @@ cat <<TXT
 TXT
 
 if [ "${DEMO_EXIT:-0}" = 1 ]; then
-  say "demo check passed: clinic → cloud and cloud → clinic"
+  say "demo check passed: clinic → cloud, cloud → clinic, and a locked cloud edit session"
   exit 0
 fi
 echo "  Press Ctrl-C to stop."
