@@ -174,11 +174,13 @@ poll "cloud edit in the clinic" came_back
 echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone:.data.phone,version,origin,sync_state}')"
 
 say "an edit session in the cloud, seen by the clinic (lockd lock, fencing token, A.B versions)"
+"$root/bin/sc-local" -config "$demo/sc-local.yaml" watch >"$demo/watch.log" 2>&1 &
+pids+=($!)
+sleep 1
 session=$(curl -fsS -X POST -H "Authorization: Bearer $token" -d '{"client":"demo-script","user":"dr.demo"}' \
   "$cloud1/v1/clinics/$clinic/patients/$first/edit")
 sid=$(jq -r .session <<<"$session")
 echo "    lock taken: $(jq -c '{session,fence,version,unfenced}' <<<"$session")"
-echo "    the clinic sees: $(curl -fsS "$local/v1/editing" | jq -c '[.items[] | {side,user,kind,record}]')"
 for n in 1 2; do
   curl -fsS -X POST -H "Authorization: Bearer $token" \
     -d "{\"session\":\"$sid\",\"data\":{\"name\":\"Kim Minji\",\"phone\":\"010-1234-567$n\"}}" \
@@ -188,6 +190,10 @@ curl -fsS -X POST -H "Authorization: Bearer $token" -d "{\"session\":\"$sid\"}" 
 edited() { [ "$(curl -fsS "$local/v1/patients/$first" | jq -r .version)" = "3.1" ]; }
 poll "the session's saves in the clinic" edited
 echo "    back in the clinic:     $(curl -fsS "$local/v1/patients/$first" | jq -c '{id,phone:.data.phone,version,sync_state}')"
+seen() { grep -q "Closed" "$demo/watch.log"; }
+poll "the clinic's live events" seen
+echo "    what the clinic's viewers were told live (sc-local watch):"
+grep -v '^watching' "$demo/watch.log" | sed 's/^/      /'
 
 say "replication status of the clinic"
 "$root/bin/sc-local" -config "$demo/sc-local.yaml" status | sed 's/^/    /'
