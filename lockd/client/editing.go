@@ -25,7 +25,7 @@ func (l locker) Acquire(ctx context.Context, resource string, h editing.Holder, 
 	if err != nil {
 		return editing.Grant{}, editingErr(err)
 	}
-	return editing.Grant{Fence: g.Token, Secret: g.Secret, ExpiresAt: g.ExpiresAt}, nil
+	return editing.Grant{Fence: g.Token, Secret: g.Secret, ExpiresAt: g.ExpiresAt, SavedVersion: g.SavedVersion}, nil
 }
 
 func (l locker) Renew(ctx context.Context, clinic ids.ID, resource string, g editing.Grant, ttl time.Duration) (time.Time, error) {
@@ -36,8 +36,8 @@ func (l locker) Renew(ctx context.Context, clinic ids.ID, resource string, g edi
 	return r.ExpiresAt, nil
 }
 
-func (l locker) Release(ctx context.Context, clinic ids.ID, resource string, g editing.Grant) error {
-	err := l.c.Release(ctx, lockapi.ReleaseRequest{Resource: resource, Clinic: clinic, Token: g.Fence, Secret: g.Secret})
+func (l locker) Release(ctx context.Context, clinic ids.ID, resource string, g editing.Grant, savedVersion string) error {
+	err := l.c.Release(ctx, lockapi.ReleaseRequest{Resource: resource, Clinic: clinic, Token: g.Fence, Secret: g.Secret, SavedVersion: savedVersion})
 	return editingErr(err)
 }
 

@@ -56,6 +56,11 @@ type Lock struct {
 type Grant struct {
 	Lock
 	Secret string `json:"secret"`
+	// SavedVersion is the record version the last holder that saved left
+	// (from its release), empty if none is known. A server whose copy of
+	// the record is older has not received that save yet (replication
+	// between clinic and cloud lags) and must not let its client edit.
+	SavedVersion string `json:"saved_version,omitempty"`
 }
 
 // RenewRequest is the body of POST /v1/locks/renew.
@@ -80,6 +85,9 @@ type ReleaseRequest struct {
 	Clinic   ids.ID `json:"clinic"`
 	Token    int64  `json:"token"`
 	Secret   string `json:"secret"`
+	// SavedVersion, when the holder saved, is the record's version after
+	// its last save; the next grant hands it on (Grant.SavedVersion).
+	SavedVersion string `json:"saved_version,omitempty"`
 }
 
 // Released answers a successful release or force-release.

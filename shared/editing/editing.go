@@ -45,6 +45,10 @@ var (
 	ErrLockLost = errors.New("editing: the lock of this session is gone")
 	// ErrNoSession: no open session with that id for this clinic.
 	ErrNoSession = errors.New("editing: no such open session")
+	// ErrNotSynced: the last holder saved a version this server has not
+	// received yet (replication between clinic and cloud lags); editing now
+	// would lose that save. The client retries in a moment.
+	ErrNotSynced = errors.New("editing: the latest save has not reached this server yet")
 )
 
 // Holder is who holds (or wants) a record's lock.
@@ -73,6 +77,9 @@ type Grant struct {
 	Fence     int64
 	Secret    string
 	ExpiresAt time.Time
+	// SavedVersion is the version the last holder that saved left the
+	// record at ("" when unknown).
+	SavedVersion string
 }
 
 // Locker is what sessions need of lockd. Implementations return a
@@ -81,7 +88,9 @@ type Grant struct {
 type Locker interface {
 	Acquire(ctx context.Context, resource string, h Holder, ttl time.Duration, version string) (Grant, error)
 	Renew(ctx context.Context, clinic ids.ID, resource string, g Grant, ttl time.Duration) (time.Time, error)
-	Release(ctx context.Context, clinic ids.ID, resource string, g Grant) error
+	// Release frees the lock; savedVersion ("" for none) is the record's
+	// version after the session's last save, handed to the next holder.
+	Release(ctx context.Context, clinic ids.ID, resource string, g Grant, savedVersion string) error
 }
 
 // Records is what sessions need of the server's store.
@@ -225,6 +234,12 @@ func (m *Manager) Open(ctx context.Context, clinic ids.ID, kind wire.Kind, id id
 	switch {
 	case err == nil:
 		s.Fence, s.Secret, s.ExpiresAt = g.Fence, g.Secret, g.ExpiresAt
+		if saved, perr := version.Parse(g.SavedVersion); perr == nil && v.Less(saved) {
+			// The last holder (on the other side) saved a version this server
+			// has not received yet: editing now would build on stale data.
+			_ = m.lock.Release(context.WithoutCancel(ctx), clinic, s.resource(), g, "")
+			return Session{}, fmt.Errorf("%w: version %s was saved, this server has %s", ErrNotSynced, saved, v)
+		}
 	case errors.Is(err, ErrLockUnavailable) && anyway:
 		// Edit anyway (M13): no lock; this server at least refuses a second
 		// session on the record it knows of.
@@ -240,7 +255,7 @@ func (m *Manager) Open(ctx context.Context, clinic ids.ID, kind wire.Kind, id id
 	}
 	if err := m.db.WithContext(ctx).Create(&s).Error; err != nil {
 		if !s.Unfenced {
-			_ = m.lock.Release(context.WithoutCancel(ctx), clinic, s.resource(), s.grant())
+			_ = m.lock.Release(context.WithoutCancel(ctx), clinic, s.resource(), s.grant(), "")
 		}
 		return Session{}, fmt.Errorf("editing: record session: %w", err)
 	}
@@ -374,17 +389,21 @@ func (m *Manager) finish(ctx context.Context, s Session, reason string) {
 	if res.RowsAffected == 0 {
 		return
 	}
+	v, err := m.recs.Version(ctx, s.ClinicID, s.Kind, s.RecordID)
+	if err != nil {
+		v = s.VersionAtLock
+	}
 	if !s.Unfenced && reason != ReasonExpired {
-		if err := m.lock.Release(ctx, s.ClinicID, s.resource(), s.grant()); err != nil && !errors.Is(err, ErrLockLost) {
+		saved := ""
+		if s.Saves > 0 {
+			saved = v.String()
+		}
+		if err := m.lock.Release(ctx, s.ClinicID, s.resource(), s.grant(), saved); err != nil && !errors.Is(err, ErrLockLost) {
 			// The lock expires by its TTL anyway.
 			m.log.Warn("lock release failed", "session", s.ID, "err", err)
 		}
 	}
 	s.ClosedAt, s.CloseReason = &now, reason
-	v, err := m.recs.Version(ctx, s.ClinicID, s.Kind, s.RecordID)
-	if err != nil {
-		v = s.VersionAtLock
-	}
 	m.notify(ctx, Note{Type: NoteClosed, Session: s, Version: v, Reason: reason, Unfenced: s.Unfenced})
 }
 
@@ -453,6 +472,6 @@ func (NoLocker) Renew(context.Context, ids.ID, string, Grant, time.Duration) (ti
 }
 
 // Release fails with ErrLockUnavailable.
-func (NoLocker) Release(context.Context, ids.ID, string, Grant) error {
+func (NoLocker) Release(context.Context, ids.ID, string, Grant, string) error {
 	return fmt.Errorf("%w: no lock service configured", ErrLockUnavailable)
 }

@@ -237,8 +237,17 @@ func MapError(err error) error {
 		return e
 	case errors.Is(err, ErrLockLost):
 		return httpapi.Errorf(http.StatusConflict, "lock_lost", "the edit lock expired or was taken over; open the record again")
+	case errors.Is(err, ErrNotSynced):
+		return httpapi.Errorf(http.StatusConflict, "not_synced", "%s; try again in a moment", afterPrefix(err.Error(), "editing: "))
 	case errors.Is(err, ErrNoSession):
 		return httpapi.Errorf(http.StatusNotFound, "no_session", "no such open edit session")
 	}
 	return err
+}
+
+func afterPrefix(msg, p string) string {
+	if len(msg) >= len(p) && msg[:len(p)] == p {
+		return msg[len(p):]
+	}
+	return msg
 }

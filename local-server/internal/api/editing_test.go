@@ -26,6 +26,7 @@ type memLocker struct {
 	down  bool
 	held  map[string]editing.Grant
 	fence map[string]int64
+	saved map[string]string
 }
 
 func (l *memLocker) Acquire(_ context.Context, res string, h editing.Holder, ttl time.Duration, _ string) (editing.Grant, error) {
@@ -38,7 +39,7 @@ func (l *memLocker) Acquire(_ context.Context, res string, h editing.Holder, ttl
 		return editing.Grant{}, &editing.LockedError{Holder: h}
 	}
 	l.fence[res]++
-	g := editing.Grant{Fence: l.fence[res], Secret: "s", ExpiresAt: time.Now().Add(ttl)}
+	g := editing.Grant{Fence: l.fence[res], Secret: "s", ExpiresAt: time.Now().Add(ttl), SavedVersion: l.saved[res]}
 	l.held[res] = g
 	return g, nil
 }
@@ -55,11 +56,14 @@ func (l *memLocker) Renew(_ context.Context, _ ids.ID, res string, g editing.Gra
 	return time.Now().Add(ttl), nil
 }
 
-func (l *memLocker) Release(_ context.Context, _ ids.ID, res string, g editing.Grant) error {
+func (l *memLocker) Release(_ context.Context, _ ids.ID, res string, g editing.Grant, saved string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if cur, ok := l.held[res]; ok && cur.Fence == g.Fence {
 		delete(l.held, res)
+		if saved != "" {
+			l.saved[res] = saved
+		}
 	}
 	return nil
 }
@@ -97,7 +101,7 @@ func setup(t *testing.T, cfg editing.Config) (*store.Store, *editing.Manager, *m
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	l := &memLocker{held: map[string]editing.Grant{}, fence: map[string]int64{}}
+	l := &memLocker{held: map[string]editing.Grant{}, fence: map[string]int64{}, saved: map[string]string{}}
 	n := &noteLog{}
 	cfg.Side = "local"
 	m, err := editing.New(context.Background(), st.DB(), l, EditRecords{St: st}, n.add, cfg, slog.New(slog.DiscardHandler))
@@ -274,5 +278,51 @@ func TestIdleSessionWarnedThenClosed(t *testing.T) {
 	l.mu.Unlock()
 	if held {
 		t.Fatal("the idle session's lock was not released")
+	}
+}
+
+// TestNotSyncedRefused: the last holder (on the other side) saved a version
+// this server has not received yet; opening the record now would build on
+// stale data, so it is refused until replication catches up.
+func TestNotSyncedRefused(t *testing.T) {
+	st, m, l, _ := setup(t, editing.Config{})
+	ctx := context.Background()
+	r, _ := st.Save(ctx, store.Edit{Kind: wire.KindPatient, Content: name("x")})
+	id := store.RecordMeta(r).ID
+	res := editing.Resource(wire.KindPatient, id)
+	l.mu.Lock()
+	l.saved[res] = "3.0" // saved elsewhere; this server still has 1.0
+	l.mu.Unlock()
+	if _, err := m.Open(ctx, 9001, wire.KindPatient, id, "dr.kim", "ws1", false); !errors.Is(err, editing.ErrNotSynced) {
+		t.Fatalf("Open behind the last save = %v, want ErrNotSynced", err)
+	}
+	l.mu.Lock()
+	_, held := l.held[res]
+	l.mu.Unlock()
+	if held {
+		t.Fatal("the refused open kept the lock")
+	}
+	// Once this server has it, editing goes on; a session that saved hands
+	// its version to the next holder.
+	if _, err := st.Save(ctx, store.Edit{Kind: wire.KindPatient, ID: id, Content: name("y")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Save(ctx, store.Edit{Kind: wire.KindPatient, ID: id, Content: name("z")}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Open(ctx, 9001, wire.KindPatient, id, "dr.kim", "ws1", false)
+	if err != nil {
+		t.Fatalf("Open when synced = %v", err)
+	}
+	if _, _, err := m.Save(ctx, 9001, s.ID, name("w")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(ctx, 9001, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.saved[res] != "4.0" {
+		t.Fatalf("saved version handed on = %q, want 4.0", l.saved[res])
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/scsync/scsync/lockd/lockapi"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/version"
 )
 
 // Options bound what callers may ask for.
@@ -254,7 +255,12 @@ func (s *Server) release(w http.ResponseWriter, r *http.Request, p principal) (a
 	if err := authorize(p, req.Clinic); err != nil {
 		return nil, err
 	}
-	if err := s.store.Release(r.Context(), req.Clinic, req.Resource, req.Token, req.Secret); err != nil {
+	if req.SavedVersion != "" {
+		if _, err := version.Parse(req.SavedVersion); err != nil {
+			return nil, invalid("saved_version must be A.B")
+		}
+	}
+	if err := s.store.Release(r.Context(), req.Clinic, req.Resource, req.Token, req.Secret, req.SavedVersion); err != nil {
 		return nil, err
 	}
 	s.m.releases.WithLabelValues("holder").Inc()

@@ -62,7 +62,8 @@ redis.call('HSET', KEYS[1], 'side', ARGV[2], 'client', ARGV[3], 'user', ARGV[4],
   'version', ARGV[5], 'token', token, 'since', string.format('%d', now),
   'expires', string.format('%d', expires), 'secret', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return {1, tonumber(token), now, expires}
+local saved = redis.call('HGET', KEYS[2], ARGV[1] .. '#saved') or ''
+return {1, tonumber(token), now, expires, saved}
 `)
 
 // renewScript extends the holder's lock.
@@ -77,12 +78,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, expires}
 `)
 
-// releaseScript deletes the holder's lock. The fencing counter stays.
-// KEYS[1] lock hash. ARGV token, secret hash. Returns {1}, {-1} or {-2}.
+// releaseScript deletes the holder's lock. The fencing counter stays; a
+// saved version, when given, is kept for the next grant (field
+// "<resource>#saved" of the clinic's fencing hash).
+// KEYS[1] lock hash, KEYS[2] fencing hash. ARGV token, secret hash,
+// resource, saved version (” for none). Returns {1}, {-1} or {-2}.
 var releaseScript = redis.NewScript(prelude + `
 local ok = check(KEYS[1], ARGV[1], ARGV[2])
 if ok ~= 1 then return {ok} end
 redis.call('DEL', KEYS[1])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], ARGV[3] .. '#saved', ARGV[4]) end
 return {1}
 `)
 

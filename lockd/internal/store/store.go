@@ -110,7 +110,8 @@ func (s *Store) Acquire(ctx context.Context, req lockapi.AcquireRequest, ttl tim
 			ExpiresAt: ms(num(at(v, 3))),
 			Version:   req.Version,
 		},
-		Secret: secret,
+		Secret:       secret,
+		SavedVersion: str(at(v, 4)),
 	}, nil
 }
 
@@ -126,9 +127,11 @@ func (s *Store) Renew(ctx context.Context, clinic ids.ID, resource string, token
 	return lockapi.Renewal{Resource: resource, Token: token, ExpiresAt: ms(num(at(v, 1)))}, nil
 }
 
-// Release frees the lock identified by token and secret.
-func (s *Store) Release(ctx context.Context, clinic ids.ID, resource string, token int64, secret string) error {
-	v, err := s.run(ctx, releaseScript, []string{s.lockKey(clinic, resource)}, token, hashSecret(secret))
+// Release frees the lock identified by token and secret; savedVersion,
+// when not empty, is handed to the next grant.
+func (s *Store) Release(ctx context.Context, clinic ids.ID, resource string, token int64, secret, savedVersion string) error {
+	v, err := s.run(ctx, releaseScript, []string{s.lockKey(clinic, resource), s.fenceKey(clinic)},
+		token, hashSecret(secret), resource, savedVersion)
 	if err != nil {
 		return err
 	}

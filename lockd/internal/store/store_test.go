@@ -83,14 +83,14 @@ func TestLockLifecycle(t *testing.T) {
 	if err != nil || !r.ExpiresAt.After(g.ExpiresAt) {
 		t.Errorf("Renew = %+v, %v, want a later expiry than %v", r, err, g.ExpiresAt)
 	}
-	if err := s.Release(ctx, 42, "patient/7", g.Token, g.Secret); err != nil {
+	if err := s.Release(ctx, 42, "patient/7", g.Token, g.Secret, ""); err != nil {
 		t.Fatalf("Release = %v", err)
 	}
 	st, err = s.Inspect(ctx, 42, "patient/7")
 	if !errors.Is(err, ErrNotHeld) || st.LastToken != g.Token {
 		t.Errorf("Inspect after release = %+v, %v, want ErrNotHeld with last token %d", st, err, g.Token)
 	}
-	if err := s.Release(ctx, 42, "patient/7", g.Token, g.Secret); !errors.Is(err, ErrExpired) {
+	if err := s.Release(ctx, 42, "patient/7", g.Token, g.Secret, ""); !errors.Is(err, ErrExpired) {
 		t.Errorf("second Release err = %v, want ErrExpired", err)
 	}
 	if _, err := s.Renew(ctx, 42, "patient/7", g.Token, g.Secret, time.Minute); !errors.Is(err, ErrExpired) {
@@ -130,7 +130,7 @@ func TestWrongSecretOrToken(t *testing.T) {
 			if _, err := s.Renew(ctx, 42, "study/1", tt.token, tt.secret, time.Minute); !errors.Is(err, tt.want) {
 				t.Errorf("Renew(%s) err = %v, want %v", tt.name, err, tt.want)
 			}
-			if err := s.Release(ctx, 42, "study/1", tt.token, tt.secret); !errors.Is(err, tt.want) {
+			if err := s.Release(ctx, 42, "study/1", tt.token, tt.secret, ""); !errors.Is(err, tt.want) {
 				t.Errorf("Release(%s) err = %v, want %v", tt.name, err, tt.want)
 			}
 		})
@@ -161,7 +161,7 @@ func TestFencingTokensOnlyGrow(t *testing.T) {
 	}
 
 	g := grant("first", time.Minute)
-	if err := s.Release(ctx, 42, res, g.Token, g.Secret); err != nil {
+	if err := s.Release(ctx, 42, res, g.Token, g.Secret, ""); err != nil {
 		t.Fatal(err)
 	}
 	grant("after release", time.Minute)
@@ -236,7 +236,7 @@ func TestForceRelease(t *testing.T) {
 	if err != nil || l.Token != g.Token || l.Holder.User != "anna" {
 		t.Fatalf("ForceRelease = %+v, %v, want anna's lock", l, err)
 	}
-	if err := s.Release(ctx, 42, "report/1", g.Token, g.Secret); !errors.Is(err, ErrExpired) {
+	if err := s.Release(ctx, 42, "report/1", g.Token, g.Secret, ""); !errors.Is(err, ErrExpired) {
 		t.Errorf("Release after force-release err = %v, want ErrExpired", err)
 	}
 }
@@ -414,5 +414,36 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("failing took %s, want fast", d)
+	}
+}
+
+// TestSavedVersionHandedOn: a holder that saved releases with the record's
+// version; the next grant carries it, so a server whose copy of the record
+// is older knows it has not received that save yet.
+func TestSavedVersionHandedOn(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t, false)
+	ctx := context.Background()
+	g, err := s.Acquire(ctx, acquireReq(42, "study/9", "anna"), 10*time.Second)
+	if err != nil || g.SavedVersion != "" {
+		t.Fatalf("first Acquire = %+v, %v; want no saved version", g, err)
+	}
+	if err := s.Release(ctx, 42, "study/9", g.Token, g.Secret, "3.1"); err != nil {
+		t.Fatal(err)
+	}
+	g, err = s.Acquire(ctx, acquireReq(42, "study/9", "bob"), 10*time.Second)
+	if err != nil || g.SavedVersion != "3.1" {
+		t.Fatalf("Acquire after a saving release = %+v, %v; want saved version 3.1", g, err)
+	}
+	// A session without saves leaves the last saved version as it was.
+	if err := s.Release(ctx, 42, "study/9", g.Token, g.Secret, ""); err != nil {
+		t.Fatal(err)
+	}
+	if g, err = s.Acquire(ctx, acquireReq(42, "study/9", "cleo"), 10*time.Second); err != nil || g.SavedVersion != "3.1" {
+		t.Fatalf("Acquire after a release without saves = %+v, %v; want 3.1 still", g, err)
+	}
+	// Another clinic's record of the same name knows nothing of it.
+	if g, err := s.Acquire(ctx, acquireReq(43, "study/9", "dan"), 10*time.Second); err != nil || g.SavedVersion != "" {
+		t.Fatalf("other clinic's Acquire = %+v, %v", g, err)
 	}
 }
