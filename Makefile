@@ -55,8 +55,11 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	@lint=$$(bash scripts/tools.sh golangci-lint); \
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
 
-fuzz: ## a short fuzz run of the wire decoder
-	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime 20s ./wire/
+FUZZTIME ?= 20s
+fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding and version parsing
+	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/
+	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./records/
+	cd shared && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./version/
 
 demo: stack-up ## run the whole appliance: lockd, two sc-cloud nodes, sc-local, demo data; Ctrl-C stops it
 	@bash scripts/demo.sh

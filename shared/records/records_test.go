@@ -110,3 +110,34 @@ func TestDigestCoversState(t *testing.T) {
 		t.Error("Digest is not deterministic")
 	}
 }
+
+// FuzzDecode: any payload either decodes into valid content that survives
+// a round trip, or is refused with ErrInvalid; nothing panics.
+func FuzzDecode(f *testing.F) {
+	for i, spec := range Kinds {
+		b, _ := json.Marshal(Sample(spec.Kind, i, map[wire.Kind]ids.ID{wire.KindPatient: 1, wire.KindStudy: 2}))
+		f.Add(string(spec.Kind), b)
+	}
+	f.Add("patient", []byte(`{"name":"a","evil":1}`))
+	f.Add("setting", []byte(`{"key":"a.b","value":{"x":[1,2]}}`))
+	f.Fuzz(func(t *testing.T, kind string, payload []byte) {
+		k := wire.Kind(kind)
+		if _, ok := SpecOf(k); !ok {
+			return
+		}
+		c, err := Decode(k, payload)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Decode error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if _, err := Decode(k, b); err != nil {
+			t.Fatalf("re-decode of %s: %v", b, err)
+		}
+	})
+}

@@ -58,7 +58,8 @@ func (v V) Compare(w V) int {
 // Less reports whether v is older than w.
 func (v V) Less(w V) bool { return v.Compare(w) < 0 }
 
-// Parse reads "A.B"; both parts are unsigned decimal numbers.
+// Parse reads "A.B"; both parts are unsigned decimal numbers written
+// without leading zeros, so every version has exactly one spelling.
 func Parse(s string) (V, error) {
 	a, b, ok := strings.Cut(s, ".")
 	if !ok {
@@ -66,7 +67,8 @@ func Parse(s string) (V, error) {
 	}
 	av, err1 := strconv.ParseUint(a, 10, 32)
 	bv, err2 := strconv.ParseUint(b, 10, 32)
-	if err1 != nil || err2 != nil || a == "" || b == "" || a[0] == '+' || b[0] == '+' {
+	leadingZero := func(p string) bool { return len(p) > 1 && p[0] == '0' }
+	if err1 != nil || err2 != nil || a == "" || b == "" || a[0] == '+' || b[0] == '+' || leadingZero(a) || leadingZero(b) {
 		return V{}, fmt.Errorf("%w: %q", ErrSyntax, s)
 	}
 	return V{A: uint32(av), B: uint32(bv)}, nil

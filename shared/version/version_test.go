@@ -120,3 +120,19 @@ func TestScanValue(t *testing.T) {
 		t.Fatalf("Value = %v", got)
 	}
 }
+
+// FuzzParse: Parse accepts exactly what String prints back.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"1.0", "0.0", "12.345", "1.", ".1", "-1.0", "01.0", "1.0.0", " 1.0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if v.String() != s {
+			t.Fatalf("Parse(%q) = %v, which prints as %q", s, v, v.String())
+		}
+	})
+}
