@@ -67,7 +67,7 @@ func TestEditLockRace(t *testing.T) {
 	converged(t, c, cloud, 60*time.Second)
 
 	const clients, target = 50, 5000
-	var attempts, cycles, pausedRejected, pausedAccepted atomic.Int64
+	var attempts, grants, cycles, pausedRejected, pausedAccepted atomic.Int64
 	var mu sync.Mutex
 	var held []heldSession
 	var faults sync.Once
@@ -108,7 +108,7 @@ func TestEditLockRace(t *testing.T) {
 					continue
 				}
 				opened := time.Now()
-				pause := rnd.IntN(25) == 0
+				pause := grants.Add(1)%10 == 5 // every tenth holder stalls past its lock's TTL
 				if pause {
 					time.Sleep(2500 * time.Millisecond) // beyond the 2s lock TTL
 				}
@@ -165,7 +165,7 @@ func TestEditLockRace(t *testing.T) {
 	if pausedRejected.Load() == 0 {
 		t.Error("no client paused beyond the lock TTL: the stale-save check did not run")
 	}
-	if len(held) < 50 {
+	if len(held) < 20 {
 		t.Errorf("only %d sessions saved: the race barely ran", len(held))
 	}
 	converged(t, c, cloud, 2*time.Minute)
