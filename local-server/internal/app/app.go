@@ -100,7 +100,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
-		transfer.Options{OnChange: notes.transfer}, log)
+		transfer.Options{OnChange: notes.transfer, BytesPerSecond: cfg.Files.BytesPerSecond, Concurrency: cfg.Files.Concurrency}, log)
+	registerTransferMetrics(reg, files)
 	api.New(st, edit, sy.Notify, log).WithFiles(files).Register(mux)
 	// The clinic API serves the clinic's LAN without tokens; so do events.
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })
@@ -189,4 +190,15 @@ func (c statusCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.LastContact != nil {
 		g(c.contact, time.Since(*s.LastContact).Seconds())
 	}
+}
+
+// registerTransferMetrics exports what the file worker sent, read at scrape
+// time (parts sent show that a resumed upload does not send a part twice).
+func registerTransferMetrics(reg *prometheus.Registry, w *transfer.Worker) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "file_parts_sent_total",
+			Help: "Multipart upload parts this process sent to S3 (S3 accepted them)."}, func() float64 { return float64(w.PartsSent()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "file_bytes_sent_total",
+			Help: "File bytes this process sent to S3."}, func() float64 { return float64(w.BytesSent()) }),
+	)
 }

@@ -39,6 +39,14 @@ type Config struct {
 		URL   string `yaml:"url"`
 		Token string `yaml:"token"`
 	} `yaml:"lockd"`
+	// Files tunes image file transfers (docs/files.md).
+	Files struct {
+		// BytesPerSecond caps the bandwidth of all transfers (0: none);
+		// clinic uplinks are often small and shared.
+		BytesPerSecond int64 `yaml:"bytes_per_second"`
+		// Concurrency is how many files move at once.
+		Concurrency int `yaml:"concurrency"`
+	} `yaml:"files"`
 	// Edit tunes edit sessions (M12, M15).
 	Edit struct {
 		LockTTL   time.Duration `yaml:"lock_ttl"`
@@ -60,6 +68,7 @@ func Default() Config {
 	c.Cloud.PullEvery = 30 * time.Second
 	c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
 	c.AMQP.Prefetch = 64
+	c.Files.Concurrency = 2
 	c.Edit.LockTTL = time.Minute
 	c.Edit.IdleWarn = 5 * time.Minute
 	c.Edit.IdleGrace = time.Minute
@@ -113,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.AMQP.Prefetch < 1 || c.AMQP.Prefetch > 10000 {
 		errs = append(errs, errors.New("amqp.prefetch must be 1..10000"))
+	}
+	if c.Files.BytesPerSecond < 0 || c.Files.Concurrency < 1 || c.Files.Concurrency > 64 {
+		errs = append(errs, errors.New("files.bytes_per_second must be ≥ 0 and files.concurrency 1..64"))
 	}
 	if c.Edit.LockTTL < 2*time.Second {
 		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))
