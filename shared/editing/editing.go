@@ -28,6 +28,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/lock"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
@@ -37,12 +38,12 @@ import (
 var (
 	// ErrLocked: someone else edits the record; errors.As a *LockedError
 	// to see who.
-	ErrLocked = errors.New("editing: record is being edited")
+	ErrLocked = lock.ErrLocked
 	// ErrLockUnavailable: lockd cannot be reached; the client may choose to
 	// edit anyway (unfenced) or to view only.
-	ErrLockUnavailable = errors.New("editing: lock service unreachable")
+	ErrLockUnavailable = lock.ErrLockUnavailable
 	// ErrLockLost: the session's lock expired or was taken away.
-	ErrLockLost = errors.New("editing: the lock of this session is gone")
+	ErrLockLost = lock.ErrLockLost
 	// ErrNoSession: no open session with that id for this clinic.
 	ErrNoSession = errors.New("editing: no such open session")
 	// ErrNotSynced: the last holder saved a version this server has not
@@ -51,47 +52,14 @@ var (
 	ErrNotSynced = errors.New("editing: the latest save has not reached this server yet")
 )
 
-// Holder is who holds (or wants) a record's lock.
-type Holder struct {
-	Clinic ids.ID `json:"clinic"`
-	Side   string `json:"side"`
-	Client string `json:"client"`
-	User   string `json:"user"`
-}
-
-// LockedError says who holds the lock.
-type LockedError struct {
-	Holder Holder
-	Since  time.Time
-}
-
-func (e *LockedError) Error() string {
-	return fmt.Sprintf("editing: record is being edited by %s on the %s side since %s", e.Holder.User, e.Holder.Side, e.Since.Format(time.RFC3339))
-}
-
-// Unwrap makes errors.Is(err, ErrLocked) true.
-func (e *LockedError) Unwrap() error { return ErrLocked }
-
-// Grant is a lock lockd granted.
-type Grant struct {
-	Fence     int64
-	Secret    string
-	ExpiresAt time.Time
-	// SavedVersion is the version the last holder that saved left the
-	// record at ("" when unknown).
-	SavedVersion string
-}
-
-// Locker is what sessions need of lockd. Implementations return a
-// *LockedError (held), ErrLockLost (expired, not ours) or ErrLockUnavailable
-// (lockd unreachable or failing).
-type Locker interface {
-	Acquire(ctx context.Context, resource string, h Holder, ttl time.Duration, version string) (Grant, error)
-	Renew(ctx context.Context, clinic ids.ID, resource string, g Grant, ttl time.Duration) (time.Time, error)
-	// Release frees the lock; savedVersion ("" for none) is the record's
-	// version after the session's last save, handed to the next holder.
-	Release(ctx context.Context, clinic ids.ID, resource string, g Grant, savedVersion string) error
-}
+// The lock contract (package lock), under the names sessions use.
+type (
+	Holder      = lock.Holder
+	Grant       = lock.Grant
+	Locker      = lock.Locker
+	LockedError = lock.LockedError
+	NoLocker    = lock.NoLocker
+)
 
 // Records is what sessions need of the server's store.
 type Records interface {
@@ -455,23 +423,4 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "es_" + hex.EncodeToString(b[:])
-}
-
-// NoLocker is the Locker of a server configured without lockd: every lock
-// is unavailable, so every edit is an "edit anyway" (unfenced) session.
-type NoLocker struct{}
-
-// Acquire fails with ErrLockUnavailable.
-func (NoLocker) Acquire(context.Context, string, Holder, time.Duration, string) (Grant, error) {
-	return Grant{}, fmt.Errorf("%w: no lock service configured", ErrLockUnavailable)
-}
-
-// Renew fails with ErrLockUnavailable.
-func (NoLocker) Renew(context.Context, ids.ID, string, Grant, time.Duration) (time.Time, error) {
-	return time.Time{}, fmt.Errorf("%w: no lock service configured", ErrLockUnavailable)
-}
-
-// Release fails with ErrLockUnavailable.
-func (NoLocker) Release(context.Context, ids.ID, string, Grant, string) error {
-	return fmt.Errorf("%w: no lock service configured", ErrLockUnavailable)
 }

@@ -6,29 +6,29 @@ import (
 	"time"
 
 	"github.com/scsync/scsync/lockd/lockapi"
-	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/lock"
 )
 
 // Locker adapts c to the servers' edit sessions (shared/editing): lockd's
-// errors become editing.LockedError, editing.ErrLockLost and
-// editing.ErrLockUnavailable.
-func (c *Client) Locker() editing.Locker { return locker{c} }
+// errors become lock.LockedError, lock.ErrLockLost and
+// lock.ErrLockUnavailable.
+func (c *Client) Locker() lock.Locker { return locker{c} }
 
 type locker struct{ c *Client }
 
-func (l locker) Acquire(ctx context.Context, resource string, h editing.Holder, ttl time.Duration, version string) (editing.Grant, error) {
+func (l locker) Acquire(ctx context.Context, resource string, h lock.Holder, ttl time.Duration, version string) (lock.Grant, error) {
 	g, err := l.c.Acquire(ctx, lockapi.AcquireRequest{
 		Resource: resource, TTLMillis: ttl.Milliseconds(), Version: version,
 		Holder: lockapi.Holder{Clinic: h.Clinic, Side: lockapi.Side(h.Side), Client: h.Client, User: h.User},
 	})
 	if err != nil {
-		return editing.Grant{}, editingErr(err)
+		return lock.Grant{}, editingErr(err)
 	}
-	return editing.Grant{Fence: g.Token, Secret: g.Secret, ExpiresAt: g.ExpiresAt, SavedVersion: g.SavedVersion}, nil
+	return lock.Grant{Fence: g.Token, Secret: g.Secret, ExpiresAt: g.ExpiresAt, SavedVersion: g.SavedVersion}, nil
 }
 
-func (l locker) Renew(ctx context.Context, clinic ids.ID, resource string, g editing.Grant, ttl time.Duration) (time.Time, error) {
+func (l locker) Renew(ctx context.Context, clinic ids.ID, resource string, g lock.Grant, ttl time.Duration) (time.Time, error) {
 	r, err := l.c.Renew(ctx, lockapi.RenewRequest{Resource: resource, Clinic: clinic, Token: g.Fence, Secret: g.Secret, TTLMillis: ttl.Milliseconds()})
 	if err != nil {
 		return time.Time{}, editingErr(err)
@@ -36,7 +36,7 @@ func (l locker) Renew(ctx context.Context, clinic ids.ID, resource string, g edi
 	return r.ExpiresAt, nil
 }
 
-func (l locker) Release(ctx context.Context, clinic ids.ID, resource string, g editing.Grant, savedVersion string) error {
+func (l locker) Release(ctx context.Context, clinic ids.ID, resource string, g lock.Grant, savedVersion string) error {
 	err := l.c.Release(ctx, lockapi.ReleaseRequest{Resource: resource, Clinic: clinic, Token: g.Fence, Secret: g.Secret, SavedVersion: savedVersion})
 	return editingErr(err)
 }
@@ -48,15 +48,15 @@ func editingErr(err error) error {
 		return nil
 	case errors.Is(err, ErrHeld) && errors.As(err, &e) && e.Lock != nil:
 		h := e.Lock.Holder
-		return &editing.LockedError{Holder: editing.Holder{Clinic: h.Clinic, Side: string(h.Side), Client: h.Client, User: h.User}, Since: e.Lock.Since}
+		return &lock.LockedError{Holder: lock.Holder{Clinic: h.Clinic, Side: string(h.Side), Client: h.Client, User: h.User}, Since: e.Lock.Since}
 	case errors.Is(err, ErrHeld):
-		return &editing.LockedError{}
+		return &lock.LockedError{}
 	case errors.Is(err, ErrExpired), errors.Is(err, ErrNotYours), errors.Is(err, ErrNotHeld):
-		return errors.Join(editing.ErrLockLost, err)
+		return errors.Join(lock.ErrLockLost, err)
 	case errors.Is(err, ErrUnavailable):
-		return errors.Join(editing.ErrLockUnavailable, err)
+		return errors.Join(lock.ErrLockUnavailable, err)
 	}
 	// Anything else (a bad token, a bug) also means no lock can be had; the
 	// clinic must still be able to choose to edit anyway.
-	return errors.Join(editing.ErrLockUnavailable, err)
+	return errors.Join(lock.ErrLockUnavailable, err)
 }
