@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/editing"
@@ -44,6 +45,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/clinics", s.admin(s.createClinic))
 	mux.HandleFunc("GET /v1/admin/clinics", s.admin(s.listClinics))
 	mux.HandleFunc("PUT /v1/admin/clinics/{clinic}/conflict-policy", s.admin(s.setPolicy))
+	mux.HandleFunc("POST /v1/admin/enrollments", s.admin(s.createEnrollment))
+	// A clinic server registers itself with a one-time token (sc-local enroll).
+	mux.HandleFunc("POST /v1/enroll", s.public(s.enroll))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/changes", s.clinic(s.changes))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/digest", s.clinic(s.digest))
 	// Every record kind: /v1/clinics/{clinic}/{collection} where collection
@@ -340,6 +344,81 @@ func (s *Server) save(ctx context.Context, clinic ids.ID, ed store.Edit) (store.
 	}
 	s.notify()
 	return rec, nil
+}
+
+// public serves a route that authenticates by its body (a one-time token).
+func (s *Server) public(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			httpapi.WriteError(w, s.log, mapErr(err))
+		}
+	}
+}
+
+type enrollmentReq struct {
+	Name           string `json:"name"`
+	ConflictPolicy string `json:"conflict_policy,omitempty"`
+	// TTL is how long the token stays valid (Go duration, default 72h).
+	TTL string `json:"ttl,omitempty"`
+}
+
+// EnrollmentToken is the one-time token handed to clinic IT.
+type EnrollmentToken struct {
+	store.Enrollment
+	Token string `json:"token"`
+}
+
+func (s *Server) createEnrollment(w http.ResponseWriter, r *http.Request) error {
+	var req enrollmentReq
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "name is required")
+	}
+	if req.ConflictPolicy != "" && !store.ValidPolicy(req.ConflictPolicy) {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
+	}
+	ttl := 72 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d < time.Minute || d > 30*24*time.Hour {
+			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "ttl must be a duration between 1m and 720h")
+		}
+		ttl = d
+	}
+	e, tok, err := s.st.CreateEnrollment(r.Context(), req.Name, req.ConflictPolicy, ttl)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, EnrollmentToken{Enrollment: e, Token: tok})
+	return nil
+}
+
+type enrollReq struct {
+	Token string `json:"token"`
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
+	var req enrollReq
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	id, err := s.ids.Next()
+	if err != nil {
+		return err
+	}
+	c, tok, err := s.st.Enroll(r.Context(), strings.TrimSpace(req.Token), id)
+	if errors.Is(err, store.ErrEnrollment) {
+		return httpapi.Errorf(http.StatusUnauthorized, "enrollment_refused", "the enrollment token is unknown, already used or expired; ask the cloud operator for a new one")
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("clinic enrolled itself", "clinic", c.ID, "node", c.NodeID)
+	httpapi.WriteJSON(w, http.StatusCreated, ClinicCredentials{Clinic: c, Token: tok})
+	return nil
 }
 
 type policyReq struct {

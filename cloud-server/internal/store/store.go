@@ -63,7 +63,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.Exec("SELECT pg_advisory_xact_lock(4242001)").Error; err != nil {
 			return fmt.Errorf("store: migrate lock: %w", err)
 		}
-		models := []any{&Clinic{}, &Change{}, &Parked{}, &Outbox{}, &editing.Session{}}
+		models := []any{&Clinic{}, &Enrollment{}, &Change{}, &Parked{}, &Outbox{}, &editing.Session{}}
 		for _, s := range records.Kinds {
 			models = append(models, kinds[s.Kind].model)
 		}

@@ -384,3 +384,29 @@ func TestCloudSaveChecksReferences(t *testing.T) {
 		t.Fatalf("Digest = %d entries, %v", len(d), err)
 	}
 }
+
+func TestEnrollmentIsOneTime(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	_, tok, err := s.CreateEnrollment(ctx, "Seoul Smile", PolicyKeepBoth, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, clinicTok, err := s.Enroll(ctx, tok, 777)
+	if err != nil || c.ID != 777 || c.Name != "Seoul Smile" || c.ConflictPolicy != PolicyKeepBoth || !ids.ValidClinicNode(c.NodeID) {
+		t.Fatalf("Enroll = %+v, %v", c, err)
+	}
+	if got, err := s.ClinicByToken(ctx, clinicTok); err != nil || got.ID != 777 {
+		t.Fatalf("the enrolled clinic's token does not work: %+v, %v", got, err)
+	}
+	if _, _, err := s.Enroll(ctx, tok, 778); !errors.Is(err, ErrEnrollment) {
+		t.Fatalf("second use = %v, want ErrEnrollment", err)
+	}
+	_, expired, _ := s.CreateEnrollment(ctx, "Late", "", -time.Minute)
+	if _, _, err := s.Enroll(ctx, expired, 779); !errors.Is(err, ErrEnrollment) {
+		t.Fatalf("expired token = %v, want ErrEnrollment", err)
+	}
+	if _, _, err := s.Enroll(ctx, "sce_made_up", 780); !errors.Is(err, ErrEnrollment) {
+		t.Fatalf("unknown token = %v, want ErrEnrollment", err)
+	}
+}

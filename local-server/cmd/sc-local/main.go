@@ -4,6 +4,9 @@
 //	sc-local [-config file] [serve]   run the server (default)
 //	sc-local [-config file] status    print the replication status
 //	sc-local [-config file] watch     print live events (Editing, Saved, transfers…)
+//	sc-local -config file enroll -cloud URL -token TOKEN
+//	                                  register with the cloud (one-time token), write the config
+//	sc-local [-config file] doctor    check every dependency and say what is wrong
 package main
 
 import (
@@ -30,7 +33,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|doctor|enroll -cloud URL -token TOKEN]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -60,6 +63,20 @@ func run() error {
 			return err
 		}
 		return cli.Watch(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "doctor":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Doctor(ctx, os.Stdout, cfg)
+	case "enroll":
+		fs := flag.NewFlagSet("enroll", flag.ContinueOnError)
+		cloud := fs.String("cloud", "", "the cloud's URL (https://cloud.example.com)")
+		token := fs.String("token", "", "the one-time enrollment token from the cloud operator")
+		if err := fs.Parse(flag.Args()[1:]); err != nil {
+			return err
+		}
+		return cli.Enroll(ctx, os.Stdout, *path, *cloud, *token)
 	default:
 		flag.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
