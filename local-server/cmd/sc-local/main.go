@@ -7,6 +7,7 @@
 //	sc-local -config file enroll -cloud URL -token TOKEN
 //	                                  register with the cloud (one-time token), write the config
 //	sc-local [-config file] doctor    check every dependency and say what is wrong
+//	sc-local [-config file] backfill  show the backfill's progress
 package main
 
 import (
@@ -33,7 +34,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|doctor|enroll -cloud URL -token TOKEN]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|doctor|enroll -cloud URL -token TOKEN]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -63,6 +64,12 @@ func run() error {
 			return err
 		}
 		return cli.Watch(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "backfill":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Backfill(ctx, os.Stdout, "http://"+cfg.Listen)
 	case "doctor":
 		cfg, err := config.Load(*path)
 		if err != nil {

@@ -19,11 +19,12 @@ import (
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	st     *store.Store
-	edit   *editing.Manager
-	files  Files
-	notify func()
-	log    *slog.Logger
+	st       *store.Store
+	edit     *editing.Manager
+	files    Files
+	backfill func() any
+	notify   func()
+	log      *slog.Logger
 }
 
 // New returns the API; notify is called after a commit wrote an outbox row.
@@ -43,6 +44,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/{collection}/{id}", s.wrap(s.remove))
 	s.registerEditing(mux)
 	s.registerFiles(mux)
+	s.registerScope(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {

@@ -53,6 +53,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	defer st.Close()
+	if cfg.Scope != nil {
+		if err := st.SetScope(ctx, *cfg.Scope); err != nil {
+			return fmt.Errorf("scope: %w", err)
+		}
+	}
 
 	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: "sc-local/" + clinic.String(), Prefetch: cfg.AMQP.Prefetch},
 		wire.BaseTopology(), log, reg)
@@ -102,7 +107,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
 		transfer.Options{OnChange: notes.transfer, BytesPerSecond: cfg.Files.BytesPerSecond, Concurrency: cfg.Files.Concurrency}, log)
 	registerTransferMetrics(reg, files)
-	api.New(st, edit, sy.Notify, log).WithFiles(files).Register(mux)
+	api.New(st, edit, sy.Notify, log).WithFiles(files).WithBackfill(func() any { return sy.Backfill() }).Register(mux)
 	// The clinic API serves the clinic's LAN without tokens; so do events.
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })
 	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: events.SideLocal, APIPrefix: "/v1/", EventsPath: "/v1/events",

@@ -64,3 +64,62 @@ func Watch(ctx context.Context, w io.Writer, base string) error {
 	}
 	return err
 }
+
+// Backfill prints the backfill's progress with a bar.
+func Backfill(ctx context.Context, w io.Writer, base string) error {
+	var p struct {
+		Remaining     int64   `json:"remaining"`
+		Queued        int64   `json:"queued"`
+		QueuedBytes   int64   `json:"queued_bytes"`
+		RatePerSecond float64 `json:"rate_per_second"`
+		ETASeconds    float64 `json:"eta_seconds"`
+		Waiting       bool    `json:"waiting_for_live_changes"`
+	}
+	if err := getJSON(ctx, base+"/v1/backfill", &p); err != nil {
+		return err
+	}
+	var sc struct {
+		Note string `json:"note"`
+	}
+	_ = getJSON(ctx, base+"/v1/scope", &sc)
+	total := p.Queued + p.Remaining
+	frac := 1.0
+	if total > 0 {
+		frac = float64(p.Queued) / float64(total)
+	}
+	const width = 30
+	done := int(frac * width)
+	fmt.Fprintf(w, "backfill [%s%s] %3.0f%%  %d of %d records sent by this run, %d to go\n",
+		strings.Repeat("#", done), strings.Repeat(".", width-done), frac*100, p.Queued, total, p.Remaining)
+	fmt.Fprintf(w, "          %s queued, %.1f records/s", events.Bytes(p.QueuedBytes), p.RatePerSecond)
+	if p.ETASeconds > 0 {
+		fmt.Fprintf(w, ", about %s left", (time.Duration(p.ETASeconds) * time.Second).String())
+	}
+	fmt.Fprintln(w)
+	switch {
+	case p.Remaining == 0:
+		fmt.Fprintln(w, "          nothing left: the cloud has everything the scope covers")
+	case p.Waiting:
+		fmt.Fprintln(w, "          paused while live changes go first")
+	}
+	if sc.Note != "" {
+		fmt.Fprintf(w, "note: %s\n", sc.Note)
+	}
+	return nil
+}
+
+func getJSON(ctx context.Context, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("sc-local is not answering at %s (is it running?): %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/config"
 	"github.com/scsync/scsync/shared/ids"
 )
@@ -39,6 +40,10 @@ type Config struct {
 		URL   string `yaml:"url"`
 		Token string `yaml:"token"`
 	} `yaml:"lockd"`
+	// Scope, when set, is the sync scope applied at start (M4); it can also
+	// be changed through the API (PUT /v1/scope), which lasts until the next
+	// start with a scope here.
+	Scope *store.Scope `yaml:"scope"`
 	// Files tunes image file transfers (docs/files.md).
 	Files struct {
 		// BytesPerSecond caps the bandwidth of all transfers (0: none);
@@ -122,6 +127,11 @@ func (c Config) Validate() error {
 	}
 	if c.AMQP.Prefetch < 1 || c.AMQP.Prefetch > 10000 {
 		errs = append(errs, errors.New("amqp.prefetch must be 1..10000"))
+	}
+	if c.Scope != nil {
+		if err := c.Scope.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Files.BytesPerSecond < 0 || c.Files.Concurrency < 1 || c.Files.Concurrency > 64 {
 		errs = append(errs, errors.New("files.bytes_per_second must be ≥ 0 and files.concurrency 1..64"))

@@ -23,8 +23,14 @@ type Meta struct {
 	// copied from.
 	ConflictOf ids.ID `gorm:"not null;default:0" json:"conflict_of,omitempty"`
 	// SyncState is pending, synced, conflict or excluded (M6).
-	SyncState string     `gorm:"not null;index" json:"sync_state"`
-	SyncedAt  *time.Time `json:"synced_at,omitempty"`
+	SyncState string `gorm:"not null;index" json:"sync_state"`
+	// SyncChoice is the user's choice for this record: always, never, or
+	// empty for the clinic's sync scope (M4).
+	SyncChoice string `gorm:"not null;default:''" json:"sync_choice,omitempty"`
+	// Queued is set once a change of the record was queued for the cloud;
+	// before that the cloud has nothing of it.
+	Queued   bool       `gorm:"not null;default:false" json:"-"`
+	SyncedAt *time.Time `json:"synced_at,omitempty"`
 	// PendingChangeID is the local change the record waits to see accepted.
 	PendingChangeID ids.ID     `gorm:"not null;default:0" json:"-"`
 	PendingSince    *time.Time `json:"pending_since,omitempty"`

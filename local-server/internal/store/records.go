@@ -111,10 +111,35 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		m.Kind = ed.Kind
 		m.Deleted = ed.Delete
 		m.Origin = string(wire.OriginLocal)
-		m.SyncState = StatePending
-		m.PendingChangeID = changeID
-		if m.PendingSince == nil {
-			m.PendingSince = &now
+		// Scope (M4): a record never queued for the cloud that the scope
+		// does not cover stays here (excluded); once queued, it replicates.
+		sc, err := s.scope(tx)
+		if err != nil {
+			return err
+		}
+		in, err := s.inScope(tx, sc, ed.Kind, rec.content(), m.SyncChoice)
+		if err != nil {
+			return err
+		}
+		if !m.Queued && !in {
+			m.SyncState, m.PendingChangeID, m.PendingSince = StateExcluded, 0, nil
+		} else {
+			if !m.Queued {
+				prev = version.V{} // the cloud hears of it for the first time
+			} else if m.PendingChangeID != 0 {
+				// A backfill row still waiting for this record must go before
+				// this change: it moves to the live lane (its older id keeps it first).
+				if err := tx.Model(&Outbox{}).Where("change_id = ? AND lane = ?", m.PendingChangeID, LaneBackfill).
+					Update("lane", LaneLive).Error; err != nil {
+					return err
+				}
+			}
+			m.Queued = true
+			m.SyncState = StatePending
+			m.PendingChangeID = changeID
+			if m.PendingSince == nil {
+				m.PendingSince = &now
+			}
 		}
 		if exists {
 			err = tx.Save(rec).Error
@@ -137,23 +162,28 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		if err := keepVersion(tx, e, ed.Session); err != nil {
 			return err
 		}
-		if err := e.Validate(); err != nil {
-			return err
-		}
-		b, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if err := tx.Create(&Outbox{ChangeID: changeID, Envelope: string(b)}).Error; err != nil {
-			return err
-		}
 		out = rec
-		return nil
+		if m.SyncState == StateExcluded {
+			return nil // nothing to tell the cloud: it never had the record
+		}
+		return s.queue(tx, e, LaneLive)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
 	}
 	return out, nil
+}
+
+// queue writes e into the outbox lane.
+func (s *Store) queue(tx *gorm.DB, e wire.Envelope, lane int) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	return tx.Create(&Outbox{ChangeID: e.ChangeID, Lane: lane, Envelope: string(b)}).Error
 }
 
 // missingRef returns the first live record c refers to that is not here.
@@ -338,6 +368,7 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 		// gets there and that decision comes back down.
 		return true, nil
 	}
+	m.Queued = true // the cloud has it: local edits replicate whatever the scope
 	own := exists && m.PendingChangeID == e.ChangeID
 	if !own {
 		m.EditSession = "" // a change from elsewhere ends the local session's chain

@@ -38,13 +38,21 @@ var (
 )
 
 // Outbox holds a change (its envelope as JSON) until the broker confirmed
-// the message that carried it.
+// the message that carried it. Lane 0 is live changes, lane 1 the backfill:
+// the relay sends live changes first.
 type Outbox struct {
 	ID        int64  `gorm:"primaryKey"`
 	ChangeID  ids.ID `gorm:"not null;uniqueIndex"`
+	Lane      int    `gorm:"not null;default:0;index"`
 	Envelope  string `gorm:"type:text;not null"`
 	CreatedAt time.Time
 }
+
+// Outbox lanes.
+const (
+	LaneLive     = 0
+	LaneBackfill = 1
+)
 
 // TableName is "outbox".
 func (Outbox) TableName() string { return "outbox" }
@@ -127,7 +135,7 @@ func (s *Store) Clinic() ids.ID { return s.clinic }
 // NextOutbox returns up to limit unpublished messages, oldest first.
 func (s *Store) NextOutbox(ctx context.Context, limit int) ([]Outbox, error) {
 	var rows []Outbox
-	err := s.db.WithContext(ctx).Order("id").Limit(limit).Find(&rows).Error
+	err := s.db.WithContext(ctx).Order("lane, id").Limit(limit).Find(&rows).Error
 	return rows, err
 }
 

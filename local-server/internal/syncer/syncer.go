@@ -51,6 +51,7 @@ type Syncer struct {
 	skipped   prometheus.Counter
 	batch     int
 	onApplied func([]wire.Envelope)
+	bf        *backfiller
 }
 
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
@@ -62,6 +63,7 @@ func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, l
 		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
 		skipped:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_skipped_total", Help: "Cloud changes whose content this build cannot apply."}),
 		batch:     200,
+		bf:        newBackfiller(reg),
 	}
 	if reg != nil {
 		reg.MustRegister(s.published, s.applied, s.pulled, s.skipped)
@@ -80,7 +82,7 @@ func (s *Syncer) Notify() {
 // Run runs until ctx ends.
 func (s *Syncer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, f := range []func(context.Context){s.relay, s.consume, s.catchUpLoop} {
+	for _, f := range []func(context.Context){s.relay, s.consume, s.catchUpLoop, s.backfill} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,0 +1,239 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Backfill (M8) sends what the scope covers and the cloud never had:
+// records that are excluded and were never queued. It is resumable by
+// construction: a record leaves the set when its change is queued, in the
+// same transaction, so a restart continues where it stopped.
+
+// undated sorts records without a study date (patients, doctors, users,
+// templates, settings: small, and parents of the rest) before dated ones.
+const undated = "9999-12-31"
+
+// candidate is one record the backfill may send.
+type candidate struct {
+	kind wire.Kind
+	id   ids.ID
+	date string
+}
+
+// backfillWhere is the SQL condition of kind k's records the scope covers
+// and the backfill has not sent; args follow it.
+func (s *Store) backfillWhere(sc Scope, k wire.Kind, table string) (string, []any) {
+	base := table + ".clinic_id = ? AND " + table + ".sync_state = ? AND " + table + ".queued = ? AND " + table + ".deleted = ? AND " + table + ".sync_choice <> ?"
+	args := []any{s.clinic, StateExcluded, false, false, ChoiceNever}
+	if sc.All() {
+		switch k {
+		case wire.KindImage, wire.KindCapture, wire.KindReport, wire.KindProjectFile:
+			// Children of a study the user keeps out stay out too.
+			return base + " AND " + table + ".study_id NOT IN (SELECT id FROM studies WHERE clinic_id = ? AND sync_choice = ?)",
+				append(args, s.clinic, ChoiceNever)
+		}
+		return base, args
+	}
+	from := sc.from(time.Now())
+	var rule []string
+	var rargs []any
+	if !sc.kind(k) {
+		rule = append(rule, "1 = 0")
+	}
+	dated := func(col string) {
+		if from != "" {
+			rule = append(rule, col+" >= ?")
+			rargs = append(rargs, from)
+		}
+	}
+	switch k {
+	case wire.KindStudy:
+		dated(table + ".study_date")
+	case wire.KindImage:
+		dated(table + ".study_date")
+		if len(sc.Modalities) > 0 {
+			rule = append(rule, table+".modality IN ?")
+			rargs = append(rargs, sc.Modalities)
+		}
+		// The images of a study the user keeps out stay out too.
+		rule = append(rule, table+".study_id NOT IN (SELECT id FROM studies WHERE clinic_id = ? AND sync_choice = ?)")
+		rargs = append(rargs, s.clinic, ChoiceNever)
+	case wire.KindCapture, wire.KindReport, wire.KindProjectFile:
+		// They follow their study (its date and its own choice).
+		sub := "SELECT id FROM studies WHERE clinic_id = ? AND sync_choice <> ?"
+		sargs := []any{s.clinic, ChoiceNever}
+		if from != "" {
+			sub += " AND (study_date >= ? OR sync_choice = ?)"
+			sargs = append(sargs, from, ChoiceAlways)
+		}
+		if !sc.kind(wire.KindStudy) {
+			sub += " AND sync_choice = ?"
+			sargs = append(sargs, ChoiceAlways)
+		}
+		rule = append(rule, table+".study_id IN ("+sub+")")
+		rargs = append(rargs, sargs...)
+	}
+	if len(rule) == 0 {
+		return base, args
+	}
+	return base + " AND (" + table + ".sync_choice = ? OR (" + strings.Join(rule, " AND ") + "))", append(append(args, ChoiceAlways), rargs...)
+}
+
+// dateExpr is the SQL sort key of kind k's records: their study date.
+func dateExpr(k wire.Kind, table string) string {
+	switch k {
+	case wire.KindStudy, wire.KindImage:
+		return table + ".study_date"
+	case wire.KindCapture, wire.KindReport, wire.KindProjectFile:
+		return "COALESCE((SELECT st.study_date FROM studies st WHERE st.id = " + table + ".study_id), '')"
+	}
+	return "'" + undated + "'"
+}
+
+// BackfillRemaining counts the records the backfill still has to send.
+func (s *Store) BackfillRemaining(ctx context.Context) (int64, error) {
+	db := s.db.WithContext(ctx)
+	sc, err := s.scope(db)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, sp := range records.Kinds {
+		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
+		var n int64
+		if err := db.Table(sp.Table).Where(where, args...).Count(&n).Error; err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// BackfillBatch is what one Backfill call queued.
+type BackfillBatch struct {
+	Records int   // records queued (referenced parents included)
+	Bytes   int64 // payload bytes queued
+}
+
+// Backfill queues up to limit records the scope covers and the cloud never
+// had, newest study first (undated parents before), each after the records
+// it refers to, on the backfill lane of the outbox: the relay sends live
+// changes first.
+func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) {
+	var out BackfillBatch
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		out = BackfillBatch{}
+		sc, err := s.scope(tx)
+		if err != nil {
+			return err
+		}
+		var cands []candidate
+		for _, sp := range records.Kinds {
+			where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
+			var rows []struct {
+				ID   ids.ID
+				Date string
+			}
+			err := tx.Table(sp.Table).Select(sp.Table+".id AS id, "+dateExpr(sp.Kind, sp.Table)+" AS date").
+				Where(where, args...).Order("date DESC, id DESC").Limit(limit).Scan(&rows).Error
+			if err != nil {
+				return fmt.Errorf("backfill candidates of %s: %w", sp.Kind, err)
+			}
+			for _, r := range rows {
+				cands = append(cands, candidate{kind: sp.Kind, id: r.ID, date: r.Date})
+			}
+		}
+		sort.SliceStable(cands, func(i, j int) bool {
+			if cands[i].date != cands[j].date {
+				return cands[i].date > cands[j].date
+			}
+			return cands[i].id > cands[j].id
+		})
+		if len(cands) > limit {
+			cands = cands[:limit]
+		}
+		now := time.Now().UTC()
+		for _, c := range cands {
+			if err := s.backfillOne(tx, c.kind, c.id, now, &out, 0); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// backfillOne queues one record (after the never-queued records it refers
+// to); a record queued already is skipped.
+func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, depth int) error {
+	if depth > 8 {
+		return fmt.Errorf("backfill: references of %s %s nest too deep", kind, id)
+	}
+	k, err := opsFor(kind)
+	if err != nil {
+		return err
+	}
+	rec := k.newRow()
+	err = tx.Take(rec, "id = ? AND clinic_id = ?", id, s.clinic).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	m := rec.meta()
+	if m.Queued {
+		return nil
+	}
+	for _, ref := range rec.content().Refs() {
+		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, depth+1); err != nil {
+			return err
+		}
+	}
+	changeID, err := s.ids.Next()
+	if err != nil {
+		return err
+	}
+	m.Kind = kind
+	e := wire.Envelope{
+		Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
+		ChangeID: changeID, Kind: kind, RecordID: m.ID, BaseVersion: version.V{}, NewVersion: m.Version,
+		Deleted: m.Deleted, At: now,
+	}
+	if !m.Deleted {
+		if e.Payload, err = json.Marshal(rec.content()); err != nil {
+			return err
+		}
+	}
+	m.Queued = true
+	m.SyncState = StatePending
+	m.PendingChangeID = changeID
+	m.PendingSince = &now
+	if err := tx.Save(rec).Error; err != nil {
+		return err
+	}
+	out.Records++
+	out.Bytes += int64(len(e.Payload))
+	return s.queue(tx, e, LaneBackfill)
+}
+
+// LiveOutbox counts live changes not yet confirmed (the backfill waits
+// while there are many).
+func (s *Store) LiveOutbox(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&Outbox{}).Where("lane = ?", LaneLive).Count(&n).Error
+	return n, err
+}

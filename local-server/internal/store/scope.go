@@ -1,0 +1,205 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Scope says which records go to the cloud (M4). Records outside it stay
+// here with sync state excluded; widening it backfills what it newly covers
+// (newest first, M8). A record the cloud already has keeps replicating when
+// the scope narrows: taking it out of the cloud is an explicit un-sync.
+type Scope struct {
+	// Kinds, when set, limits the record kinds that sync (patient, study,
+	// image…); captures, reports and project files follow their study.
+	Kinds []wire.Kind `json:"kinds,omitempty" yaml:"kinds"`
+	// Modalities, when set, limits the images that sync (PANO, CBCT…).
+	Modalities []string `json:"modalities,omitempty" yaml:"modalities"`
+	// Since, when set (YYYY-MM-DD), limits studies and images to those of
+	// that date or later; LastDays does the same relative to today.
+	Since    string `json:"since,omitempty" yaml:"since"`
+	LastDays int    `json:"last_days,omitempty" yaml:"last_days"`
+}
+
+// Validate checks s.
+func (s Scope) Validate() error {
+	for _, k := range s.Kinds {
+		if _, ok := records.SpecOf(k); !ok {
+			return fmt.Errorf("%w: scope: unknown kind %q", records.ErrInvalid, k)
+		}
+	}
+	for _, m := range s.Modalities {
+		if !slices.Contains(records.Modalities, m) {
+			return fmt.Errorf("%w: scope: modality %q is not one of %s", records.ErrInvalid, m, strings.Join(records.Modalities, ", "))
+		}
+	}
+	if s.Since != "" {
+		if _, err := time.Parse(time.DateOnly, s.Since); err != nil {
+			return fmt.Errorf("%w: scope: since must be YYYY-MM-DD", records.ErrInvalid)
+		}
+	}
+	if s.LastDays < 0 || (s.LastDays > 0 && s.Since != "") {
+		return fmt.Errorf("%w: scope: last_days must be positive and not combined with since", records.ErrInvalid)
+	}
+	return nil
+}
+
+// All reports whether s covers everything.
+func (s Scope) All() bool {
+	return len(s.Kinds) == 0 && len(s.Modalities) == 0 && s.Since == "" && s.LastDays == 0
+}
+
+// from is the first study date covered ("" for no limit).
+func (s Scope) from(now time.Time) string {
+	if s.LastDays > 0 {
+		return now.AddDate(0, 0, -s.LastDays).Format(time.DateOnly)
+	}
+	return s.Since
+}
+
+func (s Scope) kind(k wire.Kind) bool { return len(s.Kinds) == 0 || slices.Contains(s.Kinds, k) }
+
+// Sync choices of one record (M4: the user's per-record choice).
+const (
+	ChoiceAlways = "always"
+	ChoiceNever  = "never"
+)
+
+const metaScope = "scope"
+
+// Scope returns the clinic's sync scope (everything when never set).
+func (s *Store) Scope(ctx context.Context) (Scope, error) {
+	return s.scope(s.db.WithContext(ctx))
+}
+
+func (s *Store) scope(db *gorm.DB) (Scope, error) {
+	var sc Scope
+	v, err := s.meta(db, metaScope)
+	if err != nil || v == "" {
+		return sc, err
+	}
+	return sc, json.Unmarshal([]byte(v), &sc)
+}
+
+// SetScope changes the sync scope. Records it newly covers are sent by the
+// backfill; records it no longer covers and the cloud never had stay here.
+func (s *Store) SetScope(ctx context.Context, sc Scope) error {
+	if err := sc.Validate(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	return setMeta(s.db.WithContext(ctx), metaScope, string(b))
+}
+
+// inScope reports whether a record with content c (kind k) and the user's
+// choice is covered by sc.
+func (s *Store) inScope(tx *gorm.DB, sc Scope, k wire.Kind, c records.Content, choice string) (bool, error) {
+	switch choice {
+	case ChoiceAlways:
+		return true, nil
+	case ChoiceNever:
+		return false, nil
+	}
+	if img, ok := c.(records.Image); ok {
+		// The images of a study the user keeps out stay out too.
+		var never int64
+		if err := tx.Model(&Row[records.Study]{}).Where("id = ? AND clinic_id = ? AND sync_choice = ?", img.StudyID, s.clinic, ChoiceNever).
+			Count(&never).Error; err != nil {
+			return false, err
+		}
+		if never > 0 {
+			return false, nil
+		}
+	}
+	if sc.All() {
+		if _, child := c.(records.Image); !child && k != wire.KindCapture && k != wire.KindReport && k != wire.KindProjectFile {
+			return true, nil
+		}
+	}
+	if !sc.kind(k) {
+		return false, nil
+	}
+	from := sc.from(time.Now())
+	switch v := c.(type) {
+	case records.Study:
+		return from == "" || v.StudyDate >= from, nil
+	case records.Image:
+		if len(sc.Modalities) > 0 && !slices.Contains(sc.Modalities, v.Modality) {
+			return false, nil
+		}
+		return from == "" || v.StudyDate >= from, nil
+	case records.Capture, records.Report, records.ProjectFile:
+		// They follow their study.
+		var study Row[records.Study]
+		refs := c.Refs()
+		if len(refs) == 0 || refs[0].Kind != wire.KindStudy {
+			return true, nil
+		}
+		err := tx.Take(&study, "id = ? AND clinic_id = ?", refs[0].ID, s.clinic).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return s.inScope(tx, sc, wire.KindStudy, study.Data, study.SyncChoice)
+	}
+	return true, nil
+}
+
+// SetChoice records the user's per-record choice (always, never, or ""
+// for the scope's rule). A record brought into scope is sent by the
+// backfill; one taken out that the cloud has keeps its cloud copy until it
+// is un-synced.
+func (s *Store) SetChoice(ctx context.Context, kind wire.Kind, id ids.ID, choice string) (Record, error) {
+	if choice != "" && choice != ChoiceAlways && choice != ChoiceNever {
+		return nil, fmt.Errorf("%w: choice must be always, never or empty", records.ErrInvalid)
+	}
+	k, err := opsFor(kind)
+	if err != nil {
+		return nil, err
+	}
+	var out Record
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		rec := k.newRow()
+		if err := tx.Take(rec, "id = ? AND clinic_id = ?", id, s.clinic).Error; errors.Is(err, gorm.ErrRecordNotFound) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		m := rec.meta()
+		m.Kind = kind
+		m.SyncChoice = choice
+		sc, err := s.scope(tx)
+		if err != nil {
+			return err
+		}
+		in, err := s.inScope(tx, sc, kind, rec.content(), choice)
+		if err != nil {
+			return err
+		}
+		if !in && !m.Queued {
+			m.SyncState = StateExcluded // the cloud never had it: it stays here
+		}
+		if err := tx.Save(rec).Error; err != nil {
+			return err
+		}
+		out = rec
+		return nil
+	})
+	return out, err
+}

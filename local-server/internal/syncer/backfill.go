@@ -1,0 +1,124 @@
+package syncer
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Progress is the backfill's progress (M8), for the API, metrics and CLI.
+type Progress struct {
+	// Remaining is how many records the scope covers that the cloud does
+	// not have yet (0: nothing to backfill).
+	Remaining int64 `json:"remaining"`
+	// Queued counts records (and payload bytes) the backfill handed to the
+	// relay since this process started.
+	Queued      int64 `json:"queued"`
+	QueuedBytes int64 `json:"queued_bytes"`
+	// RatePerSecond is records per second over the last minute; ETASeconds
+	// is Remaining at that rate (0 when unknown).
+	RatePerSecond float64 `json:"rate_per_second"`
+	ETASeconds    float64 `json:"eta_seconds"`
+	// Waiting is true while live changes go first.
+	Waiting bool `json:"waiting_for_live_changes"`
+}
+
+type backfiller struct {
+	mu      sync.Mutex
+	p       Progress
+	history []sample // (time, queued) over the last minute
+
+	remaining prometheus.Gauge
+	queued    prometheus.Counter
+	bytes     prometheus.Counter
+}
+
+type sample struct {
+	at     time.Time
+	queued int64
+}
+
+func newBackfiller(reg prometheus.Registerer) *backfiller {
+	b := &backfiller{
+		remaining: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "scsync", Subsystem: "local", Name: "backfill_remaining_records", Help: "Records the sync scope covers that the cloud does not have yet."}),
+		queued:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "backfill_queued_records_total", Help: "Records the backfill queued for the cloud."}),
+		bytes:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "backfill_queued_bytes_total", Help: "Payload bytes the backfill queued for the cloud."}),
+	}
+	if reg != nil {
+		reg.MustRegister(b.remaining, b.queued, b.bytes)
+	}
+	return b
+}
+
+// Backfill returns the backfill's progress.
+func (s *Syncer) Backfill() Progress {
+	s.bf.mu.Lock()
+	defer s.bf.mu.Unlock()
+	return s.bf.p
+}
+
+// liveFirst is how many live changes may wait before the backfill pauses.
+const liveFirst = 50
+
+// backfill queues what the scope newly covers, newest first, a batch at a
+// time, while live changes are few (two lanes: live changes always go
+// first). It resumes by itself after a restart.
+func (s *Syncer) backfill(ctx context.Context) {
+	for ctx.Err() == nil {
+		remaining, err := s.st.BackfillRemaining(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("backfill: counting failed", "err", err)
+			}
+			sleep(ctx, 5*time.Second)
+			continue
+		}
+		live, err := s.st.LiveOutbox(ctx)
+		if err != nil {
+			sleep(ctx, 5*time.Second)
+			continue
+		}
+		s.bf.update(remaining, live >= liveFirst, 0, 0)
+		if remaining == 0 || live >= liveFirst {
+			sleep(ctx, 2*time.Second)
+			continue
+		}
+		b, err := s.st.Backfill(ctx, s.batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("backfill batch failed; will retry", "err", err)
+			}
+			sleep(ctx, 5*time.Second)
+			continue
+		}
+		s.bf.update(remaining-int64(b.Records), false, int64(b.Records), b.Bytes)
+		s.Notify()
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+func (b *backfiller) update(remaining int64, waiting bool, queued, bytes int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	remaining = max(remaining, 0)
+	now := time.Now()
+	b.p.Remaining, b.p.Waiting = remaining, waiting
+	b.p.Queued += queued
+	b.p.QueuedBytes += bytes
+	b.history = append(b.history, sample{now, b.p.Queued})
+	for len(b.history) > 1 && now.Sub(b.history[0].at) > time.Minute {
+		b.history = b.history[1:]
+	}
+	b.p.RatePerSecond, b.p.ETASeconds = 0, 0
+	if first := b.history[0]; now.Sub(first.at) > time.Second {
+		b.p.RatePerSecond = float64(b.p.Queued-first.queued) / now.Sub(first.at).Seconds()
+	}
+	if b.p.RatePerSecond > 0 {
+		b.p.ETASeconds = float64(remaining) / b.p.RatePerSecond
+	}
+	b.remaining.Set(float64(remaining))
+	b.queued.Add(float64(queued))
+	b.bytes.Add(float64(bytes))
+}
