@@ -125,6 +125,9 @@ type Envelope struct {
 	// anyway"): it had no lock, and a collision goes through the conflict
 	// policy.
 	Unfenced bool `json:"unfenced,omitempty"`
+	// Unsync marks a tombstone that takes the record out of the cloud only
+	// (M7): the clinic keeps its copy, excluded from sync.
+	Unsync bool `json:"unsync,omitempty"`
 }
 
 // Batch is the body of every message: one or more envelopes of one clinic,
@@ -179,6 +182,8 @@ func (e *Envelope) Validate() error {
 		return bad("negative fence")
 	case e.Fence > 0 && e.Unfenced:
 		return bad("a change cannot be both fenced and unfenced")
+	case e.Unsync && !e.Deleted:
+		return bad("an unsync is a tombstone")
 	}
 	return nil
 }

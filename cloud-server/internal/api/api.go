@@ -57,6 +57,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.get))
 	mux.HandleFunc("PUT /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.update))
 	mux.HandleFunc("DELETE /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.remove))
+	mux.HandleFunc("POST /v1/clinics/{clinic}/{collection}/{id}/unsync", s.clinic(s.unsync))
 	s.registerEditing(mux)
 }
 
@@ -324,6 +325,25 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 		return err
 	}
 	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// unsync takes a record out of the cloud (a tombstone); the clinic keeps
+// its copy, excluded from sync (M7).
+func (s *Server) unsync(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	spec, err := httpapi.Collection(r)
+	if err != nil {
+		return err
+	}
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return err
+	}
+	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Delete: true, Unsync: true})
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,12 @@ func (ct *clinicTx) missingRef(c records.Content, live bool, had []records.Ref) 
 // accept writes rec (created when !exists) with the next cloud_seq, and the
 // change and its outbox row; then it applies the changes parked on rec.
 func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time, resolution string) error {
+	return ct.acceptChange(rec, exists, base, at, resolution, false)
+}
+
+// acceptChange is accept; unsync marks a tombstone that only takes the
+// record out of the cloud (M7).
+func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at time.Time, resolution string, unsync bool) error {
 	ct.c.LastSeq++
 	m := rec.meta()
 	m.CloudSeq = ct.c.LastSeq
@@ -110,7 +116,7 @@ func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time
 		ClinicID: m.ClinicID, CloudSeq: m.CloudSeq, ChangeID: m.LastChangeID, Kind: string(m.Kind),
 		RecordID: m.ID, Origin: m.Origin, BaseVersion: base, NewVersion: m.Version,
 		Deleted: m.Deleted, Conflict: resolution, ConflictOf: m.ConflictOf, At: at.UTC(), AcceptedAt: time.Now().UTC(),
-		Fence: m.Fence, Unfenced: m.Unfenced, Session: m.EditSession,
+		Fence: m.Fence, Unfenced: m.Unfenced, Session: m.EditSession, Unsync: unsync && m.Deleted,
 	}
 	if !m.Deleted {
 		b, err := json.Marshal(rec.content())
@@ -271,7 +277,7 @@ func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 		m.Origin = string(wire.OriginLocal)
 		m.Conflict = false
 		ct.res.Accepted++
-		return ct.accept(rec, exists, base, e.At, "")
+		return ct.acceptChange(rec, exists, base, e.At, "", e.Unsync)
 	}
 
 	// Concurrent: the record changed in the cloud (or by an earlier,
@@ -307,7 +313,7 @@ func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 		m.LocalVersion = e.NewVersion
 		m.Origin = string(wire.OriginLocal)
 		m.Conflict = false
-		return ct.accept(rec, exists, base, e.At, PolicyLocalWins)
+		return ct.acceptChange(rec, exists, base, e.At, PolicyLocalWins, e.Unsync)
 	}
 }
 

@@ -101,6 +101,7 @@ type Change struct {
 	Fence       int64     `gorm:"not null;default:0"`
 	Unfenced    bool      `gorm:"not null;default:false"`
 	Session     string    `gorm:"not null;default:''"`
+	Unsync      bool      `gorm:"not null;default:false"`
 	Payload     string    `gorm:"type:text"`
 	At          time.Time `gorm:"not null"`
 	AcceptedAt  time.Time `gorm:"not null"`

@@ -35,6 +35,9 @@ type Edit struct {
 	Fence int64
 	// Unfenced marks a save made with the lock service unreachable.
 	Unfenced bool
+	// Unsync (with Delete) takes the record out of the cloud only: the
+	// clinic keeps its copy, excluded from sync (M7).
+	Unsync bool
 }
 
 // Save writes a change made in the cloud (origin cloud) with its change log
@@ -91,7 +94,7 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 		m.Conflict = false
 		m.LocalVersion = version.V{}
 		m.LastChangeID = ed.ChangeID
-		if err := ct.accept(rec, exists, base, time.Now(), ""); err != nil {
+		if err := ct.acceptChange(rec, exists, base, time.Now(), "", ed.Unsync); err != nil {
 			return err
 		}
 		out = rec

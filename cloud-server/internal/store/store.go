@@ -190,7 +190,7 @@ func (ch Change) Envelope() wire.Envelope {
 		Protocol: wire.Protocol, Type: wire.TypeApplied, Clinic: ch.ClinicID, Origin: wire.Origin(ch.Origin),
 		ChangeID: ch.ChangeID, Kind: wire.Kind(ch.Kind), RecordID: ch.RecordID, BaseVersion: ch.BaseVersion,
 		NewVersion: ch.NewVersion, Deleted: ch.Deleted, CloudSeq: ch.CloudSeq, At: ch.At,
-		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf, Fence: ch.Fence, Unfenced: ch.Unfenced,
+		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf, Fence: ch.Fence, Unfenced: ch.Unfenced, Unsync: ch.Unsync,
 	}
 	if ch.Payload != "" {
 		e.Payload = json.RawMessage(ch.Payload)

@@ -17,6 +17,7 @@ func (s *Server) registerScope(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/scope", s.wrap(s.getScope))
 	mux.HandleFunc("PUT /v1/scope", s.wrap(s.putScope))
 	mux.HandleFunc("PUT /v1/{collection}/{id}/sync", s.wrap(s.setChoice))
+	mux.HandleFunc("POST /v1/{collection}/{id}/unsync", s.wrap(s.unsync))
 	if s.backfill != nil {
 		mux.HandleFunc("GET /v1/backfill", s.wrap(func(w http.ResponseWriter, _ *http.Request) error {
 			httpapi.WriteJSON(w, http.StatusOK, s.backfill())
@@ -77,6 +78,27 @@ func (s *Server) setChoice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.notify() // an un-sync or re-sync wrote an outbox row
+	httpapi.WriteJSON(w, http.StatusOK, rec)
+	return nil
+}
+
+// unsync takes a record out of the cloud; the clinic keeps its copy (M7).
+// PUT …/sync {"choice":""} brings it back.
+func (s *Server) unsync(w http.ResponseWriter, r *http.Request) error {
+	spec, err := httpapi.Collection(r)
+	if err != nil {
+		return err
+	}
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return err
+	}
+	rec, err := s.st.Unsync(r.Context(), spec.Kind, id)
+	if err != nil {
+		return err
+	}
+	s.notify()
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }

@@ -29,8 +29,11 @@ type Meta struct {
 	SyncChoice string `gorm:"not null;default:''" json:"sync_choice,omitempty"`
 	// Queued is set once a change of the record was queued for the cloud;
 	// before that the cloud has nothing of it.
-	Queued   bool       `gorm:"not null;default:false" json:"-"`
-	SyncedAt *time.Time `json:"synced_at,omitempty"`
+	Queued bool `gorm:"not null;default:false" json:"-"`
+	// CloudVersion is the record's version in the cloud as last heard from
+	// it (an un-synced record's tombstone there).
+	CloudVersion version.V  `gorm:"type:text;not null;default:''" json:"-"`
+	SyncedAt     *time.Time `json:"synced_at,omitempty"`
 	// PendingChangeID is the local change the record waits to see accepted.
 	PendingChangeID ids.ID     `gorm:"not null;default:0" json:"-"`
 	PendingSince    *time.Time `json:"pending_since,omitempty"`

@@ -121,7 +121,7 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		if err != nil {
 			return err
 		}
-		if !m.Queued && !in {
+		if (!m.Queued && !in) || m.SyncChoice == ChoiceNever {
 			m.SyncState, m.PendingChangeID, m.PendingSince = StateExcluded, 0, nil
 		} else {
 			if !m.Queued {
@@ -369,7 +369,22 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 		return true, nil
 	}
 	m.Queued = true // the cloud has it: local edits replicate whatever the scope
+	m.CloudVersion = e.NewVersion
 	own := exists && m.PendingChangeID == e.ChangeID
+	if e.Unsync {
+		// Taken out of the cloud (M7): the clinic keeps its copy, excluded;
+		// only the version follows the cloud's tombstone.
+		if !exists {
+			return true, nil // nothing here to keep
+		}
+		m.Version, m.CloudSeq, m.EditSession = e.NewVersion, e.CloudSeq, ""
+		m.SyncState, m.SyncChoice, m.SyncedAt = StateExcluded, ChoiceNever, &now
+		m.PendingChangeID, m.PendingSince = 0, nil
+		if err := keepVersion(tx, e, ""); err != nil {
+			return false, err
+		}
+		return true, tx.Save(rec).Error
+	}
 	if !own {
 		m.EditSession = "" // a change from elsewhere ends the local session's chain
 	}
@@ -480,8 +495,16 @@ func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
 			}
 			for _, r := range rs {
 				m := r.meta()
-				out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.Version, m.Deleted, m.ConflictOf, r.content())
 				after = m.ID
+				switch {
+				case m.SyncState == StateExcluded && !m.Queued:
+					continue // the cloud never had it
+				case m.SyncState == StateExcluded:
+					// Un-synced: the cloud holds its tombstone.
+					out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.CloudVersion, true, m.ConflictOf, nil)
+				default:
+					out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.Version, m.Deleted, m.ConflictOf, r.content())
+				}
 			}
 			if len(rs) < 1000 {
 				break

@@ -192,8 +192,20 @@ func (s *Store) SetChoice(ctx context.Context, kind wire.Kind, id ids.ID, choice
 		if err != nil {
 			return err
 		}
-		if !in && !m.Queued {
+		switch {
+		case !in && !m.Queued:
 			m.SyncState = StateExcluded // the cloud never had it: it stays here
+		case choice == ChoiceNever && m.SyncState != StateExcluded:
+			// The cloud has it: never means taking it out of the cloud.
+			if err := s.unsyncLocked(tx, rec); err != nil {
+				return err
+			}
+		case in && m.Queued && m.SyncState == StateExcluded:
+			// Re-sync of an un-synced record: it goes back up from the
+			// cloud's tombstone version, so nothing is stuck.
+			if err := s.resyncLocked(tx, rec); err != nil {
+				return err
+			}
 		}
 		if err := tx.Save(rec).Error; err != nil {
 			return err
@@ -202,4 +214,61 @@ func (s *Store) SetChoice(ctx context.Context, kind wire.Kind, id ids.ID, choice
 		return nil
 	})
 	return out, err
+}
+
+// Unsync takes a record out of the cloud (M7): the cloud keeps a tombstone,
+// the clinic keeps its copy, excluded from sync, until the user syncs it
+// again (SetChoice "" or always).
+func (s *Store) Unsync(ctx context.Context, kind wire.Kind, id ids.ID) (Record, error) {
+	return s.SetChoice(ctx, kind, id, ChoiceNever)
+}
+
+// unsyncLocked queues the tombstone that takes rec out of the cloud.
+func (s *Store) unsyncLocked(tx *gorm.DB, rec Record) error {
+	m := rec.meta()
+	if m.Deleted {
+		return fmt.Errorf("%w: %s %s is deleted", ErrNotFound, m.Kind, m.ID)
+	}
+	changeID, err := s.ids.Next()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	prev := m.Version
+	m.Version = m.Version.NextSession()
+	m.SyncState, m.PendingChangeID, m.PendingSince, m.EditSession = StatePending, changeID, &now, ""
+	e := wire.Envelope{Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
+		ChangeID: changeID, Kind: m.Kind, RecordID: m.ID, BaseVersion: prev, NewVersion: m.Version,
+		Deleted: true, Unsync: true, At: now}
+	if err := keepVersion(tx, e, ""); err != nil {
+		return err
+	}
+	return s.queue(tx, e, LaneLive)
+}
+
+// resyncLocked queues rec's content again over the cloud's tombstone.
+func (s *Store) resyncLocked(tx *gorm.DB, rec Record) error {
+	m := rec.meta()
+	changeID, err := s.ids.Next()
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	// From the cloud's tombstone, to a version newer than both.
+	prev := m.CloudVersion
+	top := m.Version
+	if top.Less(prev) {
+		top = prev
+	}
+	m.Version = top.NextSession()
+	m.SyncState, m.PendingChangeID, m.PendingSince = StatePending, changeID, &now
+	e := wire.Envelope{Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
+		ChangeID: changeID, Kind: m.Kind, RecordID: m.ID, BaseVersion: prev, NewVersion: m.Version, At: now}
+	if e.Payload, err = json.Marshal(rec.content()); err != nil {
+		return err
+	}
+	if err := keepVersion(tx, e, ""); err != nil {
+		return err
+	}
+	return s.queue(tx, e, LaneLive)
 }
