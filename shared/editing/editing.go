@@ -267,7 +267,7 @@ func (m *Manager) Heartbeat(ctx context.Context, clinic ids.ID, id string, activ
 	if err != nil {
 		return s, err
 	}
-	if err := m.renew(ctx, &s); err != nil {
+	if err := m.renew(ctx, &s, false); err != nil {
 		return s, err
 	}
 	upd := map[string]any{"expires_at": s.ExpiresAt}
@@ -282,9 +282,12 @@ func (m *Manager) Heartbeat(ctx context.Context, clinic ids.ID, id string, activ
 }
 
 // renew extends a fenced session's lock. A lock that is gone closes the
-// session (ErrLockLost); an unreachable lockd is tolerated (the fencing
-// token still guards saves).
-func (m *Manager) renew(ctx context.Context, s *Session) error {
+// session (ErrLockLost). An unreachable lockd is tolerated for a heartbeat
+// (the lock may still be held; the watchdog closes the session once it
+// would have expired) but not for a save (strict): the lock may have
+// expired and been granted to someone else, so the save is refused with
+// ErrLockUnavailable and the user may choose to edit anyway (M13).
+func (m *Manager) renew(ctx context.Context, s *Session, strict bool) error {
 	if s.Unfenced {
 		s.ExpiresAt = m.now().UTC().Add(m.cfg.IdleWarn + m.cfg.IdleGrace)
 		return nil
@@ -294,6 +297,8 @@ func (m *Manager) renew(ctx context.Context, s *Session) error {
 	case err == nil:
 		s.ExpiresAt = exp
 		return nil
+	case errors.Is(err, ErrLockUnavailable) && strict:
+		return err
 	case errors.Is(err, ErrLockUnavailable):
 		m.log.Warn("lock renew failed; lockd unreachable", "session", s.ID, "err", err)
 		return nil
@@ -316,7 +321,7 @@ func (m *Manager) Save(ctx context.Context, clinic ids.ID, id string, content re
 	if content.Kind() != s.Kind {
 		return s, version.V{}, fmt.Errorf("%w: %s content for a %s session", records.ErrInvalid, content.Kind(), s.Kind)
 	}
-	if err := m.renew(ctx, &s); err != nil {
+	if err := m.renew(ctx, &s, true); err != nil {
 		return s, version.V{}, err
 	}
 	v, err := m.recs.Save(ctx, s, content)
