@@ -281,9 +281,15 @@ func (h *Hub) stream(ctx context.Context, conn *websocket.Conn, s *subscriber, b
 	write := func(data []byte) bool {
 		wctx, wcancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
 		defer wcancel()
-		// A client dropped while a write to it is stuck must not hold its
-		// handler (or Close) for the whole write timeout.
-		defer context.AfterFunc(s.stop, wcancel)()
+		// A client dropped for being too slow while a write to it is stuck
+		// must not hold its handler for the whole write timeout. On shutdown
+		// the write in progress finishes (within WriteTimeout), so the client
+		// gets a proper 1001 close instead of a cut connection.
+		defer context.AfterFunc(s.stop, func() {
+			if errors.Is(context.Cause(s.stop), errTooSlow) {
+				wcancel()
+			}
+		})()
 		return conn.Write(wctx, websocket.MessageText, data) == nil
 	}
 	for _, data := range backlog {

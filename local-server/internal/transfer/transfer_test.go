@@ -524,9 +524,13 @@ func TestWorkerRun(t *testing.T) {
 			t.Errorf("List[%d] = %d %s, want %d %s", i, list[i].ID, list[i].SHA256, id, shas[i])
 		}
 	}
-	if got := log.of(d.ID); got[len(got)-1] != StatePresent || !slices.Contains(got, StateQueued) {
-		t.Errorf("download states = %v, want queued (retry) … present", got)
-	}
+	// OnChange runs after the state is stored: wait for the last call.
+	testenv.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := log.of(d.ID); len(got) == 0 || got[len(got)-1] != StatePresent || !slices.Contains(got, StateQueued) {
+			return fmt.Errorf("download states = %v, want queued (retry) … present", got)
+		}
+		return nil
+	})
 	cancel()
 	select {
 	case err := <-done:
