@@ -89,8 +89,23 @@ func edit(t *testing.T, ctx context.Context, holds, data string) {
 	}
 }
 
+// click waits until sel is an enabled element (the page disables Edit
+// while it still has a record open), then clicks it.
 func click(t *testing.T, ctx context.Context, sel string) {
 	t.Helper()
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		var enabled bool
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return !!e && !e.disabled; })()`, sel)
+		if err := chromedp.Run(cctx, chromedp.Evaluate(js, &enabled)); err != nil {
+			return err
+		}
+		if !enabled {
+			return fmt.Errorf("%s is missing or disabled", sel)
+		}
+		return nil
+	})
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	if err := chromedp.Run(cctx, chromedp.Click(sel, chromedp.ByQuery)); err != nil {
