@@ -172,6 +172,18 @@ type createClinicReq struct {
 	ConflictPolicy string `json:"conflict_policy,omitempty"`
 }
 
+// validate trims and checks a new clinic's name and conflict policy.
+func (req *createClinicReq) validate() error {
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "name is required")
+	}
+	if req.ConflictPolicy != "" && !store.ValidPolicy(req.ConflictPolicy) {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
+	}
+	return nil
+}
+
 // ClinicCredentials is what enrollment hands a clinic, once.
 type ClinicCredentials struct {
 	store.Clinic
@@ -183,12 +195,8 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
-	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" {
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "name is required")
-	}
-	if req.ConflictPolicy != "" && !store.ValidPolicy(req.ConflictPolicy) {
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
+	if err := req.validate(); err != nil {
+		return err
 	}
 	id, err := s.ids.Next()
 	if err != nil {
@@ -376,8 +384,7 @@ func (s *Server) public(h func(w http.ResponseWriter, r *http.Request) error) ht
 }
 
 type enrollmentReq struct {
-	Name           string `json:"name"`
-	ConflictPolicy string `json:"conflict_policy,omitempty"`
+	createClinicReq
 	// TTL is how long the token stays valid (Go duration, default 72h).
 	TTL string `json:"ttl,omitempty"`
 }
@@ -393,12 +400,8 @@ func (s *Server) createEnrollment(w http.ResponseWriter, r *http.Request) error 
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
-	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" {
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "name is required")
-	}
-	if req.ConflictPolicy != "" && !store.ValidPolicy(req.ConflictPolicy) {
-		return httpapi.Errorf(http.StatusBadRequest, "invalid_clinic", "conflict_policy must be local-wins, cloud-wins or keep-both")
+	if err := req.validate(); err != nil {
+		return err
 	}
 	ttl := 72 * time.Hour
 	if req.TTL != "" {
