@@ -174,6 +174,18 @@ func TestViewerPagesLive(t *testing.T) {
 	click(t, local, row+" .edit")
 	waitText(t, local, "lock dialog", "#lock-dialog", "conflict")
 	click(t, local, "#edit-anyway")
-	waitText(t, remote, "cloud page mode", row+" .mode", "Editing by local")
 	waitText(t, local, "unfenced warning", "#unfenced-warning", "conflict")
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		var open struct {
+			Items []struct {
+				Unfenced bool   `json:"unfenced"`
+				Side     string `json:"side"`
+			} `json:"items"`
+		}
+		call(t, "GET", c.base+"/v1/editing", "", nil, &open)
+		if len(open.Items) != 1 || !open.Items[0].Unfenced || open.Items[0].Side != "local" {
+			return fmt.Errorf("open sessions %+v, want one unfenced local session", open.Items)
+		}
+		return nil
+	})
 }
