@@ -32,6 +32,7 @@ type Server struct {
 	ids        IDs
 	adminToken string
 	notify     func()
+	onRewind   func()
 	log        *slog.Logger
 }
 
@@ -484,6 +485,23 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "limit must be 1..5000")
 		}
 	}
+	// A clinic's own sync pull (ack=true) says it applied everything up to
+	// since; one from below what it acknowledged before is a clinic that
+	// came back older (restored or wiped): this answer and the next
+	// re-send what it lost.
+	if v.Get("ack") == "true" && !s.isAdmin(bearer(r)) {
+		rw, err := s.st.NoteCheckpoint(r.Context(), clinic, since)
+		if err != nil {
+			return err
+		}
+		if rw != nil {
+			s.log.Warn("clinic came back older than it had acknowledged (restored from a backup or wiped); re-sending what it lost",
+				"clinic", clinic, "acknowledged_cloud_seq", rw.From, "now_at", rw.To)
+			if s.onRewind != nil {
+				s.onRewind()
+			}
+		}
+	}
 	page, err := s.st.ChangesSince(r.Context(), clinic, since, limit)
 	if err != nil {
 		return err
@@ -491,3 +509,7 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
+
+// OnRewind sets a function called each time a clinic is found older than
+// what it had acknowledged (for a metric).
+func (s *Server) OnRewind(f func()) { s.onRewind = f }

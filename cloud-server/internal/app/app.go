@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scsync/scsync/cloud-server/internal/api"
+	"github.com/scsync/scsync/cloud-server/internal/backups"
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
 	"github.com/scsync/scsync/cloud-server/internal/files"
@@ -110,6 +112,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	apiSrv := api.New(st, edit, gen, cfg.Auth.AdminToken, rep.Notify, log)
 	apiSrv.Register(mux)
+	rewinds := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinic_rewinds_total",
+		Help: "Clinics found older than what they had acknowledged (restored from a backup or wiped); the cloud re-sent what they lost."})
+	reg.MustRegister(rewinds)
+	apiSrv.OnRewind(rewinds.Inc)
 
 	if err := files.Migrate(st.DB()); err != nil {
 		return err
@@ -121,6 +127,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	for _, rt := range fileSvc.Routes() {
+		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
+	}
+	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep}, st.DB(), files.NewS3Client(blobCfg), gen, log)
+	if err != nil {
+		return err
+	}
+	for _, rt := range backupSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
 	// Browsers cannot set headers on a WebSocket: the events route also

@@ -45,6 +45,11 @@ type Config struct {
 	} `yaml:"auth"`
 	// Files rules image files in S3 (docs/files.md); the bucket is s3.bucket.
 	Files files.Config `yaml:"files"`
+	// Backups rules the clinics' database snapshots in S3 (M27).
+	Backups struct {
+		// Keep is how many snapshots per clinic keep their object.
+		Keep int `yaml:"keep"`
+	} `yaml:"backups"`
 	// Lockd is the lock service (a service token). Without a URL every edit
 	// is offered as "edit anyway" (no lock, conflict risk).
 	Lockd struct {
@@ -79,6 +84,7 @@ func Default() Config {
 	c.S3.Bucket = "scsync"
 	c.S3.PathStyle = true
 	c.Files = files.DefaultConfig()
+	c.Backups.Keep = 14
 	c.Edit.LockTTL = time.Minute
 	c.Edit.IdleWarn = 5 * time.Minute
 	c.Edit.IdleGrace = time.Minute
@@ -123,6 +129,9 @@ func (c Config) Validate() error {
 	fc.Bucket = c.S3.Bucket
 	if err := fc.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("files: %w", err))
+	}
+	if c.Backups.Keep < 1 || c.Backups.Keep > 1000 {
+		errs = append(errs, errors.New("backups.keep must be 1..1000"))
 	}
 	if c.Edit.LockTTL < 2*time.Second {
 		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))
