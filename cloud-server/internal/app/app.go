@@ -91,6 +91,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	if telemetry.MountPprof(mux) {
+		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
+	}
 	var locker editing.Locker = editing.NoLocker{}
 	if cfg.Lockd.URL != "" {
 		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil).Locker()
