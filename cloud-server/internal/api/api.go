@@ -69,6 +69,15 @@ func (s *Server) Clinic(h func(w http.ResponseWriter, r *http.Request, clinic id
 	return s.clinic(h)
 }
 
+// Admin wraps h with the operator authorization of the /v1/admin routes
+// (for routes other packages serve, like retention).
+func (s *Server) Admin(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return s.admin(h)
+}
+
+// IsAdmin reports whether r carries the operator's admin token.
+func (s *Server) IsAdmin(r *http.Request) bool { return s.isAdmin(bearer(r)) }
+
 func bearer(r *http.Request) string {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {

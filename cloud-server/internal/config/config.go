@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/scsync/scsync/cloud-server/internal/files"
+	"github.com/scsync/scsync/cloud-server/internal/retention"
 	"github.com/scsync/scsync/shared/config"
 )
 
@@ -45,6 +46,9 @@ type Config struct {
 	} `yaml:"auth"`
 	// Files rules image files in S3 (docs/files.md); the bucket is s3.bucket.
 	Files files.Config `yaml:"files"`
+	// Retention is the job applying each clinic's old-data policy
+	// (docs/retention.md); the cold bucket is files.cold_bucket.
+	Retention retention.Config `yaml:"retention"`
 	// Lockd is the lock service (a service token). Without a URL every edit
 	// is offered as "edit anyway" (no lock, conflict risk).
 	Lockd struct {
@@ -79,6 +83,7 @@ func Default() Config {
 	c.S3.Bucket = "scsync"
 	c.S3.PathStyle = true
 	c.Files = files.DefaultConfig()
+	c.Retention = retention.DefaultConfig()
 	c.Edit.LockTTL = time.Minute
 	c.Edit.IdleWarn = 5 * time.Minute
 	c.Edit.IdleGrace = time.Minute
@@ -123,6 +128,9 @@ func (c Config) Validate() error {
 	fc.Bucket = c.S3.Bucket
 	if err := fc.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("files: %w", err))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Edit.LockTTL < 2*time.Second {
 		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))

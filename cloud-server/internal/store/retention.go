@@ -153,20 +153,21 @@ var retentionKinds = []wire.Kind{wire.KindImage, wire.KindCapture, wire.KindProj
 // RetentionKinds lists the kinds retention handles, children first.
 func RetentionKinds() []wire.Kind { return append([]wire.Kind(nil), retentionKinds...) }
 
-// RetentionCandidates returns up to limit records of kind that clinic's
+// RetentionCandidates returns up to limit records of kind (with ids above
+// after, in id order) that clinic's
 // policy applies to: live, dated on or before cutoff (YYYY-MM-DD; a child
 // is dated by its study, an image by its own study_date), in one of
 // states, and not held by a recent restore. With noLiveChildren, a study
 // is a candidate only once none of its children is live (a delete takes
 // children out first).
-func (s *Store) RetentionCandidates(ctx context.Context, clinic ids.ID, kind wire.Kind, cutoff string, states []string, noLiveChildren bool, limit int) ([]ids.ID, error) {
+func (s *Store) RetentionCandidates(ctx context.Context, clinic ids.ID, kind wire.Kind, cutoff string, states []string, noLiveChildren bool, after ids.ID, limit int) ([]ids.ID, error) {
 	k, err := opsFor(kind)
 	if err != nil {
 		return nil, err
 	}
 	t := k.spec.Table
 	db := s.db.WithContext(ctx).Table(t+" AS r").Select("r.id").
-		Where("r.clinic_id = ? AND NOT r.deleted AND r.retention_state IN ?", clinic, states).
+		Where("r.clinic_id = ? AND r.id > ? AND NOT r.deleted AND r.retention_state IN ?", clinic, after, states).
 		Where("NOT EXISTS (SELECT 1 FROM retention_events e WHERE e.clinic_id = r.clinic_id AND e.kind = ? AND e.record_id = r.id AND e.hold_until > ?)",
 			kind, time.Now().UTC())
 	switch kind {
