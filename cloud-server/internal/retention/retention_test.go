@@ -252,3 +252,183 @@ func (e *env) studyPatient(t *testing.T, clinic, study ids.ID) ids.ID {
 	}
 	return store.RecordContent(r).(records.Study).PatientID
 }
+
+// Backup retention keeps the records, marks them backed-up (no change is
+// replicated), moves their files to the cold bucket (gone from the hot
+// one), and refuses downloads until a restore brings the very same bytes
+// back; a restored record is left alone for the hold; restoring a study
+// brings its children back; restores are idempotent; a file a newer
+// record names stays hot; another clinic is untouched.
+func TestBackupArchiveRestore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, true)
+	ctx := context.Background()
+	a, _ := e.clinic(t)
+	b, _ := e.clinic(t)
+	imgData, capData, sharedData := randomBytes(t, 50*1024), randomBytes(t, 20*1024), randomBytes(t, 5*1024)
+	shaImg, shaCap, shaShared := e.upload(t, a, imgData), e.upload(t, a, capData), e.upload(t, a, sharedData)
+	shaB := e.upload(t, b, imgData)
+	oldStudy := e.study(t, a, oldDate)
+	img := e.image(t, a, oldStudy, oldDate, shaImg)
+	capt := e.create(t, a, records.Capture{StudyID: oldStudy, ImageID: img, SHA256: shaCap, Size: 1})
+	oldShared := e.image(t, a, oldStudy, oldDate, shaShared)
+	newStudy := e.study(t, a, today())
+	e.image(t, a, newStudy, today(), shaShared) // a newer record names the same file
+	bImg := e.image(t, b, e.study(t, b, oldDate), oldDate, shaB)
+	if _, err := e.st.SetRetention(ctx, a, store.RetentionBackup, 365); err != nil {
+		t.Fatal(err)
+	}
+	seqBefore := len(e.changes(t, a))
+
+	res, err := e.svc.Apply(ctx, a)
+	if err != nil {
+		t.Fatalf("Apply = %v", err)
+	}
+	if res.BackedUp != 3 || res.FilesArchived != 2 || res.Skipped != 1 {
+		t.Fatalf("Apply = %+v, want 3 backed up (image, capture, study), 2 files archived, the shared one skipped", res)
+	}
+	if n := len(e.changes(t, a)); n != seqBefore {
+		t.Fatalf("changes after backup = %d, want %d: backing up replicates nothing", n, seqBefore)
+	}
+	for _, r := range []struct {
+		k  wire.Kind
+		id ids.ID
+		st string
+	}{{wire.KindImage, img, store.RetentionBackedUp}, {wire.KindCapture, capt, store.RetentionBackedUp},
+		{wire.KindStudy, oldStudy, store.RetentionBackedUp}, {wire.KindImage, oldShared, ""}} {
+		if m := e.meta(t, a, r.k, r.id); m.Deleted || m.RetentionState != r.st {
+			t.Errorf("%s %s: deleted %v, retention_state %q; want live, %q", r.k, r.id, m.Deleted, m.RetentionState, r.st)
+		}
+	}
+	for _, sha := range []string{shaImg, shaCap} {
+		if f := e.stat(t, a, sha); f.State != filekey.StateArchived || f.ArchivedAt == nil {
+			t.Fatalf("Stat(%s) = %+v, want archived", sha, f)
+		}
+		if e.exists(t, e.hot, a, sha) || !e.exists(t, e.cold, a, sha) {
+			t.Fatalf("%s: in hot %v, in cold %v; want only in cold", sha, e.exists(t, e.hot, a, sha), e.exists(t, e.cold, a, sha))
+		}
+		if _, err := e.download(t, e.fs, a, sha); !errors.Is(err, files.ErrArchived) {
+			t.Fatalf("download of an archived file = %v, want ErrArchived", err)
+		}
+	}
+	if !e.exists(t, e.hot, a, shaShared) || e.exists(t, e.cold, a, shaShared) {
+		t.Fatal("the file a newer record names left the hot bucket")
+	}
+	if !e.exists(t, e.hot, b, shaB) || e.exists(t, e.cold, b, shaB) || e.meta(t, b, wire.KindImage, bImg).RetentionState != "" {
+		t.Fatal("clinic B touched")
+	}
+	v, err := e.svc.State(ctx, a)
+	if err != nil || v.Files.ByState[filekey.StateArchived] != 2 || v.Files.ByState[filekey.StatePresent] != 1 {
+		t.Fatalf("State = %+v, %v; want 2 archived files, 1 present", v.Files, err)
+	}
+
+	// Restore the image's file: same bytes back in hot, gone from cold,
+	// the image live again; a second restore changes nothing.
+	got, err := e.svc.RestoreFile(ctx, a, shaImg, "clinic")
+	if err != nil || len(got.Records) != 1 || got.Records[0].ID != img {
+		t.Fatalf("RestoreFile = %+v, %v; want the image restored", got, err)
+	}
+	if e.exists(t, e.cold, a, shaImg) || !e.exists(t, e.hot, a, shaImg) {
+		t.Fatal("restored object not back in the hot bucket only")
+	}
+	if sum, err := e.download(t, e.fs, a, shaImg); err != nil || sum != shaImg {
+		t.Fatalf("download after restore = %s, %v; want sha %s", sum, err, shaImg)
+	}
+	if got, err := e.svc.RestoreFile(ctx, a, shaImg, "clinic"); err != nil || len(got.Records) != 0 || got.Files[0].State != filekey.StatePresent {
+		t.Fatalf("second RestoreFile = %+v, %v; want a no-op", got, err)
+	}
+	if m := e.meta(t, a, wire.KindImage, img); m.RetentionState != "" {
+		t.Fatalf("restored image retention_state = %q, want live", m.RetentionState)
+	}
+	// The policy leaves the restored image alone (hold).
+	if res, err := e.svc.Apply(ctx, a); err != nil || res.BackedUp != 0 || e.stat(t, a, shaImg).State != filekey.StatePresent {
+		t.Fatalf("Apply after restore = %+v, %v; want the restored image held", res, err)
+	}
+
+	// Restore the study: its capture and file come back too.
+	got, err = e.svc.RestoreRecord(ctx, a, wire.KindStudy, oldStudy, "admin")
+	if err != nil || len(got.Records) != 2 {
+		t.Fatalf("RestoreRecord(study) = %+v, %v; want the capture and the study", got, err)
+	}
+	if sum, err := e.download(t, e.fs, a, shaCap); err != nil || sum != shaCap {
+		t.Fatalf("capture download after restore = %s, %v", sum, err)
+	}
+	for _, m := range []store.Meta{e.meta(t, a, wire.KindCapture, capt), e.meta(t, a, wire.KindStudy, oldStudy)} {
+		if m.RetentionState != "" {
+			t.Fatalf("%s after restore: retention_state %q", m.ID, m.RetentionState)
+		}
+	}
+	if _, err := e.svc.RestoreRecord(ctx, a, wire.KindStudy, oldStudy, "admin"); err != nil {
+		t.Fatalf("second RestoreRecord = %v", err)
+	}
+	evs, _ := e.st.RetentionEvents(ctx, a, 20)
+	restored := 0
+	for _, ev := range evs {
+		if ev.Action == store.RetentionRestored && ev.HoldUntil != nil {
+			restored++
+		}
+	}
+	if restored != 3 {
+		t.Fatalf("restore events = %d, want 3 (image, capture, study)", restored)
+	}
+
+	// Deleting a backed-up record in the cloud sends its archived file
+	// through the grace deletion, from the cold bucket.
+	if _, err := e.st.SetRetention(ctx, a, store.RetentionKeep, 0); err != nil {
+		t.Fatal(err)
+	}
+	img2Data := randomBytes(t, 3000)
+	sha2 := e.upload(t, a, img2Data)
+	img2 := e.image(t, a, oldStudy, oldDate, sha2)
+	if _, err := e.fs.Archive(ctx, a, sha2); err != nil {
+		t.Fatal(err)
+	}
+	e.unsync(t, a, wire.KindImage, img2)
+	if n, err := e.fileService(t, func(c *files.Config) { c.UnsyncedGrace = 0 }).ExpireUnsynced(ctx); err != nil || n != 1 {
+		t.Fatalf("ExpireUnsynced = %d, %v; want the archived file deleted", n, err)
+	}
+	if e.exists(t, e.cold, a, sha2) || e.stat(t, a, sha2).State != filekey.StateDeleted {
+		t.Fatal("archived un-synced file not deleted from the cold bucket")
+	}
+}
+
+// Two nodes archiving and restoring the same file at once agree: one copy,
+// the object in exactly one bucket, no error but "in progress".
+func TestConcurrentArchiveRestore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, true)
+	ctx := context.Background()
+	a, _ := e.clinic(t)
+	sha := e.upload(t, a, randomBytes(t, 256*1024))
+	nodes := []*files.Service{e.fs, e.fileService(t, nil)}
+	for _, step := range []struct {
+		name string
+		do   func(*files.Service) (filekey.File, error)
+		want string
+	}{
+		{"archive", func(fs *files.Service) (filekey.File, error) { return fs.Archive(ctx, a, sha) }, filekey.StateArchived},
+		{"restore", func(fs *files.Service) (filekey.File, error) { return fs.Restore(ctx, a, sha) }, filekey.StatePresent},
+	} {
+		var wg sync.WaitGroup
+		errs := make([]error, len(nodes))
+		for i, n := range nodes {
+			wg.Go(func() { _, errs[i] = step.do(n) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil && !errors.Is(err, files.ErrArchiving) && !errors.Is(err, files.ErrRestoring) {
+				t.Fatalf("concurrent %s = %v", step.name, err)
+			}
+		}
+		if f := e.stat(t, a, sha); f.State != step.want {
+			t.Fatalf("after concurrent %s: state %s, want %s", step.name, f.State, step.want)
+		}
+		inHot, inCold := e.exists(t, e.hot, a, sha), e.exists(t, e.cold, a, sha)
+		if inHot == inCold {
+			t.Fatalf("after concurrent %s: in hot %v, in cold %v; want exactly one", step.name, inHot, inCold)
+		}
+	}
+	if sum, err := e.download(t, e.fs, a, sha); err != nil || sum != sha {
+		t.Fatalf("download = %s, %v", sum, err)
+	}
+}
