@@ -131,6 +131,8 @@ func (s *Service) Restore(ctx context.Context, clinic ids.ID, sha string) (filek
 		switch {
 		case f.State == filekey.StatePresent:
 			return f.View(), nil
+		case !s.ColdStorage() && (f.State == filekey.StateArchived || f.State == filekey.StateRestoring):
+			return f.View(), ErrNoColdStorage
 		case f.State == filekey.StateArchived:
 			f, won, err = s.claim(ctx, f, filekey.StateArchived, filekey.StateRestoring)
 		case f.State == filekey.StateRestoring && s.stale(f):
@@ -180,9 +182,6 @@ func (s *Service) finishArchive(ctx context.Context, f File) (File, error) {
 }
 
 func (s *Service) finishRestore(ctx context.Context, f File) (File, error) {
-	if !s.ColdStorage() {
-		return f, ErrNoColdStorage
-	}
 	if err := s.copyChecked(ctx, f, s.cfg.ColdBucket, s.cfg.Bucket, ""); err != nil {
 		return f, err
 	}
@@ -307,13 +306,19 @@ func (s *Service) copyObject(ctx context.Context, from, to, key string, size int
 // uploads it again). It returns how many objects it deleted.
 func (s *Service) ExpireUnsynced(ctx context.Context) (int, error) {
 	cutoff := s.now().Add(-s.cfg.UnsyncedGrace)
+	states := []string{filekey.StatePresent}
+	if s.ColdStorage() {
+		// Archived objects are in the cold bucket: without it configured
+		// they wait (and are not in the way of the others).
+		states = append(states, filekey.StateArchived)
+	}
 	n := 0
 	for {
 		found := false
 		err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 			var f File
 			err := tx.Clauses(clause.Locking{Strength: "UPDATE", Options: "SKIP LOCKED"}).
-				Where("unsynced_at <= ? AND state IN ?", cutoff, []string{filekey.StatePresent, filekey.StateArchived}).
+				Where("unsynced_at <= ? AND state IN ?", cutoff, states).
 				Order("unsynced_at").Take(&f).Error
 			if errors.Is(err, gorm.ErrRecordNotFound) {
 				return nil
@@ -324,9 +329,6 @@ func (s *Service) ExpireUnsynced(ctx context.Context) (int, error) {
 			found = true
 			bucket := s.cfg.Bucket
 			if f.State == filekey.StateArchived {
-				if !s.ColdStorage() {
-					return fmt.Errorf("files: %s is archived but files.cold_bucket is not set", f.SHA256)
-				}
 				bucket = s.cfg.ColdBucket
 			}
 			if _, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(f.Key())}); err != nil {
