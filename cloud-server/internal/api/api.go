@@ -256,6 +256,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, clinic ids.ID) err
 	}
 	q := store.ListQuery{Limit: p.Limit, After: p.After, UpdatedSince: p.UpdatedSince, WithDeleted: p.WithDeleted, Parent: p.Parent}
 	q.ConflictOnly = r.URL.Query().Get("conflict") == "true"
+	switch q.RetentionState = r.URL.Query().Get("retention_state"); q.RetentionState {
+	case "", store.RetentionBackedUp, store.RetentionDeleted:
+	default:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "retention_state must be backed-up or deleted")
+	}
 	rs, err := s.st.List(r.Context(), clinic, spec.Kind, q)
 	if err != nil {
 		return err

@@ -141,6 +141,19 @@ func TestHTTP(t *testing.T) {
 	if rec.RetentionState != store.RetentionBackedUp {
 		t.Fatalf("GET image retention_state = %q, want backed-up", rec.RetentionState)
 	}
+	var page struct {
+		Items []struct {
+			ID             string `json:"id"`
+			RetentionState string `json:"retention_state"`
+		} `json:"items"`
+	}
+	call(t, srv, "GET", "/v1/clinics/"+a.String()+"/images?retention_state=backed-up", tokA, nil, &page)
+	if len(page.Items) != 1 || page.Items[0].ID != img.String() {
+		t.Fatalf("list images?retention_state=backed-up = %+v, want the image", page)
+	}
+	if status, code := call(t, srv, "GET", "/v1/clinics/"+a.String()+"/images?retention_state=gone", tokA, nil, nil); status != 400 || code != httpapi.CodeBadRequest {
+		t.Fatalf("list with a bad retention_state = %d %s, want 400", status, code)
+	}
 	if status, code := call(t, srv, "GET", "/v1/clinics/"+a.String()+"/retention", tokA, nil, &v); status != 200 ||
 		v.Files.ByState[filekey.StateArchived] != 1 || countOf(v, wire.KindImage).BackedUp != 1 {
 		t.Fatalf("clinic view = %d %s %+v", status, code, v)

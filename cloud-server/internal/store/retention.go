@@ -38,10 +38,6 @@ const (
 // MaxRetentionDays bounds AfterDays (100 years).
 const MaxRetentionDays = 36500
 
-// ErrInvalidRetention: a retention policy that is not one of the modes, or
-// a day count out of range.
-var ErrInvalidRetention = errors.New("store: invalid retention policy")
-
 // ClinicRetention is a clinic's retention policy, set by the cloud admin.
 // A clinic without a row keeps everything.
 type ClinicRetention struct {
