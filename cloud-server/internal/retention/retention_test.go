@@ -432,3 +432,43 @@ func TestConcurrentArchiveRestore(t *testing.T) {
 		t.Fatalf("download = %s, %v", sum, err)
 	}
 }
+
+// A node that died half way through an archive (row archiving, object
+// copied or not) or a restore leaves work the next sweep finishes once it
+// is older than stale_after; a fresh one is left to its node.
+func TestResumeStaleMoves(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, true)
+	ctx := context.Background()
+	a, _ := e.clinic(t)
+	shaArch, shaRest := e.upload(t, a, randomBytes(t, 9000)), e.upload(t, a, randomBytes(t, 7000))
+	if _, err := e.fs.Archive(ctx, a, shaRest); err != nil {
+		t.Fatal(err)
+	}
+	setState := func(sha, state string, age time.Duration) {
+		t.Helper()
+		if err := e.st.DB().Model(&files.File{}).Where("clinic_id = ? AND sha256 = ?", a, sha).
+			Updates(map[string]any{"state": state, "updated_at": time.Now().UTC().Add(-age)}).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	setState(shaArch, filekey.StateArchiving, time.Minute)
+	setState(shaRest, filekey.StateRestoring, time.Minute)
+	if n, err := e.fs.ResumeStale(ctx); err != nil || n != 0 {
+		t.Fatalf("ResumeStale(fresh moves) = %d, %v; want 0", n, err)
+	}
+	if _, err := e.fs.Archive(ctx, a, shaArch); !errors.Is(err, files.ErrArchiving) {
+		t.Fatalf("Archive during another node's archive = %v, want ErrArchiving", err)
+	}
+	setState(shaArch, filekey.StateArchiving, 2*time.Hour)
+	setState(shaRest, filekey.StateRestoring, 2*time.Hour)
+	if n, err := e.fs.ResumeStale(ctx); err != nil || n != 2 {
+		t.Fatalf("ResumeStale(stale moves) = %d, %v; want 2", n, err)
+	}
+	if f := e.stat(t, a, shaArch); f.State != filekey.StateArchived || e.exists(t, e.hot, a, shaArch) || !e.exists(t, e.cold, a, shaArch) {
+		t.Fatalf("resumed archive: %+v, want archived, only in cold", f)
+	}
+	if sum, err := e.download(t, e.fs, a, shaRest); err != nil || sum != shaRest || e.exists(t, e.cold, a, shaRest) {
+		t.Fatalf("resumed restore: download %s, %v; want the file, only in hot", sum, err)
+	}
+}
