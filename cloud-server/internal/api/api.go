@@ -70,6 +70,15 @@ func (s *Server) Clinic(h func(w http.ResponseWriter, r *http.Request, clinic id
 	return s.clinic(h)
 }
 
+// Admin wraps h with the operator authorization of the /v1/admin routes
+// (for routes other packages serve, like retention).
+func (s *Server) Admin(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return s.admin(h)
+}
+
+// IsAdmin reports whether r carries the operator's admin token.
+func (s *Server) IsAdmin(r *http.Request) bool { return s.isAdmin(bearer(r)) }
+
 func bearer(r *http.Request) string {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
@@ -248,6 +257,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, clinic ids.ID) err
 	}
 	q := store.ListQuery{Limit: p.Limit, After: p.After, UpdatedSince: p.UpdatedSince, WithDeleted: p.WithDeleted, Parent: p.Parent}
 	q.ConflictOnly = r.URL.Query().Get("conflict") == "true"
+	switch q.RetentionState = r.URL.Query().Get("retention_state"); q.RetentionState {
+	case "", store.RetentionBackedUp, store.RetentionDeleted:
+	default:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "retention_state must be backed-up or deleted")
+	}
 	rs, err := s.st.List(r.Context(), clinic, spec.Kind, q)
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"github.com/scsync/scsync/cloud-server/internal/config"
 	"github.com/scsync/scsync/cloud-server/internal/files"
 	"github.com/scsync/scsync/cloud-server/internal/replicate"
+	"github.com/scsync/scsync/cloud-server/internal/retention"
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
@@ -139,6 +140,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	for _, rt := range backupSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
+	if fileCfg.ColdBucket != "" {
+		coldCfg := blobCfg
+		coldCfg.Bucket = fileCfg.ColdBucket
+		if err := blob.New(coldCfg).EnsureBucket(ctx); err != nil {
+			log.Warn("s3 cold bucket not ready", "err", err)
+		}
+	}
+	ret, err := retention.New(cfg.Retention, st, fileSvc, gen, rep.Notify, reg, log)
+	if err != nil {
+		return err
+	}
+	ret.Register(mux, apiSrv)
 	// Browsers cannot set headers on a WebSocket: the events route also
 	// takes the clinic's token as ?access_token=.
 	serveEvents := apiSrv.Clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
@@ -167,6 +180,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return edit.Run(gctx) })
 	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return fileSvc.Run(gctx) })
+	g.Go(func() error { return ret.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case <-lease.Lost():

@@ -73,9 +73,13 @@ type Meta struct {
 	// save in it bumps B, a new session bumps A (M18).
 	EditSession string `gorm:"not null;default:''" json:"-"`
 	// Unfenced marks content saved with the lock service unreachable.
-	Unfenced  bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `gorm:"index" json:"updated_at"`
+	Unfenced bool `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	// RetentionState is what the clinic's retention policy did to the
+	// record (M5, M6): "" (nothing), backed-up (kept, its file in cold
+	// storage) or deleted (taken out of the cloud by an un-sync tombstone).
+	RetentionState string    `gorm:"not null;default:''" json:"retention_state,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `gorm:"index" json:"updated_at"`
 }
 
 // Row is a record of kind C: one table per kind.

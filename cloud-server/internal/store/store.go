@@ -70,6 +70,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store: migrate: %w", err)
 		}
+		if err := migrateRetention(tx); err != nil {
+			return fmt.Errorf("store: migrate: %w", err)
+		}
 		return nil
 	})
 }
