@@ -25,6 +25,22 @@ type clinicTx struct {
 	tx  *gorm.DB
 	c   Clinic
 	res *UpResult
+
+	// What a batch learned, so each change costs about one statement
+	// instead of ten (ApplyUp primes them; other callers query as they go).
+	// recs holds the records of known refs as read or last written in
+	// this transaction (nil: the record does not exist); stored is the
+	// file a record named as stored.
+	recs   map[records.Ref]Record
+	stored map[records.Ref]string
+	// seen holds change ids known accepted or parked (nil: ask the table).
+	seen map[ids.ID]bool
+	// anyParked is whether the clinic may have parked changes (nil: not
+	// checked yet).
+	anyParked *bool
+	// changes and outbox rows are written together before the commit.
+	changes []Change
+	outbox  []Outbox
 }
 
 func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicTx) error) error {
@@ -42,6 +58,9 @@ func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicT
 		if err := fn(ct); err != nil {
 			return err
 		}
+		if err := ct.flush(); err != nil {
+			return err
+		}
 		if ct.c.LastSeq == start {
 			return nil
 		}
@@ -49,7 +68,103 @@ func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicT
 	})
 }
 
+// flush writes the changes and outbox rows the transaction made.
+func (ct *clinicTx) flush() error {
+	if len(ct.changes) > 0 {
+		if err := ct.tx.CreateInBatches(ct.changes, 500).Error; err != nil {
+			return err
+		}
+	}
+	if len(ct.outbox) > 0 {
+		if err := ct.tx.CreateInBatches(ct.outbox, 1000).Error; err != nil {
+			return err
+		}
+	}
+	ct.changes, ct.outbox = nil, nil
+	return nil
+}
+
+// prime reads, in a few statements, what applying changes will ask: which
+// change ids are known, and the records they change and refer to.
+func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) error {
+	ct.seen = map[ids.ID]bool{}
+	ct.recs = map[records.Ref]Record{}
+	ct.stored = map[records.Ref]string{}
+	if len(changes) == 0 {
+		return nil
+	}
+	changeIDs := make([]ids.ID, len(changes))
+	byKind := map[wire.Kind][]ids.ID{}
+	want := map[records.Ref]bool{}
+	add := func(r records.Ref) {
+		if !want[r] {
+			want[r] = true
+			byKind[r.Kind] = append(byKind[r.Kind], r.ID)
+		}
+	}
+	for i, e := range changes {
+		changeIDs[i] = e.ChangeID
+		add(records.Ref{Kind: e.Kind, ID: e.RecordID})
+		if contents[i] != nil {
+			for _, r := range contents[i].Refs() {
+				add(r)
+			}
+		}
+	}
+	for _, model := range []any{&Change{}, &Parked{}} {
+		var known []ids.ID
+		if err := ct.tx.Model(model).Where("clinic_id = ? AND change_id IN ?", ct.c.ID, changeIDs).Pluck("change_id", &known).Error; err != nil {
+			return err
+		}
+		for _, id := range known {
+			ct.seen[id] = true
+		}
+	}
+	for kind, idList := range byKind {
+		k, err := opsFor(kind)
+		if err != nil {
+			continue // an unknown kind: its change is rejected on its own
+		}
+		for _, id := range idList {
+			ct.recs[records.Ref{Kind: kind, ID: id}] = nil
+		}
+		rows, err := k.find(ct.tx.Model(k.model).Where("clinic_id = ? AND id IN ?", ct.c.ID, idList))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			ref := records.Ref{Kind: kind, ID: r.meta().ID}
+			ct.recs[ref] = r
+			ct.stored[ref] = FileSHA(r.content())
+		}
+	}
+	return nil
+}
+
+// hasParked reports whether the clinic may have parked changes.
+func (ct *clinicTx) hasParked() (bool, error) {
+	if ct.anyParked == nil {
+		var n int64
+		if err := ct.tx.Model(&Parked{}).Where("clinic_id = ?", ct.c.ID).Limit(1).Count(&n).Error; err != nil {
+			return false, err
+		}
+		b := n > 0
+		ct.anyParked = &b
+	}
+	return *ct.anyParked, nil
+}
+
 func (ct *clinicTx) load(k kindOps, id ids.ID) (Record, bool, error) {
+	ref := records.Ref{Kind: k.spec.Kind, ID: id}
+	if rec, ok := ct.recs[ref]; ok {
+		if rec != nil {
+			return rec, true, nil
+		}
+		rec = k.newRow()
+		m := rec.meta()
+		m.ClinicID, m.ID = ct.c.ID, id
+		return rec, false, nil
+	}
 	rec := k.newRow()
 	err := ct.tx.Take(rec, "clinic_id = ? AND id = ?", ct.c.ID, id).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
@@ -70,6 +185,12 @@ func (ct *clinicTx) load(k kindOps, id ids.ID) (Record, bool, error) {
 func (ct *clinicTx) missingRef(c records.Content, live bool, had []records.Ref) (records.Ref, bool, error) {
 	for _, ref := range c.Refs() {
 		if slices.Contains(had, ref) {
+			continue
+		}
+		if rec, ok := ct.recs[ref]; ok {
+			if rec == nil || (live && rec.meta().Deleted) {
+				return ref, true, nil
+			}
 			continue
 		}
 		k, err := opsFor(ref.Kind)
@@ -121,6 +242,11 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 	if err := ct.fileRefs(rec, prevSHA); err != nil {
 		return err
 	}
+	if ct.recs != nil {
+		ref := records.Ref{Kind: m.Kind, ID: m.ID}
+		ct.recs[ref] = rec
+		ct.stored[ref] = FileSHA(rec.content())
+	}
 	ch := Change{
 		ClinicID: m.ClinicID, CloudSeq: m.CloudSeq, ChangeID: m.LastChangeID, Kind: string(m.Kind),
 		RecordID: m.ID, Origin: m.Origin, BaseVersion: base, NewVersion: m.Version,
@@ -134,13 +260,12 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 		}
 		ch.Payload = string(b)
 	}
-	if err := ct.tx.Create(&ch).Error; err != nil {
-		return err
+	ct.changes = append(ct.changes, ch)
+	ct.outbox = append(ct.outbox, Outbox{ClinicID: m.ClinicID, CloudSeq: m.CloudSeq})
+	if ct.seen != nil && ch.ChangeID != 0 {
+		ct.seen[ch.ChangeID] = true
 	}
 	ct.res.Changes = append(ct.res.Changes, ch.Envelope())
-	if err := ct.tx.Create(&Outbox{ClinicID: m.ClinicID, CloudSeq: m.CloudSeq}).Error; err != nil {
-		return err
-	}
 	return ct.unpark(m.Kind, m.ID)
 }
 
@@ -188,6 +313,14 @@ func (s *Store) ApplyUp(ctx context.Context, clinic ids.ID, changes []wire.Envel
 	}
 	var res UpResult
 	err := s.inClinic(ctx, clinic, func(ct *clinicTx) error {
+		es := make([]wire.Envelope, len(items))
+		cs := make([]records.Content, len(items))
+		for i, it := range items {
+			es[i], cs[i] = it.e, it.c
+		}
+		if err := ct.prime(es, cs); err != nil {
+			return err
+		}
 		for _, it := range items {
 			if err := ct.applyUp(it.e, it.c); err != nil {
 				return fmt.Errorf("change %s: %w", it.e.ChangeID, err)
@@ -220,27 +353,26 @@ func checkUp(clinic ids.ID, e wire.Envelope) (records.Content, error) {
 
 func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 	clinic := ct.c.ID
-	var n int64
-	if err := ct.tx.Model(&Change{}).Where("clinic_id = ? AND change_id = ?", clinic, e.ChangeID).Count(&n).Error; err != nil {
+	dup, err := ct.known(e.ChangeID)
+	if err != nil {
 		return err
 	}
-	if n == 0 {
-		if err := ct.tx.Model(&Parked{}).Where("clinic_id = ? AND change_id = ?", clinic, e.ChangeID).Count(&n).Error; err != nil {
-			return err
-		}
-	}
-	if n > 0 {
+	if dup {
 		ct.res.Duplicates++
 		return nil
 	}
 	// A change of a record with an earlier change still parked waits behind it.
-	var p Parked
-	err := ct.tx.Where("clinic_id = ? AND kind = ? AND record_id = ?", clinic, e.Kind, e.RecordID).Order("id").Take(&p).Error
-	switch {
-	case err == nil:
-		return ct.park(e, wire.Kind(p.WaitKind), p.WaitID)
-	case !errors.Is(err, gorm.ErrRecordNotFound):
+	if parked, err := ct.hasParked(); err != nil {
 		return err
+	} else if parked {
+		var p Parked
+		err := ct.tx.Where("clinic_id = ? AND kind = ? AND record_id = ?", clinic, e.Kind, e.RecordID).Order("id").Take(&p).Error
+		switch {
+		case err == nil:
+			return ct.park(e, wire.Kind(p.WaitKind), p.WaitID)
+		case !errors.Is(err, gorm.ErrRecordNotFound):
+			return err
+		}
 	}
 	if c != nil {
 		ref, missing, err := ct.missingRef(c, false, nil)
@@ -345,12 +477,34 @@ func (ct *clinicTx) conflictCopy(k kindOps, e wire.Envelope, c records.Content) 
 	return ct.accept(cp, false, version.V{}, time.Now(), PolicyKeepBoth)
 }
 
+// known reports whether change id was accepted or parked before.
+func (ct *clinicTx) known(id ids.ID) (bool, error) {
+	if ct.seen != nil {
+		return ct.seen[id], nil
+	}
+	var n int64
+	if err := ct.tx.Model(&Change{}).Where("clinic_id = ? AND change_id = ?", ct.c.ID, id).Count(&n).Error; err != nil {
+		return false, err
+	}
+	if n == 0 {
+		if err := ct.tx.Model(&Parked{}).Where("clinic_id = ? AND change_id = ?", ct.c.ID, id).Count(&n).Error; err != nil {
+			return false, err
+		}
+	}
+	return n > 0, nil
+}
+
 func (ct *clinicTx) park(e wire.Envelope, waitKind wire.Kind, waitID ids.ID) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
 	}
 	ct.res.Parked++
+	yes := true
+	ct.anyParked = &yes
+	if ct.seen != nil {
+		ct.seen[e.ChangeID] = true
+	}
 	return ct.tx.Create(&Parked{
 		ClinicID: ct.c.ID, WaitKind: string(waitKind), WaitID: waitID, Kind: string(e.Kind),
 		RecordID: e.RecordID, ChangeID: e.ChangeID, Envelope: string(b),
@@ -359,6 +513,9 @@ func (ct *clinicTx) park(e wire.Envelope, waitKind wire.Kind, waitID ids.ID) err
 
 // unpark applies, in arrival order, the changes that waited for kind/id.
 func (ct *clinicTx) unpark(kind wire.Kind, id ids.ID) error {
+	if parked, err := ct.hasParked(); err != nil || !parked {
+		return err
+	}
 	var ps []Parked
 	if err := ct.tx.Where("clinic_id = ? AND wait_kind = ? AND wait_id = ?", ct.c.ID, kind, id).Order("id").Find(&ps).Error; err != nil {
 		return err
@@ -377,6 +534,9 @@ func (ct *clinicTx) unpark(kind wire.Kind, id ids.ID) error {
 	}
 	for _, p := range ps {
 		ct.res.Unparked++
+		if ct.seen != nil {
+			delete(ct.seen, p.ChangeID) // no longer parked: applied now
+		}
 		var e wire.Envelope
 		if err := json.Unmarshal([]byte(p.Envelope), &e); err != nil {
 			return fmt.Errorf("parked change %s: %w", p.ChangeID, err)

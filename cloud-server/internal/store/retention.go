@@ -256,6 +256,9 @@ func (ct *clinicTx) storedSHA(m *Meta, exists bool) (string, error) {
 	if !ok || !exists {
 		return "", nil
 	}
+	if sha, ok := ct.stored[records.Ref{Kind: m.Kind, ID: m.ID}]; ok {
+		return sha, nil
+	}
 	var shas []string
 	err := ct.tx.Table(table).Where("clinic_id = ? AND id = ?", m.ClinicID, m.ID).Pluck("sha256", &shas).Error
 	if err != nil || len(shas) == 0 {

@@ -89,18 +89,34 @@ const liveFirst = 50
 // keep it busy, few enough that progress tracks what the cloud has.
 const aheadMax = 2000
 
+// backfillBatch is how many records one backfill transaction queues.
+const backfillBatch = 500
+
+// recountEvery is how often the backfill counts its remaining work while it
+// runs (counting scans every table); idle, it counts when kicked (a scope
+// change, an import) or every idleRecount.
+const (
+	recountEvery = 5 * time.Second
+	idleRecount  = 30 * time.Second
+)
+
 // backfill queues what the scope newly covers, newest first, a batch at a
 // time, while live changes are few (two lanes: live changes always go
-// first). It resumes by itself after a restart.
+// first) and the relay keeps up. It resumes by itself after a restart.
 func (s *Syncer) backfill(ctx context.Context) {
+	var remaining int64
+	var counted time.Time
 	for ctx.Err() == nil {
-		remaining, err := s.st.BackfillRemaining(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("backfill: counting failed", "err", err)
+		if time.Since(counted) > recountEvery {
+			n, err := s.st.BackfillRemaining(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("backfill: counting failed", "err", err)
+				}
+				sleep(ctx, 5*time.Second)
+				continue
 			}
-			sleep(ctx, 5*time.Second)
-			continue
+			remaining, counted = n, time.Now()
 		}
 		live, inflight, err := s.st.OutboxLanes(ctx)
 		if err != nil {
@@ -109,14 +125,28 @@ func (s *Syncer) backfill(ctx context.Context) {
 		}
 		s.bf.update(remaining+inflight, inflight, live >= liveFirst, 0, 0)
 		switch {
-		case remaining == 0 || live >= liveFirst:
-			sleep(ctx, time.Second)
+		case remaining == 0:
+			if inflight > 0 {
+				sleep(ctx, time.Second) // progress: watch the last ones go
+				continue
+			}
+			t := time.NewTimer(idleRecount)
+			select {
+			case <-ctx.Done():
+			case <-s.kick:
+			case <-t.C:
+			}
+			t.Stop()
+			counted = time.Time{}
 			continue
-		case inflight >= aheadMax:
+		case live >= liveFirst:
 			sleep(ctx, 200*time.Millisecond)
 			continue
+		case inflight >= aheadMax:
+			sleep(ctx, 100*time.Millisecond)
+			continue
 		}
-		b, err := s.st.Backfill(ctx, s.batch)
+		b, err := s.st.Backfill(ctx, backfillBatch)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("backfill batch failed; will retry", "err", err)
@@ -124,9 +154,16 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, 5*time.Second)
 			continue
 		}
-		s.bf.update(remaining+inflight, inflight+int64(b.Records), false, int64(b.Records), b.Bytes)
+		if b.Records == 0 {
+			if remaining > 0 {
+				sleep(ctx, time.Second) // the count was stale: count again, not in a tight loop
+			}
+			remaining, counted = 0, time.Time{}
+			continue
+		}
+		remaining = max(remaining-int64(b.Records), 0)
+		s.bf.update(remaining+inflight+int64(b.Records), inflight+int64(b.Records), false, int64(b.Records), b.Bytes)
 		s.Notify()
-		sleep(ctx, 100*time.Millisecond)
 	}
 }
 

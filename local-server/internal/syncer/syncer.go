@@ -41,6 +41,7 @@ type Syncer struct {
 	pull   Puller
 	log    *slog.Logger
 	wake   chan struct{}
+	kick   chan struct{} // the backfill may have new work
 	every  time.Duration
 
 	applyMu sync.Mutex // down changes are applied one at a time, in order
@@ -57,7 +58,7 @@ type Syncer struct {
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
 func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, log *slog.Logger, reg prometheus.Registerer) *Syncer {
 	s := &Syncer{
-		st: st, broker: broker, pull: pull, log: log, wake: make(chan struct{}, 1), every: pullEvery,
+		st: st, broker: broker, pull: pull, log: log, wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), every: pullEvery,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_published_total", Help: "Local changes confirmed by the broker."}),
 		applied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_applied_total", Help: "Cloud changes applied here (including acceptances)."}),
 		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
@@ -71,11 +72,14 @@ func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, l
 	return s
 }
 
-// Notify wakes the relay after a commit wrote an outbox row.
+// Notify wakes the relay after a commit wrote an outbox row, and the
+// backfill (a scope change or an import may have given it work).
 func (s *Syncer) Notify() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{s.wake, s.kick} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
