@@ -300,7 +300,7 @@ type Image struct {
 	Tags        []string `json:"tags,omitempty" gorm:"serializer:json;type:text;not null;default:'null'"`
 	FileName    string   `json:"file_name,omitempty" gorm:"not null;default:''"`
 	ContentType string   `json:"content_type,omitempty" gorm:"not null;default:''"`
-	SHA256      string   `json:"sha256,omitempty" gorm:"column:sha256;not null;default:''"`
+	SHA256      string   `json:"sha256,omitempty" gorm:"column:sha256;not null;default:'';index"`
 	Size        int64    `json:"size,omitempty" gorm:"not null;default:0"`
 	DerivedFrom ids.ID   `json:"derived_from,omitempty" gorm:"not null;default:0"`
 	Notes       string   `json:"notes,omitempty" gorm:"not null;default:''"`
@@ -336,7 +336,7 @@ type Capture struct {
 	StudyID ids.ID `json:"study_id" gorm:"not null;default:0;index"`
 	ImageID ids.ID `json:"image_id,omitempty" gorm:"not null;default:0"`
 	Title   string `json:"title,omitempty" gorm:"not null;default:''"`
-	SHA256  string `json:"sha256,omitempty" gorm:"column:sha256;not null;default:''"`
+	SHA256  string `json:"sha256,omitempty" gorm:"column:sha256;not null;default:'';index"`
 	Size    int64  `json:"size,omitempty" gorm:"not null;default:0"`
 }
 
@@ -359,7 +359,7 @@ type ProjectFile struct {
 	StudyID ids.ID `json:"study_id" gorm:"not null;default:0;index"`
 	Name    string `json:"name" gorm:"not null;default:''"`
 	Format  string `json:"format,omitempty" gorm:"not null;default:''"`
-	SHA256  string `json:"sha256,omitempty" gorm:"column:sha256;not null;default:''"`
+	SHA256  string `json:"sha256,omitempty" gorm:"column:sha256;not null;default:'';index"`
 	Size    int64  `json:"size,omitempty" gorm:"not null;default:0"`
 }
 

@@ -108,8 +108,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err := transfer.Migrate(st.DB()); err != nil {
 		return err
 	}
+	window, err := config.ParseWindow(cfg.Files.BackfillWindow)
+	if err != nil {
+		return err
+	}
+	hold := fileHold{st: st, window: window, now: time.Now, backfillLeft: func() int64 { return sy.Backfill().Remaining }}
 	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
-		transfer.Options{OnChange: notes.transfer, BytesPerSecond: cfg.Files.BytesPerSecond, Concurrency: cfg.Files.Concurrency}, log)
+		transfer.Options{OnChange: notes.transfer, BytesPerSecond: cfg.Files.BytesPerSecond, Concurrency: cfg.Files.Concurrency,
+			Hold: hold.hold}, log)
 	registerTransferMetrics(reg, files)
 	backups := backup.New(st, cloud, cfg.DataDir, cfg.Backup.Every, log)
 	api.New(st, edit, sy.Notify, log).WithFiles(files).WithBackfill(func() any { return sy.Backfill() }).

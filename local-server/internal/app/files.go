@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
 
+	"github.com/scsync/scsync/local-server/internal/config"
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
 )
@@ -32,4 +34,36 @@ func fetchMissing(ctx context.Context, st *store.Store, w *transfer.Worker, dir 
 		case <-t.C:
 		}
 	}
+}
+
+// fileHold decides when an upload may go (M4, M8): a file no record in the
+// sync scope names stays here; a file only backfilled records name (history)
+// goes after the records' backfill and within the files' backfill window;
+// a file of a live change goes at once.
+type fileHold struct {
+	st           *store.Store
+	window       *config.Window
+	backfillLeft func() int64
+	now          func() time.Time
+}
+
+func (h fileHold) hold(ctx context.Context, t transfer.Transfer) (time.Duration, string, error) {
+	want, err := h.st.FileWanted(ctx, t.SHA256)
+	if err != nil {
+		return 0, "", err
+	}
+	switch {
+	case !want.Wanted:
+		return time.Minute, "waiting: no record in the sync scope names this file", nil
+	case want.Live:
+		return 0, "", nil
+	case h.backfillLeft() > 0:
+		return 30 * time.Second, "waiting: the backfill sends the records first, then their files", nil
+	}
+	if h.window != nil {
+		if d := h.window.Until(h.now()); d > 0 {
+			return d, fmt.Sprintf("waiting for the files' backfill window %s", h.window), nil
+		}
+	}
+	return 0, "", nil
 }

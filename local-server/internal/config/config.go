@@ -51,6 +51,10 @@ type Config struct {
 		BytesPerSecond int64 `yaml:"bytes_per_second"`
 		// Concurrency is how many files move at once.
 		Concurrency int `yaml:"concurrency"`
+		// BackfillWindow, e.g. "22:00-06:00" (local time), is when files of
+		// backfilled records (history) may be uploaded; empty: any time.
+		// Files of live changes always go at once.
+		BackfillWindow string `yaml:"backfill_window"`
 	} `yaml:"files"`
 	// Backup takes a snapshot of the database to S3 on a schedule (M27;
 	// 0 turns the schedule off; POST /v1/backup or `sc-local backup` takes
@@ -142,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.Files.BytesPerSecond < 0 || c.Files.Concurrency < 1 || c.Files.Concurrency > 64 {
 		errs = append(errs, errors.New("files.bytes_per_second must be ≥ 0 and files.concurrency 1..64"))
+	}
+	if _, err := ParseWindow(c.Files.BackfillWindow); err != nil {
+		errs = append(errs, fmt.Errorf("files.backfill_window: %w", err))
 	}
 	if c.Backup.Every != 0 && c.Backup.Every < time.Minute {
 		errs = append(errs, errors.New("backup.every must be 0 (off) or at least 1m"))

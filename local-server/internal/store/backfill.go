@@ -226,7 +226,7 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 	}
 	// Only the sync columns change: the content is as it was.
 	err = tx.Table(k.spec.Table).Where("id = ? AND clinic_id = ?", m.ID, s.clinic).UpdateColumns(map[string]any{
-		"queued": true, "sync_state": StatePending, "pending_change_id": changeID, "pending_since": now,
+		"queued": true, "backfilled": true, "sync_state": StatePending, "pending_change_id": changeID, "pending_since": now,
 	}).Error
 	if err != nil {
 		return err

@@ -30,6 +30,10 @@ type Meta struct {
 	// Queued is set once a change of the record was queued for the cloud;
 	// before that the cloud has nothing of it.
 	Queued bool `gorm:"not null;default:false" json:"-"`
+	// Backfilled is set when the backfill (not a live change) first sent
+	// the record: its files are history too, sent after the records and
+	// within the files' backfill window.
+	Backfilled bool `gorm:"not null;default:false" json:"-"`
 	// CloudVersion is the record's version in the cloud as last heard from
 	// it (an un-synced record's tombstone there).
 	CloudVersion version.V  `gorm:"type:text;not null;default:''" json:"-"`

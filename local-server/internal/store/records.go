@@ -585,3 +585,33 @@ func (s *Store) RecordOfFile(ctx context.Context, sha256 string) (wire.Kind, ids
 	}
 	return "", 0, false, nil
 }
+
+// FileWant says whether the cloud should get a file: Wanted when a live
+// record naming it is (or will be) in the cloud — queued for it and not
+// kept out by the user; Live when one of those was sent by a live change
+// rather than by the backfill (its file goes at once).
+type FileWant struct {
+	Wanted, Live bool
+}
+
+// FileWanted tells whether the cloud should get the file with that SHA-256
+// (M4: a file of a record outside the scope stays here).
+func (s *Store) FileWanted(ctx context.Context, sha256 string) (FileWant, error) {
+	var w FileWant
+	for _, k := range []wire.Kind{wire.KindImage, wire.KindCapture, wire.KindProjectFile} {
+		var rows []struct {
+			Backfilled bool
+		}
+		err := s.db.WithContext(ctx).Model(kinds[k].model).Select("backfilled").
+			Where("clinic_id = ? AND sha256 = ? AND deleted = ? AND queued = ? AND sync_choice <> ?", s.clinic, sha256, false, true, ChoiceNever).
+			Scan(&rows).Error
+		if err != nil {
+			return w, err
+		}
+		for _, r := range rows {
+			w.Wanted = true
+			w.Live = w.Live || !r.Backfilled
+		}
+	}
+	return w, nil
+}

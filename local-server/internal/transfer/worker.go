@@ -46,6 +46,11 @@ type Options struct {
 	// HTTPClient sends the presigned requests (default: no overall timeout,
 	// bounded connect and response-header waits).
 	HTTPClient *http.Client
+	// Hold, when set, is asked before an upload starts: a positive wait
+	// keeps it queued that long, with reason shown on the transfer (a file
+	// of a record outside the sync scope, a backfill file outside its
+	// window). It must be quick.
+	Hold func(ctx context.Context, t Transfer) (wait time.Duration, reason string, err error)
 	// OnChange, when set, is called after a transfer changes state (not on
 	// mere progress), e.g. to emit Uploading/Downloading events. It must
 	// not block.
@@ -331,6 +336,9 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.log.Warn("transfer queue read failed", "err", err)
 			}
 			for _, tr := range due {
+				if w.held(ctx, tr) {
+					continue
+				}
 				live, ok := w.claim(tr.ID)
 				if !ok {
 					continue
@@ -350,6 +358,34 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		t.Reset(w.opt.Poll)
 	}
+}
+
+// held asks Options.Hold about an upload and, when it must wait, puts it
+// back in the queue for later with the reason.
+func (w *Worker) held(ctx context.Context, tr Transfer) bool {
+	if w.opt.Hold == nil || tr.Direction != Up {
+		return false
+	}
+	wait, reason, err := w.opt.Hold(ctx, tr)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("transfer hold check failed; will ask again", "id", tr.ID, "err", err)
+		}
+		wait, reason = 10*time.Second, tr.Reason
+	}
+	if wait <= 0 {
+		if tr.Reason != "" && tr.Attempts == 0 {
+			// It waited; it goes now: clear the waiting note.
+			_ = w.db.WithContext(ctx).Model(&Transfer{}).Where("id = ? AND state = ?", tr.ID, StateQueued).Update("reason", "").Error
+		}
+		return false
+	}
+	err = w.db.WithContext(ctx).Model(&Transfer{}).Where("id = ? AND state = ?", tr.ID, StateQueued).
+		Updates(map[string]any{"next_attempt_at": time.Now().UTC().Add(wait), "reason": reason}).Error
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn("transfer hold failed", "id", tr.ID, "err", err)
+	}
+	return true
 }
 
 // claim marks id running; false when it already is.
