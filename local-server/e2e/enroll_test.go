@@ -61,14 +61,14 @@ func TestEnrollAndDoctor(t *testing.T) {
 	if err != nil {
 		t.Fatalf("doctor on a healthy clinic: %v\n%s", err, out)
 	}
-	for _, want := range []string{"ok       cloud API", "token accepted", "ok       RabbitMQ", "ok       sc-local", "ok       data dir", "everything answers"} {
+	for _, want := range []string{"ok       cloud API", "token accepted", "ok       S3", "signed requests accepted", "ok       RabbitMQ", "ok       sc-local", "ok       data dir", "everything answers"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
 	}
 	bad := append(env, "SC_LOCAL_CLOUD_TOKEN=sct_wrong", "SC_LOCAL_AMQP_URL=amqp://guest:guest@127.0.0.1:1/")
 	out, err = runLocal(t, s.localBin, bad, "-config", cfg, "doctor")
-	if err == nil || !strings.Contains(out, "refuses this clinic's token") || !strings.Contains(out, "PROBLEM  RabbitMQ") {
+	if err == nil || !strings.Contains(out, "refuses this clinic's token") || !strings.Contains(out, "PROBLEM  RabbitMQ") || !strings.Contains(out, "PROBLEM  S3") {
 		t.Errorf("doctor with a wrong token and broker: %v\n%s", err, out)
 	}
 }

@@ -16,6 +16,10 @@ import (
 //	GET  /v1/clinics/{clinic}/backups/latest/download  → BackupDownload
 //	GET  /v1/clinics/{clinic}/backups/{id}/download    → BackupDownload
 const (
+	// PathS3Probe answers a presigned GET of an object that does not exist
+	// (S3Probe): a clinic fetching it learns whether it reaches S3 and its
+	// signatures are accepted (S3 answers 404 NoSuchKey), without moving a byte.
+	PathS3Probe        = "/v1/clinics/{clinic}/s3-probe"
 	PathBackups        = "/v1/clinics/{clinic}/backups"
 	PathBackupComplete = PathBackups + "/{id}/complete"
 	PathBackupDownload = PathBackups + "/{id}/download"
@@ -74,4 +78,9 @@ type BackupDownload struct {
 // BackupKey is the object key of a clinic's backup.
 func BackupKey(clinic, id ids.ID) string {
 	return ClinicPrefix(clinic) + "backups/" + id.String() + ".db.gz"
+}
+
+// S3Probe is the answer of PathS3Probe.
+type S3Probe struct {
+	Get Presigned `json:"get"`
 }

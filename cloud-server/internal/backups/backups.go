@@ -105,7 +105,20 @@ func (s *Service) Routes() []Route {
 		{"GET " + filekey.PathBackups, s.list},
 		{"POST " + filekey.PathBackupComplete, s.complete},
 		{"GET " + filekey.PathBackupDownload, s.download},
+		{"GET " + filekey.PathS3Probe, s.probe},
 	}
+}
+
+// probe presigns a GET of an object that never exists under the clinic's
+// prefix, for sc-local doctor.
+func (s *Service) probe(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	key := filekey.ClinicPrefix(clinic) + "probe/does-not-exist"
+	req, err := s.presign.PresignGetObject(r.Context(), &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: &key})
+	if err != nil {
+		return fmt.Errorf("backups: presign probe: %w", err)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, filekey.S3Probe{Get: s.presigned(req.Method, req.URL, req.SignedHeader)})
+	return nil
 }
 
 func (s *Service) begin(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {

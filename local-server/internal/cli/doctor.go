@@ -14,7 +14,10 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/scsync/scsync/local-server/internal/cloudapi"
 	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/shared/filekey"
+	"github.com/scsync/scsync/shared/ids"
 )
 
 // minFree is the free disk space below which doctor warns.
@@ -45,6 +48,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg config.Config) error {
 		return "running on " + cfg.Listen, nil
 	})
 	check("cloud API", func(ctx context.Context) (string, error) { return checkCloud(ctx, cfg) })
+	check("S3", func(ctx context.Context) (string, error) { return checkS3(ctx, cfg) })
 	check("RabbitMQ", func(ctx context.Context) (string, error) {
 		conn, err := amqp.DialConfig(cfg.AMQP.URL, amqp.Config{Dial: amqp.DefaultDial(8 * time.Second)})
 		if err != nil {
@@ -109,6 +113,36 @@ func checkCloud(ctx context.Context, cfg config.Config) (string, error) {
 		msg += fmt.Sprintf(", clock within %s of the cloud's", skew.Abs().Round(time.Second)+time.Second)
 	}
 	return msg, nil
+}
+
+// checkS3 asks the cloud for a presigned GET of an object that does not
+// exist and sends it: image files and backups go straight between this
+// machine and S3, so S3 must be reachable from here, not only the cloud.
+// S3 answering 404 proves the way and the signature are good.
+func checkS3(ctx context.Context, cfg config.Config) (string, error) {
+	var p filekey.S3Probe
+	if err := cloudapi.New(cfg.Cloud.URL, cfg.Cloud.Token, ids.ID(cfg.Clinic.ID)).S3Probe(ctx, &p); err != nil {
+		return "", fmt.Errorf("the cloud did not give a test URL: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, p.Get.Method, p.Get.URL, nil)
+	if err != nil {
+		return "", err
+	}
+	p.Get.Request(req.Header)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach the object store at %s (image files and backups go there directly; check the firewall and proxy): %w", req.URL.Host, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return "reachable at " + req.URL.Host + ", signed requests accepted", nil
+	case strings.Contains(string(body), "RequestTimeTooSkewed"):
+		return "", fmt.Errorf("the object store refuses this machine's clock: set up time synchronisation (NTP)")
+	default:
+		return "", fmt.Errorf("the object store at %s answered %s to a signed request", req.URL.Host, resp.Status)
+	}
 }
 
 type statusError struct{ code int }

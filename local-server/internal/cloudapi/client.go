@@ -167,3 +167,9 @@ func (c *Client) do(ctx context.Context, method, pattern, id string, in, out any
 	}
 	return nil
 }
+
+// S3Probe asks for a presigned GET of an object that does not exist, to
+// check this machine reaches S3 (sc-local doctor).
+func (c *Client) S3Probe(ctx context.Context, out *filekey.S3Probe) error {
+	return c.do(ctx, http.MethodGet, filekey.PathS3Probe, "", nil, out)
+}
