@@ -10,8 +10,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,7 +146,24 @@ func TestBackfillHundredThousand(t *testing.T) {
 		}
 		lines = append(lines, map[string]any{"kind": "report", "data": map[string]any{"study_id": sids[i], "title": "Findings", "status": "final"}})
 	}
-	importLines(t, c.base, lines)
+	// The last part goes through the CLI clinic IT uses: sc-local import.
+	ndjson := filepath.Join(t.TempDir(), "history.ndjson")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, l := range lines {
+		if err := enc.Encode(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(ndjson, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(s.localBin, "import", ndjson)
+	cmd.Env = append(os.Environ(), c.proc.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), fmt.Sprintf("imported %d records", len(lines))) {
+		t.Fatalf("sc-local import: %v\n%s", err, out)
+	}
 	total := patients + studies*4
 	t.Logf("imported %d records, %d with files", total, len(files))
 	for _, f := range files {

@@ -8,6 +8,8 @@
 //	                                  register with the cloud (one-time token), write the config
 //	sc-local [-config file] doctor    check every dependency and say what is wrong
 //	sc-local [-config file] backfill  show the backfill's progress
+//	sc-local [-config file] import FILE.ndjson
+//	                                  bring in records from a previous system (one JSON record per line)
 //	sc-local [-config file] backup    back the database up to the cloud now
 //	sc-local [-config file] restore [-force]
 //	                                  rebuild a replaced machine's database from the newest backup
@@ -37,7 +39,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|backup|restore [-force]|doctor|enroll -cloud URL -token TOKEN]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|import FILE|backup|restore [-force]|doctor|enroll -cloud URL -token TOKEN]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -73,6 +75,15 @@ func run() error {
 			return err
 		}
 		return cli.Backfill(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "import":
+		if flag.NArg() != 2 {
+			return fmt.Errorf("usage: sc-local import FILE.ndjson")
+		}
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Import(ctx, os.Stdout, "http://"+cfg.Listen, flag.Arg(1))
 	case "backup":
 		cfg, err := config.Load(*path)
 		if err != nil {
