@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -61,4 +65,94 @@ func TestUnsyncBothSides(t *testing.T) {
 	if here.SyncState != "synced" {
 		t.Fatalf("re-synced record is %s, want synced", here.SyncState)
 	}
+}
+
+// TestUnsyncedFileDeletedThenResynced (M7): the file of an image un-synced
+// in the clinic is deleted from S3 after the grace period (1s here); syncing
+// the image again makes sc-local upload the file again, so the cloud has
+// it, verified, and it downloads with the right SHA-256.
+func TestUnsyncedFileDeletedThenResynced(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{
+		"SC_CLOUD_FILES_UNSYNCED_GRACE=1s", "SC_CLOUD_FILES_SWEEP_INTERVAL=1s"}})
+	c := s.enroll(t, "Yangyang Dental")
+	dir := t.TempDir()
+	s.startLocal(t, c, dir)
+	cloud := cloudSide(s.cloud[0], c)
+	var p patient
+	call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "File Owner"}), &p)
+	var st, img record
+	call(t, "POST", c.base+"/v1/studies", "", map[string]any{"data": map[string]any{"patient_id": p.ID, "study_date": "2026-10-01"}}, &st)
+	if code := call(t, "POST", c.base+"/v1/images", "", map[string]any{"data": map[string]any{"study_id": st.ID, "modality": "PANO", "study_date": "2026-10-01"}}, &img); code != 201 {
+		t.Fatalf("create image: %d", code)
+	}
+	path, sum := randomFile(t, dir, 50_000)
+	if code := call(t, "POST", c.base+"/v1/files", "", map[string]any{"path": path, "image_id": img.ID}, nil); code != 202 {
+		t.Fatalf("import file: %d", code)
+	}
+	fileState := func(want string) {
+		t.Helper()
+		testenv.CheckFor(t, 90*time.Second, 250*time.Millisecond, func() error {
+			var f struct{ State string }
+			if code := call(t, "GET", cloud.prefix+"files/"+sum, c.Token, nil, &f); code != 200 || f.State != want {
+				return fmt.Errorf("cloud file: %d %s, want %s", code, f.State, want)
+			}
+			return nil
+		})
+	}
+	fileState("present")
+	converged(t, c, cloud, 60*time.Second)
+
+	if code := call(t, "POST", c.base+"/v1/images/"+img.ID+"/unsync", "", nil, nil); code != 200 {
+		t.Fatalf("unsync: %d", code)
+	}
+	fileState("deleted")
+	var e struct{ Code string }
+	if code := call(t, "GET", cloud.prefix+"files/"+sum+"/download", c.Token, nil, &e); code/100 == 2 {
+		t.Fatalf("the deleted file still downloads: %d", code)
+	}
+
+	if code := call(t, "PUT", c.base+"/v1/images/"+img.ID+"/sync", "", map[string]string{"choice": ""}, nil); code != 200 {
+		t.Fatalf("re-sync: %d", code)
+	}
+	fileState("present")
+	converged(t, c, cloud, 60*time.Second)
+	var dl struct {
+		Get struct {
+			Method, URL string
+			Header      map[string]string
+		} `json:"get"`
+	}
+	if code := call(t, "GET", cloud.prefix+"files/"+sum+"/download", c.Token, nil, &dl); code != 200 {
+		t.Fatalf("download URL: %d", code)
+	}
+	got := fetchSHA(t, dl.Get.URL, dl.Get.Header)
+	if got != sum {
+		t.Fatalf("downloaded sha256 %s, want %s", got, sum)
+	}
+}
+
+// fetchSHA GETs a presigned URL and returns the body's SHA-256.
+func fetchSHA(t *testing.T, url string, header map[string]string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET presigned: %s", resp.Status)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

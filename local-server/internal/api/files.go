@@ -21,6 +21,7 @@ type Files interface {
 	List(ctx context.Context, f transfer.Filter) ([]transfer.Transfer, error)
 	Get(ctx context.Context, id int64) (transfer.Transfer, error)
 	Counts(ctx context.Context) (transfer.Counts, error)
+	Recheck(ctx context.Context, sha string) (int64, error)
 }
 
 // WithFiles enables the file routes.

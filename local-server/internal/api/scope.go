@@ -79,6 +79,13 @@ func (s *Server) setChoice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.notify() // an un-sync or re-sync wrote an outbox row
+	// Synced again: the cloud may have deleted its file after the un-sync's
+	// grace period; checking the upload again sends it if so.
+	if sha := store.FileOf(rec); sha != "" && s.files != nil && req.Choice != store.ChoiceNever {
+		if _, err := s.files.Recheck(r.Context(), sha); err != nil {
+			s.log.Warn("re-checking the file of a re-synced record failed", "sha256", sha, "err", err)
+		}
+	}
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
 }

@@ -615,3 +615,16 @@ func (s *Store) FileWanted(ctx context.Context, sha256 string) (FileWant, error)
 	}
 	return w, nil
 }
+
+// FileOf is the SHA-256 of the file a record names ("" for none).
+func FileOf(r Record) string {
+	switch c := r.content().(type) {
+	case records.Image:
+		return c.SHA256
+	case records.Capture:
+		return c.SHA256
+	case records.ProjectFile:
+		return c.SHA256
+	}
+	return ""
+}

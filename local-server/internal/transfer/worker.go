@@ -193,6 +193,23 @@ func (w *Worker) enqueue(ctx context.Context, t Transfer) (Transfer, error) {
 	return got, nil
 }
 
+// Recheck queues the finished or failed uploads of file sha again: the
+// cloud's begin answers "present" when it still has the file (nothing is
+// sent) and opens a new upload when it deleted it (a record synced again
+// after its file was removed from S3). It returns how many it queued.
+func (w *Worker) Recheck(ctx context.Context, sha string) (int64, error) {
+	res := w.db.WithContext(ctx).Model(&Transfer{}).
+		Where("direction = ? AND sha256 = ? AND state IN ?", Up, sha, []string{StatePresent, StateFailed}).
+		Updates(map[string]any{"state": StateQueued, "attempts": 0, "next_attempt_at": time.Now().UTC(), "reason": ""})
+	if res.Error != nil {
+		return 0, fmt.Errorf("transfer: recheck: %w", res.Error)
+	}
+	if res.RowsAffected > 0 {
+		w.Kick()
+	}
+	return res.RowsAffected, nil
+}
+
 // Retry queues a failed transfer again.
 func (w *Worker) Retry(ctx context.Context, id int64) error {
 	res := w.db.WithContext(ctx).Model(&Transfer{}).Where("id = ? AND state = ?", id, StateFailed).
