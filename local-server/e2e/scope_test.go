@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sort"
 	"testing"
 	"time"
@@ -151,4 +154,31 @@ func TestScopeExactSets(t *testing.T) {
 
 	byPeriod := newScopeClinic(t, s, "Period Scope Dental", map[string]any{"last_days": 365})
 	byPeriod.check(t, []string{byPeriod.recent}, func(study, _ string) bool { return study == byPeriod.recent })
+
+	// Clinic IT reads and changes the scope with the CLI, which says what
+	// narrowing does.
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(s.localBin, args...)
+		cmd.Env = append(os.Environ(), byModality.c.proc.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("sc-local %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := cli("scope"); !strings.Contains(out, "modalities   CBCT") || !strings.Contains(out, "narrowing it does not remove") {
+		t.Fatalf("sc-local scope:\n%s", out)
+	}
+	if out := cli("scope", "set", "-modalities", "CBCT,PANO", "-last-days", "30"); !strings.Contains(out, "studies of the last 30 days") {
+		t.Fatalf("sc-local scope set:\n%s", out)
+	}
+	var got struct {
+		Modalities []string `json:"modalities"`
+		LastDays   int      `json:"last_days"`
+	}
+	call(t, "GET", byModality.c.base+"/v1/scope", "", nil, &got)
+	if !slices.Equal(got.Modalities, []string{"CBCT", "PANO"}) || got.LastDays != 30 {
+		t.Fatalf("scope after the CLI: %+v", got)
+	}
 }

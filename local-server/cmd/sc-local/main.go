@@ -8,6 +8,9 @@
 //	                                  register with the cloud (one-time token), write the config
 //	sc-local [-config file] doctor    check every dependency and say what is wrong
 //	sc-local [-config file] backfill  show the backfill's progress
+//	sc-local [-config file] scope     show what syncs
+//	sc-local [-config file] scope set [-kinds k,…] [-modalities M,…] [-since DATE | -last-days N]
+//	                                  change what syncs (no flags: everything)
 //	sc-local [-config file] import FILE.ndjson
 //	                                  bring in records from a previous system (one JSON record per line)
 //	sc-local [-config file] backup    back the database up to the cloud now
@@ -21,12 +24,15 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/scsync/scsync/local-server/internal/app"
 	"github.com/scsync/scsync/local-server/internal/cli"
 	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/telemetry"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 func main() {
@@ -39,7 +45,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|import FILE|backup|restore [-force]|doctor|enroll -cloud URL -token TOKEN]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|scope [set …]|import FILE|backup|restore [-force]|doctor|enroll -cloud URL -token TOKEN]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -69,10 +75,39 @@ func run() error {
 			return err
 		}
 		return cli.Watch(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "scope":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		base := "http://" + cfg.Listen
+		if flag.NArg() < 2 {
+			return cli.Scope(ctx, os.Stdout, base)
+		}
+		if flag.Arg(1) != "set" {
+			return fmt.Errorf("usage: sc-local scope [set -kinds … -modalities … -since DATE | -last-days N]")
+		}
+		fs := flag.NewFlagSet("scope set", flag.ContinueOnError)
+		kinds := fs.String("kinds", "", "record kinds that sync, comma-separated (patient,study,image,…); empty: all")
+		mods := fs.String("modalities", "", "image modalities that sync, comma-separated (PANO,CEPH,CBCT,INTRAORAL,PHOTO,SCAN,OTHER); empty: all")
+		since := fs.String("since", "", "studies and images of this date (YYYY-MM-DD) or later")
+		lastDays := fs.Int("last-days", 0, "studies and images of the last N days")
+		if err := fs.Parse(flag.Args()[2:]); err != nil {
+			return err
+		}
+		var sc store.Scope
+		for _, k := range splitList(*kinds) {
+			sc.Kinds = append(sc.Kinds, wire.Kind(k))
+		}
+		sc.Modalities, sc.Since, sc.LastDays = splitList(*mods), *since, *lastDays
+		return cli.SetScope(ctx, os.Stdout, base, sc)
 	case "backfill":
 		cfg, err := config.Load(*path)
 		if err != nil {
 			return err
+		}
+		if flag.NArg() > 1 && flag.Arg(1) != "status" {
+			return fmt.Errorf("usage: sc-local backfill [status]")
 		}
 		return cli.Backfill(ctx, os.Stdout, "http://"+cfg.Listen)
 	case "import":
@@ -119,4 +154,15 @@ func run() error {
 		flag.Usage()
 		return fmt.Errorf("unknown command %q", cmd)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -52,6 +52,7 @@ func (s *Server) putScope(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.SetScope(r.Context(), sc); err != nil {
 		return err
 	}
+	s.notify() // the backfill may have new work
 	httpapi.WriteJSON(w, http.StatusOK, ScopeAnswer{Scope: sc, Note: scopeNote})
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/scsync/scsync/local-server/internal/backup"
@@ -57,14 +56,7 @@ func Restore(ctx context.Context, w io.Writer, cfg config.Config, force bool) er
 			return
 		}
 		last = time.Now()
-		frac := 1.0
-		if total > 0 {
-			frac = float64(done) / float64(total)
-		}
-		const width = 30
-		n := int(frac * width)
-		fmt.Fprintf(w, "\rdownload [%s%s] %3.0f%%  %s of %s", strings.Repeat("#", n), strings.Repeat(".", width-n),
-			frac*100, events.Bytes(done), events.Bytes(total))
+		fmt.Fprintf(w, "\rdownload %s  %s of %s", bar(done, total), events.Bytes(done), events.Bytes(total))
 	}
 	r, err := backup.Restore(ctx, cloud, cfg.DBPath(), force, bar)
 	if r.Backup.ID != 0 {

@@ -44,7 +44,25 @@ func Status(ctx context.Context, w io.Writer, base string) error {
 	fmt.Fprintf(w, "outbox            %d message(s) not yet confirmed by the broker\n", s.Outbox)
 	fmt.Fprintf(w, "checkpoint        cloud_seq %d\n", s.Checkpoint)
 	fmt.Fprintf(w, "last cloud contact %s\n", contact)
+	var p struct {
+		Remaining int64 `json:"remaining"`
+		Queued    int64 `json:"queued"`
+	}
+	if err := getJSON(ctx, base+"/v1/backfill", &p); err == nil && p.Remaining > 0 {
+		fmt.Fprintf(w, "backfill          %s %d to go (sc-local backfill for details)\n", bar(p.Queued, p.Queued+p.Remaining), p.Remaining)
+	}
 	return nil
+}
+
+// bar draws done of total as [####......] NN%.
+func bar(done, total int64) string {
+	frac := 1.0
+	if total > 0 {
+		frac = min(float64(done)/float64(total), 1)
+	}
+	const width = 30
+	n := int(frac * width)
+	return fmt.Sprintf("[%s%s] %3.0f%%", strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100)
 }
 
 // Watch prints the live events of the running server's viewers (Editing,
@@ -83,14 +101,7 @@ func Backfill(ctx context.Context, w io.Writer, base string) error {
 	}
 	_ = getJSON(ctx, base+"/v1/scope", &sc)
 	total := p.Queued + p.Remaining
-	frac := 1.0
-	if total > 0 {
-		frac = float64(p.Queued) / float64(total)
-	}
-	const width = 30
-	done := int(frac * width)
-	fmt.Fprintf(w, "backfill [%s%s] %3.0f%%  %d of %d records sent by this run, %d to go\n",
-		strings.Repeat("#", done), strings.Repeat(".", width-done), frac*100, p.Queued, total, p.Remaining)
+	fmt.Fprintf(w, "backfill %s  %d of %d records sent by this run, %d to go\n", bar(p.Queued, total), p.Queued, total, p.Remaining)
 	fmt.Fprintf(w, "          %s queued, %.1f records/s", events.Bytes(p.QueuedBytes), p.RatePerSecond)
 	if p.ETASeconds > 0 {
 		fmt.Fprintf(w, ", about %s left", (time.Duration(p.ETASeconds) * time.Second).String())

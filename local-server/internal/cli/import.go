@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/scsync/scsync/shared/events"
@@ -68,14 +67,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	p.done += int64(n)
 	if time.Since(p.last) > 200*time.Millisecond || err == io.EOF {
 		p.last = time.Now()
-		frac := 1.0
-		if p.total > 0 {
-			frac = float64(p.done) / float64(p.total)
-		}
-		const width = 30
-		k := int(frac * width)
-		fmt.Fprintf(p.w, "\rimport [%s%s] %3.0f%%  %s of %s", strings.Repeat("#", k), strings.Repeat(".", width-k),
-			frac*100, events.Bytes(p.done), events.Bytes(p.total))
+		fmt.Fprintf(p.w, "\rimport %s  %s of %s", bar(p.done, p.total), events.Bytes(p.done), events.Bytes(p.total))
 	}
 	return n, err
 }
