@@ -45,7 +45,9 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) error {
 	// A large import streams for longer than the server's read timeout,
 	// which is for ordinary requests.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	end := s.st.BeginImport() // the backfill starts once the whole history is in
 	res, failed, err := s.runImport(r)
+	end()
 	if res.Imported > 0 {
 		s.notify() // the backfill has new history to send
 	}

@@ -31,6 +31,16 @@ func (e *ImportError) Error() string { return fmt.Sprintf("item %d: %v", e.Index
 
 func (e *ImportError) Unwrap() error { return e.Err }
 
+// BeginImport marks a bulk import in progress until the returned function
+// is called; the backfill waits meanwhile (Importing).
+func (s *Store) BeginImport() (end func()) {
+	s.importing.Add(1)
+	return func() { s.importing.Add(-1) }
+}
+
+// Importing reports whether a bulk import is in progress.
+func (s *Store) Importing() bool { return s.importing.Load() > 0 }
+
 // Import writes items as new records in one transaction, in order (an item
 // may refer to an earlier one), and returns their ids. Imported records are
 // history, not live changes: they are written excluded and never queued, so

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -75,6 +76,9 @@ const (
 type Store struct {
 	db     *gorm.DB
 	path   string
+	// importing counts bulk imports in progress: the backfill waits for
+	// them, so it sends the whole imported history newest first.
+	importing atomic.Int32
 	clinic ids.ID
 	ids    *ids.Generator
 }

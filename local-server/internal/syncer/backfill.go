@@ -142,6 +142,11 @@ func (s *Syncer) backfill(ctx context.Context) {
 		case live >= liveFirst:
 			sleep(ctx, 200*time.Millisecond)
 			continue
+		case s.st.Importing():
+			// History is still coming in: newest first means over all of it.
+			sleep(ctx, time.Second)
+			counted = time.Time{}
+			continue
 		case inflight >= aheadMax:
 			sleep(ctx, 100*time.Millisecond)
 			continue
