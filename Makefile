@@ -55,6 +55,13 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	@lint=$$(bash scripts/tools.sh golangci-lint); \
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
 
+CHAOS_DURATION ?= 2m
+CHAOS_TIMEOUT  ?= 2h
+chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injected faults (CHAOS_DURATION=2m, CHAOS_SEED to replay)
+	@$(STACK_ENV); export CI=$${CI:-}; \
+	cd local-server && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$${CHAOS_SEED:-} \
+		go test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./e2e/
+
 FUZZTIME ?= 20s
 fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding and version parsing
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/
@@ -70,4 +77,4 @@ demo-check: stack-up ## the demo, non-interactive: show replication both ways, t
 clean: ## remove build output
 	rm -rf $(BIN)
 
-.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz demo demo-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz chaos demo demo-check clean
