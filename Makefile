@@ -36,7 +36,8 @@ test: stack-up ## run every module's tests with -race against the real services
 	@$(STACK_ENV); export CI=$${CI:-}; failed=""; \
 	for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && go test -race -count=1 -timeout 10m ./...) || failed="$$failed $$m"; \
+		timeout=10m; if [ $$m = local-server ]; then timeout=15m; fi; \
+		(cd $$m && go test -race -count=1 -timeout $$timeout ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
 
