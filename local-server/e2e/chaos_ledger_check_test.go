@@ -36,6 +36,7 @@ func TestChaosLedgerJudges(t *testing.T) {
 		{"older version", patient(), "cloud", &heldCopy{id: "7", tag: "b", version: v("2.0")}, "lost"},
 		{"other content at the acknowledged version", patient(), "clinic", &heldCopy{id: "7", tag: "x", version: v("3.0")}, "acknowledged"},
 		{"newer version from an unanswered write", patient(), "clinic", &heldCopy{id: "7", tag: "d", version: v("4.0")}, ""},
+		{"newer version, same content (renumbered)", patient(), "cloud", &heldCopy{id: "7", tag: "c", version: v("5.0")}, ""},
 		{"newer version nobody wrote", patient(), "clinic", &heldCopy{id: "7", tag: "x", version: v("4.0")}, "no unanswered write"},
 		{"tombstone instead of content", patient(), "cloud", &heldCopy{id: "7", deleted: true, version: v("3.0")}, "acknowledged"},
 		{"other id", patient(), "cloud", &heldCopy{id: "8", tag: "c", version: v("3.0")}, "holds id"},

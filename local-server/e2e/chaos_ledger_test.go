@@ -220,7 +220,9 @@ func (e *entry) judge(sideName string, got *heldCopy) string {
 			return fmt.Sprintf("the %s holds %q at %s, acknowledged %q", sideName, tag, got.version, lw.tag)
 		}
 	default:
-		if !e.doubt[tag] {
+		// A newer version is fine with the last acknowledged content (the
+		// cloud may renumber a version) or an unanswered write's.
+		if tag != lw.tag && !e.doubt[tag] {
 			return fmt.Sprintf("the %s holds %q at %s, after the last acknowledged %s (%q), and no unanswered write made it",
 				sideName, tag, got.version, lw.version, lw.tag)
 		}
