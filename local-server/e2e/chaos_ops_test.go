@@ -170,8 +170,13 @@ func (a *actor) newPatient() *entry {
 	return a.create(wire.KindPatient, marker, tag, map[string]string{"chart_no": marker, "name": tag})
 }
 
+// stalePause is how long a stalled client waits between opening a session
+// and saving: beyond the 3 s lock TTL, so its save must be refused.
+const stalePause = 4 * time.Second
+
 // editLocked opens an edit session on e, saves up to saves times, closes.
-func (a *actor) editLocked(e *entry, saves int) {
+// A stalled client (stall) waits past its lock's TTL before its first save.
+func (a *actor) editLocked(e *entry, saves int, stall bool) {
 	prefix, tok := a.prefix()
 	base := prefix + "patients/" + e.id
 	op := "edit (" + a.sideName() + ")"
@@ -191,8 +196,11 @@ func (a *actor) editLocked(e *entry, saves int) {
 		return
 	}
 	opened := time.Now()
+	if stall {
+		time.Sleep(stalePause) // the client stalls (a paused process), not a wait for a condition
+	}
 	var last time.Time
-	for range saves {
+	for n := range saves {
 		tag := a.lg.unique("t")
 		sent := time.Now()
 		var sv struct {
@@ -216,7 +224,14 @@ func (a *actor) editLocked(e *entry, saves int) {
 				a.unexpected(op+" save", code, err)
 			}
 			a.lg.count(fmt.Sprintf("%s save %d", op, code))
+			if stall && n == 0 {
+				a.lg.count(op + " stalled past the lock TTL: save refused")
+			}
 			break
+		}
+		if stall && n == 0 {
+			a.lg.count(op + " stalled past the lock TTL: save ACCEPTED")
+			a.t.Errorf("%s: a save %s after its session opened, past the lock TTL, was accepted (fence %d)", a.name, stalePause, si.Fence)
 		}
 		v, err := a.lg.ack(e, sv.Version, tag)
 		if err != nil {
@@ -446,9 +461,9 @@ func (a *actor) step() {
 				a.own = append(a.own, e)
 			}
 		case roll < 55:
-			a.editLocked(a.hot[a.rnd.IntN(len(a.hot))], 1+a.rnd.IntN(2))
+			a.editLocked(a.hot[a.rnd.IntN(len(a.hot))], 1+a.rnd.IntN(2), a.rnd.IntN(15) == 0)
 		case roll < 70:
-			a.editLocked(own, 1+a.rnd.IntN(2))
+			a.editLocked(own, 1+a.rnd.IntN(2), false)
 		case roll < 80:
 			a.change(own, "put")
 		case roll < 87:
@@ -466,7 +481,7 @@ func (a *actor) step() {
 			a.own = append(a.own, e)
 		}
 	case roll < 65:
-		a.editLocked(own, 1+a.rnd.IntN(2))
+		a.editLocked(own, 1+a.rnd.IntN(2), false)
 	case roll < 75:
 		a.change(own, "delete")
 	case roll < 90:

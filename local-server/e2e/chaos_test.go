@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -249,6 +250,18 @@ func (e *chaosEnv) check(t *testing.T, lg *ledger) {
 	fp, sessions, saves := lg.overlaps()
 	t.Logf("chaos: check fencing: %d sessions with accepted saves, %d accepted fenced saves on %d records: %d problems", sessions, saves, len(lg.saves), len(fp))
 	problems = append(problems, fp...)
+	stalled := 0
+	lg.mu.Lock()
+	for k, n := range lg.ops {
+		if strings.HasSuffix(k, "stalled past the lock TTL: save refused") {
+			stalled += n
+		}
+	}
+	lg.mu.Unlock()
+	t.Logf("chaos: check stale saves: %d saves of clients stalled past their lock's TTL refused (an accepted one fails the test)", stalled)
+	if stalled == 0 {
+		problems = append(problems, "no client stalled past its lock's TTL: the stale-save check did not run")
+	}
 	for i, p := range problems {
 		if i == 30 {
 			t.Errorf("… and %d more", len(problems)-30)
