@@ -53,7 +53,7 @@ func TestProxyDelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		start := time.Now()
 		if _, err := c.Write([]byte("ping")); err != nil {
 			t.Fatal(err)
