@@ -36,7 +36,8 @@ test: stack-up ## run every module's tests with -race against the real services
 	@$(STACK_ENV); export CI=$${CI:-}; failed=""; \
 	for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && go test -race -count=1 -timeout 10m ./...) || failed="$$failed $$m"; \
+		timeout=10m; if [ $$m = local-server ]; then timeout=15m; fi; \
+		(cd $$m && go test -race -count=1 -timeout $$timeout ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
 
@@ -54,6 +55,13 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	@for m in $(MODULES); do (cd $$m && go vet ./...); done
 	@lint=$$(bash scripts/tools.sh golangci-lint); \
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
+
+CHAOS_DURATION ?= 2m
+CHAOS_TIMEOUT  ?= 2h
+chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injected faults (CHAOS_DURATION=2m, CHAOS_SEED to replay)
+	@$(STACK_ENV); export CI=$${CI:-}; \
+	cd local-server && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$${CHAOS_SEED:-} \
+		go test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./e2e/
 
 FUZZTIME ?= 20s
 fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding, versions and the API input parsers
@@ -73,4 +81,4 @@ demo-check: stack-up ## the demo, non-interactive: show replication both ways, t
 clean: ## remove build output
 	rm -rf $(BIN)
 
-.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz demo demo-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz chaos demo demo-check clean

@@ -291,6 +291,9 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 	}
 	s.pgURL = testenv.PostgresDB(t)
 	_, redisPrefix := testenv.Redis(t)
+	// One bucket for every node, as in production: a file uploaded through
+	// one node is downloaded through any other.
+	bucket := strings.ReplaceAll(testenv.Name("e2e"), "_", "-")
 	for i := range cloudNodes {
 		addr := freeAddr(t)
 		env := []string{
@@ -303,7 +306,7 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 			"SC_CLOUD_S3_ENDPOINT=" + testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
 			"SC_CLOUD_S3_ACCESS_KEY=" + testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
 			"SC_CLOUD_S3_SECRET_KEY=" + testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"),
-			"SC_CLOUD_S3_BUCKET=" + strings.ReplaceAll(testenv.Name("e2e"), "_", "-"),
+			"SC_CLOUD_S3_BUCKET=" + bucket,
 			"SC_CLOUD_LOG_LEVEL=debug",
 		}
 		env = append(env, o.cloudEnv...)

@@ -3,7 +3,6 @@ package testenv
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ type Proxy struct {
 
 	mu    sync.Mutex
 	cut   bool
+	delay time.Duration // added to every chunk forwarded (SetDelay)
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -122,10 +122,10 @@ func (p *Proxy) serve(c net.Conn) {
 		})
 	}
 	go func() {
-		_, _ = io.Copy(up, c)
+		_, _ = p.copy(up, c)
 		done()
 	}()
-	_, err = io.Copy(c, up)
+	_, err = p.copy(c, up)
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		_ = err // the link broke: the same as a close
 	}
