@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/httpapi"
 )
@@ -119,8 +121,21 @@ func apiError(err error) error {
 		return httpapi.Errorf(http.StatusConflict, filekey.CodePartsMissing, "%d parts missing, first %v", pm.Count, pm.Missing)
 	case errors.As(err, &ve):
 		return httpapi.Errorf(http.StatusUnprocessableEntity, filekey.CodeVerifyFailed, "%s", ve.Reason)
+	case s3Unavailable(err):
+		return httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "the object store is not reachable right now; retry later")
 	}
 	return err
+}
+
+// s3Unavailable reports an object store that could not be reached or
+// answered with a server error: a passing condition, so 503, not 500.
+func s3Unavailable(err error) bool {
+	var send *smithyhttp.RequestSendError
+	if errors.As(err, &send) {
+		return true
+	}
+	var resp *smithyhttp.ResponseError
+	return errors.As(err, &resp) && resp.HTTPStatusCode() >= 500
 }
 
 // detail is err's text without the sentinel's, so a message reads well.
