@@ -182,6 +182,9 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.notify()
+	if store.FileOf(rec) != "" {
+		s.reconsiderFiles(r.Context()) // a held upload may be named now
+	}
 	httpapi.WriteJSON(w, http.StatusCreated, rec)
 	return nil
 }

@@ -22,6 +22,17 @@ type Files interface {
 	Get(ctx context.Context, id int64) (transfer.Transfer, error)
 	Counts(ctx context.Context) (transfer.Counts, error)
 	Recheck(ctx context.Context, sha string) (int64, error)
+	Reconsider(ctx context.Context) error
+}
+
+// reconsiderFiles lets held uploads ask again whether they may go.
+func (s *Server) reconsiderFiles(ctx context.Context) {
+	if s.files == nil {
+		return
+	}
+	if err := s.files.Reconsider(ctx); err != nil {
+		s.log.Warn("reconsidering held uploads failed", "err", err)
+	}
 }
 
 // WithFiles enables the file routes.
@@ -87,12 +98,10 @@ func (s *Server) importFile(w http.ResponseWriter, r *http.Request) error {
 		return httpapi.Errorf(http.StatusConflict, "immutable_original",
 			"image %s already has its original file (sha256 %s); an edited image is a new record with derived_from", req.ImageID, content.SHA256)
 	}
-	t, err := s.files.EnqueueUpload(r.Context(), transfer.Upload{Path: req.Path, SHA256: sum, Size: size, ContentType: req.ContentType})
-	if err != nil {
-		return httpapi.Errorf(http.StatusBadRequest, "import_failed", "%s", err.Error())
-	}
-	if img != nil && content.SHA256 != t.SHA256 {
-		content.SHA256, content.Size = t.SHA256, t.Size
+	// The image names its file first, so the upload, once queued, finds a
+	// record in the sync scope naming it and goes at once.
+	if img != nil && content.SHA256 != sum {
+		content.SHA256, content.Size = sum, size
 		if content.ContentType == "" {
 			content.ContentType = req.ContentType
 		}
@@ -103,6 +112,10 @@ func (s *Server) importFile(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		s.notify()
+	}
+	t, err := s.files.EnqueueUpload(r.Context(), transfer.Upload{Path: req.Path, SHA256: sum, Size: size, ContentType: req.ContentType})
+	if err != nil {
+		return httpapi.Errorf(http.StatusBadRequest, "import_failed", "%s", err.Error())
 	}
 	httpapi.WriteJSON(w, http.StatusAccepted, ImportAnswer{Transfer: t, Image: img})
 	return nil

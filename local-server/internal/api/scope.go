@@ -53,6 +53,7 @@ func (s *Server) putScope(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.notify() // the backfill may have new work
+	s.reconsiderFiles(r.Context())
 	httpapi.WriteJSON(w, http.StatusOK, ScopeAnswer{Scope: sc, Note: scopeNote})
 	return nil
 }
@@ -80,6 +81,7 @@ func (s *Server) setChoice(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.notify() // an un-sync or re-sync wrote an outbox row
+	s.reconsiderFiles(r.Context())
 	// Synced again: the cloud may have deleted its file after the un-sync's
 	// grace period; checking the upload again sends it if so.
 	if sha := store.FileOf(rec); sha != "" && s.files != nil && req.Choice != store.ChoiceNever {

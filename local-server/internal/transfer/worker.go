@@ -193,6 +193,20 @@ func (w *Worker) enqueue(ctx context.Context, t Transfer) (Transfer, error) {
 	return got, nil
 }
 
+// Reconsider makes uploads held back (Options.Hold) ask again now: after
+// something that may change the answer (a record names a file, the scope
+// changed).
+func (w *Worker) Reconsider(ctx context.Context) error {
+	err := w.db.WithContext(ctx).Model(&Transfer{}).
+		Where("direction = ? AND state = ? AND attempts = 0 AND reason <> ''", Up, StateQueued).
+		Update("next_attempt_at", time.Now().UTC()).Error
+	if err != nil {
+		return fmt.Errorf("transfer: reconsider: %w", err)
+	}
+	w.Kick()
+	return nil
+}
+
 // Recheck queues the finished or failed uploads of file sha again: the
 // cloud's begin answers "present" when it still has the file (nothing is
 // sent) and opens a new upload when it deleted it (a record synced again
