@@ -92,6 +92,9 @@ func (s *Store) importOne(tx *gorm.DB, it Import, now time.Time) (ids.ID, error)
 	m.Origin = string(wire.OriginLocal)
 	m.SyncState = StateExcluded
 	rec.setContent(it.Content)
+	if m.SortDate, err = s.sortDate(tx, it.Content); err != nil {
+		return 0, err
+	}
 	if err := tx.Create(rec).Error; err != nil {
 		return 0, err
 	}

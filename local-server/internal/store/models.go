@@ -34,6 +34,10 @@ type Meta struct {
 	// the record: its files are history too, sent after the records and
 	// within the files' backfill window.
 	Backfilled bool `gorm:"not null;default:false" json:"-"`
+	// SortDate is the backfill's sort key: the record's study date (a
+	// capture's, report's or project file's is its study's as of the
+	// write), 9999-12-31 for kinds without one, which go first.
+	SortDate string `gorm:"not null;default:''" json:"-"`
 	// CloudVersion is the record's version in the cloud as last heard from
 	// it (an un-synced record's tombstone there).
 	CloudVersion version.V  `gorm:"type:text;not null;default:''" json:"-"`

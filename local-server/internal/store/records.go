@@ -111,6 +111,9 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		m.Kind = ed.Kind
 		m.Deleted = ed.Delete
 		m.Origin = string(wire.OriginLocal)
+		if m.SortDate, err = s.sortDate(tx, rec.content()); err != nil {
+			return err
+		}
 		// Scope (M4): a record never queued for the cloud that the scope
 		// does not cover stays here (excluded); once queued, it replicates.
 		sc, err := s.scope(tx)
@@ -398,6 +401,9 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 	}
 	if c != nil {
 		rec.setContent(c)
+		if m.SortDate, err = s.sortDate(tx, c); err != nil {
+			return false, err
+		}
 	}
 	m.Kind = e.Kind
 	m.Deleted = e.Deleted

@@ -113,6 +113,10 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: migrate: %w", err)
 	}
+	if err := migrateSortDates(db); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("store: migrate: %w", err)
+	}
 	return &Store{db: db, path: path, clinic: clinic, ids: gen}, nil
 }
 
