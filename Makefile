@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES := shared local-server cloud-server lockd
+MODULES := shared local-server cloud-server lockd bench
 BIN     := $(CURDIR)/bin
 # Environment for tests and the demo: where the dev stack listens.
 STACK_ENV = eval "$$(bash scripts/stack.sh env)"
@@ -55,6 +55,11 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	@lint=$$(bash scripts/tools.sh golangci-lint); \
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
 
+BENCH_FLAGS ?=
+bench: stack-up ## run every benchmark against the real stack (≈15 min): table on stdout, bench/results.json
+	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-all ./cmd/all
+	@$(STACK_ENV); $(BIN)/bench-all -json bench/results.json $(BENCH_FLAGS)
+
 FUZZTIME ?= 20s
 fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding and version parsing
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/
@@ -70,4 +75,4 @@ demo-check: stack-up ## the demo, non-interactive: show replication both ways, t
 clean: ## remove build output
 	rm -rf $(BIN)
 
-.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz demo demo-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz bench demo demo-check clean

@@ -24,10 +24,10 @@ type Proc struct {
 	Started time.Time
 	// Ready is when WaitReady first saw /readyz answer 200.
 	Ready time.Time
-	cmd     *exec.Cmd
-	out     *lockedBuffer
-	done    chan struct{}
-	err     error
+	cmd   *exec.Cmd
+	out   *lockedBuffer
+	done  chan struct{}
+	err   error
 }
 
 type lockedBuffer struct {
@@ -57,7 +57,9 @@ func (l *lockedBuffer) String() string {
 // stops it.
 func Start(cl *Cleanup, name, bin string, env []string, args ...string) (*Proc, error) {
 	p := &Proc{Name: name, out: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
+	// Not CommandContext: the cleanup stops children with SIGTERM and waits,
+	// so they shut down gracefully rather than being killed with the context.
+	p.cmd = exec.Command(bin, args...) //nolint:noctx // see above
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.Started = time.Now()
@@ -112,7 +114,7 @@ func (p *Proc) WaitReady(ctx context.Context, base string, timeout time.Duration
 	var last error
 	for {
 		if p.Exited() {
-			return fmt.Errorf("%w: %s exited (%v):\n%s", ErrNotReady, p.Name, p.err, tail(p.Output(), 4000))
+			return fmt.Errorf("%w: %s exited (%w):\n%s", ErrNotReady, p.Name, p.err, tail(p.Output(), 4000))
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 		if err != nil {
@@ -206,7 +208,7 @@ func ReadUsage(pid int) (Usage, error) {
 
 // FreeAddr returns a free loopback address.
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}

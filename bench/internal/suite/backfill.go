@@ -253,6 +253,7 @@ func bareBackfill(ctx context.Context, c Config, n int) (float64, error) {
 		_ = tx.Rollback()
 		return 0, err
 	}
+	defer func() { _ = ins.Close() }()
 	for j := range n {
 		date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -(j*7919)%3650).Format(time.DateOnly)
 		data, _ := json.Marshal(studyContent("1234567890", date, j))
@@ -308,7 +309,7 @@ func bareBackfill(ctx context.Context, c Config, n int) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	const window = 256
 	pending := make([]interface{ Wait() bool }, 0, window)
 	drain := func() error {

@@ -109,7 +109,7 @@ func (b *bareBroker) consume(ctx context.Context, prefetch, max int, linger time
 	if err != nil {
 		return err
 	}
-	defer ch.Close()
+	defer func() { _ = ch.Close() }()
 	if err := ch.Qos(prefetch, 0, false); err != nil {
 		return err
 	}

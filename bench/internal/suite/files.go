@@ -121,7 +121,7 @@ func runFiles(ctx context.Context, c Config, size, part int64, conc int, timeout
 		var f struct{ State string }
 		err := stack.Call(ctx, http.MethodGet, clinic.CloudPrefix(a.Cloud)+"files/"+imp.Transfer.SHA256, clinic.Token, nil, &f, http.StatusOK)
 		var se *stack.StatusError
-		if err != nil && !(errors.As(err, &se) && se.Code == http.StatusNotFound) {
+		if err != nil && (!errors.As(err, &se) || se.Code != http.StatusNotFound) {
 			return nil, err
 		}
 		if f.State == "present" {
@@ -218,7 +218,7 @@ func bareUpload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	fi, err := f.Stat()
 	if err != nil {
 		return err

@@ -103,6 +103,7 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 	if err != nil {
 		return nil, fmt.Errorf("down: %w", err)
 	}
+	up.reconnects, down.reconnects = cv.Reconnects.Load(), lv.Reconnects.Load()
 	c.Log.Info("cloud → clinic done", "p50_ms", stats.Millis(down.sum.P50), "p99_ms", stats.Millis(down.sum.P99), "missing", down.missing)
 
 	params := map[string]any{"rate_per_s": rate, "duration_s": dur.Seconds(), "record_bytes": size}
@@ -117,7 +118,9 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 		r := results.New("latency", d.name, "ms", results.LowerBetter, round3(stats.Millis(d.m.sum.P50)), round3(stats.Millis(base.P50)))
 		r.OursLatency, r.BaselineLatency = latency(d.m.sum), latency(base)
 		r.Params = params
-		r.Extra = map[string]float64{"missing_events": float64(d.m.missing), "achieved_rate_per_s": round1(d.m.rate)}
+		r.Extra = map[string]float64{"missing_events": float64(d.m.missing), "achieved_rate_per_s": round1(d.m.rate),
+			"viewer_dropped_by_hub": float64(d.m.reconnects),
+			"ours_post_p50_ms":      round3(stats.Millis(d.m.api.P50)), "ours_post_p99_ms": round3(stats.Millis(d.m.api.P99))}
 		r.Note = d.note + "; baseline: publish with confirm (quorum queue) → consume → INSERT commit into PostgreSQL, same rate and size"
 		out = append(out, r)
 	}
@@ -125,17 +128,20 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 }
 
 type pacedResult struct {
-	sum     stats.Summary
-	missing int
-	rate    float64
+	sum        stats.Summary
+	api        stats.Summary // the POST's own round trip (its commit)
+	missing    int
+	rate       float64
+	reconnects int64
 }
 
 // paced POSTs records to url at rate for dur and returns the latency from
 // each request's start to the record's arrival in seen.
 func paced(ctx context.Context, rate int, dur time.Duration, size int, url, token string, seen *arrivals) (pacedResult, error) {
 	type sent struct {
-		id string
-		at time.Time
+		id  string
+		at  time.Time
+		rtt time.Duration
 	}
 	var mu sync.Mutex
 	var all []sent
@@ -163,8 +169,9 @@ func paced(ctx context.Context, rate int, dur time.Duration, size int, url, toke
 				failed.Store(err)
 				return
 			}
+			rtt := time.Since(t0)
 			mu.Lock()
-			all = append(all, sent{rec.ID, t0})
+			all = append(all, sent{rec.ID, t0, rtt})
 			mu.Unlock()
 		}(n)
 	}
@@ -183,13 +190,14 @@ func paced(ctx context.Context, rate int, dur time.Duration, size int, url, toke
 			}
 		}
 		if missing == 0 || time.Now().After(deadline) {
-			var samples []time.Duration
+			var samples, rtts []time.Duration
 			for _, s := range all {
+				rtts = append(rtts, s.rtt)
 				if t, ok := seen.get(s.id); ok {
 					samples = append(samples, t.Sub(s.at))
 				}
 			}
-			return pacedResult{sum: stats.Summarize(samples), missing: missing, rate: achieved}, nil
+			return pacedResult{sum: stats.Summarize(samples), api: stats.Summarize(rtts), missing: missing, rate: achieved}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -288,7 +296,7 @@ func bareLatency(ctx context.Context, c Config, rate int, dur time.Duration, siz
 		}
 		select {
 		case err := <-consErr:
-			return stats.Summary{}, fmt.Errorf("bare consumer stopped: %v", err)
+			return stats.Summary{}, fmt.Errorf("bare consumer stopped: %w", err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

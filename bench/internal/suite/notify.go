@@ -172,17 +172,20 @@ func runNotify(ctx context.Context, c Config, viewers, events int, gap time.Dura
 		}
 		time.Sleep(gap)
 	}
+	var drops int64
 	for _, v := range vs {
 		if err := v.Err(); err != nil {
 			return nil, fmt.Errorf("a viewer was disconnected: %w", err)
 		}
+		drops += v.Reconnects.Load()
 	}
 	lat, sinceReq := f.all()
 	ours, e2e := stats.Summarize(lat), stats.Summarize(sinceReq)
 	r := results.New("notify", "notification_latency_p50", "ms", results.LowerBetter, round3(stats.Millis(ours.P50)), round3(stats.Millis(bare.P50)))
 	r.OursLatency, r.BaselineLatency = latency(ours), latency(bare)
 	r.Params = map[string]any{"viewers": viewers, "events": events, "interval_ms": gap.Milliseconds(), "viewers_on": "sc-cloud", "edit_on": "sc-local"}
-	r.Extra = map[string]float64{"ours_edit_request_to_viewer_p50_ms": round3(stats.Millis(e2e.P50)), "ours_edit_request_to_viewer_p99_ms": round3(stats.Millis(e2e.P99))}
+	r.Extra = map[string]float64{"ours_edit_request_to_viewer_p50_ms": round3(stats.Millis(e2e.P50)), "ours_edit_request_to_viewer_p99_ms": round3(stats.Millis(e2e.P99)),
+		"viewers_dropped_by_hub": float64(drops)}
 	r.Note = "ours: from the Editing event's creation on sc-local (its at, same clock) to its arrival at each viewer of sc-cloud (sc-local → RabbitMQ topic exchange → sc-cloud hub → WebSocket); " +
 		"baseline: publish to a RabbitMQ topic exchange → one consumer → write to every viewer's WebSocket (coder/websocket), same viewers, same message count"
 	return []results.Result{r}, nil
@@ -283,7 +286,7 @@ func bareFanout(ctx context.Context, c Config, viewers, events int, gap time.Dur
 		return stats.Summary{}, err
 	}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() { _ = srv.Close() }()
 	go func() {
 		for d := range ds {
 			mu.Lock()

@@ -54,6 +54,14 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err := a.StartLocal(ctx, clinic); err != nil {
 		return nil, err
 	}
+	l0, err := stack.ReadUsage(clinic.Proc.Pid())
+	if err != nil {
+		return nil, err
+	}
+	c0, err := stack.ReadUsage(a.CloudProc.Pid())
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
@@ -80,6 +88,14 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		return nil, err
 	}
 	elapsed := time.Since(start)
+	l1, err := stack.ReadUsage(clinic.Proc.Pid())
+	if err != nil {
+		return nil, err
+	}
+	c1, err := stack.ReadUsage(a.CloudProc.Pid())
+	if err != nil {
+		return nil, err
+	}
 	ours := stats.Rate(int64(n), elapsed)
 	r := results.New("replication", "replication_throughput", "records/s", results.HigherBetter, round1(ours), round1(base))
 	r.Params = map[string]any{"records": n, "record_bytes": size, "concurrency": conc}
@@ -88,6 +104,9 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		"ours_create_api_rate":     round1(stats.Rate(int64(n), created)),
 		"baseline_seconds":         round3(float64(n) / base),
 		"ours_cloud_lag_after_api": round3((elapsed - created).Seconds()),
+		"sc_local_cpu_seconds":     round3((l1.CPU - l0.CPU).Seconds()),
+		"sc_cloud_cpu_seconds":     round3((c1.CPU - c0.CPU).Seconds()),
+		"sc_local_peak_rss_mib":    mib(l1.PeakRSS),
 	}
 	r.Note = "ours: POST /v1/patients on sc-local (concurrency clients) until the cloud's change feed head reaches N; " +
 		"baseline: the same JSON published with confirms (persistent, quorum queue), consumed with manual acks and batch-inserted into PostgreSQL"
@@ -211,7 +230,7 @@ func bareThroughput(ctx context.Context, c Config, n, size, conc int) (float64, 
 	select {
 	case <-all:
 	case err := <-consErr:
-		return 0, fmt.Errorf("bare consumer stopped: %v", err)
+		return 0, fmt.Errorf("bare consumer stopped: %w", err)
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	case <-time.After(5 * time.Minute):

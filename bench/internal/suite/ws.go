@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -13,6 +16,7 @@ import (
 
 // wsEvent is the part of a live event the benchmarks read.
 type wsEvent struct {
+	Seq     int64     `json:"seq"`
 	Type    string    `json:"type"`
 	Kind    string    `json:"kind"`
 	Record  string    `json:"record"`
@@ -22,17 +26,43 @@ type wsEvent struct {
 	Sent time.Time `json:"sent"`
 }
 
-// wsViewer is one connected viewer; fn is called with every event and the
-// time it was read.
+// wsViewer is one connected viewer. Like the viewer page, it reconnects
+// when the server drops it and resumes with since=<last seq>, so it misses
+// nothing the hub still buffers; Reconnects counts those drops.
 type wsViewer struct {
-	conn *websocket.Conn
-	done chan error
+	url        string
+	fn         func(e wsEvent, at time.Time)
+	mu         sync.Mutex
+	conn       *websocket.Conn
+	lastSeq    int64
+	Reconnects atomic.Int64
+	cancel     context.CancelFunc
+	done       chan error
 }
 
 // dialViewer connects to url (http:// or https://, turned into ws://) and
-// reads events until ctx ends or the connection fails.
+// calls fn with every event and the time it was read, until Close.
 func dialViewer(ctx context.Context, url string, fn func(e wsEvent, at time.Time)) (*wsViewer, error) {
-	url = "ws" + strings.TrimPrefix(url, "http")
+	ctx, cancel := context.WithCancel(ctx)
+	v := &wsViewer{url: "ws" + strings.TrimPrefix(url, "http"), fn: fn, cancel: cancel, done: make(chan error, 1)}
+	conn, err := v.dial(ctx, "")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	go v.run(ctx, conn)
+	return v, nil
+}
+
+func (v *wsViewer) dial(ctx context.Context, since string) (*websocket.Conn, error) {
+	url := v.url
+	if since != "" {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "since=" + since
+	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, resp, err := websocket.Dial(dctx, url, &websocket.DialOptions{HTTPClient: http.DefaultClient})
@@ -43,35 +73,57 @@ func dialViewer(ctx context.Context, url string, fn func(e wsEvent, at time.Time
 		return nil, err
 	}
 	conn.SetReadLimit(1 << 20)
-	v := &wsViewer{conn: conn, done: make(chan error, 1)}
-	go func() {
-		for {
-			_, b, err := conn.Read(ctx)
-			at := time.Now()
-			if err != nil {
+	v.mu.Lock()
+	v.conn = conn
+	v.mu.Unlock()
+	return conn, nil
+}
+
+func (v *wsViewer) run(ctx context.Context, conn *websocket.Conn) {
+	for {
+		_, b, err := conn.Read(ctx)
+		at := time.Now()
+		if err != nil {
+			if ctx.Err() != nil {
+				v.done <- nil
+				return
+			}
+			// Dropped (too slow, or cut): reconnect and resume.
+			v.Reconnects.Add(1)
+			_ = conn.CloseNow()
+			if conn, err = v.dial(ctx, strconv.FormatInt(v.lastSeq, 10)); err != nil {
 				v.done <- err
 				return
 			}
-			var e wsEvent
-			if json.Unmarshal(b, &e) == nil {
-				fn(e, at)
-			}
+			continue
 		}
-	}()
-	return v, nil
+		var e wsEvent
+		if json.Unmarshal(b, &e) == nil {
+			if e.Seq > 0 {
+				v.lastSeq = e.Seq
+			}
+			v.fn(e, at)
+		}
+	}
 }
 
 // Close ends the connection.
 func (v *wsViewer) Close() {
-	_ = v.conn.Close(websocket.StatusNormalClosure, "")
+	v.mu.Lock()
+	conn := v.conn
+	v.mu.Unlock()
+	v.cancel()
+	_ = conn.Close(websocket.StatusNormalClosure, "")
 	select {
-	case <-v.done:
+	case err := <-v.done:
+		v.done <- err
 	case <-time.After(2 * time.Second):
-		_ = v.conn.CloseNow()
+		_ = conn.CloseNow()
 	}
 }
 
-// Err is the read loop's error once it has ended, nil while it runs.
+// Err is the read loop's error once it has ended for good, nil while it
+// runs.
 func (v *wsViewer) Err() error {
 	select {
 	case err := <-v.done:
