@@ -90,6 +90,11 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 		return nil, fmt.Errorf("up: %w", err)
 	}
 	c.Log.Info("clinic → cloud done", "p50_ms", stats.Millis(up.sum.P50), "p99_ms", stats.Millis(up.sum.P99), "missing", up.missing)
+	// Where the time goes: the cloud's own acceptance time of each change.
+	accepted, err := acceptedTimes(ctx, a.PGURL, up.sent)
+	if err != nil {
+		return nil, err
+	}
 
 	// Down: sc-local tells its viewers "changed" right after it applied a
 	// cloud change.
@@ -124,10 +129,13 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 		r.Note = d.note + "; baseline: publish with confirm (quorum queue) → consume → INSERT commit into PostgreSQL, same rate and size"
 		out = append(out, r)
 	}
+	out[0].Extra["ours_cloud_accepted_p50_ms"] = round3(stats.Millis(accepted.P50))
+	out[0].Extra["ours_cloud_accepted_p99_ms"] = round3(stats.Millis(accepted.P99))
 	return out, nil
 }
 
 type pacedResult struct {
+	sent       map[string]time.Time // record id → request start
 	sum        stats.Summary
 	api        stats.Summary // the POST's own round trip (its commit)
 	missing    int
@@ -191,13 +199,15 @@ func paced(ctx context.Context, rate int, dur time.Duration, size int, url, toke
 		}
 		if missing == 0 || time.Now().After(deadline) {
 			var samples, rtts []time.Duration
+			starts := make(map[string]time.Time, len(all))
 			for _, s := range all {
 				rtts = append(rtts, s.rtt)
+				starts[s.id] = s.at
 				if t, ok := seen.get(s.id); ok {
 					samples = append(samples, t.Sub(s.at))
 				}
 			}
-			return pacedResult{sum: stats.Summarize(samples), api: stats.Summarize(rtts), missing: missing, rate: achieved}, nil
+			return pacedResult{sent: starts, sum: stats.Summarize(samples), api: stats.Summarize(rtts), missing: missing, rate: achieved}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -205,6 +215,33 @@ func paced(ctx context.Context, rate int, dur time.Duration, size int, url, toke
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// acceptedTimes reads when the cloud accepted each record's change (the
+// accepted_at it stores) and returns the delays from the requests' starts.
+func acceptedTimes(ctx context.Context, pgURL string, sent map[string]time.Time) (stats.Summary, error) {
+	db, err := pgxpool.New(ctx, pgURL)
+	if err != nil {
+		return stats.Summary{}, err
+	}
+	defer db.Close()
+	rows, err := db.Query(ctx, `SELECT record_id::text, accepted_at FROM changes`)
+	if err != nil {
+		return stats.Summary{}, fmt.Errorf("read the cloud's changes: %w", err)
+	}
+	defer rows.Close()
+	var ds []time.Duration
+	for rows.Next() {
+		var id string
+		var at time.Time
+		if err := rows.Scan(&id, &at); err != nil {
+			return stats.Summary{}, err
+		}
+		if t0, ok := sent[id]; ok {
+			ds = append(ds, at.Sub(t0))
+		}
+	}
+	return stats.Summarize(ds), rows.Err()
 }
 
 // bareLatency publishes at rate for dur and measures publish start →

@@ -112,11 +112,16 @@ func MainAll() int {
 	common := commonFlags(fs)
 	only := fs.String("only", "", "comma-separated benchmarks to run (default: all): "+strings.Join(names(), ","))
 	keepGoing := fs.Bool("keep-going", true, "run the other benchmarks when one fails (the run still exits non-zero)")
+	from := fs.String("from", "", "run nothing: print the table of this results file")
+	markdown := fs.Bool("markdown", false, "with -from: print the table as Markdown (as docs/performance.md has it)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if *from != "" {
+		return printFrom(*from, *markdown)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: common.level()}))
 	start := time.Now()
@@ -161,6 +166,24 @@ func MainAll() int {
 	}
 	if len(failed) > 0 {
 		log.Error("benchmarks failed", "benchmarks", strings.Join(failed, ","))
+		return 1
+	}
+	return 0
+}
+
+func printFrom(path string, markdown bool) int {
+	f, err := results.Read(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if markdown {
+		err = results.Markdown(os.Stdout, f.Results)
+	} else {
+		err = results.Table(os.Stdout, f.Results)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return 0
