@@ -26,7 +26,45 @@ var (
 	buildOnce sync.Once
 	binDir    string
 	buildErr  error
+
+	buildFastOnce sync.Once
+	fastDir       string
+	buildFastErr  error
 )
+
+var targets = []struct{ dir, pkg, out string }{
+	{"../../cloud-server", "./cmd/sc-cloud", "sc-cloud"},
+	{"..", "./cmd/sc-local", "sc-local"},
+	{"../../lockd", "./cmd/lockd", "lockd"},
+}
+
+// build compiles the three binaries into a new directory.
+func build(prefix string, flags ...string) (string, error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range targets {
+		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(dir, b.out), b.pkg)
+		cmd := exec.Command("go", args...)
+		cmd.Dir = b.dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %w\n%s", b.out, err, out)
+		}
+	}
+	return dir, nil
+}
+
+// fastBinaries builds sc-cloud and sc-local without the race detector, for
+// tests whose volume (100,000 records through SQLite) it would slow tenfold.
+func fastBinaries(t *testing.T) (cloud, local string) {
+	t.Helper()
+	buildFastOnce.Do(func() { fastDir, buildFastErr = build("scsync-e2e-fast") })
+	if buildFastErr != nil {
+		t.Fatal(buildFastErr)
+	}
+	return filepath.Join(fastDir, "sc-cloud"), filepath.Join(fastDir, "sc-local")
+}
 
 // binaries builds sc-cloud and sc-local once per test run.
 func binaries(t *testing.T) (cloud, local string) {
@@ -38,24 +76,7 @@ func binaries(t *testing.T) (cloud, local string) {
 // allBinaries builds sc-cloud, sc-local and lockd once per test run.
 func allBinaries(t *testing.T) (cloud, local, lockd string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "scsync-e2e-bin")
-		if buildErr != nil {
-			return
-		}
-		for _, b := range []struct{ dir, pkg, out string }{
-			{"../../cloud-server", "./cmd/sc-cloud", "sc-cloud"},
-			{"..", "./cmd/sc-local", "sc-local"},
-			{"../../lockd", "./cmd/lockd", "lockd"},
-		} {
-			cmd := exec.Command("go", "build", "-race", "-o", filepath.Join(binDir, b.out), b.pkg)
-			cmd.Dir = b.dir
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %w\n%s", b.out, err, out)
-				return
-			}
-		}
-	})
+	buildOnce.Do(func() { binDir, buildErr = build("scsync-e2e-bin", "-race") })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
@@ -231,6 +252,8 @@ type stackOpts struct {
 	cloudNodes int
 	amqpURL    string   // a private broker; empty: a fresh vhost of the shared one
 	cloudEnv   []string // added to every sc-cloud's environment
+	// fast runs binaries built without the race detector (volume tests).
+	fast bool
 }
 
 type clinic struct {
@@ -258,6 +281,9 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 	cloudNodes, amqpURL := o.cloudNodes, o.amqpURL
 	s := &stack{adminToken: "admin-" + testenv.Name("tok")}
 	s.cloudBin, s.localBin = binaries(t)
+	if o.fast {
+		s.cloudBin, s.localBin = fastBinaries(t)
+	}
 	if amqpURL != "" {
 		s.amqpURL = amqpURL
 	} else {

@@ -16,6 +16,17 @@ const (
 	StatePresent = "present"
 	// StateFailed: verification failed (Reason says why); begin again.
 	StateFailed = "failed"
+	// StateArchiving: the object is being copied to cold storage.
+	StateArchiving = "archiving"
+	// StateArchived: the object is in cold storage only (retention
+	// backup); restore it to download it.
+	StateArchived = "archived"
+	// StateRestoring: the object is being copied back from cold storage.
+	StateRestoring = "restoring"
+	// StateDeleted: the object was deleted from S3 (no live record named
+	// the file for the grace period; Reason says so). The row is the
+	// trail; a new upload of the file is accepted.
+	StateDeleted = "deleted"
 )
 
 // Upload modes.
@@ -35,6 +46,7 @@ const (
 //	POST   /v1/clinics/{clinic}/files/{sha256}/upload/complete    → File (present)
 //	GET    /v1/clinics/{clinic}/files/{sha256}                    → File
 //	GET    /v1/clinics/{clinic}/files/{sha256}/download           → DownloadResponse
+//	POST   /v1/clinics/{clinic}/files/{sha256}/restore            bring an archived file back → File
 const (
 	PathFile     = "/v1/clinics/{clinic}/files/{sha256}"
 	PathUpload   = PathFile + "/upload"
@@ -42,6 +54,7 @@ const (
 	PathParts    = PathUpload + "/parts"
 	PathComplete = PathUpload + "/complete"
 	PathDownload = PathFile + "/download"
+	PathRestore  = PathFile + "/restore"
 )
 
 // Path fills a Path* pattern with clinic and sha.
@@ -139,6 +152,14 @@ type File struct {
 	Reason      string     `json:"reason,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`
 	VerifiedAt  *time.Time `json:"verified_at,omitempty"`
+	// UnsyncedAt is set while no live record of the clinic names the file
+	// (un-synced or deleted in the cloud): it cannot be downloaded, and it
+	// is deleted from S3 once the grace period has passed.
+	UnsyncedAt *time.Time `json:"unsynced_at,omitempty"`
+	// ArchivedAt is when the object went to cold storage (state archived).
+	ArchivedAt *time.Time `json:"archived_at,omitempty"`
+	// RemovedAt is when the object was deleted from S3 (state deleted).
+	RemovedAt *time.Time `json:"removed_at,omitempty"`
 }
 
 // DownloadResponse is a presigned GET of a present file. The client may add

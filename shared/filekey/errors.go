@@ -38,4 +38,22 @@ const (
 	// CodeVerifyFailed: the stored object's size or SHA-256 is not the
 	// declared one; the object was deleted and the file marked failed.
 	CodeVerifyFailed = "verify_failed"
+	// CodeUnsynced: no live record names the file any more (its records
+	// were un-synced or deleted in the cloud); syncing one again makes it
+	// downloadable again, until the grace period ends and it is deleted.
+	CodeUnsynced = "file_unsynced"
+	// CodeArchived: the file is in cold storage (retention backup); POST
+	// …/files/{sha256}/restore brings it back.
+	CodeArchived = "file_archived"
+	// CodeRestoring / CodeArchiving: the object is being copied between
+	// storages; retry in a while.
+	CodeRestoring = "file_restoring"
+	CodeArchiving = "file_archiving"
+	// CodeDeleted: the object was deleted from S3 after its records were
+	// un-synced; the clinic uploads it again if a record names it again.
+	CodeDeleted = "file_deleted"
+	// CodeNotArchived: restore of a file that is not in cold storage.
+	CodeNotArchived = "not_archived"
+	// CodeNoColdStorage: the cloud has no cold bucket configured.
+	CodeNoColdStorage = "cold_storage_unconfigured"
 )

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Page is a list response; Next is the cursor (the after parameter) for the
@@ -123,4 +125,36 @@ func trimInvalid(msg string) string {
 		return msg[len(p):]
 	}
 	return msg
+}
+
+// ImportLine is one line of a bulk import (NDJSON): a record's kind and its
+// content.
+type ImportLine struct {
+	Kind wire.Kind       `json:"kind"`
+	Data json.RawMessage `json:"data"`
+}
+
+// DecodeImportLine reads and validates one NDJSON line of a bulk import.
+// Unknown fields are errors, like every other request body.
+func DecodeImportLine(line []byte) (wire.Kind, records.Content, error) {
+	var l ImportLine
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return "", nil, Errorf(http.StatusBadRequest, CodeBadRequest, "not a JSON object with kind and data: %v", err)
+	}
+	if dec.More() {
+		return "", nil, Errorf(http.StatusBadRequest, CodeBadRequest, "one JSON object per line")
+	}
+	if _, ok := records.SpecOf(l.Kind); !ok {
+		return "", nil, Errorf(http.StatusBadRequest, CodeInvalidRecord, "unknown kind %q", l.Kind)
+	}
+	if len(l.Data) == 0 {
+		return "", nil, Errorf(http.StatusBadRequest, CodeInvalidRecord, "data is required")
+	}
+	c, err := records.Decode(l.Kind, l.Data)
+	if err != nil {
+		return "", nil, Errorf(http.StatusBadRequest, CodeInvalidRecord, "%s", trimInvalid(err.Error()))
+	}
+	return l.Kind, c, nil
 }

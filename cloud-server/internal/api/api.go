@@ -32,6 +32,7 @@ type Server struct {
 	ids        IDs
 	adminToken string
 	notify     func()
+	onRewind   func()
 	log        *slog.Logger
 }
 
@@ -68,6 +69,15 @@ type handler = func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error
 func (s *Server) Clinic(h func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error) http.HandlerFunc {
 	return s.clinic(h)
 }
+
+// Admin wraps h with the operator authorization of the /v1/admin routes
+// (for routes other packages serve, like retention).
+func (s *Server) Admin(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return s.admin(h)
+}
+
+// IsAdmin reports whether r carries the operator's admin token.
+func (s *Server) IsAdmin(r *http.Request) bool { return s.isAdmin(bearer(r)) }
 
 func bearer(r *http.Request) string {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -247,6 +257,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, clinic ids.ID) err
 	}
 	q := store.ListQuery{Limit: p.Limit, After: p.After, UpdatedSince: p.UpdatedSince, WithDeleted: p.WithDeleted, Parent: p.Parent}
 	q.ConflictOnly = r.URL.Query().Get("conflict") == "true"
+	switch q.RetentionState = r.URL.Query().Get("retention_state"); q.RetentionState {
+	case "", store.RetentionBackedUp, store.RetentionDeleted:
+	default:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "retention_state must be backed-up or deleted")
+	}
 	rs, err := s.st.List(r.Context(), clinic, spec.Kind, q)
 	if err != nil {
 		return err
@@ -484,6 +499,23 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 			return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "limit must be 1..5000")
 		}
 	}
+	// A clinic's own sync pull (ack=true) says it applied everything up to
+	// since; one from below what it acknowledged before is a clinic that
+	// came back older (restored or wiped): this answer and the next
+	// re-send what it lost.
+	if v.Get("ack") == "true" && !s.isAdmin(bearer(r)) {
+		rw, err := s.st.NoteCheckpoint(r.Context(), clinic, since)
+		if err != nil {
+			return err
+		}
+		if rw != nil {
+			s.log.Warn("clinic came back older than it had acknowledged (restored from a backup or wiped); re-sending what it lost",
+				"clinic", clinic, "acknowledged_cloud_seq", rw.From, "now_at", rw.To)
+			if s.onRewind != nil {
+				s.onRewind()
+			}
+		}
+	}
 	page, err := s.st.ChangesSince(r.Context(), clinic, since, limit)
 	if err != nil {
 		return err
@@ -491,3 +523,7 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
+
+// OnRewind sets a function called each time a clinic is found older than
+// what it had acknowledged (for a metric).
+func (s *Server) OnRewind(f func()) { s.onRewind = f }

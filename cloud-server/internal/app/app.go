@@ -12,14 +12,17 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scsync/scsync/cloud-server/internal/api"
+	"github.com/scsync/scsync/cloud-server/internal/backups"
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
 	"github.com/scsync/scsync/cloud-server/internal/files"
 	"github.com/scsync/scsync/cloud-server/internal/replicate"
+	"github.com/scsync/scsync/cloud-server/internal/retention"
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
@@ -89,6 +92,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	if telemetry.MountPprof(mux) {
+		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
+	}
 	var locker editing.Locker = editing.NoLocker{}
 	if cfg.Lockd.URL != "" {
 		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil).Locker()
@@ -110,6 +116,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	apiSrv := api.New(st, edit, gen, cfg.Auth.AdminToken, rep.Notify, log)
 	apiSrv.Register(mux)
+	rewinds := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinic_rewinds_total",
+		Help: "Clinics found older than what they had acknowledged (restored from a backup or wiped); the cloud re-sent what they lost."})
+	reg.MustRegister(rewinds)
+	apiSrv.OnRewind(rewinds.Inc)
 
 	if err := files.Migrate(st.DB()); err != nil {
 		return err
@@ -123,6 +133,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	for _, rt := range fileSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
+	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep}, st.DB(), files.NewS3Client(blobCfg), gen, log)
+	if err != nil {
+		return err
+	}
+	for _, rt := range backupSvc.Routes() {
+		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
+	}
+	if fileCfg.ColdBucket != "" {
+		coldCfg := blobCfg
+		coldCfg.Bucket = fileCfg.ColdBucket
+		if err := blob.New(coldCfg).EnsureBucket(ctx); err != nil {
+			log.Warn("s3 cold bucket not ready", "err", err)
+		}
+	}
+	ret, err := retention.New(cfg.Retention, st, fileSvc, gen, rep.Notify, reg, log)
+	if err != nil {
+		return err
+	}
+	ret.Register(mux, apiSrv)
 	// Browsers cannot set headers on a WebSocket: the events route also
 	// takes the clinic's token as ?access_token=.
 	serveEvents := apiSrv.Clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
@@ -151,6 +180,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return edit.Run(gctx) })
 	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return fileSvc.Run(gctx) })
+	g.Go(func() error { return ret.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case <-lease.Lost():

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/scsync/scsync/cloud-server/internal/files"
+	"github.com/scsync/scsync/cloud-server/internal/retention"
 	"github.com/scsync/scsync/shared/config"
 )
 
@@ -45,6 +46,14 @@ type Config struct {
 	} `yaml:"auth"`
 	// Files rules image files in S3 (docs/files.md); the bucket is s3.bucket.
 	Files files.Config `yaml:"files"`
+	// Backups rules the clinics' database snapshots in S3 (M27).
+	Backups struct {
+		// Keep is how many snapshots per clinic keep their object.
+		Keep int `yaml:"keep"`
+	} `yaml:"backups"`
+	// Retention is the job applying each clinic's old-data policy
+	// (docs/retention.md); the cold bucket is files.cold_bucket.
+	Retention retention.Config `yaml:"retention"`
 	// Lockd is the lock service (a service token). Without a URL every edit
 	// is offered as "edit anyway" (no lock, conflict risk).
 	Lockd struct {
@@ -79,6 +88,8 @@ func Default() Config {
 	c.S3.Bucket = "scsync"
 	c.S3.PathStyle = true
 	c.Files = files.DefaultConfig()
+	c.Backups.Keep = 14
+	c.Retention = retention.DefaultConfig()
 	c.Edit.LockTTL = time.Minute
 	c.Edit.IdleWarn = 5 * time.Minute
 	c.Edit.IdleGrace = time.Minute
@@ -123,6 +134,12 @@ func (c Config) Validate() error {
 	fc.Bucket = c.S3.Bucket
 	if err := fc.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("files: %w", err))
+	}
+	if c.Backups.Keep < 1 || c.Backups.Keep > 1000 {
+		errs = append(errs, errors.New("backups.keep must be 1..1000"))
+	}
+	if err := c.Retention.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Edit.LockTTL < 2*time.Second {
 		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/scsync/scsync/shared/filekey"
@@ -42,6 +44,22 @@ type Config struct {
 	AbandonAfter time.Duration `yaml:"abandon_after"`
 	// SweepInterval is how often Run sweeps (default 1h; 0 disables Run).
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// UnsyncedGrace: a file no live record has named for this long (its
+	// records were un-synced or deleted in the cloud) is deleted from S3
+	// by the sweep (default 168h; 0 deletes at the next sweep).
+	UnsyncedGrace time.Duration `yaml:"unsynced_grace"`
+	// ColdBucket receives the objects retention backs up ("" = no cold
+	// storage: the backup retention mode is refused). Same credentials
+	// and endpoint as s3.
+	ColdBucket string `yaml:"cold_bucket"`
+	// ColdStorageClass, when set, is the S3 storage class of the objects
+	// copied into ColdBucket (STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING,
+	// GLACIER_IR: classes read without a restore request). MinIO knows
+	// none but STANDARD: leave it empty there.
+	ColdStorageClass string `yaml:"cold_storage_class"`
+	// StaleAfter: an archive or restore in progress for this long (a node
+	// died during the copy) is taken over by the next sweep (default 1h).
+	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
 // DefaultConfig returns the defaults.
@@ -54,8 +72,14 @@ func DefaultConfig() Config {
 		MaxPartURLs:        100,
 		AbandonAfter:       24 * time.Hour,
 		SweepInterval:      time.Hour,
+		UnsyncedGrace:      7 * 24 * time.Hour,
+		StaleAfter:         time.Hour,
 	}
 }
+
+// coldClasses are the storage classes an archived object may have: those
+// S3 reads (and copies back) without a restore request first.
+var coldClasses = []string{"STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR"}
 
 // SSE-S3, the one server-side encryption mode supported.
 const sseS3 = "AES256"
@@ -94,6 +118,18 @@ func (c Config) Validate() error {
 	}
 	if c.SweepInterval < 0 {
 		errs = append(errs, errors.New("files.sweep_interval must not be negative"))
+	}
+	if c.UnsyncedGrace < 0 {
+		errs = append(errs, errors.New("files.unsynced_grace must not be negative"))
+	}
+	if c.ColdBucket != "" && c.ColdBucket == c.Bucket {
+		errs = append(errs, errors.New("files.cold_bucket must differ from s3.bucket"))
+	}
+	if c.ColdStorageClass != "" && !slices.Contains(coldClasses, c.ColdStorageClass) {
+		errs = append(errs, fmt.Errorf("files.cold_storage_class must be one of %s", strings.Join(coldClasses, ", ")))
+	}
+	if c.StaleAfter < time.Minute {
+		errs = append(errs, errors.New("files.stale_after must be at least 1m"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))

@@ -35,6 +35,20 @@ var (
 	ErrUploadGone = errors.New("files: multipart upload gone")
 	// ErrVerify: the stored object is not the declared file (see VerifyError).
 	ErrVerify = errors.New("files: verification failed")
+	// ErrUnsynced: no live record names the file (un-synced or deleted in
+	// the cloud); it cannot be downloaded.
+	ErrUnsynced = errors.New("files: file unsynced")
+	// ErrArchived: the file is in cold storage; restore it first.
+	ErrArchived = errors.New("files: file archived")
+	// ErrArchiving, ErrRestoring: a copy between storages is in progress.
+	ErrArchiving = errors.New("files: file being archived")
+	ErrRestoring = errors.New("files: file being restored")
+	// ErrDeleted: the object was deleted from S3 after the grace period.
+	ErrDeleted = errors.New("files: file deleted")
+	// ErrNotArchived: restore of a file that is not archived.
+	ErrNotArchived = errors.New("files: file not archived")
+	// ErrNoColdStorage: no cold bucket is configured.
+	ErrNoColdStorage = errors.New("files: no cold storage configured")
 )
 
 // PartsMissingError lists the parts S3 does not hold at complete.
@@ -54,6 +68,10 @@ func (e *VerifyError) Error() string { return "files: verification failed: " + e
 
 // Unwrap makes errors.Is(err, ErrVerify) true.
 func (e *VerifyError) Unwrap() error { return ErrVerify }
+
+// APIError maps a service error to its HTTP status and stable code (for
+// other packages serving file operations); other errors pass through.
+func APIError(err error) error { return apiError(err) }
 
 // apiError maps a service error to its HTTP status and stable code; other
 // errors pass through (the caller's wrapper answers them with a 500).
@@ -83,6 +101,20 @@ func apiError(err error) error {
 		return httpapi.Errorf(http.StatusConflict, filekey.CodeNotUploaded, "the object is not in the store; PUT it first")
 	case errors.Is(err, ErrUploadGone):
 		return httpapi.Errorf(http.StatusConflict, filekey.CodeUploadGone, "the multipart upload was aborted; begin again")
+	case errors.Is(err, ErrUnsynced):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeUnsynced, "no live record names this file any more (un-synced or deleted in the cloud); sync a record naming it again to reach it")
+	case errors.Is(err, ErrArchived):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeArchived, "the file is in cold storage (retention backup); POST %s to bring it back, then download it", filekey.PathRestore)
+	case errors.Is(err, ErrArchiving):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeArchiving, "the file is being moved to cold storage; retry later")
+	case errors.Is(err, ErrRestoring):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeRestoring, "the file is being restored from cold storage; retry in a while")
+	case errors.Is(err, ErrDeleted):
+		return httpapi.Errorf(http.StatusGone, filekey.CodeDeleted, "the file was deleted from the cloud after its records were un-synced; the clinic uploads it again when a record naming it syncs again")
+	case errors.Is(err, ErrNotArchived):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeNotArchived, "the file is not in cold storage")
+	case errors.Is(err, ErrNoColdStorage):
+		return httpapi.Errorf(http.StatusConflict, filekey.CodeNoColdStorage, "the cloud has no cold storage (files.cold_bucket) configured")
 	case errors.As(err, &pm):
 		return httpapi.Errorf(http.StatusConflict, filekey.CodePartsMissing, "%d parts missing, first %v", pm.Count, pm.Missing)
 	case errors.As(err, &ve):

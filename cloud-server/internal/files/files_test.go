@@ -571,6 +571,11 @@ func TestConfigValidate(t *testing.T) {
 		{"sse", func(c *Config) { c.ServerSideEncryption = "aws:kms" }, "files.server_side_encryption"},
 		{"endpoint", func(c *Config) { c.PublicEndpoint = "s3.example.com" }, "files.public_endpoint"},
 		{"abandon", func(c *Config) { c.AbandonAfter = time.Second }, "files.abandon_after"},
+		{"grace", func(c *Config) { c.UnsyncedGrace = -time.Second }, "files.unsynced_grace"},
+		{"cold is hot", func(c *Config) { c.ColdBucket = c.Bucket }, "files.cold_bucket"},
+		{"cold class", func(c *Config) { c.ColdStorageClass = "DEEP_ARCHIVE" }, "files.cold_storage_class"},
+		{"stale", func(c *Config) { c.StaleAfter = time.Second }, "files.stale_after"},
+		{"cold ok", func(c *Config) { c.ColdBucket, c.ColdStorageClass = "cold", "STANDARD_IA" }, ""},
 	}
 	for _, tt := range tests {
 		c := ok

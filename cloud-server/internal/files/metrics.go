@@ -7,6 +7,9 @@ type metrics struct {
 	verified   *prometheus.CounterVec
 	verifyRead prometheus.Counter
 	swept      prometheus.Counter
+	archived   prometheus.Counter
+	restored   prometheus.Counter
+	deleted    prometheus.Counter
 }
 
 // newMetrics builds the collectors and registers them on reg (when not nil).
@@ -21,9 +24,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "verify_read_bytes_total", Help: "Bytes read from S3 to hash multipart uploads."}),
 		swept: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "files",
 			Name: "swept_uploads_total", Help: "Abandoned multipart uploads aborted."}),
+		archived: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "files",
+			Name: "objects_archived_total", Help: "Objects moved to the cold bucket (retention backup)."}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "files",
+			Name: "objects_restored_total", Help: "Objects restored from the cold bucket."}),
+		deleted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "files",
+			Name: "objects_deleted_total", Help: "Objects deleted from S3 after their records were un-synced for the grace period."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.apiBytes, m.verified, m.verifyRead, m.swept} {
+		for _, c := range []prometheus.Collector{m.apiBytes, m.verified, m.verifyRead, m.swept, m.archived, m.restored, m.deleted} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -29,6 +29,14 @@ type File struct {
 	CreatedAt       time.Time  `gorm:"not null"`
 	UpdatedAt       time.Time  `gorm:"not null"`
 	VerifiedAt      *time.Time
+	// UnsyncedAt is set while no live record of the clinic names the file
+	// (MarkUnsynced, MarkSynced); ExpireUnsynced deletes the object once it
+	// is older than Config.UnsyncedGrace.
+	UnsyncedAt *time.Time `gorm:"index"`
+	// ArchivedAt: when the object moved to the cold bucket.
+	ArchivedAt *time.Time
+	// RemovedAt: when the object was deleted from S3 (state deleted).
+	RemovedAt *time.Time
 }
 
 // TableName is files.
@@ -48,7 +56,8 @@ func (f File) PartCount() int {
 // View is the API form.
 func (f File) View() filekey.File {
 	return filekey.File{SHA256: f.SHA256, State: f.State, Size: f.Size, ContentType: f.ContentType,
-		Mode: f.Mode, Reason: f.Reason, CreatedAt: f.CreatedAt, VerifiedAt: f.VerifiedAt}
+		Mode: f.Mode, Reason: f.Reason, CreatedAt: f.CreatedAt, VerifiedAt: f.VerifiedAt,
+		UnsyncedAt: f.UnsyncedAt, ArchivedAt: f.ArchivedAt, RemovedAt: f.RemovedAt}
 }
 
 // migrateLock is the PostgreSQL advisory lock key that serializes Migrate

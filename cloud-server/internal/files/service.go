@@ -166,15 +166,23 @@ func (s *Service) BeginUpload(ctx context.Context, clinic ids.ID, sha string, si
 		if err != nil {
 			return filekey.BeginResponse{}, err
 		}
-		if f.State == filekey.StateFailed {
-			if _, err := s.update(ctx, f, filekey.StateFailed, anyUpload, map[string]any{"state": filekey.StateUploading,
+		if f.State == filekey.StateFailed || f.State == filekey.StateDeleted {
+			set := map[string]any{"state": filekey.StateUploading,
 				"size": size, "content_type": contentType, "mode": mode, "part_size": partSize, "upload_id": "",
-				"upload_started_at": nil, "reason": ""}); err != nil {
+				"upload_started_at": nil, "reason": ""}
+			if f.State == filekey.StateDeleted && f.UnsyncedAt != nil {
+				// Uploaded again while still no live record names it: a
+				// fresh grace period, not the one already spent.
+				set["unsynced_at"] = now
+			}
+			if _, err := s.update(ctx, f, f.State, anyUpload, set); err != nil {
 				return filekey.BeginResponse{}, err
 			}
 			continue
 		}
-		if f.State == filekey.StatePresent {
+		if f.State != filekey.StateUploading {
+			// Present, or in (or on its way to or from) cold storage: the
+			// cloud holds the bytes, the clinic sends nothing.
 			return filekey.BeginResponse{SHA256: sha, State: f.State, Present: true, Size: f.Size}, nil
 		}
 		if f.Size != size {
@@ -398,10 +406,11 @@ func (s *Service) Complete(ctx context.Context, clinic ids.ID, sha string) (file
 		return filekey.File{}, err
 	}
 	switch f.State {
-	case filekey.StatePresent:
-		return f.View(), nil
-	case filekey.StateFailed:
+	case filekey.StateUploading:
+	case filekey.StateFailed, filekey.StateDeleted:
 		return f.View(), ErrNotUploading
+	default: // present, archived, or moving between storages
+		return f.View(), nil
 	}
 	if f.Mode == filekey.ModeMultipart {
 		if err := s.completeMultipart(ctx, f); err != nil {
@@ -607,7 +616,8 @@ func (s *Service) Stat(ctx context.Context, clinic ids.ID, sha string) (filekey.
 }
 
 // DownloadURL presigns a GET of clinic's file sha; only a present
-// (verified) file can be downloaded.
+// (verified) file that a live record names (or that no record named yet)
+// can be downloaded.
 func (s *Service) DownloadURL(ctx context.Context, clinic ids.ID, sha string) (filekey.DownloadResponse, error) {
 	sha, err := filekey.ParseSHA256(sha)
 	if err != nil {
@@ -617,8 +627,8 @@ func (s *Service) DownloadURL(ctx context.Context, clinic ids.ID, sha string) (f
 	if err != nil {
 		return filekey.DownloadResponse{}, err
 	}
-	if f.State != filekey.StatePresent {
-		return filekey.DownloadResponse{}, ErrNotPresent
+	if err := downloadable(f); err != nil {
+		return filekey.DownloadResponse{}, err
 	}
 	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(f.Key())})
 	if err != nil {
@@ -640,4 +650,23 @@ func isNotFound(err error) bool {
 	var nf *s3types.NotFound
 	var nk *s3types.NoSuchKey
 	return errors.As(err, &nf) || errors.As(err, &nk) || isCode(err, "NotFound") || isCode(err, "NoSuchKey")
+}
+
+// downloadable says why f cannot be downloaded, or nil.
+func downloadable(f File) error {
+	switch {
+	case f.State == filekey.StateDeleted:
+		return ErrDeleted
+	case f.UnsyncedAt != nil:
+		return ErrUnsynced
+	case f.State == filekey.StatePresent:
+		return nil
+	case f.State == filekey.StateArchived:
+		return ErrArchived
+	case f.State == filekey.StateArchiving:
+		return ErrArchiving
+	case f.State == filekey.StateRestoring:
+		return ErrRestoring
+	}
+	return ErrNotPresent
 }

@@ -113,7 +113,9 @@ func (s *Service) activeSince(ctx context.Context, key, uploadID string, cutoff 
 	return false, nil
 }
 
-// Run sweeps every Config.SweepInterval until ctx ends (and returns nil).
+// Run sweeps every Config.SweepInterval until ctx ends (and returns nil):
+// abandoned uploads, files un-synced past their grace period, archives and
+// restores a dead node left half done.
 // With SweepInterval 0 it returns at once.
 func (s *Service) Run(ctx context.Context) error {
 	if s.cfg.SweepInterval <= 0 {
@@ -128,6 +130,12 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 			if _, err := s.Sweep(ctx, s.cfg.AbandonAfter); err != nil && ctx.Err() == nil {
 				s.log.Warn("sweep failed", "err", err)
+			}
+			if _, err := s.ExpireUnsynced(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("unsynced file expiry failed", "err", err)
+			}
+			if _, err := s.ResumeStale(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("resuming stale archive or restore failed", "err", err)
 			}
 		}
 	}

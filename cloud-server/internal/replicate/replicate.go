@@ -159,7 +159,9 @@ func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delive
 		r.poisoned.WithLabelValues("foreign_clinic").Inc()
 		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived on the queue of clinic %s", b.Clinic, clinic))
 	}
+	start := time.Now()
 	res, err := r.st.ApplyUp(ctx, clinic, b.Changes)
+	r.log.Debug("up batch applied", "clinic", clinic, "changes", len(b.Changes), "took", time.Since(start), "err", err)
 	switch {
 	case errors.Is(err, store.ErrUnknownClinic):
 		r.poisoned.WithLabelValues("unknown_clinic").Inc()

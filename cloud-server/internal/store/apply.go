@@ -103,13 +103,22 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 	ct.c.LastSeq++
 	m := rec.meta()
 	m.CloudSeq = ct.c.LastSeq
-	var err error
+	if !m.Deleted && m.RetentionState == RetentionDeleted {
+		m.RetentionState = "" // synced again after retention took it out
+	}
+	prevSHA, err := ct.storedSHA(m, exists)
+	if err != nil {
+		return err
+	}
 	if exists {
 		err = ct.tx.Save(rec).Error
 	} else {
 		err = ct.tx.Create(rec).Error
 	}
 	if err != nil {
+		return err
+	}
+	if err := ct.fileRefs(rec, prevSHA); err != nil {
 		return err
 	}
 	ch := Change{

@@ -21,3 +21,7 @@ var (
 	// ErrMissingRef: the content refers to a record that does not exist.
 	ErrMissingRef = errors.New("store: referenced record does not exist")
 )
+
+// ErrInvalidRetention: a retention policy that is not one of the modes, or
+// a day count out of range.
+var ErrInvalidRetention = errors.New("store: invalid retention policy")

@@ -29,13 +29,21 @@ func ValidPolicy(p string) bool {
 // Clinic is a tenant. LastSeq is its cloud_seq counter: the row lock taken to
 // bump it serializes every accepted change of the clinic.
 type Clinic struct {
-	ID             ids.ID    `gorm:"primaryKey;autoIncrement:false" json:"id"`
-	Name           string    `gorm:"not null" json:"name"`
-	NodeID         int64     `gorm:"not null;uniqueIndex" json:"node_id"`
-	TokenSHA256    string    `gorm:"not null;uniqueIndex" json:"-"`
-	ConflictPolicy string    `gorm:"not null;default:local-wins" json:"conflict_policy"`
-	LastSeq        int64     `gorm:"not null;default:0" json:"last_seq"`
-	CreatedAt      time.Time `json:"created_at"`
+	ID             ids.ID `gorm:"primaryKey;autoIncrement:false" json:"id"`
+	Name           string `gorm:"not null" json:"name"`
+	NodeID         int64  `gorm:"not null;uniqueIndex" json:"node_id"`
+	TokenSHA256    string `gorm:"not null;uniqueIndex" json:"-"`
+	ConflictPolicy string `gorm:"not null;default:local-wins" json:"conflict_policy"`
+	LastSeq        int64  `gorm:"not null;default:0" json:"last_seq"`
+	// AckedSeq is the highest cloud_seq the clinic said it had applied
+	// (the since of its pulls). A pull from below it means the clinic came
+	// back older than it was — restored from a backup, or wiped (M27,
+	// M29): Rewinds counts those, and the answer re-sends what it lost.
+	AckedSeq       int64      `gorm:"not null;default:0" json:"acked_seq"`
+	Rewinds        int64      `gorm:"not null;default:0" json:"rewinds"`
+	LastRewindAt   *time.Time `json:"last_rewind_at,omitempty"`
+	LastRewindFrom int64      `gorm:"not null;default:0" json:"last_rewind_from,omitempty"`
+	CreatedAt      time.Time  `json:"created_at"`
 }
 
 // Meta is what every record of every kind carries in the cloud.
@@ -65,9 +73,13 @@ type Meta struct {
 	// save in it bumps B, a new session bumps A (M18).
 	EditSession string `gorm:"not null;default:''" json:"-"`
 	// Unfenced marks content saved with the lock service unreachable.
-	Unfenced  bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `gorm:"index" json:"updated_at"`
+	Unfenced bool `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	// RetentionState is what the clinic's retention policy did to the
+	// record (M5, M6): "" (nothing), backed-up (kept, its file in cold
+	// storage) or deleted (taken out of the cloud by an un-sync tombstone).
+	RetentionState string    `gorm:"not null;default:''" json:"retention_state,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `gorm:"index" json:"updated_at"`
 }
 
 // Row is a record of kind C: one table per kind.

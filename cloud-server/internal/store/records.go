@@ -135,6 +135,9 @@ type ListQuery struct {
 	Parent ids.ID
 	// ConflictOnly keeps records flagged by a keep-both conflict.
 	ConflictOnly bool
+	// RetentionState, when set, keeps the records retention marked so
+	// (backed-up, or deleted: then tombstones are included).
+	RetentionState string
 }
 
 // List returns a page of the clinic's records of one kind, in id order.
@@ -147,11 +150,14 @@ func (s *Store) List(ctx context.Context, clinic ids.ID, kind wire.Kind, q ListQ
 	if !q.UpdatedSince.IsZero() {
 		db = db.Where("updated_at >= ?", q.UpdatedSince)
 	}
-	if !q.WithDeleted {
+	if !q.WithDeleted && q.RetentionState != RetentionDeleted {
 		db = db.Where("NOT deleted")
 	}
 	if q.ConflictOnly {
 		db = db.Where("conflict")
+	}
+	if q.RetentionState != "" {
+		db = db.Where("retention_state = ?", q.RetentionState)
 	}
 	if q.Parent != 0 {
 		if k.spec.ParentField == "" {

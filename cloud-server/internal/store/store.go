@@ -70,6 +70,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err := tx.AutoMigrate(models...); err != nil {
 			return fmt.Errorf("store: migrate: %w", err)
 		}
+		if err := migrateRetention(tx); err != nil {
+			return fmt.Errorf("store: migrate: %w", err)
+		}
 		return nil
 	})
 }
@@ -275,4 +278,36 @@ func (s *Store) SetConflictPolicy(ctx context.Context, clinic ids.ID, policy str
 		return Clinic{}, ErrUnknownClinic
 	}
 	return s.ClinicByID(ctx, clinic)
+}
+
+// Rewind is a clinic found older than what it had acknowledged.
+type Rewind struct {
+	From, To int64 // acknowledged cloud_seq, and the one it asks from now
+}
+
+// NoteCheckpoint records that clinic has applied every change up to since
+// (the since of its pull). When since is below what it acknowledged
+// before, the clinic came back older — restored from a backup or wiped —
+// and the returned Rewind says from where the cloud re-sends; several
+// nodes noting the same pull count it once.
+func (s *Store) NoteCheckpoint(ctx context.Context, clinic ids.ID, since int64) (*Rewind, error) {
+	db := s.db.WithContext(ctx)
+	res := db.Model(&Clinic{}).Where("id = ? AND acked_seq < ?", clinic, since).Update("acked_seq", since)
+	if res.Error != nil || res.RowsAffected > 0 {
+		return nil, res.Error
+	}
+	var c Clinic
+	if err := db.Select("acked_seq").Take(&c, "id = ?", clinic).Error; err != nil {
+		return nil, err
+	}
+	if since >= c.AckedSeq {
+		return nil, nil
+	}
+	res = db.Model(&Clinic{}).Where("id = ? AND acked_seq = ?", clinic, c.AckedSeq).Updates(map[string]any{
+		"acked_seq": since, "rewinds": gorm.Expr("rewinds + 1"), "last_rewind_at": time.Now().UTC(), "last_rewind_from": c.AckedSeq,
+	})
+	if res.Error != nil || res.RowsAffected == 0 {
+		return nil, res.Error
+	}
+	return &Rewind{From: c.AckedSeq, To: since}, nil
 }

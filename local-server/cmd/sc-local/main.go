@@ -8,6 +8,9 @@
 //	                                  register with the cloud (one-time token), write the config
 //	sc-local [-config file] doctor    check every dependency and say what is wrong
 //	sc-local [-config file] backfill  show the backfill's progress
+//	sc-local [-config file] backup    back the database up to the cloud now
+//	sc-local [-config file] restore [-force]
+//	                                  rebuild a replaced machine's database from the newest backup
 package main
 
 import (
@@ -34,7 +37,7 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|doctor|enroll -cloud URL -token TOKEN]\n\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: sc-local [-config file] [serve|status|watch|backfill|backup|restore [-force]|doctor|enroll -cloud URL -token TOKEN]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -70,6 +73,23 @@ func run() error {
 			return err
 		}
 		return cli.Backfill(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "backup":
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Backup(ctx, os.Stdout, "http://"+cfg.Listen)
+	case "restore":
+		fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+		force := fs.Bool("force", false, "move an existing database aside (kept as a copy) instead of refusing")
+		if err := fs.Parse(flag.Args()[1:]); err != nil {
+			return err
+		}
+		cfg, err := config.Load(*path)
+		if err != nil {
+			return err
+		}
+		return cli.Restore(ctx, os.Stdout, cfg, *force)
 	case "doctor":
 		cfg, err := config.Load(*path)
 		if err != nil {

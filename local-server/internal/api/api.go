@@ -23,6 +23,7 @@ type Server struct {
 	edit     *editing.Manager
 	files    Files
 	backfill func() any
+	backups  Backups
 	notify   func()
 	log      *slog.Logger
 }
@@ -37,6 +38,7 @@ func New(st *store.Store, edit *editing.Manager, notify func(), log *slog.Logger
 func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/status", s.wrap(s.status))
 	mux.HandleFunc("GET /v1/digest", s.wrap(s.digest))
+	mux.HandleFunc("POST /v1/import", s.wrap(s.importRecords))
 	mux.HandleFunc("GET /v1/{collection}", s.wrap(s.list))
 	mux.HandleFunc("POST /v1/{collection}", s.wrap(s.create))
 	mux.HandleFunc("GET /v1/{collection}/{id}", s.wrap(s.get))
@@ -45,6 +47,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerEditing(mux)
 	s.registerFiles(mux)
 	s.registerScope(mux)
+	s.registerBackup(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/scsync/scsync/local-server/internal/api"
+	"github.com/scsync/scsync/local-server/internal/backup"
 	"github.com/scsync/scsync/local-server/internal/cloudapi"
 	"github.com/scsync/scsync/local-server/internal/config"
 	"github.com/scsync/scsync/local-server/internal/store"
@@ -101,13 +102,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	if telemetry.MountPprof(mux) {
+		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
+	}
 	if err := transfer.Migrate(st.DB()); err != nil {
 		return err
 	}
 	files := transfer.New(st.DB(), transfer.NewClient(cfg.Cloud.URL, cfg.Cloud.Token, clinic, nil),
 		transfer.Options{OnChange: notes.transfer, BytesPerSecond: cfg.Files.BytesPerSecond, Concurrency: cfg.Files.Concurrency}, log)
 	registerTransferMetrics(reg, files)
-	api.New(st, edit, sy.Notify, log).WithFiles(files).WithBackfill(func() any { return sy.Backfill() }).Register(mux)
+	backups := backup.New(st, cloud, cfg.DataDir, cfg.Backup.Every, log)
+	api.New(st, edit, sy.Notify, log).WithFiles(files).WithBackfill(func() any { return sy.Backfill() }).
+		WithBackup(backups).Register(mux)
 	// The clinic API serves the clinic's LAN without tokens; so do events.
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })
 	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: events.SideLocal, APIPrefix: "/v1/", EventsPath: "/v1/events",
@@ -124,6 +130,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return edit.Run(gctx) })
 	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return files.Run(gctx) })
+	g.Go(func() error { return backups.Run(gctx) })
 	g.Go(func() error {
 		return fetchMissing(gctx, st, files, filepath.Join(cfg.DataDir, "files"), 10*time.Second, log)
 	})

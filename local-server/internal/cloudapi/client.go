@@ -3,6 +3,7 @@
 package cloudapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/wire"
 )
@@ -45,7 +47,7 @@ func (e *Error) Error() string {
 // Changes returns the clinic's changes after cloud_seq since.
 func (c *Client) Changes(ctx context.Context, since int64, limit int) (wire.ChangesPage, error) {
 	var page wire.ChangesPage
-	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}}
+	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}, "ack": {"true"}}
 	err := c.get(ctx, "/v1/clinics/"+c.clinic.String()+"/changes?"+q.Encode(), &page)
 	if err != nil {
 		return page, err
@@ -99,6 +101,68 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return e
 	}
 	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("cloudapi: decode: %w", err)
+	}
+	return nil
+}
+
+// BeginBackup announces a database snapshot and returns the presigned PUT
+// to send it with (M27).
+func (c *Client) BeginBackup(ctx context.Context, b filekey.BackupBegin) (filekey.BackupUpload, error) {
+	var out filekey.BackupUpload
+	err := c.do(ctx, http.MethodPost, filekey.PathBackups, "", b, &out)
+	return out, err
+}
+
+// CompleteBackup asks the cloud to verify the uploaded snapshot and list it.
+func (c *Client) CompleteBackup(ctx context.Context, id ids.ID) (filekey.Backup, error) {
+	var out filekey.Backup
+	err := c.do(ctx, http.MethodPost, filekey.PathBackupComplete, id.String(), nil, &out)
+	return out, err
+}
+
+// BackupDownload returns a presigned GET of the clinic's backup id
+// ("latest": the newest complete one).
+func (c *Client) BackupDownload(ctx context.Context, id string) (filekey.BackupDownload, error) {
+	var out filekey.BackupDownload
+	err := c.do(ctx, http.MethodGet, filekey.PathBackupDownload, id, nil, &out)
+	return out, err
+}
+
+// do sends a JSON request to a clinic path pattern ({clinic}, {id}).
+func (c *Client) do(ctx context.Context, method, pattern, id string, in, out any) error {
+	path := strings.NewReplacer("{clinic}", c.clinic.String(), "{id}", id).Replace(pattern)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cloudapi: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("cloudapi: read: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{Status: resp.StatusCode}
+		_ = json.Unmarshal(b, e)
+		return e
+	}
+	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("cloudapi: decode: %w", err)
 	}
 	return nil

@@ -52,6 +52,12 @@ type Config struct {
 		// Concurrency is how many files move at once.
 		Concurrency int `yaml:"concurrency"`
 	} `yaml:"files"`
+	// Backup takes a snapshot of the database to S3 on a schedule (M27;
+	// 0 turns the schedule off; POST /v1/backup or `sc-local backup` takes
+	// one at any time). `sc-local restore` brings it back on a new machine.
+	Backup struct {
+		Every time.Duration `yaml:"every"`
+	} `yaml:"backup"`
 	// Edit tunes edit sessions (M12, M15).
 	Edit struct {
 		LockTTL   time.Duration `yaml:"lock_ttl"`
@@ -74,6 +80,7 @@ func Default() Config {
 	c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
 	c.AMQP.Prefetch = 64
 	c.Files.Concurrency = 2
+	c.Backup.Every = 24 * time.Hour
 	c.Edit.LockTTL = time.Minute
 	c.Edit.IdleWarn = 5 * time.Minute
 	c.Edit.IdleGrace = time.Minute
@@ -135,6 +142,9 @@ func (c Config) Validate() error {
 	}
 	if c.Files.BytesPerSecond < 0 || c.Files.Concurrency < 1 || c.Files.Concurrency > 64 {
 		errs = append(errs, errors.New("files.bytes_per_second must be ≥ 0 and files.concurrency 1..64"))
+	}
+	if c.Backup.Every != 0 && c.Backup.Every < time.Minute {
+		errs = append(errs, errors.New("backup.every must be 0 (off) or at least 1m"))
 	}
 	if c.Edit.LockTTL < 2*time.Second {
 		errs = append(errs, errors.New("edit.lock_ttl must be at least 2s"))

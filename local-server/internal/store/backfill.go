@@ -166,8 +166,9 @@ func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) 
 			cands = cands[:limit]
 		}
 		now := time.Now().UTC()
+		done := map[records.Ref]bool{} // handled in this batch (parents repeat)
 		for _, c := range cands {
-			if err := s.backfillOne(tx, c.kind, c.id, now, &out, 0); err != nil {
+			if err := s.backfillOne(tx, c.kind, c.id, now, &out, done, 0); err != nil {
 				return err
 			}
 		}
@@ -178,7 +179,12 @@ func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) 
 
 // backfillOne queues one record (after the never-queued records it refers
 // to); a record queued already is skipped.
-func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, depth int) error {
+func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, done map[records.Ref]bool, depth int) error {
+	ref := records.Ref{Kind: kind, ID: id}
+	if done[ref] {
+		return nil
+	}
+	done[ref] = true
 	if depth > 8 {
 		return fmt.Errorf("backfill: references of %s %s nest too deep", kind, id)
 	}
@@ -199,7 +205,7 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 		return nil
 	}
 	for _, ref := range rec.content().Refs() {
-		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, depth+1); err != nil {
+		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, done, depth+1); err != nil {
 			return err
 		}
 	}
@@ -218,11 +224,11 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 			return err
 		}
 	}
-	m.Queued = true
-	m.SyncState = StatePending
-	m.PendingChangeID = changeID
-	m.PendingSince = &now
-	if err := tx.Save(rec).Error; err != nil {
+	// Only the sync columns change: the content is as it was.
+	err = tx.Table(k.spec.Table).Where("id = ? AND clinic_id = ?", m.ID, s.clinic).UpdateColumns(map[string]any{
+		"queued": true, "sync_state": StatePending, "pending_change_id": changeID, "pending_since": now,
+	}).Error
+	if err != nil {
 		return err
 	}
 	out.Records++
@@ -230,10 +236,22 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 	return s.queue(tx, e, LaneBackfill)
 }
 
-// LiveOutbox counts live changes not yet confirmed (the backfill waits
-// while there are many).
-func (s *Store) LiveOutbox(ctx context.Context) (int64, error) {
-	var n int64
-	err := s.db.WithContext(ctx).Model(&Outbox{}).Where("lane = ?", LaneLive).Count(&n).Error
-	return n, err
+// OutboxLanes counts the changes not yet confirmed by the cloud on each
+// lane: live changes (the backfill waits while there are many) and the
+// backfill's own (it queues only a bounded amount ahead of the relay).
+func (s *Store) OutboxLanes(ctx context.Context) (live, backfill int64, err error) {
+	var rows []struct {
+		Lane int
+		N    int64
+	}
+	err = s.db.WithContext(ctx).Model(&Outbox{}).Select("lane, COUNT(*) AS n").Group("lane").Scan(&rows).Error
+	for _, r := range rows {
+		switch r.Lane {
+		case LaneLive:
+			live = r.N
+		case LaneBackfill:
+			backfill = r.N
+		}
+	}
+	return live, backfill, err
 }

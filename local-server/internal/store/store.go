@@ -74,6 +74,7 @@ const (
 // Store is the clinic database.
 type Store struct {
 	db     *gorm.DB
+	path   string
 	clinic ids.ID
 	ids    *ids.Generator
 }
@@ -108,7 +109,7 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: migrate: %w", err)
 	}
-	return &Store{db: db, clinic: clinic, ids: gen}, nil
+	return &Store{db: db, path: path, clinic: clinic, ids: gen}, nil
 }
 
 // Close closes the database.

@@ -11,8 +11,10 @@ import (
 // Progress is the backfill's progress (M8), for the API, metrics and CLI.
 type Progress struct {
 	// Remaining is how many records the scope covers that the cloud does
-	// not have yet (0: nothing to backfill).
+	// not have yet (0: nothing to backfill): those not queued yet plus
+	// InFlight, those queued and not yet confirmed by the cloud.
 	Remaining int64 `json:"remaining"`
+	InFlight  int64 `json:"in_flight"`
 	// Queued counts records (and payload bytes) the backfill handed to the
 	// relay since this process started.
 	Queued      int64 `json:"queued"`
@@ -23,6 +25,9 @@ type Progress struct {
 	ETASeconds    float64 `json:"eta_seconds"`
 	// Waiting is true while live changes go first.
 	Waiting bool `json:"waiting_for_live_changes"`
+	// Measured is false until the backfill first counted its work after
+	// the start (the other figures are then not known yet).
+	Measured bool `json:"measured"`
 }
 
 type backfiller struct {
@@ -52,8 +57,26 @@ func newBackfiller(reg prometheus.Registerer) *backfiller {
 	return b
 }
 
-// Backfill returns the backfill's progress.
+// Backfill returns the backfill's progress; just after the start, before
+// the loop has counted, it counts now.
 func (s *Syncer) Backfill() Progress {
+	s.bf.mu.Lock()
+	p := s.bf.p
+	s.bf.mu.Unlock()
+	if p.Measured {
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	remaining, err := s.st.BackfillRemaining(ctx)
+	if err != nil {
+		return p
+	}
+	live, inflight, err := s.st.OutboxLanes(ctx)
+	if err != nil {
+		return p
+	}
+	s.bf.update(remaining+inflight, inflight, live >= liveFirst, 0, 0)
 	s.bf.mu.Lock()
 	defer s.bf.mu.Unlock()
 	return s.bf.p
@@ -61,6 +84,10 @@ func (s *Syncer) Backfill() Progress {
 
 // liveFirst is how many live changes may wait before the backfill pauses.
 const liveFirst = 50
+
+// aheadMax is how many backfill changes may wait for the relay: enough to
+// keep it busy, few enough that progress tracks what the cloud has.
+const aheadMax = 2000
 
 // backfill queues what the scope newly covers, newest first, a batch at a
 // time, while live changes are few (two lanes: live changes always go
@@ -75,14 +102,18 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, 5*time.Second)
 			continue
 		}
-		live, err := s.st.LiveOutbox(ctx)
+		live, inflight, err := s.st.OutboxLanes(ctx)
 		if err != nil {
 			sleep(ctx, 5*time.Second)
 			continue
 		}
-		s.bf.update(remaining, live >= liveFirst, 0, 0)
-		if remaining == 0 || live >= liveFirst {
-			sleep(ctx, 2*time.Second)
+		s.bf.update(remaining+inflight, inflight, live >= liveFirst, 0, 0)
+		switch {
+		case remaining == 0 || live >= liveFirst:
+			sleep(ctx, time.Second)
+			continue
+		case inflight >= aheadMax:
+			sleep(ctx, 200*time.Millisecond)
 			continue
 		}
 		b, err := s.st.Backfill(ctx, s.batch)
@@ -93,18 +124,18 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, 5*time.Second)
 			continue
 		}
-		s.bf.update(remaining-int64(b.Records), false, int64(b.Records), b.Bytes)
+		s.bf.update(remaining+inflight, inflight+int64(b.Records), false, int64(b.Records), b.Bytes)
 		s.Notify()
 		sleep(ctx, 100*time.Millisecond)
 	}
 }
 
-func (b *backfiller) update(remaining int64, waiting bool, queued, bytes int64) {
+func (b *backfiller) update(remaining, inflight int64, waiting bool, queued, bytes int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	remaining = max(remaining, 0)
 	now := time.Now()
-	b.p.Remaining, b.p.Waiting = remaining, waiting
+	b.p.Remaining, b.p.InFlight, b.p.Waiting, b.p.Measured = remaining, inflight, waiting, true
 	b.p.Queued += queued
 	b.p.QueuedBytes += bytes
 	b.history = append(b.history, sample{now, b.p.Queued})
