@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,12 +29,13 @@ var Backfill = Bench{
 	Name: "backfill",
 	Doc:  "N records imported on sc-local outside the scope, then the scope widened: enumerated and synced newest first, vs a bare SQLite ORDER BY date DESC → publish with confirms → PostgreSQL batch insert",
 	Flags: func(fs *flag.FlagSet) RunFunc {
-		n := fs.Int("records", 1_000_000, "records imported (1% patients, the rest studies over ten years)")
+		n := fs.Int("records", 200_000, "records imported (1% patients, the rest studies over ten years)")
 		chunk := fs.Int("chunk", 20_000, "records per POST /v1/import")
-		wait := fs.Duration("sync-timeout", 4*time.Minute, "stop waiting for the cloud after this long and report the rate so far")
+		wait := fs.Duration("sync-timeout", 150*time.Second, "stop waiting for the cloud after this long and report the rate so far")
 		baseN := fs.Int("baseline-records", 0, "records of the bare baseline (0: as many as the cloud received)")
+		prof := fs.String("cpuprofile", "", "write a CPU profile of sc-local over the first 30 s of the backfill to this file (go tool pprof)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
-			return runBackfill(ctx, c, *n, *chunk, *wait, *baseN)
+			return runBackfill(ctx, c, *n, *chunk, *wait, *baseN, *prof)
 		}
 	},
 }
@@ -55,8 +57,8 @@ type backfillFigures struct {
 	cpu         time.Duration
 }
 
-func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration, baseN int) ([]results.Result, error) {
-	ours, err := oursBackfill(ctx, c, n, chunk, wait)
+func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration, baseN int, prof string) ([]results.Result, error) {
+	ours, err := oursBackfill(ctx, c, n, chunk, wait, prof)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +87,7 @@ func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration
 	return []results.Result{r}, nil
 }
 
-func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration) (backfillFigures, error) {
+func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration, prof string) (backfillFigures, error) {
 	var f backfillFigures
 	var cl stack.Cleanup
 	defer cl.Close()
@@ -97,7 +99,11 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	if err != nil {
 		return f, err
 	}
-	if err := a.StartLocal(ctx, clinic); err != nil {
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	if err := a.StartLocal(ctx, clinic, extra...); err != nil {
 		return f, err
 	}
 	// History first, outside the scope: nothing syncs while it is imported.
@@ -143,6 +149,12 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	if err := stack.Call(ctx, http.MethodPut, clinic.Base+"/v1/scope", "", map[string]any{}, nil, http.StatusOK); err != nil {
 		return f, err
 	}
+	profDone := make(chan error, 1)
+	if prof != "" {
+		go func() { profDone <- cpuProfile(ctx, clinic.Base, prof, 30*time.Second) }()
+	} else {
+		profDone <- nil
+	}
 	deadline := start.Add(wait)
 	var lastLog time.Time
 	for {
@@ -186,7 +198,35 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 		return f, err
 	}
 	f.peakRSS, f.cpu = u1.PeakRSS, u1.CPU-u0.CPU
+	if err := <-profDone; err != nil {
+		c.Log.Warn("no CPU profile", "err", err)
+	}
 	return f, nil
+}
+
+// cpuProfile saves a CPU profile of the server at base (SCSYNC_PPROF=1).
+func cpuProfile(ctx context.Context, base, path string, d time.Duration) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := stack.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile: status %d", resp.StatusCode)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func studyContent(patient, date string, n int) records.Content {
