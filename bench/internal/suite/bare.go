@@ -117,6 +117,14 @@ func (b *bareBroker) consume(ctx context.Context, prefetch, max int, linger time
 	if err != nil {
 		return err
 	}
+	// Closing the channel waits for the library's reader, which may be
+	// blocked handing us a prefetched delivery: keep reading until it ends.
+	defer func() {
+		go func() {
+			for range ds { //nolint:revive // draining
+			}
+		}()
+	}()
 	var batch []bareRow
 	var last amqp.Delivery
 	flush := func() error {
