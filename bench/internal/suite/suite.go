@@ -156,6 +156,14 @@ func MainAll() int {
 		}
 		log.Info("benchmark done", "benchmark", b.Name, "seconds", time.Since(t0).Round(time.Second).Seconds())
 		all = append(all, rs...)
+		if common.json != "" {
+			// Keep what is measured so far, should a later benchmark fail.
+			f := results.File{Started: start.UTC().Truncate(time.Second), WallSeconds: time.Since(start).Round(time.Second).Seconds(),
+				Machine: results.ThisMachine(), Results: all}
+			if err := results.Write(common.json, f); err != nil {
+				log.Warn("results not written", "err", err)
+			}
+		}
 		if err := results.Table(os.Stderr, rs); err != nil {
 			log.Warn("table not printed", "err", err)
 		}
