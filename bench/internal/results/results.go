@@ -175,6 +175,9 @@ func ratioText(r Result) string {
 	if r.Baseline == 0 {
 		return "-"
 	}
+	if math.Abs(r.Ratio) >= 100 {
+		return fmt.Sprintf("%.0f", r.Ratio)
+	}
 	return fmt.Sprintf("%.3g", r.Ratio)
 }
 
