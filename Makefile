@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES := shared local-server cloud-server lockd
+MODULES := shared local-server cloud-server lockd bench
 BIN     := $(CURDIR)/bin
 # Environment for tests and the demo: where the dev stack listens.
 STACK_ENV = eval "$$(bash scripts/stack.sh env)"
@@ -36,8 +36,9 @@ test: stack-up ## run every module's tests with -race against the real services
 	@$(STACK_ENV); export CI=$${CI:-}; failed=""; \
 	for m in $(MODULES); do \
 		echo "== $$m"; \
-		timeout=10m; if [ $$m = local-server ]; then timeout=15m; fi; \
-		(cd $$m && go test -race -count=1 -timeout $$timeout ./...) || failed="$$failed $$m"; \
+		timeout=10m; par=""; \
+		if [ $$m = local-server ]; then timeout=15m; par="-parallel 4"; fi; \
+		(cd $$m && go test -race -count=1 -timeout $$timeout $$par ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
 
@@ -63,6 +64,11 @@ chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injec
 	cd local-server && CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_SEED=$${CHAOS_SEED:-} \
 		go test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./e2e/
 
+BENCH_FLAGS ?=
+bench: stack-up ## run every benchmark against the real stack (≈15 min): table on stdout, bench/results.json
+	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-all ./cmd/all
+	@$(STACK_ENV); $(BIN)/bench-all -json bench/results.json $(BENCH_FLAGS)
+
 FUZZTIME ?= 20s
 fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding, versions and the API input parsers
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./wire/
@@ -81,4 +87,4 @@ demo-check: stack-up ## the demo, non-interactive: show replication both ways, t
 clean: ## remove build output
 	rm -rf $(BIN)
 
-.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz chaos demo demo-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz chaos bench demo demo-check clean

@@ -1,0 +1,10 @@
+// Command backfill is one benchmark of `make bench`: see `go run ./bench/cmd/backfill -h`.
+package main
+
+import (
+	"os"
+
+	"github.com/scsync/scsync/bench/internal/suite"
+)
+
+func main() { os.Exit(suite.Main(suite.Backfill)) }

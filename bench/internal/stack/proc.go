@@ -1,0 +1,227 @@
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Proc is a running child process (sc-local, sc-cloud, lockd or a bare
+// baseline) whose output is kept for the error message if it fails.
+type Proc struct {
+	Name    string
+	Started time.Time
+	// Ready is when WaitReady first saw /readyz answer 200.
+	Ready time.Time
+	cmd   *exec.Cmd
+	out   *lockedBuffer
+	done  chan struct{}
+	err   error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Keep the last 64 KiB: enough to explain a failure.
+	if l.b.Len() > 1<<20 {
+		tail := append([]byte(nil), l.b.Bytes()[l.b.Len()-64<<10:]...)
+		l.b.Reset()
+		l.b.Write(tail)
+	}
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Start runs bin with env added to this process's environment; cleanup
+// stops it.
+func Start(cl *Cleanup, name, bin string, env []string, args ...string) (*Proc, error) {
+	p := &Proc{Name: name, out: &lockedBuffer{}, done: make(chan struct{})}
+	// Not CommandContext: the cleanup stops children with SIGTERM and waits,
+	// so they shut down gracefully rather than being killed with the context.
+	p.cmd = exec.Command(bin, args...) //nolint:noctx // see above
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.Started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	cl.Add(func() { _ = p.Stop() })
+	return p, nil
+}
+
+// Pid is the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Output is the tail of what the process wrote.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM and waits up to 20 s, then kills.
+func (p *Proc) Stop() error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(20 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within 20s of SIGTERM", p.Name)
+	}
+}
+
+// WaitReady polls base+"/readyz" until it answers 200, the process exits,
+// or timeout passes.
+func (p *Proc) WaitReady(ctx context.Context, base string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	var last error
+	for {
+		if p.Exited() {
+			return fmt.Errorf("%w: %s exited (%w):\n%s", ErrNotReady, p.Name, p.err, tail(p.Output(), 4000))
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				if p.Ready.IsZero() {
+					p.Ready = time.Now()
+				}
+				return nil
+			}
+			err = fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		last = err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %s after %s: %w\n%s", ErrNotReady, p.Name, timeout, last, tail(p.Output(), 4000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// Usage is what the kernel says a process used.
+type Usage struct {
+	// PeakRSS is VmHWM, RSS is VmRSS, in bytes.
+	PeakRSS int64
+	RSS     int64
+	// CPU is user+system time so far.
+	CPU time.Duration
+}
+
+// clockTick is USER_HZ, 100 on every Linux this runs on.
+const clockTick = 100
+
+// ReadUsage reads /proc/<pid>/status and /proc/<pid>/stat.
+func ReadUsage(pid int) (Usage, error) {
+	var u Usage
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return u, err
+	}
+	for line := range strings.SplitSeq(string(st), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[0], 10, 64)
+		switch k {
+		case "VmHWM":
+			u.PeakRSS = n << 10
+		case "VmRSS":
+			u.RSS = n << 10
+		}
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return u, err
+	}
+	// The command name (field 2) may hold spaces: count from after ')'.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return u, errors.New("stack: unexpected /proc stat format")
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// After ')': state is field 3, so utime (14) and stime (15) are f[11], f[12].
+	if len(f) < 13 {
+		return u, errors.New("stack: short /proc stat")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	stt, _ := strconv.ParseInt(f[12], 10, 64)
+	u.CPU = time.Duration(ut+stt) * time.Second / clockTick
+	return u, nil
+}
+
+// FreeAddr returns a free loopback address.
+func FreeAddr() (string, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Wait waits for the process to exit and returns its error.
+func (p *Proc) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,161 @@
+package suite
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/scsync/scsync/bench/internal/results"
+	"github.com/scsync/scsync/bench/internal/stack"
+	"github.com/scsync/scsync/bench/internal/stats"
+	lockclient "github.com/scsync/scsync/lockd/client"
+	"github.com/scsync/scsync/lockd/lockapi"
+	"github.com/scsync/scsync/shared/ids"
+)
+
+// Lock measures an acquire+release through lockd against the same on bare
+// Redis.
+var Lock = Bench{
+	Name: "lock",
+	Doc:  "acquire+release through lockd (HTTP, Lua, fencing) vs a bare SET NX PX + compare-and-delete on the same Redis",
+	Flags: func(fs *flag.FlagSet) RunFunc {
+		ops := fs.Int("latency-ops", 2000, "sequential acquire+release pairs for the latency figure")
+		conc := fs.Int("concurrency", 8, "concurrent clients for the throughput figure")
+		dur := fs.Duration("duration", 5*time.Second, "how long the throughput phase runs")
+		return func(ctx context.Context, c Config) ([]results.Result, error) {
+			return runLock(ctx, c, *ops, *conc, *dur)
+		}
+	},
+}
+
+// pairFunc does one acquire+release on resource by worker w.
+type pairFunc func(ctx context.Context, resource string) error
+
+func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration) ([]results.Result, error) {
+	var cl stack.Cleanup
+	defer cl.Close()
+	rdb, prefix, err := c.Env.RedisPrefix(ctx, &cl, "bench_lock")
+	if err != nil {
+		return nil, err
+	}
+	const clinicID = "4242"
+	tok := stack.Name("clinic-token")
+	base, _, err := stack.StartLockd(ctx, &cl, c.Env, c.Bin, "", prefix+"lockd:", stack.Name("service_token"), map[string]string{tok: clinicID})
+	if err != nil {
+		return nil, err
+	}
+	lc := lockclient.New(base, tok, stack.HTTP)
+	clinic, err := ids.Parse(clinicID)
+	if err != nil {
+		return nil, err
+	}
+	ours := func(ctx context.Context, resource string) error {
+		g, err := lc.Acquire(ctx, lockapi.AcquireRequest{Resource: resource, TTLMillis: 30000, Version: "1.0",
+			Holder: lockapi.Holder{Clinic: clinic, Side: lockapi.SideLocal, Client: "bench", User: "bench"}})
+		if err != nil {
+			return err
+		}
+		return lc.Release(ctx, lockapi.ReleaseRequest{Resource: resource, Clinic: clinic, Token: g.Token, Secret: g.Secret})
+	}
+	cad := redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`)
+	bare := func(ctx context.Context, resource string) error {
+		key, secret := prefix+"bare:"+resource, stack.Name("s")
+		ok, err := rdb.SetNX(ctx, key, secret, 30*time.Second).Result()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("bare lock %s held", key)
+		}
+		n, err := cad.Run(ctx, rdb, []string{key}, secret).Int()
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("bare release of %s deleted %d keys", key, n)
+		}
+		return nil
+	}
+	// Warm both paths (connections, script cache).
+	for i := range 50 {
+		if err := ours(ctx, "patient/warm"+strconv.Itoa(i)); err != nil {
+			return nil, fmt.Errorf("lockd: %w", err)
+		}
+		if err := bare(ctx, "patient/warm"+strconv.Itoa(i)); err != nil {
+			return nil, err
+		}
+	}
+	oursLat, err := lockLatency(ctx, ours, ops)
+	if err != nil {
+		return nil, fmt.Errorf("lockd: %w", err)
+	}
+	bareLat, err := lockLatency(ctx, bare, ops)
+	if err != nil {
+		return nil, err
+	}
+	oursRate, err := lockThroughput(ctx, ours, conc, dur)
+	if err != nil {
+		return nil, fmt.Errorf("lockd: %w", err)
+	}
+	bareRate, err := lockThroughput(ctx, bare, conc, dur)
+	if err != nil {
+		return nil, err
+	}
+	params := map[string]any{"latency_ops": ops, "concurrency": conc, "duration_s": dur.Seconds()}
+	lat := results.New("lock", "lock_latency_p50", "ms", results.LowerBetter, round3(stats.Millis(oursLat.P50)), round3(stats.Millis(bareLat.P50)))
+	lat.OursLatency, lat.BaselineLatency = latency(oursLat), latency(bareLat)
+	lat.Params = params
+	lat.Note = "one acquire+release pair, sequential; ours: lockd client → lockd HTTP → Redis Lua (fencing INCR, holder record); baseline: go-redis SET NX PX + Lua compare-and-delete"
+	thr := results.New("lock", "lock_throughput", "pairs/s", results.HigherBetter, round1(oursRate), round1(bareRate))
+	thr.Params = params
+	thr.Note = "acquire+release pairs per second with concurrency clients, each on its own resources"
+	return []results.Result{lat, thr}, nil
+}
+
+func lockLatency(ctx context.Context, pair pairFunc, ops int) (stats.Summary, error) {
+	samples := make([]time.Duration, 0, ops)
+	for i := range ops {
+		t0 := time.Now()
+		if err := pair(ctx, "patient/"+strconv.Itoa(i)); err != nil {
+			return stats.Summary{}, err
+		}
+		samples = append(samples, time.Since(t0))
+	}
+	return stats.Summarize(samples), nil
+}
+
+func lockThroughput(ctx context.Context, pair pairFunc, conc int, dur time.Duration) (float64, error) {
+	var mu sync.Mutex
+	total := 0
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range conc {
+		g.Go(func() error {
+			n := 0
+			for ; time.Since(start) < dur; n++ {
+				if err := pair(gctx, fmt.Sprintf("study/%d-%d", w, n)); err != nil {
+					return err
+				}
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return stats.Rate(int64(total), time.Since(start)), nil
+}
+
+// latency is s as a results.Latency.
+func latency(s stats.Summary) *results.Latency {
+	return &results.Latency{P50: round3(stats.Millis(s.P50)), P99: round3(stats.Millis(s.P99)), Count: s.Count}
+}
