@@ -99,6 +99,7 @@ func cloudFeed(t *testing.T, cloud side) []feedChange {
 // resumes where it stopped (nothing sent twice), and every file arrives.
 func TestBackfillHundredThousand(t *testing.T) {
 	t.Parallel()
+	start := time.Now()
 	s := newStackWith(t, stackOpts{cloudNodes: 1, fast: true})
 	c := s.enroll(t, "Jeonju Ten-Year Dental")
 	dir := t.TempDir()
@@ -165,7 +166,7 @@ func TestBackfillHundredThousand(t *testing.T) {
 		t.Fatalf("sc-local import: %v\n%s", err, out)
 	}
 	total := patients + studies*4
-	t.Logf("imported %d records, %d with files", total, len(files))
+	t.Logf("%s: imported %d records, %d with files", time.Since(start).Round(time.Second), total, len(files))
 	for _, f := range files {
 		if code := call(t, "POST", c.base+"/v1/files", "", map[string]any{"path": f.path}, nil); code != 202 {
 			t.Fatalf("import file %s: %d", f.path, code)
@@ -203,7 +204,7 @@ func TestBackfillHundredThousand(t *testing.T) {
 	if bf.Remaining == 0 {
 		t.Fatalf("the backfill finished before the live edit arrived; the test proves nothing (%+v)", bf)
 	}
-	t.Logf("live edit in the cloud with %d records still to backfill", bf.Remaining)
+	t.Logf("%s: live edit in the cloud with %d records still to backfill", time.Since(start).Round(time.Second), bf.Remaining)
 
 	// SIGKILL midway; the restart continues from where it stopped.
 	testenv.CheckFor(t, 5*time.Minute, 200*time.Millisecond, func() error {
@@ -223,9 +224,10 @@ func TestBackfillHundredThousand(t *testing.T) {
 	if bf.Remaining > before+1000 {
 		t.Fatalf("after the restart %d remain, %d did before the kill: the backfill started over", bf.Remaining, before)
 	}
-	t.Logf("killed with %d remaining, %d remain after the restart", before, bf.Remaining)
+	t.Logf("%s: killed with %d remaining, %d remain after the restart", time.Since(start).Round(time.Second), before, bf.Remaining)
 
 	converged(t, c, cloud, 8*time.Minute)
+	t.Logf("%s: converged", time.Since(start).Round(time.Second))
 
 	// The cloud received every record once, and the history newest first.
 	feed := cloudFeed(t, cloud)
