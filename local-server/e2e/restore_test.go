@@ -105,6 +105,15 @@ func TestBackupWipeRestore(t *testing.T) {
 		t.Fatalf("cloud edit: %d", code)
 	}
 	before := converged(t, c, cloud, 60*time.Second)
+	// The clinic acknowledges what it applied with its next pull (every 2s
+	// here): wait for it, so the cloud knows how far the lost machine got.
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		cl := adminClinic(t, s, c.ID)
+		if cl.AckedSeq == 0 || cl.AckedSeq < cl.LastSeq {
+			return fmt.Errorf("clinic acknowledged cloud_seq %d of %d", cl.AckedSeq, cl.LastSeq)
+		}
+		return nil
+	})
 
 	// The machine dies and its directory is gone.
 	c.proc.kill9(t)
@@ -153,24 +162,30 @@ func TestBackupWipeRestore(t *testing.T) {
 		return nil
 	})
 	// The cloud saw the clinic come back older than it had acknowledged.
+	if cl := adminClinic(t, s, c.ID); cl.Rewinds < 1 {
+		t.Fatalf("the cloud did not notice the clinic came back older: %+v", cl)
+	}
+}
+
+type adminClinicView struct {
+	ID       string `json:"id"`
+	LastSeq  int64  `json:"last_seq"`
+	AckedSeq int64  `json:"acked_seq"`
+	Rewinds  int64  `json:"rewinds"`
+}
+
+// adminClinic reads a clinic as the cloud operator sees it.
+func adminClinic(t *testing.T, s *stack, id string) adminClinicView {
+	t.Helper()
 	var list struct {
-		Clinics []struct {
-			ID       string `json:"id"`
-			Rewinds  int64  `json:"rewinds"`
-			AckedSeq int64  `json:"acked_seq"`
-		} `json:"clinics"`
+		Clinics []adminClinicView `json:"clinics"`
 	}
 	call(t, "GET", s.cloud[0]+"/v1/admin/clinics", s.adminToken, nil, &list)
-	found := false
 	for _, cl := range list.Clinics {
-		if cl.ID == c.ID {
-			found = true
-			if cl.Rewinds < 1 {
-				t.Fatalf("the cloud did not notice the clinic came back older: %+v", cl)
-			}
+		if cl.ID == id {
+			return cl
 		}
 	}
-	if !found {
-		t.Fatalf("clinic %s not listed", c.ID)
-	}
+	t.Fatalf("clinic %s not listed", id)
+	return adminClinicView{}
 }
