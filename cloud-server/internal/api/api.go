@@ -33,6 +33,7 @@ type Server struct {
 	adminToken string
 	notify     func()
 	onRewind   func()
+	onClinic   func()
 	log        *slog.Logger
 }
 
@@ -217,6 +218,9 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("clinic enrolled", "clinic", c.ID, "node", c.NodeID)
+	if s.onClinic != nil {
+		s.onClinic()
+	}
 	httpapi.WriteJSON(w, http.StatusCreated, ClinicCredentials{Clinic: c, Token: tok})
 	return nil
 }
@@ -455,6 +459,9 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.log.Info("clinic enrolled itself", "clinic", c.ID, "node", c.NodeID)
+	if s.onClinic != nil {
+		s.onClinic()
+	}
 	httpapi.WriteJSON(w, http.StatusCreated, ClinicCredentials{Clinic: c, Token: tok})
 	return nil
 }
@@ -523,6 +530,10 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
+
+// OnClinic sets a function called after a clinic is enrolled here (to
+// start replicating it at once).
+func (s *Server) OnClinic(f func()) { s.onClinic = f }
 
 // OnRewind sets a function called each time a clinic is found older than
 // what it had acknowledged (for a metric).

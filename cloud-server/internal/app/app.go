@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		Help: "Clinics found older than what they had acknowledged (restored from a backup or wiped); the cloud re-sent what they lost."})
 	reg.MustRegister(rewinds)
 	apiSrv.OnRewind(rewinds.Inc)
+	apiSrv.OnClinic(rep.ClinicAdded)
 
 	if err := files.Migrate(st.DB()); err != nil {
 		return err

@@ -36,6 +36,7 @@ type Replicator struct {
 	wake   chan struct{}
 
 	refresh time.Duration
+	fresh   chan struct{} // a clinic was enrolled here: start its consumer now
 	mu      sync.Mutex
 	running map[ids.ID]bool
 
@@ -57,7 +58,7 @@ func (r *Replicator) OnAccepted(f func([]wire.Envelope)) { r.onAccepted = f }
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
 	r := &Replicator{
 		st: st, broker: broker, log: log, wake: make(chan struct{}, 1),
-		refresh: 5 * time.Second, running: map[ids.ID]bool{},
+		refresh: 5 * time.Second, running: map[ids.ID]bool{}, fresh: make(chan struct{}, 1),
 		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
 		redeliver: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
 		relayed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
@@ -69,6 +70,15 @@ func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Regist
 		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.poisoned)
 	}
 	return r
+}
+
+// ClinicAdded starts the consumer of a clinic enrolled through this node
+// now rather than at the next refresh (other nodes pick it up then).
+func (r *Replicator) ClinicAdded() {
+	select {
+	case r.fresh <- struct{}{}:
+	default:
+	}
 }
 
 // Notify wakes the relay after a local commit wrote an outbox row.
@@ -96,6 +106,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			wg.Wait()
 			return nil
 		case <-t.C:
+		case <-r.fresh:
 		}
 	}
 }

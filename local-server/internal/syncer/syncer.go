@@ -113,10 +113,19 @@ func (s *Syncer) relay(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-s.wake:
+			// Let the changes committed in the next moment join this one's
+			// message: the cloud applies a message per transaction, so at a
+			// few hundred saves a second single-change messages would queue
+			// up there.
+			sleep(ctx, relayLinger)
 		case <-t.C:
 		}
 	}
 }
+
+// relayLinger is how long the relay waits after a wake-up for more changes
+// to send in the same message.
+const relayLinger = 20 * time.Millisecond
 
 // relayOnce publishes the oldest outbox rows, in order, batched into as few
 // messages as the size limit allows (M28); a row is deleted only after the
