@@ -5,8 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 

@@ -192,7 +192,7 @@ func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) 
 			// Walk the partial index of records not queued yet, newest
 			// first (the literal queued = 0 is what lets SQLite use it):
 			// each batch reads what it takes, not the whole history.
-			err := tx.Table(sp.Table + " INDEXED BY " + sp.Table + "_backfill").Select(sp.Table+".id AS id, "+sp.Table+".sort_date AS date").
+			err := tx.Table(sp.Table+" INDEXED BY "+sp.Table+"_backfill").Select(sp.Table+".id AS id, "+sp.Table+".sort_date AS date").
 				Where(sp.Table+".queued = 0").Where(where, args...).
 				Order(sp.Table + ".sort_date DESC, " + sp.Table + ".id DESC").Limit(limit).Scan(&rows).Error
 			if err != nil {

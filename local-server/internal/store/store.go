@@ -74,13 +74,13 @@ const (
 
 // Store is the clinic database.
 type Store struct {
-	db     *gorm.DB
-	path   string
+	db   *gorm.DB
+	path string
 	// importing counts bulk imports in progress: the backfill waits for
 	// them, so it sends the whole imported history newest first.
 	importing atomic.Int32
-	clinic ids.ID
-	ids    *ids.Generator
+	clinic    ids.ID
+	ids       *ids.Generator
 }
 
 // Open opens (creating if needed) the SQLite database at path for clinic,
