@@ -18,7 +18,7 @@ func TestS3UnreachableIs503(t *testing.T) {
 	if !errors.As(apiError(down), &e) || e.Status != http.StatusServiceUnavailable || e.Code != httpapi.CodeUnavailable {
 		t.Fatalf("apiError(unreachable) = %v, want 503 unavailable", apiError(down))
 	}
-	if other := errors.New("some bug"); apiError(other) != other {
+	if other := errors.New("some bug"); !errors.Is(apiError(other), other) || errors.As(apiError(other), &e) {
 		t.Fatal("an unknown error must stay an internal error")
 	}
 }

@@ -147,7 +147,7 @@ func (b *Backuper) take(ctx context.Context) (filekey.Backup, error) {
 	if err != nil {
 		return filekey.Backup{}, fmt.Errorf("backup: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	snap := filepath.Join(tmp, "scsync.db")
 	info, err := b.st.Snapshot(ctx, snap)
 	if err != nil {
@@ -178,12 +178,12 @@ func compress(src, dst string) (string, int64, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("backup: %w", err)
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	out, err := os.Create(dst)
 	if err != nil {
 		return "", 0, fmt.Errorf("backup: %w", err)
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }()
 	h := sha256.New()
 	cw := &counter{w: io.MultiWriter(out, h)}
 	zw := gzip.NewWriter(cw)
@@ -204,7 +204,7 @@ func (b *Backuper) put(ctx context.Context, p filekey.Presigned, path string, si
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	req, err := http.NewRequestWithContext(ctx, p.Method, p.URL, f)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)

@@ -57,12 +57,12 @@ func Restore(ctx context.Context, cloud Cloud, dbPath string, force bool, progre
 	}
 	out.Backup = dl.Backup
 	gz := dbPath + ".restore.gz"
-	defer os.Remove(gz)
+	defer func() { _ = os.Remove(gz) }()
 	if err := fetch(ctx, dl, gz, progress); err != nil {
 		return out, err
 	}
 	partial := dbPath + ".restoring"
-	defer os.Remove(partial)
+	defer func() { _ = os.Remove(partial) }()
 	if err := decompress(gz, partial); err != nil {
 		return out, err
 	}
@@ -97,7 +97,7 @@ func fetch(ctx context.Context, dl filekey.BackupDownload, path string, progress
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	w := &counter{w: io.MultiWriter(f, h)}
 	buf := make([]byte, 256<<10)
@@ -132,7 +132,7 @@ func decompress(src, dst string) error {
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	zr, err := gzip.NewReader(in)
 	if err != nil {
 		return fmt.Errorf("backup: not a gzip snapshot: %w", err)
@@ -141,7 +141,7 @@ func decompress(src, dst string) error {
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }()
 	if _, err := io.Copy(out, zr); err != nil {
 		return fmt.Errorf("backup: decompress: %w", err)
 	}

@@ -20,7 +20,7 @@ func Import(ctx context.Context, w io.Writer, base, path string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return err
