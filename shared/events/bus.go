@@ -215,6 +215,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	if !b.declare(ctx) {
 		return nil
 	}
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -224,6 +225,11 @@ func (b *Bus) Run(ctx context.Context) error {
 	err := b.broker.Consume(ctx, b.queue, b.handle)
 	cancel()
 	wg.Wait()
+	if parent.Err() != nil {
+		// Shutting down: the broker client may close before Consume sees
+		// the context end, and that is not a failure.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", b.queue, err)
 	}

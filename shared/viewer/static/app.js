@@ -228,9 +228,9 @@
     cell.replaceChildren(badge);
   }
 
-  function setMode(kind, id, text, cls) {
+  function setMode(kind, id, text, cls, session) {
     const key = kind + '/' + id;
-    if (text) state.modes.set(key, { text, cls });
+    if (text) state.modes.set(key, { text, cls, session: session || '' });
     else state.modes.delete(key);
     if (kind === KINDS[state.collection]) {
       const tr = rowOf(id);
@@ -288,19 +288,26 @@
         loadList();
         return;
       case 'editing':
-        setMode(kind, id, label(e), 'editing');
+        setMode(kind, id, label(e), 'editing', e.session);
         break;
       case 'saved':
         setMode(kind, id, label(e), 'saved');
         refetch(kind, id);
         break;
-      case 'closed':
-        if (e.reason === 'idle' || e.reason === 'expired') setMode(kind, id, label(e), 'closed');
+      case 'closed': {
+        // Events of two sides can arrive out of order: the close of an
+        // earlier session must not clear the badge of the one editing now.
+        const cur = state.modes.get(kind + '/' + id);
+        const stale = !!cur && cur.cls === 'editing' && !!cur.session && !!e.session && cur.session !== e.session;
+        if (stale) {
+          // keep showing who edits now
+        } else if (e.reason === 'idle' || e.reason === 'expired') setMode(kind, id, label(e), 'closed');
         else setMode(kind, id, '', '');
         if (mine(e)) {
           endEditing(e.reason === 'idle' ? 'Closed (idle): the record was closed after a period without activity.' : 'The edit session was closed (' + (e.reason || 'released') + ').');
         }
         break;
+      }
       case 'idle_warning':
         setMode(kind, id, label(e), 'idle');
         if (mine(e)) $('idle-warning').hidden = false;
