@@ -1,6 +1,8 @@
 package events
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +12,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,10 +90,16 @@ type Bus struct {
 }
 
 type outgoing struct {
-	key  string
-	body []byte
-	at   time.Time
+	clinic ids.ID
+	key    string
+	body   []byte
+	at     time.Time
 }
+
+// perMessage bounds the events one message carries: a burst waiting in a
+// publisher's outbox (a backfill accepting hundreds of records a second)
+// goes as a few messages, not one per event with its own confirm.
+const perMessage = 200
 
 // NewBus returns a Bus that publishes through broker and hands every event
 // it receives — and every event published through it — to deliver
@@ -181,7 +190,7 @@ func (b *Bus) Publish(ctx context.Context, e Event) error {
 	b.deliver(e)
 	key := RoutingKey(e.Clinic, e.Kind, e.Record)
 	select {
-	case b.outbox[shard(key)] <- outgoing{key: key, body: body, at: e.At}:
+	case b.outbox[shard(key)] <- outgoing{clinic: e.Clinic, key: key, body: body, at: e.At}:
 	default:
 		b.dropped(key)
 	}
@@ -260,26 +269,68 @@ func (b *Bus) declare(ctx context.Context) bool {
 }
 
 func (b *Bus) publishLoop(ctx context.Context, out <-chan outgoing) {
+	batch := make([]outgoing, 0, perMessage)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case m := <-out:
-			pctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-			err := b.broker.Publish(pctx, Exchange, m.key, amqpx.Message{
-				Body:        m.body,
-				ContentType: contentType,
-				Type:        messageType,
-				UserID:      b.cfg.UserID,
-				Headers:     map[string]any{originHeader: b.origin},
-				Timestamp:   m.at,
-			})
-			cancel()
-			// Unroutable means no server listens for that clinic right now.
-			if err != nil && !errors.Is(err, amqpx.ErrUnroutable) && ctx.Err() == nil {
-				b.log.Warn("event not published", "routing_key", m.key, "err", err)
+			// Whatever else waits goes along: one message per clinic.
+			batch = append(batch[:0], m)
+		more:
+			for len(batch) < perMessage {
+				select {
+				case m := <-out:
+					batch = append(batch, m)
+				default:
+					break more
+				}
+			}
+			// A record belongs to one clinic, so keeping each clinic's
+			// events in order keeps every record's.
+			slices.SortStableFunc(batch, func(x, y outgoing) int { return cmp.Compare(x.clinic, y.clinic) })
+			for len(batch) > 0 {
+				n := 1
+				for n < len(batch) && batch[n].clinic == batch[0].clinic {
+					n++
+				}
+				b.send(ctx, batch[:n])
+				batch = batch[n:]
 			}
 		}
+	}
+}
+
+// send publishes events of one clinic, in order: one alone under its own
+// routing key, several as a JSON array under the clinic's batch key.
+func (b *Bus) send(ctx context.Context, ms []outgoing) {
+	key, body := ms[0].key, ms[0].body
+	if len(ms) > 1 {
+		key = BatchKey(ms[0].clinic)
+		var buf bytes.Buffer
+		buf.WriteByte('[')
+		for i, m := range ms {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(m.body)
+		}
+		buf.WriteByte(']')
+		body = buf.Bytes()
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	err := b.broker.Publish(pctx, Exchange, key, amqpx.Message{
+		Body:        body,
+		ContentType: contentType,
+		Type:        messageType,
+		UserID:      b.cfg.UserID,
+		Headers:     map[string]any{originHeader: b.origin},
+		Timestamp:   ms[0].at,
+	})
+	cancel()
+	// Unroutable means no server listens for that clinic right now.
+	if err != nil && !errors.Is(err, amqpx.ErrUnroutable) && ctx.Err() == nil {
+		b.log.Warn("event not published", "routing_key", key, "events", len(ms), "err", err)
 	}
 }
 
@@ -289,28 +340,41 @@ func (b *Bus) handle(_ context.Context, d amqpx.Delivery) error {
 	if o, _ := d.Headers[originHeader].(string); o == b.origin {
 		return nil // delivered locally by Publish
 	}
-	var e Event
-	if err := json.Unmarshal(d.Body, &e); err != nil {
-		b.log.Warn("event dropped, not JSON", "routing_key", d.RoutingKey, "err", err)
-		return nil
+	var es []Event
+	body := bytes.TrimSpace(d.Body)
+	if len(body) > 0 && body[0] == '[' {
+		// Several events of one clinic (send).
+		if err := json.Unmarshal(body, &es); err != nil {
+			b.log.Warn("events dropped, not a JSON array of events", "routing_key", d.RoutingKey, "err", err)
+			return nil
+		}
+	} else {
+		var e Event
+		if err := json.Unmarshal(body, &e); err != nil {
+			b.log.Warn("event dropped, not JSON", "routing_key", d.RoutingKey, "err", err)
+			return nil
+		}
+		es = []Event{e}
 	}
 	// The broker's topic permissions vouch for the routing key, not for the
 	// body: an event must be about the clinic its key names.
 	clinic, ok := clinicOfKey(d.RoutingKey)
-	if !ok || clinic != e.Clinic {
-		b.log.Warn("event dropped, clinic does not match its routing key", "routing_key", d.RoutingKey, "clinic", e.Clinic)
+	if b.cfg.Clinic != 0 && ok && clinic != b.cfg.Clinic {
 		return nil
 	}
-	if b.cfg.Clinic != 0 && clinic != b.cfg.Clinic {
-		return nil
+	for _, e := range es {
+		if !ok || clinic != e.Clinic {
+			b.log.Warn("event dropped, clinic does not match its routing key", "routing_key", d.RoutingKey, "clinic", e.Clinic)
+			continue
+		}
+		if e.Type == TypeReset || e.Type == "" {
+			// Resets come from a Hub only. Other unknown types pass: a newer
+			// server may send types this one does not know; viewers skip them.
+			b.log.Warn("event dropped, bad type", "routing_key", d.RoutingKey, "type", e.Type)
+			continue
+		}
+		e.Seq = 0
+		b.deliver(e)
 	}
-	if e.Type == TypeReset || e.Type == "" {
-		// Resets come from a Hub only. Other unknown types pass: a newer
-		// server may send types this one does not know; viewers skip them.
-		b.log.Warn("event dropped, bad type", "routing_key", d.RoutingKey, "type", e.Type)
-		return nil
-	}
-	e.Seq = 0
-	b.deliver(e)
 	return nil
 }

@@ -225,9 +225,10 @@ func TestBusRoundTrip(t *testing.T) {
 
 // fakeBroker records publishes and can hold them.
 type fakeBroker struct {
-	mu       sync.Mutex
-	declared []amqpx.Topology
-	block    chan struct{} // Publish waits on it when non-nil
+	mu        sync.Mutex
+	declared  []amqpx.Topology
+	block     chan struct{} // Publish waits on it when non-nil
+	published []amqpx.Delivery
 }
 
 func (f *fakeBroker) Declare(_ context.Context, t amqpx.Topology) error {
@@ -237,7 +238,7 @@ func (f *fakeBroker) Declare(_ context.Context, t amqpx.Topology) error {
 	return nil
 }
 
-func (f *fakeBroker) Publish(ctx context.Context, _, _ string, _ amqpx.Message) error {
+func (f *fakeBroker) Publish(ctx context.Context, _, key string, m amqpx.Message) error {
 	if f.block != nil {
 		select {
 		case <-f.block:
@@ -245,7 +246,106 @@ func (f *fakeBroker) Publish(ctx context.Context, _, _ string, _ amqpx.Message) 
 			return ctx.Err()
 		}
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.published = append(f.published, amqpx.Delivery{RoutingKey: key, Body: m.Body, Headers: m.Headers})
 	return nil
+}
+
+// TestBusBatchesBursts: events that wait in the outbox while the broker is
+// slow go out as few messages, one clinic per message, and a receiving Bus
+// delivers every one of them, in order per record.
+func TestBusBatchesBursts(t *testing.T) {
+	t.Parallel()
+	fb := &fakeBroker{block: make(chan struct{})}
+	pub, err := NewBus(fb, BusConfig{Name: "pub"}, func(Event) {}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- pub.Run(ctx) }()
+	var want []Event
+	for i := range 300 {
+		c := clinicA
+		if i%4 == 0 {
+			c = clinicB
+		}
+		e := Event{Type: TypeChanged, Clinic: c, Kind: "study", Record: ids.ID(1 + i%7), Version: version.V{A: uint32(i + 1)}}
+		if err := pub.Publish(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, e)
+	}
+	close(fb.block) // the broker answers again: the burst goes
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		var n int
+		fb.mu.Lock()
+		for _, d := range fb.published {
+			var es []Event
+			if err := json.Unmarshal(d.Body, &es); err != nil {
+				es = []Event{{}}
+			}
+			n += len(es)
+		}
+		fb.mu.Unlock()
+		if n < len(want) {
+			return fmt.Errorf("%d events published, want %d", n, len(want))
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fb.mu.Lock()
+	msgs := fb.published
+	fb.mu.Unlock()
+	if len(msgs) > len(want)/4 {
+		t.Errorf("%d messages for a burst of %d events, want a few (batches)", len(msgs), len(want))
+	}
+	var local, cloud sink
+	recvA, err := NewBus(&fakeBroker{}, BusConfig{Name: "local", Clinic: clinicA}, local.deliver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recvAll, err := NewBus(&fakeBroker{}, BusConfig{Name: "cloud"}, cloud.deliver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batches := 0
+	for _, d := range msgs {
+		if d.RoutingKey == BatchKey(clinicA) || d.RoutingKey == BatchKey(clinicB) {
+			batches++
+		}
+		for _, r := range []*Bus{recvA, recvAll} {
+			if err := r.handle(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if batches == 0 {
+		t.Fatalf("no batch message among %d", len(msgs))
+	}
+	byRecord := func(evs []Event, c ids.ID) map[string][]uint32 {
+		out := map[string][]uint32{}
+		for _, e := range evs {
+			if c == 0 || e.Clinic == c {
+				k := fmt.Sprint(e.Clinic, "/", e.Record)
+				out[k] = append(out[k], e.Version.A)
+			}
+		}
+		return out
+	}
+	all := cloud.matching(func(Event) bool { return true })
+	if fmt.Sprint(byRecord(all, 0)) != fmt.Sprint(byRecord(want, 0)) {
+		t.Errorf("cloud bus delivered per record\n%v\nwant\n%v", byRecord(all, 0), byRecord(want, 0))
+	}
+	onlyA := local.matching(func(Event) bool { return true })
+	if fmt.Sprint(byRecord(onlyA, 0)) != fmt.Sprint(byRecord(want, clinicA)) {
+		t.Errorf("clinic A's bus delivered per record\n%v\nwant\n%v", byRecord(onlyA, 0), byRecord(want, clinicA))
+	}
 }
 
 func (f *fakeBroker) Consume(ctx context.Context, _ string, _ amqpx.Handler) error {
@@ -350,6 +450,9 @@ func TestBusHandle(t *testing.T) {
 		{"other clinic, not ours", amqpx.Delivery{RoutingKey: "clinic.2002.patient.1", Body: body(Event{Type: TypeSaved, Clinic: clinicB, Kind: "patient"})}, false},
 		{"reset", amqpx.Delivery{RoutingKey: "clinic.1001.patient.1", Body: body(Event{Type: TypeReset, Clinic: clinicA})}, false},
 		{"future type", amqpx.Delivery{RoutingKey: "clinic.1001.patient.1", Body: body(Event{Type: "comment", Clinic: clinicA})}, true},
+		{"batch", amqpx.Delivery{RoutingKey: BatchKey(clinicA), Body: []byte("[" + string(body(good)) + "," + string(body(good)) + "]")}, true},
+		{"batch of another clinic's events", amqpx.Delivery{RoutingKey: BatchKey(clinicA), Body: []byte("[" + string(body(Event{Type: TypeSaved, Clinic: clinicB, Kind: "patient"})) + "]")}, false},
+		{"batch not JSON", amqpx.Delivery{RoutingKey: BatchKey(clinicA), Body: []byte("[{")}, false},
 	}
 	for _, tt := range tests {
 		before := len(s.matching(func(Event) bool { return true }))
@@ -359,6 +462,9 @@ func TestBusHandle(t *testing.T) {
 		got := s.matching(func(Event) bool { return true })
 		if delivered := len(got) > before; delivered != tt.deliver {
 			t.Errorf("%s: delivered = %v, want %v", tt.name, delivered, tt.deliver)
+		}
+		if tt.name == "batch" && len(got)-before != 2 {
+			t.Errorf("batch: delivered %d events, want 2", len(got)-before)
 		}
 		if len(got) > before && got[len(got)-1].Seq != 0 {
 			t.Errorf("%s: delivered seq %d, want 0 (the Hub numbers)", tt.name, got[len(got)-1].Seq)

@@ -149,6 +149,10 @@ func RoutingKey(clinic ids.ID, kind string, record ids.ID) string {
 	return "clinic." + clinic.String() + "." + kind + "." + record.String()
 }
 
+// BatchKey is the key a message carrying several events of a clinic is
+// published under: clinic.<clinic>.batch (it matches ClinicPattern).
+func BatchKey(clinic ids.ID) string { return "clinic." + clinic.String() + ".batch" }
+
 // ClinicPattern is the binding key of one clinic's events: clinic.<id>.#.
 func ClinicPattern(clinic ids.ID) string { return "clinic." + clinic.String() + ".#" }
 

@@ -28,11 +28,11 @@ var Backfill = Bench{
 	Name: "backfill",
 	Doc:  "N records imported on sc-local outside the scope, then the scope widened: enumerated and synced newest first, vs a bare SQLite ORDER BY date DESC → publish with confirms → PostgreSQL batch insert",
 	Flags: func(fs *flag.FlagSet) RunFunc {
-		n := fs.Int("records", 200_000, "records imported (1% patients, the rest studies over ten years)")
+		n := fs.Int("records", 300_000, "records imported (1% patients, the rest studies over ten years)")
 		chunk := fs.Int("chunk", 20_000, "records per POST /v1/import")
-		wait := fs.Duration("sync-timeout", 150*time.Second, "stop waiting for the cloud after this long and report the rate so far")
+		wait := fs.Duration("sync-timeout", 7*time.Minute, "stop waiting for the cloud after this long and report the rate so far")
 		baseN := fs.Int("baseline-records", 0, "records of the bare baseline (0: as many as the cloud received)")
-		prof := fs.String("cpuprofile", "", "write a CPU profile of sc-local over the first 30 s of the backfill to this file (go tool pprof)")
+		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (this file) and sc-cloud (this file + .cloud) over the first 30 s of the backfill (go tool pprof)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
 			return runBackfill(ctx, c, *n, *chunk, *wait, *baseN, *prof)
 		}
@@ -54,6 +54,7 @@ type backfillFigures struct {
 	complete    bool
 	peakRSS     int64
 	cpu         time.Duration
+	cloudCPU    time.Duration
 }
 
 func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration, baseN int, prof string) ([]results.Result, error) {
@@ -80,6 +81,7 @@ func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration
 		"ours_sync_seconds":        round3(ours.syncSeconds),
 		"ours_peak_rss_mib":        mib(ours.peakRSS),
 		"ours_cpu_seconds":         round3(ours.cpu.Seconds()),
+		"ours_cloud_cpu_seconds":   round3(ours.cloudCPU.Seconds()),
 	}
 	r.Note = "ours: from widening the scope (PUT /v1/scope) until the cloud's change feed head reaches the records synced (enumerated: queued by the backfill, GET /v1/backfill); " +
 		"baseline: the same number of rows enumerated from SQLite ORDER BY date DESC, published with confirms, batch-inserted into PostgreSQL"
@@ -90,17 +92,23 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	var f backfillFigures
 	var cl stack.Cleanup
 	defer cl.Close()
-	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "backfill")
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	if lvl := os.Getenv("BENCH_CLOUD_LOG_LEVEL"); lvl != "" {
+		extra = append(extra, "SC_CLOUD_LOG_LEVEL="+lvl) // with -cpuprofile, the log is kept beside the profiles
+	}
+	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "backfill", extra...)
+	if prof != "" {
+		defer func() { _ = os.WriteFile(prof+".cloud.log", []byte(a.CloudProc.Output()), 0o644) }()
+	}
 	if err != nil {
 		return f, err
 	}
 	clinic, err := a.Enroll(ctx, "Bench Backfill Dental")
 	if err != nil {
 		return f, err
-	}
-	var extra []string
-	if prof != "" {
-		extra = append(extra, "SCSYNC_PPROF=1")
 	}
 	if err := a.StartLocal(ctx, clinic, extra...); err != nil {
 		return f, err
@@ -144,14 +152,20 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	if err != nil {
 		return f, err
 	}
+	cu0, err := stack.ReadUsage(a.CloudProc.Pid())
+	if err != nil {
+		return f, err
+	}
 	start := time.Now()
 	if err := stack.Call(ctx, http.MethodPut, clinic.Base+"/v1/scope", "", map[string]any{}, nil, http.StatusOK); err != nil {
 		return f, err
 	}
-	profDone := make(chan error, 1)
+	profDone := make(chan error, 2)
 	if prof != "" {
 		go func() { profDone <- cpuProfile(ctx, clinic.Base, prof, 30*time.Second) }()
+		go func() { profDone <- cpuProfile(ctx, a.Cloud, prof+".cloud", 30*time.Second) }()
 	} else {
+		profDone <- nil
 		profDone <- nil
 	}
 	deadline := start.Add(wait)
@@ -196,9 +210,15 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	if err != nil {
 		return f, err
 	}
-	f.peakRSS, f.cpu = u1.PeakRSS, u1.CPU-u0.CPU
-	if err := <-profDone; err != nil {
-		c.Log.Warn("no CPU profile", "err", err)
+	cu1, err := stack.ReadUsage(a.CloudProc.Pid())
+	if err != nil {
+		return f, err
+	}
+	f.peakRSS, f.cpu, f.cloudCPU = u1.PeakRSS, u1.CPU-u0.CPU, cu1.CPU-cu0.CPU
+	for range 2 {
+		if err := <-profDone; err != nil {
+			c.Log.Warn("no CPU profile", "err", err)
+		}
 	}
 	return f, nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -41,6 +43,13 @@ type clinicTx struct {
 	// changes and outbox rows are written together before the commit.
 	changes []Change
 	outbox  []Outbox
+	// created holds the records new in a primed batch, inserted together
+	// (one statement per kind) by flush: recs knows them, so nothing in
+	// the batch asks their table before; a query that must see them
+	// (liveFileRefs) flushes first. A later change of such a record in
+	// the same batch changes the object in place.
+	created   []Record
+	isCreated map[records.Ref]bool
 }
 
 func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicTx) error) error {
@@ -68,8 +77,11 @@ func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicT
 	})
 }
 
-// flush writes the changes and outbox rows the transaction made.
+// flush writes the records, changes and outbox rows the transaction made.
 func (ct *clinicTx) flush() error {
+	if err := ct.flushCreated(); err != nil {
+		return err
+	}
 	if len(ct.changes) > 0 {
 		if err := ct.tx.CreateInBatches(ct.changes, 500).Error; err != nil {
 			return err
@@ -81,6 +93,34 @@ func (ct *clinicTx) flush() error {
 		}
 	}
 	ct.changes, ct.outbox = nil, nil
+	return nil
+}
+
+// flushCreated inserts the records created since the last flush, a
+// statement per kind (and per thousand).
+func (ct *clinicTx) flushCreated() error {
+	if len(ct.created) == 0 {
+		return nil
+	}
+	byKind := map[wire.Kind][]Record{}
+	var order []wire.Kind
+	for _, r := range ct.created {
+		k := r.meta().Kind
+		if byKind[k] == nil {
+			order = append(order, k)
+		}
+		byKind[k] = append(byKind[k], r)
+	}
+	for _, kind := range order {
+		k, err := opsFor(kind)
+		if err != nil {
+			return err
+		}
+		if err := k.createAll(ct.tx, byKind[kind]); err != nil {
+			return err
+		}
+	}
+	ct.created, ct.isCreated = nil, nil
 	return nil
 }
 
@@ -111,9 +151,9 @@ func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) e
 			}
 		}
 	}
-	for _, model := range []any{&Change{}, &Parked{}} {
+	for _, table := range []string{"changes", "parked"} {
 		var known []ids.ID
-		if err := ct.tx.Model(model).Where("clinic_id = ? AND change_id IN ?", ct.c.ID, changeIDs).Pluck("change_id", &known).Error; err != nil {
+		if err := keysIn(ct.tx, table, "change_id", "change_id", ct.c.ID, changeIDs).Scan(&known).Error; err != nil {
 			return err
 		}
 		for _, id := range known {
@@ -128,7 +168,7 @@ func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) e
 		for _, id := range idList {
 			ct.recs[records.Ref{Kind: kind, ID: id}] = nil
 		}
-		rows, err := k.find(ct.tx.Model(k.model).Where("clinic_id = ? AND id IN ?", ct.c.ID, idList))
+		rows, err := k.find(keysIn(ct.tx, k.spec.Table, "*", "id", ct.c.ID, idList))
 		if err != nil {
 			return err
 		}
@@ -139,6 +179,27 @@ func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) e
 		}
 	}
 	return nil
+}
+
+// keysIn selects cols of the rows of table whose (clinic_id, col) is
+// (clinic, one of keys), probing the (clinic_id, col) index once per key.
+// Written "clinic_id = ? AND col IN ?" the plan depends on the clinic's
+// estimated row count, and for a clinic the statistics do not know yet (a
+// new clinic's first backfill) PostgreSQL scans every row of the clinic and
+// filters: each batch's lookups got slower as the clinic grew. A lateral
+// lookup per key can only be planned as an index probe.
+func keysIn[K ~int64](tx *gorm.DB, table, cols, col string, clinic ids.ID, keys []K) *gorm.DB {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(int64(k), 10))
+	}
+	b.WriteByte('}')
+	return tx.Raw("SELECT r.* FROM unnest(?::bigint[]) AS u(k) CROSS JOIN LATERAL (SELECT "+cols+" FROM "+table+
+		" WHERE clinic_id = ? AND "+col+" = u.k) AS r", b.String(), clinic)
 }
 
 // hasParked reports whether the clinic may have parked changes.
@@ -231,9 +292,20 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 	if err != nil {
 		return err
 	}
-	if exists {
+	ref := records.Ref{Kind: m.Kind, ID: m.ID}
+	switch {
+	case exists && ct.isCreated[ref]:
+		// Created earlier in this batch and not inserted yet: the object
+		// changed in place is what flush inserts.
+	case exists:
 		err = ct.tx.Save(rec).Error
-	} else {
+	case ct.recs != nil:
+		if ct.isCreated == nil {
+			ct.isCreated = map[records.Ref]bool{}
+		}
+		ct.created = append(ct.created, rec)
+		ct.isCreated[ref] = true
+	default:
 		err = ct.tx.Create(rec).Error
 	}
 	if err != nil {
@@ -243,7 +315,6 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 		return err
 	}
 	if ct.recs != nil {
-		ref := records.Ref{Kind: m.Kind, ID: m.ID}
 		ct.recs[ref] = rec
 		ct.stored[ref] = FileSHA(rec.content())
 	}

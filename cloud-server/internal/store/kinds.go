@@ -30,6 +30,9 @@ type kindOps struct {
 	model  any
 	newRow func() Record
 	find   func(db *gorm.DB) ([]Record, error)
+	// createAll inserts rows of this kind in as few statements as the
+	// driver's parameter limit allows.
+	createAll func(db *gorm.DB, rs []Record) error
 }
 
 func opsOf[C records.Content]() kindOps {
@@ -50,6 +53,13 @@ func opsOf[C records.Content]() kindOps {
 				out[i] = &rows[i]
 			}
 			return out, nil
+		},
+		createAll: func(db *gorm.DB, rs []Record) error {
+			rows := make([]*Row[C], len(rs))
+			for i, r := range rs {
+				rows[i] = r.(*Row[C])
+			}
+			return db.CreateInBatches(rows, 1000).Error
 		},
 	}
 }

@@ -238,6 +238,10 @@ func (s *Store) RecordsNamingFile(ctx context.Context, clinic ids.ID, sha string
 // liveFileRefs counts, inside the clinic's transaction, the live records
 // naming file sha.
 func (ct *clinicTx) liveFileRefs(sha string) (int64, error) {
+	// The records this batch created count too.
+	if err := ct.flushCreated(); err != nil {
+		return 0, err
+	}
 	var total int64
 	for _, table := range fileKinds {
 		var n int64

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -229,10 +231,11 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.
 				seqs[i] = o.CloudSeq
 			}
 			var chs []Change
-			if err := tx.Where("clinic_id = ? AND cloud_seq IN ?", group[0].ClinicID, seqs).Order("cloud_seq").Find(&chs).Error; err != nil {
+			if err := keysIn(tx, "changes", "*", "cloud_seq", group[0].ClinicID, seqs).Find(&chs).Error; err != nil {
 				perr = err
 				break
 			}
+			slices.SortFunc(chs, func(a, b Change) int { return cmp.Compare(a.CloudSeq, b.CloudSeq) })
 			b := wire.NewBatch(group[0].ClinicID)
 			for _, ch := range chs {
 				b.Changes = append(b.Changes, ch.Envelope())

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -94,6 +93,31 @@ func (s *Store) backfillWhere(sc Scope, k wire.Kind, table string) (string, []an
 
 // sortDate is the backfill's sort key of content c (Meta.SortDate).
 func (s *Store) sortDate(tx *gorm.DB, c records.Content) (string, error) {
+	return sortDateOf(c, func(study ids.ID) (string, error) {
+		var dates []string
+		if err := tx.Model(&Row[records.Study]{}).Where("id = ? AND clinic_id = ?", study, s.clinic).
+			Pluck("study_date", &dates).Error; err != nil || len(dates) == 0 {
+			return "", err
+		}
+		return dates[0], nil
+	})
+}
+
+// sortDateIn is sortDate with the study looked up in cache (which holds
+// every record c refers to).
+func sortDateIn(cache rowCache, c records.Content) string {
+	d, _ := sortDateOf(c, func(study ids.ID) (string, error) {
+		if st, ok := cache[records.Ref{Kind: wire.KindStudy, ID: study}].(*Row[records.Study]); ok && st != nil {
+			return st.Data.StudyDate, nil
+		}
+		return "", nil
+	})
+	return d
+}
+
+// sortDateOf is c's sort key; a capture, report or project file has its
+// study's date, which studyDate looks up.
+func sortDateOf(c records.Content, studyDate func(ids.ID) (string, error)) (string, error) {
 	switch v := c.(type) {
 	case records.Study:
 		return v.StudyDate, nil
@@ -104,12 +128,7 @@ func (s *Store) sortDate(tx *gorm.DB, c records.Content) (string, error) {
 		if len(refs) == 0 || refs[0].Kind != wire.KindStudy {
 			return "", nil
 		}
-		var dates []string
-		if err := tx.Model(&Row[records.Study]{}).Where("id = ? AND clinic_id = ?", refs[0].ID, s.clinic).
-			Pluck("study_date", &dates).Error; err != nil || len(dates) == 0 {
-			return "", err
-		}
-		return dates[0], nil
+		return studyDate(refs[0].ID)
 	}
 	return undated, nil
 }
@@ -211,21 +230,48 @@ func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) 
 		if len(cands) > limit {
 			cands = cands[:limit]
 		}
+		// Read the candidates and the records they refer to up front, a
+		// query per kind and level.
+		cache := rowCache{}
+		level := make([]records.Ref, len(cands))
+		for i, c := range cands {
+			level[i] = records.Ref{Kind: c.kind, ID: c.id}
+		}
+		for depth := 0; depth < 3 && len(level) > 0; depth++ {
+			if err := cache.load(tx, s.clinic, level); err != nil {
+				return err
+			}
+			var next []records.Ref
+			for _, r := range level {
+				if rec := cache[r]; rec != nil && !rec.meta().Queued {
+					for _, ref := range rec.content().Refs() {
+						if _, ok := cache[ref]; !ok {
+							next = append(next, ref)
+						}
+					}
+				}
+			}
+			level = next
+		}
 		now := time.Now().UTC()
 		done := map[records.Ref]bool{} // handled in this batch (parents repeat)
+		p := pending{marks: newBulkUpdate("queued = 1, backfilled = 1, sync_state = ?, pending_since = ?, pending_change_id = v.column2", 2, StatePending, now)}
 		for _, c := range cands {
-			if err := s.backfillOne(tx, c.kind, c.id, now, &out, done, 0); err != nil {
+			if err := s.backfillOne(tx, c.kind, c.id, now, &out, done, 0, cache, &p); err != nil {
 				return err
 			}
 		}
-		return nil
+		if err := p.marks.flush(tx, s.clinic); err != nil {
+			return err
+		}
+		return p.flush(tx)
 	})
 	return out, err
 }
 
 // backfillOne queues one record (after the never-queued records it refers
 // to); a record queued already is skipped.
-func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, done map[records.Ref]bool, depth int) error {
+func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, done map[records.Ref]bool, depth int, cache rowCache, p *pending) error {
 	ref := records.Ref{Kind: kind, ID: id}
 	if done[ref] {
 		return nil
@@ -238,12 +284,8 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 	if err != nil {
 		return err
 	}
-	rec := k.newRow()
-	err = tx.Take(rec, "id = ? AND clinic_id = ?", id, s.clinic).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return nil
-	}
-	if err != nil {
+	rec, ok, err := cache.get(tx, s.clinic, k, id)
+	if err != nil || !ok {
 		return err
 	}
 	m := rec.meta()
@@ -251,7 +293,7 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 		return nil
 	}
 	for _, ref := range rec.content().Refs() {
-		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, done, depth+1); err != nil {
+		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, done, depth+1, cache, p); err != nil {
 			return err
 		}
 	}
@@ -271,15 +313,11 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 		}
 	}
 	// Only the sync columns change: the content is as it was.
-	err = tx.Table(k.spec.Table).Where("id = ? AND clinic_id = ?", m.ID, s.clinic).UpdateColumns(map[string]any{
-		"queued": true, "backfilled": true, "sync_state": StatePending, "pending_change_id": changeID, "pending_since": now,
-	}).Error
-	if err != nil {
-		return err
-	}
+	p.marks.add(k.spec.Table, m.ID, int64(changeID))
+	m.Queued, m.Backfilled, m.SyncState, m.PendingChangeID, m.PendingSince = true, true, StatePending, changeID, &now
 	out.Records++
 	out.Bytes += int64(len(e.Payload))
-	return s.queue(tx, e, LaneBackfill)
+	return p.queue(e, LaneBackfill)
 }
 
 // OutboxLanes counts the changes not yet confirmed by the cloud on each

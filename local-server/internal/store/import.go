@@ -51,14 +51,39 @@ func (s *Store) Import(ctx context.Context, items []Import) ([]ids.ID, error) {
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		out = out[:0]
 		now := time.Now().UTC()
+		// The records the items refer to, read in one query per kind; the
+		// items' own records are written together at the end (an item may
+		// refer to an earlier one: the cache knows it by then).
+		cache := rowCache{}
+		var refs []records.Ref
+		for _, it := range items {
+			if it.Content != nil {
+				refs = append(refs, it.Content.Refs()...)
+			}
+		}
+		if err := cache.load(tx, s.clinic, refs); err != nil {
+			return err
+		}
+		var p pending
+		byKind := map[wire.Kind][]Record{}
+		var order []wire.Kind
 		for i, it := range items {
-			id, err := s.importOne(tx, it, now)
+			rec, err := s.importOne(tx, it, now, cache, &p)
 			if err != nil {
 				return &ImportError{Index: i, Err: err}
 			}
-			out = append(out, id)
+			if byKind[it.Kind] == nil {
+				order = append(order, it.Kind)
+			}
+			byKind[it.Kind] = append(byKind[it.Kind], rec)
+			out = append(out, rec.meta().ID)
 		}
-		return nil
+		for _, kind := range order {
+			if err := kinds[kind].createAll(tx, byKind[kind]); err != nil {
+				return err
+			}
+		}
+		return p.flush(tx)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: import: %w", err)
@@ -66,25 +91,35 @@ func (s *Store) Import(ctx context.Context, items []Import) ([]ids.ID, error) {
 	return out, nil
 }
 
-func (s *Store) importOne(tx *gorm.DB, it Import, now time.Time) (ids.ID, error) {
+// importOne checks one item and makes its record and version (written by
+// Import).
+func (s *Store) importOne(tx *gorm.DB, it Import, now time.Time, cache rowCache, p *pending) (Record, error) {
 	k, err := opsFor(it.Kind)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if it.Content == nil || it.Content.Kind() != it.Kind {
-		return 0, fmt.Errorf("%w: content of kind %s expected", records.ErrInvalid, it.Kind)
+		return nil, fmt.Errorf("%w: content of kind %s expected", records.ErrInvalid, it.Kind)
 	}
 	if err := it.Content.Validate(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if ref, missing, err := s.missingRef(tx, it.Content, nil); err != nil {
-		return 0, err
-	} else if missing {
-		return 0, fmt.Errorf("%w: %s %s", ErrMissingRef, ref.Kind, ref.ID)
+	for _, ref := range it.Content.Refs() {
+		rk, err := opsFor(ref.Kind)
+		if err != nil {
+			return nil, err
+		}
+		parent, ok, err := cache.get(tx, s.clinic, rk, ref.ID)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || parent.meta().Deleted {
+			return nil, fmt.Errorf("%w: %s %s", ErrMissingRef, ref.Kind, ref.ID)
+		}
 	}
 	id, err := s.ids.Next()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	rec := k.newRow()
 	m := rec.meta()
@@ -92,17 +127,13 @@ func (s *Store) importOne(tx *gorm.DB, it Import, now time.Time) (ids.ID, error)
 	m.Origin = string(wire.OriginLocal)
 	m.SyncState = StateExcluded
 	rec.setContent(it.Content)
-	if m.SortDate, err = s.sortDate(tx, it.Content); err != nil {
-		return 0, err
-	}
-	if err := tx.Create(rec).Error; err != nil {
-		return 0, err
-	}
+	m.SortDate = sortDateIn(cache, it.Content)
 	payload, err := json.Marshal(it.Content)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	e := wire.Envelope{Kind: it.Kind, RecordID: id, NewVersion: version.First, Origin: wire.OriginLocal,
-		ChangeID: id, At: now, Payload: payload}
-	return id, keepVersion(tx, e, "")
+	cache[records.Ref{Kind: it.Kind, ID: id}] = rec
+	p.version(wire.Envelope{Kind: it.Kind, RecordID: id, NewVersion: version.First, Origin: wire.OriginLocal,
+		ChangeID: id, At: now, Payload: payload}, "")
+	return rec, nil
 }

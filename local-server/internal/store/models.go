@@ -94,6 +94,8 @@ type kindOps struct {
 	model  any
 	newRow func() Record
 	find   func(db *gorm.DB) ([]Record, error)
+	// createAll inserts rows of this kind, many per statement.
+	createAll func(db *gorm.DB, rs []Record) error
 }
 
 func opsOf[C records.Content]() kindOps {
@@ -114,6 +116,13 @@ func opsOf[C records.Content]() kindOps {
 				out[i] = &rows[i]
 			}
 			return out, nil
+		},
+		createAll: func(db *gorm.DB, rs []Record) error {
+			rows := make([]*Row[C], len(rs))
+			for i, r := range rs {
+				rows[i] = r.(*Row[C])
+			}
+			return db.CreateInBatches(rows, 200).Error
 		},
 	}
 }

@@ -179,14 +179,11 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 
 // queue writes e into the outbox lane.
 func (s *Store) queue(tx *gorm.DB, e wire.Envelope, lane int) error {
-	if err := e.Validate(); err != nil {
-		return err
-	}
-	b, err := json.Marshal(e)
+	o, err := outboxOf(e, lane)
 	if err != nil {
 		return err
 	}
-	return tx.Create(&Outbox{ChangeID: e.ChangeID, Lane: lane, Envelope: string(b)}).Error
+	return tx.Create(&o).Error
 }
 
 // missingRef returns the first live record c refers to that is not here.
@@ -304,6 +301,19 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 		cp, _ := strconv.ParseInt(cpS, 10, 64)
 		start := cp
 		now := time.Now().UTC()
+		// The records the batch changes, read in one query per kind.
+		cache := rowCache{}
+		refs := make([]records.Ref, 0, len(es))
+		for _, e := range es {
+			if e.CloudSeq > cp {
+				refs = append(refs, records.Ref{Kind: e.Kind, ID: e.RecordID})
+			}
+		}
+		if err := cache.load(tx, s.clinic, refs); err != nil {
+			return err
+		}
+		p := pending{marks: newBulkUpdate("sync_state = ?, synced_at = ?, updated_at = ?, pending_change_id = 0, pending_since = NULL, "+
+			"cloud_version = v.column2, cloud_seq = v.column3, fence = v.column4, unfenced = v.column5", 5, StateSynced, now, now)}
 		for _, e := range es {
 			switch {
 			case e.CloudSeq <= cp:
@@ -315,7 +325,7 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 			if res.Gap != 0 {
 				break
 			}
-			applied, err := s.applyOne(tx, e, now)
+			applied, err := s.applyOne(tx, e, now, cache, &p)
 			if err != nil {
 				return err
 			}
@@ -330,6 +340,12 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 		if cp == start {
 			return nil
 		}
+		if err := p.marks.flush(tx, s.clinic); err != nil {
+			return err
+		}
+		if err := p.flush(tx); err != nil {
+			return err
+		}
 		if err := setMeta(tx, metaCheckpoint, strconv.FormatInt(cp, 10)); err != nil {
 			return err
 		}
@@ -343,7 +359,7 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 
 // applyOne applies one change; false means its content could not be
 // represented here and it was skipped.
-func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, error) {
+func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time, cache rowCache, p *pending) (bool, error) {
 	if e.Clinic != s.clinic {
 		return false, fmt.Errorf("%w: change of clinic %s", ErrInvalidChange, e.Clinic)
 	}
@@ -353,18 +369,24 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 	if err != nil {
 		return false, nil //nolint:nilerr // skipping is the documented outcome
 	}
+	rec, exists, err := cache.get(tx, s.clinic, k, e.RecordID)
+	if err != nil {
+		return false, err
+	}
+	if !exists {
+		rec = k.newRow()
+	}
+	m := rec.meta()
+	// The cloud accepted this clinic's own change as it was (the common
+	// case, and every record of a backfill): content and version here are
+	// that already.
+	asSent := exists && m.PendingChangeID == e.ChangeID && m.Queued && !e.Unsync && !e.Deleted && !m.Deleted &&
+		e.NewVersion == m.Version && e.Conflict == "" && e.ConflictOf == 0 && string(e.Origin) == m.Origin
 	var c records.Content
-	if !e.Deleted {
+	if !e.Deleted && !asSent {
 		if c, err = records.Decode(e.Kind, e.Payload); err != nil {
 			return false, nil //nolint:nilerr // skipping is the documented outcome
 		}
-	}
-	rec := k.newRow()
-	m := rec.meta()
-	err = tx.Take(rec, "id = ? AND clinic_id = ?", e.RecordID, s.clinic).Error
-	exists := err == nil
-	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
-		return false, err
 	}
 	if exists && m.SyncState == StatePending && m.PendingChangeID != e.ChangeID {
 		// A newer local change is on its way up; the cloud decides when it
@@ -383,7 +405,8 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 		m.Version, m.CloudSeq, m.EditSession = e.NewVersion, e.CloudSeq, ""
 		m.SyncState, m.SyncChoice, m.SyncedAt = StateExcluded, ChoiceNever, &now
 		m.PendingChangeID, m.PendingSince = 0, nil
-		if err := keepVersion(tx, e, ""); err != nil {
+		p.version(e, "")
+		if err := p.marks.flush(tx, s.clinic); err != nil {
 			return false, err
 		}
 		return true, tx.Save(rec).Error
@@ -393,7 +416,17 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 	}
 	m.Fence = max(m.Fence, e.Fence)
 	m.Unfenced = e.Unfenced
-	if err := keepVersion(tx, e, m.EditSession); err != nil {
+	p.version(e, m.EditSession)
+	if asSent {
+		// Only the sync columns change: a full-row write would rewrite
+		// every index of the table.
+		m.CloudVersion, m.SyncState, m.SyncedAt, m.CloudSeq = e.NewVersion, StateSynced, &now, e.CloudSeq
+		m.PendingChangeID, m.PendingSince, m.UpdatedAt = 0, nil, now
+		p.marks.add(k.spec.Table, m.ID, m.CloudVersion.String(), m.CloudSeq, m.Fence, m.Unfenced)
+		return true, nil
+	}
+	// Other writes keep their order with the queued ones.
+	if err := p.marks.flush(tx, s.clinic); err != nil {
 		return false, err
 	}
 	if !exists {
@@ -421,6 +454,7 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time) (bool, err
 	if exists {
 		return true, tx.Save(rec).Error
 	}
+	cache[records.Ref{Kind: e.Kind, ID: e.RecordID}] = rec
 	return true, tx.Create(rec).Error
 }
 
@@ -523,9 +557,7 @@ func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
 // keepVersion records e's version of its record in the version history,
 // once (an acceptance of a version saved here adds nothing).
 func keepVersion(tx *gorm.DB, e wire.Envelope, session string) error {
-	v := Version{Kind: string(e.Kind), RecordID: e.RecordID, Version: e.NewVersion, Deleted: e.Deleted,
-		Origin: string(e.Origin), ChangeID: e.ChangeID, Session: session, Fence: e.Fence, Unfenced: e.Unfenced,
-		Content: string(e.Payload), At: e.At.UTC()}
+	v := versionOf(e, session)
 	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&v).Error
 }
 

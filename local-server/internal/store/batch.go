@@ -1,0 +1,188 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// Work on many records at once (import, backfill, applying a batch from the
+// cloud) reads the rows it needs up front, a query per kind, and writes its
+// version and outbox rows together at the end: per record it then costs the
+// one write it must make, not four or five statements. On a million-record
+// history that is most of the difference (docs/performance.md).
+
+// rowCache holds the records a transaction read or wrote, by reference; a
+// nil value means the record is known not to exist.
+type rowCache map[records.Ref]Record
+
+// inChunk bounds the ids of one IN list (SQLite's parameter limit is far
+// above it; the statement stays small).
+const inChunk = 500
+
+// load reads the records of refs the cache does not hold yet.
+func (c rowCache) load(tx *gorm.DB, clinic ids.ID, refs []records.Ref) error {
+	byKind := map[wire.Kind][]ids.ID{}
+	for _, r := range refs {
+		if _, ok := c[r]; ok {
+			continue
+		}
+		c[r] = nil // absent unless read below
+		byKind[r.Kind] = append(byKind[r.Kind], r.ID)
+	}
+	for kind, list := range byKind {
+		k, err := opsFor(kind)
+		if err != nil {
+			for _, id := range list {
+				delete(c, records.Ref{Kind: kind, ID: id}) // the caller handles an unknown kind
+			}
+			continue
+		}
+		for start := 0; start < len(list); start += inChunk {
+			part := list[start:min(start+inChunk, len(list))]
+			rows, err := k.find(tx.Model(k.model).Where("clinic_id = ? AND id IN ?", clinic, part))
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				c[records.Ref{Kind: kind, ID: r.meta().ID}] = r
+			}
+		}
+	}
+	return nil
+}
+
+// get returns the record of ref from the cache or, when the cache never
+// heard of it, from the table (and remembers it).
+func (c rowCache) get(tx *gorm.DB, clinic ids.ID, k kindOps, id ids.ID) (Record, bool, error) {
+	ref := records.Ref{Kind: k.spec.Kind, ID: id}
+	if rec, ok := c[ref]; ok {
+		return rec, rec != nil, nil
+	}
+	rec := k.newRow()
+	err := tx.Take(rec, "id = ? AND clinic_id = ?", id, clinic).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		c[ref] = nil
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	rec.meta().Kind = k.spec.Kind
+	c[ref] = rec
+	return rec, true, nil
+}
+
+// pending collects the version and outbox rows of a transaction, written
+// in order by flush before it commits.
+type pending struct {
+	versions []Version
+	outbox   []Outbox
+	// marks, when set, collects per-row updates of sync columns; whoever
+	// sets it flushes it before any other write to those rows.
+	marks *bulkUpdate
+}
+
+// version adds e's version of its record to the history (once: an equal
+// version kept before is left as it is).
+func (p *pending) version(e wire.Envelope, session string) {
+	p.versions = append(p.versions, versionOf(e, session))
+}
+
+// queue adds e to the outbox lane.
+func (p *pending) queue(e wire.Envelope, lane int) error {
+	o, err := outboxOf(e, lane)
+	if err != nil {
+		return err
+	}
+	p.outbox = append(p.outbox, o)
+	return nil
+}
+
+// flush writes what was collected.
+func (p *pending) flush(tx *gorm.DB) error {
+	if len(p.versions) > 0 {
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(p.versions, 200).Error; err != nil {
+			return err
+		}
+	}
+	if len(p.outbox) > 0 {
+		if err := tx.CreateInBatches(p.outbox, 500).Error; err != nil {
+			return err
+		}
+	}
+	p.versions, p.outbox = nil, nil
+	return nil
+}
+
+func versionOf(e wire.Envelope, session string) Version {
+	return Version{Kind: string(e.Kind), RecordID: e.RecordID, Version: e.NewVersion, Deleted: e.Deleted,
+		Origin: string(e.Origin), ChangeID: e.ChangeID, Session: session, Fence: e.Fence, Unfenced: e.Unfenced,
+		Content: string(e.Payload), At: e.At.UTC()}
+}
+
+func outboxOf(e wire.Envelope, lane int) (Outbox, error) {
+	if err := e.Validate(); err != nil {
+		return Outbox{}, err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return Outbox{}, err
+	}
+	return Outbox{ChangeID: e.ChangeID, Lane: lane, Envelope: string(b)}, nil
+}
+
+// bulkUpdate sets the same columns of many rows, each row with its own
+// values, in one UPDATE … FROM (VALUES …) per table and few hundred rows:
+// SQLite compiles every statement it runs, and per row that costs more
+// than the update itself.
+type bulkUpdate struct {
+	set   string // the assignments; v.column2, v.column3… are a row's values after its id
+	args  []any  // arguments of set's own placeholders
+	width int    // values per row, the id first
+	rows  map[string][]any
+	order []string
+}
+
+func newBulkUpdate(set string, width int, args ...any) *bulkUpdate {
+	return &bulkUpdate{set: set, args: args, width: width, rows: map[string][]any{}}
+}
+
+// add queues the update of one row of table: its id, then its values.
+func (u *bulkUpdate) add(table string, id ids.ID, vals ...any) {
+	if _, ok := u.rows[table]; !ok {
+		u.order = append(u.order, table)
+	}
+	u.rows[table] = append(append(u.rows[table], int64(id)), vals...)
+}
+
+// bulkRows bounds the rows of one statement.
+const bulkRows = 300
+
+// flush runs the queued updates.
+func (u *bulkUpdate) flush(tx *gorm.DB, clinic ids.ID) error {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", u.width), ",") + ")"
+	for _, table := range u.order {
+		vals := u.rows[table]
+		for start := 0; start < len(vals); start += bulkRows * u.width {
+			part := vals[start:min(start+bulkRows*u.width, len(vals))]
+			n := len(part) / u.width
+			q := "UPDATE " + table + " SET " + u.set + " FROM (VALUES " + strings.TrimSuffix(strings.Repeat(one+",", n), ",") +
+				") AS v WHERE " + table + ".id = v.column1 AND " + table + ".clinic_id = ?"
+			args := make([]any, 0, len(u.args)+len(part)+1)
+			args = append(append(append(args, u.args...), part...), int64(clinic))
+			if err := tx.Exec(q, args...).Error; err != nil {
+				return err
+			}
+		}
+	}
+	u.rows, u.order = map[string][]any{}, nil
+	return nil
+}

@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// TestBulkImportBackfillAndEcho runs the batched paths over more rows than
+// one bulk statement takes: an import whose items refer to earlier items of
+// the same call, a backfill whose marks span several UPDATE … FROM VALUES
+// statements, and the cloud's acceptances of it applied in one batch with a
+// cloud edit of an echoed record in the middle (which must win: the queued
+// sync-column updates may not overwrite it).
+func TestBulkImportBackfillAndEcho(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	const studies = 2*bulkRows + 57
+	items := []Import{{Kind: wire.KindPatient, Content: records.Patient{Name: "Bulk Patient"}}}
+	got, err := s.Import(ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patient := got[0]
+	// One call of many studies, then one of captures naming them (their
+	// sort date is their study's, read through the batch's cache).
+	var batch []Import
+	for i := range studies {
+		date := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, i).Format(time.DateOnly)
+		batch = append(batch, Import{Kind: wire.KindStudy, Content: records.Study{PatientID: patient, StudyDate: date, Description: fmt.Sprint("s", i)}})
+	}
+	studyIDs, err := s.Import(ctx, batch)
+	if err != nil || len(studyIDs) != studies {
+		t.Fatalf("import studies: %d ids, %v", len(studyIDs), err)
+	}
+	captures, err := s.Import(ctx, []Import{
+		{Kind: wire.KindCapture, Content: records.Capture{StudyID: studyIDs[3], Title: "c1"}},
+		{Kind: wire.KindCapture, Content: records.Capture{StudyID: studyIDs[3], Title: "c2"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := get(t, s, wire.KindCapture, captures[1]); m.SortDate != "2020-01-04" {
+		t.Fatalf("imported capture's sort date %q, want its study's 2020-01-04", m.SortDate)
+	}
+	const records_ = studies + 3
+	var vs int64
+	if err := s.db.Model(&Version{}).Count(&vs).Error; err != nil || vs != records_ {
+		t.Fatalf("versions kept by the import: %d (%v), want %d", vs, err, records_)
+	}
+	if m, _ := get(t, s, wire.KindStudy, studyIDs[5]); m.SortDate != "2020-01-06" || m.SyncState != StateExcluded {
+		t.Fatalf("imported study meta %+v", m)
+	}
+
+	// Backfill everything, in batches bigger than one bulk statement.
+	total := 0
+	for {
+		b, err := s.Backfill(ctx, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Records == 0 {
+			break
+		}
+		total += b.Records
+	}
+	if total != records_ {
+		t.Fatalf("backfilled %d records, want %d", total, records_)
+	}
+	if n, err := s.BackfillRemaining(ctx); err != nil || n != 0 {
+		t.Fatalf("remaining after the backfill: %d %v", n, err)
+	}
+	sent := drain(t, s)
+	if len(sent) != records_ {
+		t.Fatalf("outbox holds %d changes, want %d", len(sent), records_)
+	}
+	for _, e := range sent {
+		m, _ := get(t, s, e.Kind, e.RecordID)
+		if !m.Queued || !m.Backfilled || m.SyncState != StatePending || m.PendingChangeID != e.ChangeID || m.PendingSince == nil {
+			t.Fatalf("backfilled %s %s: meta %+v, want queued, pending change %s", e.Kind, e.RecordID, m, e.ChangeID)
+		}
+	}
+
+	// The cloud accepts them all as sent; in the same batch it also edits
+	// one of them after accepting it.
+	edited := sent[10]
+	if edited.Kind != wire.KindStudy {
+		t.Fatalf("sent[10] is a %s", edited.Kind)
+	}
+	var down []wire.Envelope
+	for _, e := range sent {
+		a := e
+		a.Type, a.Fence = wire.TypeApplied, int64(len(down)%3)
+		down = append(down, a)
+		if e.RecordID == edited.RecordID {
+			var st records.Study
+			if err := json.Unmarshal(e.Payload, &st); err != nil {
+				t.Fatal(err)
+			}
+			st.Description = "edited in the cloud"
+			b, _ := json.Marshal(st)
+			cid, err := s.ids.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			down = append(down, wire.Envelope{Protocol: wire.Protocol, Type: wire.TypeApplied, Clinic: clinic, Origin: wire.OriginCloud,
+				ChangeID: cid, Kind: wire.KindStudy, RecordID: e.RecordID, BaseVersion: e.NewVersion, NewVersion: version.V{A: 2},
+				At: time.Now(), Payload: b})
+		}
+	}
+	for i := range down {
+		down[i].CloudSeq = int64(i + 1)
+	}
+	res := applyDown(t, s, down...)
+	if res.Applied != len(down) || res.Gap != 0 {
+		t.Fatalf("ApplyDown = %+v, want %d applied", res, len(down))
+	}
+	seqOf := map[ids.ID]int64{}
+	for _, e := range down {
+		seqOf[e.RecordID] = e.CloudSeq
+	}
+	for _, e := range sent {
+		m, c := get(t, s, e.Kind, e.RecordID)
+		if m.SyncState != StateSynced || m.PendingChangeID != 0 || m.PendingSince != nil || m.SyncedAt == nil || m.CloudSeq != seqOf[e.RecordID] {
+			t.Fatalf("%s %s after the echo: %+v, want synced at cloud_seq %d", e.Kind, e.RecordID, m, seqOf[e.RecordID])
+		}
+		if e.RecordID == edited.RecordID {
+			if st := c.(records.Study); st.Description != "edited in the cloud" || m.Version != (version.V{A: 2}) || m.Origin != string(wire.OriginCloud) {
+				t.Fatalf("the record edited in the cloud: %+v %+v", m, st)
+			}
+			continue
+		}
+		if m.Version != e.NewVersion || m.CloudVersion != e.NewVersion || m.Fence != down[m.CloudSeq-1].Fence {
+			t.Fatalf("%s %s: version %s cloud %s, want %s", e.Kind, e.RecordID, m.Version, m.CloudVersion, e.NewVersion)
+		}
+	}
+	if cp, err := s.Checkpoint(ctx); err != nil || cp != int64(len(down)) {
+		t.Fatalf("checkpoint %d %v, want %d", cp, err, len(down))
+	}
+}
