@@ -65,7 +65,7 @@ chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injec
 		go test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./e2e/
 
 BENCH_FLAGS ?=
-bench: stack-up ## run every benchmark against the real stack (≈7 min): table on stdout, bench/results.json
+bench: stack-up ## run every benchmark against the real stack (≈11 min): table on stdout, bench/results.json
 	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-all ./cmd/all
 	@$(STACK_ENV); $(BIN)/bench-all -json bench/results.json $(BENCH_FLAGS)
 

@@ -28,11 +28,11 @@ var Backfill = Bench{
 	Name: "backfill",
 	Doc:  "N records imported on sc-local outside the scope, then the scope widened: enumerated and synced newest first, vs a bare SQLite ORDER BY date DESC → publish with confirms → PostgreSQL batch insert",
 	Flags: func(fs *flag.FlagSet) RunFunc {
-		n := fs.Int("records", 300_000, "records imported (1% patients, the rest studies over ten years)")
+		n := fs.Int("records", 1_000_000, "records imported (1% patients, the rest studies over ten years)")
 		chunk := fs.Int("chunk", 20_000, "records per POST /v1/import")
-		wait := fs.Duration("sync-timeout", 7*time.Minute, "stop waiting for the cloud after this long and report the rate so far")
-		baseN := fs.Int("baseline-records", 0, "records of the bare baseline (0: as many as the cloud received)")
-		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (this file) and sc-cloud (this file + .cloud) over the first 30 s of the backfill (go tool pprof)")
+		wait := fs.Duration("sync-timeout", 9*time.Minute, "stop waiting for the cloud after this long and report the rate so far")
+		baseN := fs.Int("baseline-records", 300_000, "records of the bare baseline, at most as many as the cloud received (0: all of those); its rate hardly depends on the count, and a million would add a minute to make bench")
+		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (this file) and sc-cloud (this file + .cloud) over the first 30 s of the backfill (go tool pprof), and their logs beside")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
 			return runBackfill(ctx, c, *n, *chunk, *wait, *baseN, *prof)
 		}
@@ -62,7 +62,7 @@ func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration
 	if err != nil {
 		return nil, err
 	}
-	if baseN == 0 {
+	if baseN == 0 || int64(baseN) > ours.synced {
 		baseN = int(ours.synced)
 	}
 	baseRate, err := bareBackfill(ctx, c, baseN)
@@ -84,7 +84,7 @@ func runBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duration
 		"ours_cloud_cpu_seconds":   round3(ours.cloudCPU.Seconds()),
 	}
 	r.Note = "ours: from widening the scope (PUT /v1/scope) until the cloud's change feed head reaches the records synced (enumerated: queued by the backfill, GET /v1/backfill); " +
-		"baseline: the same number of rows enumerated from SQLite ORDER BY date DESC, published with confirms, batch-inserted into PostgreSQL"
+		"baseline: baseline_records rows (as many as ours, up to -baseline-records) enumerated from SQLite ORDER BY date DESC, published with confirms, batch-inserted into PostgreSQL"
 	return []results.Result{r}, nil
 }
 
@@ -100,11 +100,11 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 		extra = append(extra, "SC_CLOUD_LOG_LEVEL="+lvl) // with -cpuprofile, the log is kept beside the profiles
 	}
 	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "backfill", extra...)
-	if prof != "" {
-		defer func() { _ = os.WriteFile(prof+".cloud.log", []byte(a.CloudProc.Output()), 0o644) }()
-	}
 	if err != nil {
 		return f, err
+	}
+	if prof != "" {
+		defer func() { _ = os.WriteFile(prof+".cloud.log", []byte(a.CloudProc.Output()), 0o644) }()
 	}
 	clinic, err := a.Enroll(ctx, "Bench Backfill Dental")
 	if err != nil {
@@ -112,6 +112,9 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	}
 	if err := a.StartLocal(ctx, clinic, extra...); err != nil {
 		return f, err
+	}
+	if prof != "" {
+		defer func() { _ = os.WriteFile(prof+".local.log", []byte(clinic.Proc.Output()), 0o644) }()
 	}
 	// History first, outside the scope: nothing syncs while it is imported.
 	if err := stack.Call(ctx, http.MethodPut, clinic.Base+"/v1/scope", "", map[string]any{"kinds": []string{"setting"}}, nil, http.StatusOK); err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -166,7 +167,7 @@ func migrateSortDates(db *gorm.DB) error {
 
 // BackfillRemaining counts the records the backfill still has to send.
 func (s *Store) BackfillRemaining(ctx context.Context) (int64, error) {
-	db := s.db.WithContext(ctx)
+	db := s.rdb.WithContext(ctx) // a scan of every table: not on the writer
 	sc, err := s.scope(db)
 	if err != nil {
 		return 0, err
@@ -193,85 +194,164 @@ type BackfillBatch struct {
 // had, newest study first (undated parents before), each after the records
 // it refers to, on the backfill lane of the outbox: the relay sends live
 // changes first.
+//
+// The batch is read and its changes are built on a snapshot, through the
+// reader connection, while the one writer goes on applying the cloud's
+// acceptances and saving users' edits. The write then marks each record
+// only if it is still what the snapshot saw (same version, still not
+// queued, still a candidate under the scope as it is now); if any is not,
+// the batch is rolled back and done again under the write lock.
 func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) {
-	var out BackfillBatch
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		out = BackfillBatch{}
-		sc, err := s.scope(tx)
+	var plan *backfillPlan
+	err := s.rdb.WithContext(ctx).Transaction(func(rtx *gorm.DB) error {
+		var err error
+		plan, err = s.planBackfill(rtx, limit)
+		return err
+	})
+	if err != nil {
+		return BackfillBatch{}, err
+	}
+	if plan.out.Records == 0 {
+		return plan.out, nil
+	}
+	if s.afterBackfillPlan != nil {
+		s.afterBackfillPlan()
+	}
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.commitBackfill(tx, plan) })
+	if !errors.Is(err, errBackfillRaced) {
 		if err != nil {
+			return BackfillBatch{}, err
+		}
+		return plan.out, nil
+	}
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var err error
+		if plan, err = s.planBackfill(tx, limit); err != nil || plan.out.Records == 0 {
 			return err
 		}
-		var cands []candidate
-		for _, sp := range records.Kinds {
-			where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
-			var rows []struct {
-				ID   ids.ID
-				Date string
-			}
-			// Walk the partial index of records not queued yet, newest
-			// first (the literal queued = 0 is what lets SQLite use it):
-			// each batch reads what it takes, not the whole history.
-			err := tx.Table(sp.Table+" INDEXED BY "+sp.Table+"_backfill").Select(sp.Table+".id AS id, "+sp.Table+".sort_date AS date").
-				Where(sp.Table+".queued = 0").Where(where, args...).
-				Order(sp.Table + ".sort_date DESC, " + sp.Table + ".id DESC").Limit(limit).Scan(&rows).Error
-			if err != nil {
-				return fmt.Errorf("backfill candidates of %s: %w", sp.Kind, err)
-			}
-			for _, r := range rows {
-				cands = append(cands, candidate{kind: sp.Kind, id: r.ID, date: r.Date})
-			}
+		return s.commitBackfill(tx, plan)
+	})
+	if err != nil {
+		return BackfillBatch{}, err
+	}
+	return plan.out, nil
+}
+
+// errBackfillRaced: a record of a planned batch changed before its write.
+var errBackfillRaced = errors.New("store: backfill: records changed since the batch was read")
+
+// backfillPlan is a batch of the backfill, read and built, not yet written.
+type backfillPlan struct {
+	out BackfillBatch
+	// The sync marks of the candidates and of the never-queued records
+	// they refer to (sent first, whatever the scope): id, change id,
+	// version each.
+	cands, parents *bulkUpdate
+	p              pending // the outbox rows
+}
+
+// planBackfill reads the next batch and builds its changes.
+func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
+	now := time.Now().UTC()
+	const set = "queued = 1, backfilled = 1, sync_state = ?, pending_since = ?, pending_change_id = v.column2"
+	plan := &backfillPlan{cands: newBulkUpdate(set, 3, StatePending, now), parents: newBulkUpdate(set, 3, StatePending, now)}
+	sc, err := s.scope(tx)
+	if err != nil {
+		return nil, err
+	}
+	var cands []candidate
+	for _, sp := range records.Kinds {
+		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
+		var rows []struct {
+			ID   ids.ID
+			Date string
 		}
-		sort.SliceStable(cands, func(i, j int) bool {
-			if cands[i].date != cands[j].date {
-				return cands[i].date > cands[j].date
-			}
-			return cands[i].id > cands[j].id
-		})
-		if len(cands) > limit {
-			cands = cands[:limit]
+		// Walk the partial index of records not queued yet, newest
+		// first (the literal queued = 0 is what lets SQLite use it):
+		// each batch reads what it takes, not the whole history.
+		err := tx.Table(sp.Table+" INDEXED BY "+sp.Table+"_backfill").Select(sp.Table+".id AS id, "+sp.Table+".sort_date AS date").
+			Where(sp.Table+".queued = 0").Where(where, args...).
+			Order(sp.Table + ".sort_date DESC, " + sp.Table + ".id DESC").Limit(limit).Scan(&rows).Error
+		if err != nil {
+			return nil, fmt.Errorf("backfill candidates of %s: %w", sp.Kind, err)
 		}
-		// Read the candidates and the records they refer to up front, a
-		// query per kind and level.
-		cache := rowCache{}
-		level := make([]records.Ref, len(cands))
-		for i, c := range cands {
-			level[i] = records.Ref{Kind: c.kind, ID: c.id}
+		for _, r := range rows {
+			cands = append(cands, candidate{kind: sp.Kind, id: r.ID, date: r.Date})
 		}
-		for depth := 0; depth < 3 && len(level) > 0; depth++ {
-			if err := cache.load(tx, s.clinic, level); err != nil {
-				return err
-			}
-			var next []records.Ref
-			for _, r := range level {
-				if rec := cache[r]; rec != nil && !rec.meta().Queued {
-					for _, ref := range rec.content().Refs() {
-						if _, ok := cache[ref]; !ok {
-							next = append(next, ref)
-						}
+	}
+	sort.SliceStable(cands, func(i, j int) bool {
+		if cands[i].date != cands[j].date {
+			return cands[i].date > cands[j].date
+		}
+		return cands[i].id > cands[j].id
+	})
+	if len(cands) > limit {
+		cands = cands[:limit]
+	}
+	// Read the candidates and the records they refer to up front, a
+	// query per kind and level.
+	cache := rowCache{}
+	level := make([]records.Ref, len(cands))
+	for i, c := range cands {
+		level[i] = records.Ref{Kind: c.kind, ID: c.id}
+	}
+	for depth := 0; depth < 3 && len(level) > 0; depth++ {
+		if err := cache.load(tx, s.clinic, level); err != nil {
+			return nil, err
+		}
+		var next []records.Ref
+		for _, r := range level {
+			if rec := cache[r]; rec != nil && !rec.meta().Queued {
+				for _, ref := range rec.content().Refs() {
+					if _, ok := cache[ref]; !ok {
+						next = append(next, ref)
 					}
 				}
 			}
-			level = next
 		}
-		now := time.Now().UTC()
-		done := map[records.Ref]bool{} // handled in this batch (parents repeat)
-		p := pending{marks: newBulkUpdate("queued = 1, backfilled = 1, sync_state = ?, pending_since = ?, pending_change_id = v.column2", 2, StatePending, now)}
-		for _, c := range cands {
-			if err := s.backfillOne(tx, c.kind, c.id, now, &out, done, 0, cache, &p); err != nil {
-				return err
-			}
+		level = next
+	}
+	done := map[records.Ref]bool{} // handled in this batch (parents repeat)
+	for _, c := range cands {
+		if err := s.backfillOne(tx, c.kind, c.id, now, done, 0, cache, plan); err != nil {
+			return nil, err
 		}
-		if err := p.marks.flush(tx, s.clinic); err != nil {
-			return err
+	}
+	return plan, nil
+}
+
+// commitBackfill writes plan: the marks, each only where its record is as
+// planned (errBackfillRaced otherwise), then the outbox rows.
+func (s *Store) commitBackfill(tx *gorm.DB, plan *backfillPlan) error {
+	sc, err := s.scope(tx)
+	if err != nil {
+		return err
+	}
+	unchanged := func(table string) string { return table + ".queued = 0 AND " + table + ".version = v.column3" }
+	n, err := plan.cands.flushWhere(tx, s.clinic, func(table string) (string, []any) {
+		sp, ok := records.SpecOfTable(table)
+		if !ok {
+			return "1 = 0", nil
 		}
-		return p.flush(tx)
+		where, args := s.backfillWhere(sc, sp.Kind, table)
+		return unchanged(table) + " AND " + where, args
 	})
-	return out, err
+	if err != nil {
+		return err
+	}
+	m, err := plan.parents.flushWhere(tx, s.clinic, func(table string) (string, []any) { return unchanged(table), nil })
+	if err != nil {
+		return err
+	}
+	if n+m != int64(plan.out.Records) {
+		return errBackfillRaced
+	}
+	return plan.p.flush(tx)
 }
 
 // backfillOne queues one record (after the never-queued records it refers
 // to); a record queued already is skipped.
-func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, out *BackfillBatch, done map[records.Ref]bool, depth int, cache rowCache, p *pending) error {
+func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Time, done map[records.Ref]bool, depth int, cache rowCache, plan *backfillPlan) error {
 	ref := records.Ref{Kind: kind, ID: id}
 	if done[ref] {
 		return nil
@@ -293,7 +373,7 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 		return nil
 	}
 	for _, ref := range rec.content().Refs() {
-		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, out, done, depth+1, cache, p); err != nil {
+		if err := s.backfillOne(tx, ref.Kind, ref.ID, now, done, depth+1, cache, plan); err != nil {
 			return err
 		}
 	}
@@ -313,11 +393,15 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 		}
 	}
 	// Only the sync columns change: the content is as it was.
-	p.marks.add(k.spec.Table, m.ID, int64(changeID))
+	marks := plan.parents
+	if depth == 0 {
+		marks = plan.cands
+	}
+	marks.add(k.spec.Table, m.ID, int64(changeID), m.Version.String())
 	m.Queued, m.Backfilled, m.SyncState, m.PendingChangeID, m.PendingSince = true, true, StatePending, changeID, &now
-	out.Records++
-	out.Bytes += int64(len(e.Payload))
-	return p.queue(e, LaneBackfill)
+	plan.out.Records++
+	plan.out.Bytes += int64(len(e.Payload))
+	return plan.p.queue(e, LaneBackfill)
 }
 
 // OutboxLanes counts the changes not yet confirmed by the cloud on each
@@ -328,7 +412,7 @@ func (s *Store) OutboxLanes(ctx context.Context) (live, backfill int64, err erro
 		Lane int
 		N    int64
 	}
-	err = s.db.WithContext(ctx).Model(&Outbox{}).Select("lane, COUNT(*) AS n").Group("lane").Scan(&rows).Error
+	err = s.rdb.WithContext(ctx).Model(&Outbox{}).Select("lane, COUNT(*) AS n").Group("lane").Scan(&rows).Error
 	for _, r := range rows {
 		switch r.Lane {
 		case LaneLive:

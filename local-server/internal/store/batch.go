@@ -109,12 +109,12 @@ func (p *pending) queue(e wire.Envelope, lane int) error {
 // flush writes what was collected.
 func (p *pending) flush(tx *gorm.DB) error {
 	if len(p.versions) > 0 {
-		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(p.versions, 200).Error; err != nil {
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).CreateInBatches(p.versions, rowsPerStatement(tx, &Version{})).Error; err != nil {
 			return err
 		}
 	}
 	if len(p.outbox) > 0 {
-		if err := tx.CreateInBatches(p.outbox, 500).Error; err != nil {
+		if err := tx.CreateInBatches(p.outbox, rowsPerStatement(tx, &Outbox{})).Error; err != nil {
 			return err
 		}
 	}
@@ -140,7 +140,7 @@ func outboxOf(e wire.Envelope, lane int) (Outbox, error) {
 }
 
 // bulkUpdate sets the same columns of many rows, each row with its own
-// values, in one UPDATE … FROM (VALUES …) per table and few hundred rows:
+// values, in one UPDATE … FROM (VALUES …) per table and up to maxParams values:
 // SQLite compiles every statement it runs, and per row that costs more
 // than the update itself.
 type bulkUpdate struct {
@@ -163,26 +163,72 @@ func (u *bulkUpdate) add(table string, id ids.ID, vals ...any) {
 	u.rows[table] = append(append(u.rows[table], int64(id)), vals...)
 }
 
-// bulkRows bounds the rows of one statement.
-const bulkRows = 300
+// maxParams bounds the parameters of one statement. The SQLite driver
+// binds each parameter by scanning the statement's arguments from the
+// first, so binding costs the square of their number: 200 rows of 22
+// columns spent more time binding than SQLite spent inserting them
+// (docs/performance.md). A few hundred keep both costs small.
+const maxParams = 300
+
+// rowsPerStatement is how many rows of model one multi-row INSERT takes.
+func rowsPerStatement(db *gorm.DB, model any) int {
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(model); err != nil || len(stmt.Schema.DBNames) == 0 {
+		return 10
+	}
+	return max(1, maxParams/len(stmt.Schema.DBNames))
+}
+
+// rowsPerStatement is how many rows one UPDATE sets.
+func (u *bulkUpdate) rowsPerStatement() int { return max(1, maxParams/u.width) }
+
+// statement is the UPDATE of rows rows of table, on those where also cond
+// holds ("": no condition). Its arguments: set's, the rows' values, the
+// clinic, cond's.
+func (u *bulkUpdate) statement(table string, rows int, cond string) string {
+	one := "(" + strings.TrimSuffix(strings.Repeat("?,", u.width), ",") + ")"
+	q := "UPDATE " + table + " SET " + u.set + " FROM (VALUES " + strings.TrimSuffix(strings.Repeat(one+",", rows), ",") +
+		") AS v WHERE " + table + ".id = v.column1 AND " + table + ".clinic_id = ?"
+	if cond != "" {
+		// As one opaque term: SQLite must find each row by its id, not
+		// pick an index for the condition's columns (sync_state, the
+		// backfill's partial index) and walk all of its rows, which made
+		// every statement of a million-record backfill a scan.
+		q += " AND CASE WHEN " + cond + " THEN 1 ELSE 0 END"
+	}
+	return q
+}
 
 // flush runs the queued updates.
 func (u *bulkUpdate) flush(tx *gorm.DB, clinic ids.ID) error {
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", u.width), ",") + ")"
+	_, err := u.flushWhere(tx, clinic, nil)
+	return err
+}
+
+// flushWhere runs the queued updates on the rows where also where(table)
+// holds (nil: every row queued), and returns how many rows they changed.
+func (u *bulkUpdate) flushWhere(tx *gorm.DB, clinic ids.ID, where func(table string) (string, []any)) (int64, error) {
+	step := u.rowsPerStatement() * u.width
+	var changed int64
 	for _, table := range u.order {
+		cond, condArgs := "", []any(nil)
+		if where != nil {
+			cond, condArgs = where(table)
+		}
 		vals := u.rows[table]
-		for start := 0; start < len(vals); start += bulkRows * u.width {
-			part := vals[start:min(start+bulkRows*u.width, len(vals))]
+		for start := 0; start < len(vals); start += step {
+			part := vals[start:min(start+step, len(vals))]
 			n := len(part) / u.width
-			q := "UPDATE " + table + " SET " + u.set + " FROM (VALUES " + strings.TrimSuffix(strings.Repeat(one+",", n), ",") +
-				") AS v WHERE " + table + ".id = v.column1 AND " + table + ".clinic_id = ?"
-			args := make([]any, 0, len(u.args)+len(part)+1)
-			args = append(append(append(args, u.args...), part...), int64(clinic))
-			if err := tx.Exec(q, args...).Error; err != nil {
-				return err
+			q := u.statement(table, n, cond)
+			args := make([]any, 0, len(u.args)+len(part)+1+len(condArgs))
+			args = append(append(append(append(args, u.args...), part...), int64(clinic)), condArgs...)
+			res := tx.Exec(q, args...)
+			if res.Error != nil {
+				return changed, res.Error
 			}
+			changed += res.RowsAffected
 		}
 	}
 	u.rows, u.order = map[string][]any{}, nil
-	return nil
+	return changed, nil
 }

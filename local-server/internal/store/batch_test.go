@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ import (
 func TestBulkImportBackfillAndEcho(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
-	const studies = 2*bulkRows + 57
+	const studies = 2*(maxParams/2) + 57 // three UPDATEs of the sync marks (two columns a row)
 	items := []Import{{Kind: wire.KindPatient, Content: records.Patient{Name: "Bulk Patient"}}}
 	got, err := s.Import(ctx, items)
 	if err != nil {
@@ -144,4 +145,116 @@ func TestBulkImportBackfillAndEcho(t *testing.T) {
 	if cp, err := s.Checkpoint(ctx); err != nil || cp != int64(len(down)) {
 		t.Fatalf("checkpoint %d %v, want %d", cp, err, len(down))
 	}
+}
+
+// TestBackfillPlanRacesAWrite: a backfill batch is read on a snapshot and
+// written later; records edited or kept out in between are not sent as the
+// snapshot saw them (the batch is done again under the write lock).
+func TestBackfillPlanRacesAWrite(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	got, err := s.Import(ctx, []Import{{Kind: wire.KindPatient, Content: records.Patient{Name: "Race Patient"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []Import
+	for i := range 6 {
+		batch = append(batch, Import{Kind: wire.KindStudy, Content: records.Study{PatientID: got[0], StudyDate: fmt.Sprintf("2021-01-0%d", i+1)}})
+	}
+	studies, err := s.Import(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited, keptOut := studies[5], studies[4] // the newest two: in the first batch
+	fired := 0
+	s.afterBackfillPlan = func() {
+		fired++
+		if fired > 1 {
+			return
+		}
+		save(t, s, Edit{Kind: wire.KindStudy, ID: edited, Content: records.Study{PatientID: got[0], StudyDate: "2021-01-06", Description: "edited meanwhile"}})
+		if _, err := s.SetChoice(ctx, wire.KindStudy, keptOut, ChoiceNever); err != nil {
+			t.Error(err)
+		}
+	}
+	b, err := s.Backfill(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fired != 1 {
+		t.Fatalf("the hook ran %d times, want once (the retry writes under the lock)", fired)
+	}
+	sent := drain(t, s)
+	count := map[ids.ID]int{}
+	backfilled := 0
+	for _, e := range sent {
+		count[e.RecordID]++
+		if e.RecordID == keptOut {
+			t.Errorf("the study kept out meanwhile was sent: %+v", e)
+		}
+		if e.RecordID == edited {
+			var st records.Study
+			if err := json.Unmarshal(e.Payload, &st); err != nil || st.Description != "edited meanwhile" {
+				t.Errorf("the study edited meanwhile was sent as %s (%v), want its edit", e.Payload, err)
+			}
+			continue
+		}
+		backfilled++
+	}
+	for id, n := range count {
+		if n != 1 {
+			t.Errorf("record %s sent %d times", id, n)
+		}
+	}
+	// The patient and the four other studies, once each; the edit went live.
+	if b.Records != 5 || backfilled != 5 || count[edited] != 1 {
+		t.Fatalf("backfill queued %d, outbox %d backfilled + %d of the edited study; want 5, 5, 1", b.Records, backfilled, count[edited])
+	}
+}
+
+// TestGuardedMarksFindRowsByID: the backfill's guarded UPDATE looks each
+// row up by its id. With the guard as plain terms SQLite walked the index
+// of sync_state (or the backfill's partial index) for every statement: on
+// a million records, a scan per 150 rows.
+func TestGuardedMarksFindRowsByID(t *testing.T) {
+	s := open(t)
+	sc, err := s.scope(s.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sp := range []records.Spec{mustSpec(t, wire.KindStudy), mustSpec(t, wire.KindImage)} {
+		u := newBulkUpdate("queued = 1, pending_change_id = v.column2", 3)
+		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
+		q := u.statement(sp.Table, 3, sp.Table+".queued = 0 AND "+sp.Table+".version = v.column3 AND "+where)
+		vals := []any{int64(1), int64(2), "1.0", int64(3), int64(4), "1.0", int64(5), int64(6), "1.0", int64(clinic)}
+		var plan []struct {
+			Detail string
+		}
+		if err := s.db.Raw("EXPLAIN QUERY PLAN "+q, append(vals, args...)...).Scan(&plan).Error; err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		byID := false
+		for _, p := range plan {
+			lines = append(lines, p.Detail)
+			if strings.HasPrefix(p.Detail, "SEARCH "+sp.Table+" USING INTEGER PRIMARY KEY") {
+				byID = true
+			}
+			if strings.HasPrefix(p.Detail, "SCAN "+sp.Table) || strings.HasPrefix(p.Detail, "SEARCH "+sp.Table+" USING INDEX") {
+				t.Errorf("%s: the guarded update walks the table: %s", sp.Table, p.Detail)
+			}
+		}
+		if !byID {
+			t.Errorf("%s: the guarded update does not look rows up by id:\n%s", sp.Table, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+func mustSpec(t *testing.T, k wire.Kind) records.Spec {
+	t.Helper()
+	sp, ok := records.SpecOf(k)
+	if !ok {
+		t.Fatalf("no spec of %s", k)
+	}
+	return sp
 }

@@ -122,7 +122,7 @@ func opsOf[C records.Content]() kindOps {
 			for i, r := range rs {
 				rows[i] = r.(*Row[C])
 			}
-			return db.CreateInBatches(rows, 200).Error
+			return db.CreateInBatches(rows, rowsPerStatement(db, rows[0])).Error
 		},
 	}
 }

@@ -416,15 +416,16 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time, cache rowC
 	}
 	m.Fence = max(m.Fence, e.Fence)
 	m.Unfenced = e.Unfenced
-	p.version(e, m.EditSession)
 	if asSent {
 		// Only the sync columns change: a full-row write would rewrite
-		// every index of the table.
+		// every index of the table. The version is in the history
+		// already: the change that made it was saved here.
 		m.CloudVersion, m.SyncState, m.SyncedAt, m.CloudSeq = e.NewVersion, StateSynced, &now, e.CloudSeq
 		m.PendingChangeID, m.PendingSince, m.UpdatedAt = 0, nil, now
 		p.marks.add(k.spec.Table, m.ID, m.CloudVersion.String(), m.CloudSeq, m.Fence, m.Unfenced)
 		return true, nil
 	}
+	p.version(e, m.EditSession)
 	// Other writes keep their order with the queued ones.
 	if err := p.marks.flush(tx, s.clinic); err != nil {
 		return false, err

@@ -17,7 +17,7 @@ import (
 
 const clinic = ids.ID(9001)
 
-func open(t *testing.T) *Store {
+func open(t testing.TB) *Store {
 	t.Helper()
 	dir := t.TempDir()
 	gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: filepath.Join(dir, "ids.state")})

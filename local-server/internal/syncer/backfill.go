@@ -58,16 +58,22 @@ func newBackfiller(reg prometheus.Registerer) *backfiller {
 }
 
 // Backfill returns the backfill's progress; just after the start, before
-// the loop has counted, it counts now.
+// the loop has counted, it counts now. What is in flight changes as the
+// relay publishes, between the loop's rounds: it is read now (a count of
+// the outbox, on the reader connection).
 func (s *Syncer) Backfill() Progress {
 	s.bf.mu.Lock()
 	p := s.bf.p
 	s.bf.mu.Unlock()
-	if p.Measured {
-		return p
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if p.Measured {
+		if _, inflight, err := s.st.OutboxLanes(ctx); err == nil {
+			p.Remaining = max(p.Remaining-p.InFlight, 0) + inflight
+			p.InFlight = inflight
+		}
+		return p
+	}
 	remaining, err := s.st.BackfillRemaining(ctx)
 	if err != nil {
 		return p
