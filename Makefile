@@ -3,13 +3,17 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-MODULES := shared local-server cloud-server lockd bench
+MODULES := shared local-server cloud-server lockd bench deployments/check
+# Every go.mod names the patched toolchain (`toolchain go1.26.11`): let go
+# fetch it through the module proxy where the installed one is older, even if
+# the environment says GOTOOLCHAIN=local.
+export GOTOOLCHAIN := auto
 BIN     := $(CURDIR)/bin
 # Environment for tests and the demo: where the dev stack listens.
 STACK_ENV = eval "$$(bash scripts/stack.sh env)"
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 stack-up: ## start (installing if missing) PostgreSQL, Redis, RabbitMQ and MinIO on loopback
 	@bash scripts/stack.sh up
@@ -32,12 +36,24 @@ build-windows: ## cross-compile sc-local for Windows (pure Go, CGO_ENABLED=0)
 	cd local-server && CGO_ENABLED=0 GOOS=windows GOARCH=amd64 go build -o $(BIN)/sc-local.exe ./cmd/sc-local
 	@echo "built: $(BIN)/sc-local.exe"
 
+package: ## build and check the .deb and the MSI of sc-local into dist/ (systemd-analyze of the units, dpkg -i in a throw-away overlay, msiinfo)
+	@bash scripts/package.sh all
+
+package-linux: ## build and check the Debian package of sc-local (dist/scsync-local_*.deb)
+	@bash scripts/package.sh check-units
+	@bash scripts/package.sh deb
+	@bash scripts/package.sh check-deb
+
+package-windows: ## build and check the MSI of sc-local on Linux with wixl (dist/scsync-local-*.msi)
+	@bash scripts/package.sh msi
+	@bash scripts/package.sh check-msi
+
 test: stack-up ## run every module's tests with -race against the real services
 	@$(STACK_ENV); export CI=$${CI:-}; failed=""; \
 	for m in $(MODULES); do \
 		echo "== $$m"; \
 		timeout=10m; par=""; \
-		if [ $$m = local-server ]; then timeout=15m; par="-parallel 4"; fi; \
+		if [ $$m = local-server ]; then timeout=25m; par="-parallel 4"; fi; \
 		(cd $$m && go test -race -count=1 -timeout $$timeout $$par ./...) || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
@@ -57,6 +73,10 @@ lint: ## gofmt, go vet and golangci-lint (explicit linter list in .golangci.yml)
 	@lint=$$(bash scripts/tools.sh golangci-lint); \
 	for m in $(MODULES); do echo "== golangci-lint $$m"; (cd $$m && $$lint run --config $(CURDIR)/.golangci.yml ./...); done
 
+vulncheck: ## govulncheck every module against the offline Go vulnerability database (golang.org/x/vulndb, pinned in scripts/lib.sh)
+	@gvc=$$(bash scripts/tools.sh govulncheck); db=$$(bash scripts/tools.sh vulndb); \
+	for m in $(MODULES); do echo "== govulncheck $$m"; (cd $$m && GOWORK=off $$gvc -db "file://$$db" ./...); done
+
 CHAOS_DURATION ?= 2m
 CHAOS_TIMEOUT  ?= 2h
 chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injected faults (CHAOS_DURATION=2m, CHAOS_SEED to replay)
@@ -65,9 +85,22 @@ chaos: stack-up ## soak: 3 clinics, 3 cloud nodes, random operations under injec
 		go test -race -count=1 -v -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./e2e/
 
 BENCH_FLAGS ?=
-bench: stack-up ## run every benchmark against the real stack (≈11 min): table on stdout, bench/results.json
+bench: stack-up ## run every benchmark against the real stack (≈17 min, scale at 1,000 clinics): table on stdout, bench/results.json
 	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-all ./cmd/all
 	@$(STACK_ENV); $(BIN)/bench-all -json bench/results.json $(BENCH_FLAGS)
+
+SCALE_CLINICS ?= 1000
+bench-scale: stack-up ## the scale benchmark alone (SCALE_CLINICS, default 1000; ≈6 min), on a private RabbitMQ: bench/results-scale-N.json
+	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-scale ./cmd/scale
+	@$(STACK_ENV); $(BIN)/bench-scale -clinics $(SCALE_CLINICS) -json bench/results-scale-$(SCALE_CLINICS).json $(BENCH_FLAGS)
+
+bench-scale-10k: ## the scale benchmark at 10,000 clinics, where issue 14's bars are defined (long: docs/performance.md)
+	@$(MAKE) --no-print-directory bench-scale SCALE_CLINICS=10000
+
+VERIFY_RECORDS ?= 1000000
+bench-verify: stack-up ## the verify benchmark alone over VERIFY_RECORDS equal records (default 1,000,000, where issue 16's budget is set; ≈15 min, most of it the backfill): bench/results-verify-N.json
+	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-verify ./cmd/verify
+	@$(STACK_ENV); $(BIN)/bench-verify -records $(VERIFY_RECORDS) -json bench/results-verify-$(VERIFY_RECORDS).json $(BENCH_FLAGS)
 
 FUZZTIME ?= 20s
 fuzz: ## short fuzz runs (FUZZTIME each) of the wire decoder, record decoding, versions and the API input parsers
@@ -84,7 +117,10 @@ demo: stack-up ## run the whole appliance: lockd, two sc-cloud nodes, sc-local, 
 demo-check: stack-up ## the demo, non-interactive: show replication both ways, then stop
 	@DEMO_EXIT=1 bash scripts/demo.sh
 
-clean: ## remove build output
-	rm -rf $(BIN)
+deploy-check: ## check deployments/: compose file, Helm chart, alert rules, dashboard, RabbitMQ definitions
+	@bash scripts/deploy-check.sh
 
-.PHONY: help stack-up stack-down stack-status build build-windows test modules lint fuzz chaos bench demo demo-check clean
+clean: ## remove build output
+	rm -rf $(BIN) dist
+
+.PHONY: help stack-up stack-down stack-status build build-windows package package-linux package-windows test modules lint vulncheck fuzz chaos bench bench-scale bench-scale-10k bench-verify demo demo-check deploy-check clean

@@ -4,7 +4,8 @@
 #
 # Everything the scripts create lives OUTSIDE the repository, under
 #   SCSYNC_CACHE (default: ${XDG_CACHE_HOME:-$HOME/.cache}/scsync)
-#     bin/   pinned tool binaries (minio, golangci-lint)
+#     bin/   pinned tool binaries (minio, golangci-lint, helm, govulncheck, indexdb)
+#     vulndb/<version>/  the offline Go vulnerability database
 #     run/   state of services started by stack.sh (markers, pid, logs)
 
 if [[ -n "${SCSYNC_LIB_LOADED:-}" ]]; then
@@ -23,6 +24,25 @@ SCSYNC_MINIO_MODULE="github.com/minio/minio"
 SCSYNC_MINIO_VERSION="${SCSYNC_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 SCSYNC_GOLANGCI_PKG="github.com/golangci/golangci-lint/v2/cmd/golangci-lint"
 SCSYNC_GOLANGCI_VERSION="${SCSYNC_GOLANGCI_VERSION:-v2.15.0}"
+# nfpm builds the Debian package (make package); kept because it is a plain
+# Go program with no system dependencies (dpkg-deb is not needed to build).
+SCSYNC_NFPM_PKG="github.com/goreleaser/nfpm/v2/cmd/nfpm"
+SCSYNC_NFPM_VERSION="${SCSYNC_NFPM_VERSION:-v2.48.0}"
+
+# helm checks the chart (make deploy-check: helm lint, helm template). It is
+# not packaged for Debian 12 and no download site is reachable, so it is built
+# from the Go module proxy like the other tools; the first build takes minutes
+# (see docs/cloud-ops.md), later runs reuse the cached binary.
+SCSYNC_HELM_PKG="helm.sh/helm/v4/cmd/helm"
+SCSYNC_HELM_VERSION="${SCSYNC_HELM_VERSION:-v4.3.2}"
+
+SCSYNC_GOVULNCHECK_PKG="golang.org/x/vuln/cmd/govulncheck"
+SCSYNC_GOVULNCHECK_VERSION="${SCSYNC_GOVULNCHECK_VERSION:-v1.10.0}"
+# The offline vulnerability database: the OSV files of the Go module
+# golang.org/x/vulndb (fetched through the module proxy like any module),
+# indexed by its own cmd/indexdb. Bump the pin to take newer reports.
+SCSYNC_VULNDB_MODULE="golang.org/x/vulndb"
+SCSYNC_VULNDB_VERSION="${SCSYNC_VULNDB_VERSION:-v0.0.0-20261105234957-e22db6528018}"
 
 # How long to wait for a concurrent build of the same tool (seconds).
 SCSYNC_BUILD_WAIT="${SCSYNC_BUILD_WAIT:-1200}"
@@ -51,6 +71,17 @@ port_open() {
 	local port=$1 host=${2:-127.0.0.1}
 	# shellcheck disable=SC2016 # $1/$2 are expanded by the inner bash
 	timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
+}
+
+# http_ok HOST PORT PATH — true if GET PATH answers 2xx within 3 s. Plain
+# bash (/dev/tcp), so it works before curl is installed.
+http_ok() {
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	timeout 3 bash -c '
+		exec 3<>"/dev/tcp/$1/$2" || exit 1
+		printf "GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n" "$3" "$1" "$2" >&3
+		read -r _ code _ <&3
+		[[ $code == 2?? ]]' _ "$1" "$2" "$3" 2>/dev/null
 }
 
 # wait_until SECONDS DESCRIPTION CMD... — retry CMD every second.
@@ -187,4 +218,43 @@ ensure_minio() {
 
 ensure_golangci_lint() {
 	ensure_go_tool golangci-lint "$SCSYNC_GOLANGCI_PKG" "$SCSYNC_GOLANGCI_VERSION"
+}
+
+ensure_nfpm() {
+	ensure_go_tool nfpm "$SCSYNC_NFPM_PKG" "$SCSYNC_NFPM_VERSION"
+}
+
+ensure_helm() {
+	ensure_go_tool helm "$SCSYNC_HELM_PKG" "$SCSYNC_HELM_VERSION"
+}
+
+ensure_govulncheck() {
+	ensure_go_tool govulncheck "$SCSYNC_GOVULNCHECK_PKG" "$SCSYNC_GOVULNCHECK_VERSION"
+}
+
+# ensure_vulndb — build (once per pinned version) a govulncheck database from
+# the OSV files in the golang.org/x/vulndb module: no access to vuln.go.dev
+# is needed, only the module proxy (or a warm module cache). Prints its
+# directory, for `govulncheck -db file://DIR`.
+ensure_vulndb() {
+	local out="$SCSYNC_CACHE/vulndb/$SCSYNC_VULNDB_VERSION" src indexdb tmp
+	if [[ -s "$out/index/db.json" && -s "$out/index/modules.json" ]]; then
+		echo "$out"
+		return 0
+	fi
+	src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$SCSYNC_VULNDB_MODULE@$SCSYNC_VULNDB_VERSION" | awk -F'"' '$2 == "Dir" { print $4 }') ||
+		die "cannot fetch $SCSYNC_VULNDB_MODULE@$SCSYNC_VULNDB_VERSION"
+	[[ -d "$src/data/osv" ]] || die "$src/data/osv is missing: the vulndb module has no OSV files"
+	indexdb=$(ensure_go_tool indexdb "$SCSYNC_VULNDB_MODULE/cmd/indexdb" "$SCSYNC_VULNDB_VERSION") || return 1
+	mkdir -p "$SCSYNC_CACHE/vulndb"
+	tmp=$(mktemp -d "$SCSYNC_CACHE/vulndb/.build.XXXXXX")
+	log "indexing the Go vulnerability database $SCSYNC_VULNDB_VERSION ($(find "$src/data/osv" -name '*.json' | wc -l) reports)"
+	if ! "$indexdb" -vulns "$src/data/osv" -out "$tmp/db" >&2; then
+		rm -rf "$tmp"
+		die "indexdb failed"
+	fi
+	rm -rf "$out"
+	mv "$tmp/db" "$out"
+	rm -rf "$tmp"
+	echo "$out"
 }

@@ -26,6 +26,7 @@ HOST=127.0.0.1
 SERVICES=(postgres redis rabbitmq minio)
 declare -A PORT=([postgres]=5432 [redis]=6379 [rabbitmq]=5672 [minio]=9000)
 MINIO_CONSOLE_PORT=9001
+EPMD_PORT=4369
 
 WAIT_TIMEOUT="${SCSYNC_WAIT_TIMEOUT:-90}" # seconds to wait for a service to come up
 MINIO_USER="${SCSYNC_MINIO_USER:-scsync}"
@@ -36,6 +37,30 @@ PG_PASSWORD=scsync
 PG_URL="postgres://$PG_ROLE:$PG_PASSWORD@$HOST:${PORT[postgres]}/postgres"
 
 declare -A STATE=() # per-service result of this run, for the table
+
+# ------------------------------------------------------------ non-root user ---
+# A developer who is not root runs `make stack-up` as themselves: the commands
+# that need root go through sudo (which may ask for the password once), and
+# everything else (MinIO, the cache) stays theirs.
+if [[ $(id -u) -ne 0 ]]; then
+	as_root() {
+		command -v sudo >/dev/null || {
+			err "not root and sudo is not installed: run 'su -c \"apt-get install sudo\"' and add yourself to group sudo, or run as root"
+			return 1
+		}
+		sudo "$@"
+	}
+	apt-get() { as_root apt-get "$@"; }
+	systemctl() { as_root systemctl "$@"; }
+	pg_createcluster() { as_root pg_createcluster "$@"; }
+	pg_ctlcluster() { as_root pg_ctlcluster "$@"; }
+	rabbitmqctl() { as_root rabbitmqctl "$@"; }
+	rabbitmq-server() { as_root rabbitmq-server "$@"; }
+	redis-server() { as_root redis-server "$@"; }
+	epmd() { as_root epmd "$@"; }
+else
+	as_root() { "$@"; }
+fi
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -56,11 +81,12 @@ addr_of() {
 #   installed=yes if this script also installed the package/binary
 marker_file() { echo "$SCSYNC_RUN/$1.started"; }
 
-write_marker() { # svc how pid installed
+write_marker() { # svc how pid installed [extra key=value line]
 	local f
 	f=$(marker_file "$1")
 	mkdir -p "$SCSYNC_RUN"
 	printf 'how=%s\npid=%s\ninstalled=%s\nstarted_at=%s\n' "$2" "$3" "$4" "$(date -Is)" >"$f.tmp"
+	[[ -z "${5:-}" ]] || printf '%s\n' "$5" >>"$f.tmp"
 	mv -f "$f.tmp" "$f"
 }
 
@@ -82,10 +108,6 @@ marker_valid() {
 
 APT_UPDATED=0
 apt_install() {
-	[[ $(id -u) -eq 0 ]] || {
-		err "need root to apt-get install $*"
-		return 1
-	}
 	command -v apt-get >/dev/null || {
 		err "apt-get not found; install $* yourself"
 		return 1
@@ -157,6 +179,9 @@ pg_admin() {
 	if [[ $(id -u) -eq 0 ]] && id postgres >/dev/null 2>&1 &&
 		runuser -u postgres -- psql -X -p "${PORT[postgres]}" -Atqc 'select 1' >/dev/null 2>&1; then
 		runuser -u postgres -- psql -X -p "${PORT[postgres]}" -v ON_ERROR_STOP=1 -Atq "$@"
+	elif [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && id postgres >/dev/null 2>&1 &&
+		sudo -u postgres psql -X -p "${PORT[postgres]}" -Atqc 'select 1' >/dev/null 2>&1; then
+		sudo -u postgres psql -X -p "${PORT[postgres]}" -v ON_ERROR_STOP=1 -Atq "$@"
 	else
 		PGCONNECT_TIMEOUT=5 psql -X -w -h "$HOST" -p "${PORT[postgres]}" -U postgres -d postgres \
 			-v ON_ERROR_STOP=1 -Atq "$@"
@@ -212,7 +237,7 @@ redis_start() {
 		START_HOW="systemd:redis-server"
 	else
 		log "starting Redis"
-		mkdir -p /var/lib/redis /var/log/redis
+		as_root mkdir -p /var/lib/redis /var/log/redis
 		redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "${PORT[redis]}" --save "" \
 			--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log \
 			--pidfile "$SCSYNC_RUN/redis.pid" || return 1
@@ -244,10 +269,36 @@ rabbit_start() {
 	fi
 }
 
-# Read-only checks; we never change the (shared) broker's configuration.
+# The plugins scsync needs: the HTTP management API (sc-cloud creates each
+# clinic's broker user, permissions and queues through it at enrollment) and
+# the consistent-hash exchange. Enabling is idempotent and changes nothing
+# else of the broker.
+RABBIT_PLUGINS=(rabbitmq_management rabbitmq_consistent_hash_exchange)
+
+rabbit_plugins() {
+	command -v rabbitmq-plugins >/dev/null || return 0
+	local enabled
+	enabled=$(timeout 60 rabbitmq-plugins list -e -m 2>/dev/null) || true
+	local p missing=()
+	for p in "${RABBIT_PLUGINS[@]}"; do
+		grep -qx "$p" <<<"$enabled" || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		info "rabbitmq: plugins ${RABBIT_PLUGINS[*]} enabled"
+		return 0
+	fi
+	log "enabling RabbitMQ plugins ${missing[*]}"
+	if ! timeout 120 rabbitmq-plugins enable "${missing[@]}" >/dev/null 2>&1; then
+		warn "rabbitmq: could not enable ${missing[*]} (rabbitmq-plugins enable failed); sc-cloud cannot create clinics' broker identities without the management API"
+	fi
+}
+
+# Checks; besides the plugins above we never change the (shared) broker's
+# configuration.
 rabbit_check() {
 	local ff
 	command -v rabbitmqctl >/dev/null || return 0
+	rabbit_plugins
 	if timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
 		info "rabbitmq: guest/guest accepted (loopback only, the default)"
 	else
@@ -263,8 +314,9 @@ rabbit_check() {
 
 # ------------------------------------------------------------------- minio ---
 
+# minio_healthy needs no curl (a fresh Debian has none): bash's /dev/tcp.
 minio_healthy() {
-	curl -fsS -m 3 -o /dev/null "http://$HOST:${PORT[minio]}/minio/health/live" 2>/dev/null
+	http_ok "$HOST" "${PORT[minio]}" /minio/health/live
 }
 
 MINIO_BUILT=0
@@ -274,6 +326,18 @@ minio_install() {
 	# Not via $(...): ensure_minio sets SCSYNC_TOOL_BUILT.
 	ensure_minio >/dev/null || return 1
 	MINIO_BUILT=$SCSYNC_TOOL_BUILT
+}
+
+# minio_kms_key prints MinIO's KMS key (name:base64 of 32 bytes), made on
+# first use and kept in $SCSYNC_CACHE/minio-kms.key (mode 0600): objects
+# encrypted under it cannot be read without it.
+minio_kms_key() {
+	local f="${SCSYNC_MINIO_KMS_KEY_FILE:-$SCSYNC_CACHE/minio-kms.key}"
+	if [[ ! -s $f ]]; then
+		mkdir -p "$(dirname "$f")"
+		(umask 077 && printf 'scsync-dev-key:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$f") || return 1
+	fi
+	head -n 1 "$f"
 }
 
 minio_start() {
@@ -287,10 +351,14 @@ minio_start() {
 		return 1
 	fi
 	mkdir -p "$MINIO_DATA" "$SCSYNC_RUN"
+	# SSE-S3 (the cloud's default server-side encryption) needs a KMS: MinIO's
+	# built-in single key, made once and kept beside the data it protects.
+	local kms
+	kms=$(minio_kms_key) || return 1
 	printf '\n---- %s scsync stack.sh up\n' "$(date -Is)" >>"$logf"
 	log "starting MinIO ($bin server $MINIO_DATA)"
 	info "log: $logf"
-	MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" \
+	MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" MINIO_KMS_SECRET_KEY="$kms" \
 		setsid "$bin" server "$MINIO_DATA" \
 		--address "$HOST:${PORT[minio]}" --console-address "$HOST:$MINIO_CONSOLE_PORT" \
 		>>"$logf" 2>&1 </dev/null &
@@ -390,6 +458,14 @@ up_one() {
 		[[ $MINIO_BUILT == 1 ]] && installed=yes
 	fi
 
+	# RabbitMQ brings up epmd (Erlang's port mapper, :4369) and leaves it
+	# running when it stops: remember whether it ran before, so `down` stops
+	# it too when we started it.
+	local extra=
+	if [[ $svc == rabbitmq ]] && ! port_open "$EPMD_PORT"; then
+		extra=epmd=started
+	fi
+
 	# A package's postinst may already have started the service.
 	if ! port_open "${PORT[$svc]}"; then
 		# 8>&-: daemons must not inherit the stack.lock descriptor.
@@ -408,7 +484,7 @@ up_one() {
 	svc_ready "$svc" || return 1
 
 	pid=$(port_pid "${PORT[$svc]}")
-	write_marker "$svc" "$START_HOW" "$pid" "$installed"
+	write_marker "$svc" "$START_HOW" "$pid" "$installed" "$extra"
 	if [[ $installed == yes ]]; then
 		STATE[$svc]="installed+started"
 	else
@@ -456,8 +532,29 @@ stop_one() {
 		err "$svc (pid $pid) did not stop within 30s"
 		return 1
 	fi
+	if [[ $svc == rabbitmq && "$(marker_get "$svc" epmd)" == started ]]; then
+		epmd_stop
+	fi
 	rm -f "$(marker_file "$svc")"
 	printf '  %-9s stopped (pid %s, started by scsync)\n' "$svc" "$pid"
+}
+
+# epmd_stop stops the epmd that came up with the RabbitMQ we started, unless
+# another Erlang node (a test's private broker) still uses it.
+epmd_stop() {
+	local names
+	port_open "$EPMD_PORT" || return 0
+	names=$(epmd -names 2>/dev/null | grep -c '^name ' || true)
+	if ((names > 0)); then
+		printf '  %-9s left alone (%s Erlang node(s) still registered)\n' epmd "$names"
+		return 0
+	fi
+	if systemd_running && systemctl is-active --quiet epmd.socket epmd.service 2>/dev/null; then
+		systemctl stop epmd.socket epmd.service || true
+	else
+		epmd -kill >/dev/null 2>&1 || true
+	fi
+	printf '  %-9s stopped (it came up with RabbitMQ)\n' epmd
 }
 
 print_table() { # column 3 comes from the STATE array
@@ -500,6 +597,18 @@ ensure_browser() {
 	apt_install chromium
 }
 
+# ensure_dev_tools installs what a fresh Debian lacks for the README's two
+# commands: gcc (go test -race needs cgo) and curl and jq (the demo).
+ensure_dev_tools() {
+	local pkgs=()
+	command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
+	command -v curl >/dev/null || pkgs+=(curl)
+	command -v jq >/dev/null || pkgs+=(jq)
+	((${#pkgs[@]} == 0)) && return 0
+	log "installing ${pkgs[*]} (go test -race needs gcc; the demo uses curl and jq)"
+	apt_install "${pkgs[@]}"
+}
+
 cmd_up() {
 	local svc failed=0 all=$(($# == 0))
 	select_services "$@"
@@ -511,6 +620,10 @@ cmd_up() {
 			failed=1
 		fi
 	done
+	if ((all)) && ! ensure_dev_tools; then
+		err "gcc, curl or jq could not be installed; go test -race and the demo need them"
+		failed=1
+	fi
 	if ((all)) && ! ensure_browser; then
 		err "chromium could not be installed; the viewer browser test will fail"
 		failed=1

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,7 +32,13 @@ func importLines(t *testing.T, base string, lines []map[string]any) []string {
 			t.Fatal(err)
 		}
 	}
-	resp, err := http.Post(base+"/v1/import", "application/x-ndjson", &body)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, base+"/v1/import", &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	req.Header.Set("Authorization", "Bearer "+localAPIToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,11 +198,16 @@ func TestBackfillHundredThousand(t *testing.T) {
 		return nil
 	})
 	var live patient
+	posted := time.Now()
 	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "Walk-in During Backfill"}), &live); code != 201 {
 		t.Fatalf("live create: %d", code)
 	}
-	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
-		if code := call(t, "GET", cloud.prefix+"patients/"+live.ID, c.Token, nil, nil); code != 200 {
+	// The check below (records still to backfill when it arrives) proves
+	// the live edit overtook the backfill; the bound, that it waited behind
+	// no more than the backfill's window of unacknowledged changes (7 s at
+	// a load of 28 on 2 cores; docs/scope.md).
+	testenv.CheckFor(t, time.Minute, 100*time.Millisecond, func() error {
+		if code := call(t, "GET", cloud.prefix+"patients/"+live.ID, c.person, nil, nil); code != 200 {
 			return fmt.Errorf("live patient not in the cloud yet (%d)", code)
 		}
 		return nil
@@ -204,7 +216,8 @@ func TestBackfillHundredThousand(t *testing.T) {
 	if bf.Remaining == 0 {
 		t.Fatalf("the backfill finished before the live edit arrived; the test proves nothing (%+v)", bf)
 	}
-	t.Logf("%s: live edit in the cloud with %d records still to backfill", time.Since(start).Round(time.Second), bf.Remaining)
+	t.Logf("%s: live edit in the cloud %s after its save, with %d records still to backfill", time.Since(start).Round(time.Second),
+		time.Since(posted).Round(100*time.Millisecond), bf.Remaining)
 
 	// SIGKILL midway; the restart continues from where it stopped.
 	testenv.CheckFor(t, 5*time.Minute, 200*time.Millisecond, func() error {

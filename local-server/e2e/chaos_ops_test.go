@@ -43,9 +43,10 @@ func try(method, url, token string, in, out any) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if token == "" {
+		token = localAPIToken
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := chaosHTTP.Do(req)
 	if err != nil {
@@ -115,7 +116,7 @@ func (a *actor) prefix() (string, string) {
 	if !a.cloud {
 		return c.base + "/v1/", ""
 	}
-	return a.env.s.cloud[a.rnd.IntN(len(a.env.s.cloud))] + "/v1/clinics/" + c.ID + "/", c.Token
+	return a.env.s.cloud[a.rnd.IntN(len(a.env.s.cloud))] + "/v1/clinics/" + c.ID + "/", c.person
 }
 
 // unexpected records an answer the soak has no reason to get.

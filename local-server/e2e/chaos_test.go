@@ -84,20 +84,14 @@ func startChaos(t *testing.T) *chaosEnv {
 		cloudEnv = append(cloudEnv, "SC_CLOUD_"+v)
 	}
 	e.s = newStackWith(t, stackOpts{cloudNodes: chaosCloudNodes, amqpURL: e.rabbit.URL, cloudEnv: cloudEnv})
-	tokens := map[string]string{}
+	// lockd runs before enrollment, which registers each clinic's token.
+	e.lockd = startLockdAt(t, e.lockAddrs, e.redis.Addr, serviceTok, nil)
 	for i := range chaosClinics {
 		c := e.s.enroll(t, fmt.Sprintf("Chaos Clinic %d", i+1))
 		e.clinics = append(e.clinics, c)
-		tokens["clinic-"+testenv.Name("token")] = c.ID
 	}
-	e.lockd = startLockdAt(t, e.lockAddrs, e.redis.Addr, serviceTok, tokens)
 	for i, c := range e.clinics {
-		var tok string
-		for k, id := range tokens {
-			if id == c.ID {
-				tok = k
-			}
-		}
+		tok := c.Lockd.Token
 		amqpURL, amqpLink := viaProxy(t, e.rabbit.URL)
 		// The clinic's cloud API link fails over to the other nodes.
 		var nodes []string

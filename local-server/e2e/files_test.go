@@ -98,7 +98,7 @@ func TestImageFilesBothWays(t *testing.T) {
 	var got struct {
 		Data records.Image `json:"data"`
 	}
-	call(t, "GET", cloud.prefix+"images/"+image.ID, c.Token, nil, &got)
+	call(t, "GET", cloud.prefix+"images/"+image.ID, c.person, nil, &got)
 	if got.Data.SHA256 != sum || got.Data.Size != 20<<20 {
 		t.Fatalf("cloud image = %+v, want sha256 %s", got.Data, sum)
 	}
@@ -135,7 +135,7 @@ func TestImageFilesBothWays(t *testing.T) {
 	}
 	photo := records.Sample(wire.KindImage, 2, map[wire.Kind]ids.ID{wire.KindStudy: study}).(records.Image)
 	photo.Modality, photo.SHA256, photo.Size, photo.ContentType = "PHOTO", cloudSum, int64(len(data)), "image/jpeg"
-	if code := call(t, "POST", cloud.prefix+"images", c.Token, map[string]any{"data": photo}, nil); code != 201 {
+	if code := call(t, "POST", cloud.prefix+"images", c.person, map[string]any{"data": photo}, nil); code != 201 {
 		t.Fatalf("cloud image: %d", code)
 	}
 	dst := filepath.Join(dataDir, "files", cloudSum)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/scsync/scsync/shared/testenv"
+	"github.com/scsync/scsync/shared/tlsx"
 )
 
 var (
@@ -190,17 +192,61 @@ func waitReady(t *testing.T, p *proc, base string) {
 			t.Fatalf("%s exited before ready: %v", p.name, err)
 		default:
 		}
-		resp, err := http.Get(base + "/readyz")
+		resp, err := httpc.Get(base + "/readyz")
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != 200 {
-			b, _ := io.ReadAll(resp.Body)
 			return fmt.Errorf("%s readyz %d: %s", p.name, resp.StatusCode, b)
 		}
-		return nil
+		return linksUp(b)
 	})
+}
+
+// linksUp: sc-local is ready (200) as soon as it can serve its clinic, with
+// the cloud and the broker only "degraded" while they connect; the tests
+// want them connected before they start, as they were before.
+func linksUp(readyz []byte) error {
+	var r struct{ Checks map[string]string }
+	if err := json.Unmarshal(readyz, &r); err != nil {
+		return fmt.Errorf("readyz body: %w", err)
+	}
+	for _, c := range []string{"rabbitmq", "cloud_api"} {
+		if s, ok := r.Checks[c]; ok && s != "ok" {
+			return fmt.Errorf("readyz: %s is %s", c, s)
+		}
+	}
+	return nil
+}
+
+// httpc is the tests' HTTP client: plain HTTP, and HTTPS to the servers
+// of a stack with TLS, each trusted through its own test CA.
+var httpc = &http.Client{Transport: hostTransport{}}
+
+// tlsHosts maps the host:port of a server listening with a test's CA to a
+// transport trusting that CA.
+var tlsHosts sync.Map
+
+type hostTransport struct{}
+
+func (hostTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tr, ok := tlsHosts.Load(r.URL.Host); ok {
+		return tr.(http.RoundTripper).RoundTrip(r)
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// trustHost makes httpc reach addr over TLS trusting caFile.
+func trustHost(t *testing.T, addr, caFile string) {
+	t.Helper()
+	hc, err := tlsx.Client{CAFile: caFile}.HTTPClient(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsHosts.Store(addr, hc.Transport)
+	t.Cleanup(func() { tlsHosts.Delete(addr) })
 }
 
 // call does an HTTP request with a JSON body and decodes a JSON answer.
@@ -218,11 +264,15 @@ func call(t *testing.T, method, url, token string, in, out any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != "" {
+	switch token {
+	case "-": // no credentials at all
+	case "": // the clinic server's API token (the cloud ignores it on public routes)
+		req.Header.Set("Authorization", "Bearer "+localAPIToken)
+	default:
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -241,25 +291,54 @@ type stack struct {
 	amqpURL, vhost, pgURL string
 	cloudBin, localBin    string
 	adminToken            string
+	bucket                string   // the cloud's S3 bucket
 	cloud                 []string // base URLs of the cloud nodes
 	nodes                 []*proc
 	// localEnv is added to every sc-local's environment.
 	localEnv []string
+	// tls, when set, makes every listener HTTPS with the test CA, and
+	// sc-local run with require_tls.
+	tls *stackTLS
 }
+
+// stackTLS are a test CA and a certificate for 127.0.0.1 (testenv.PKI).
+type stackTLS struct{ ca, cert, key string }
 
 // stackOpts shapes a stack.
 type stackOpts struct {
 	cloudNodes int
-	amqpURL    string   // a private broker; empty: a fresh vhost of the shared one
-	cloudEnv   []string // added to every sc-cloud's environment
+	amqpURL    string // a private broker; empty: a fresh vhost of the shared one
+	// mgmtURL is the private broker's management API (guest): clinics then
+	// get their own broker identities there too.
+	mgmtURL  string
+	cloudEnv []string // added to every sc-cloud's environment
 	// fast runs binaries built without the race detector (volume tests).
 	fast bool
+	// tls serves every listener over HTTPS with this CA's certificate;
+	// sc-local then runs with require_tls (its links must be TLS too).
+	tls *stackTLS
 }
 
 type clinic struct {
 	ID     string `json:"id"`
 	NodeID int64  `json:"node_id"`
 	Token  string `json:"token"`
+	// AMQP is the clinic's own broker identity (a stack on the shared
+	// broker provisions one at enrollment, as production does).
+	AMQP *struct {
+		URL    string `json:"url"`
+		User   string `json:"user"`
+		Secret string `json:"secret"`
+	} `json:"amqp"`
+	// Lockd is the clinic's lockd token, when the cloud has a lockd.
+	Lockd *struct {
+		URL   string `json:"url"`
+		Token string `json:"token"`
+	} `json:"lockd"`
+	// person is the credential for the cloud's person routes: the
+	// operator's admin token (the clinic's machine token cannot act as a
+	// person); tests of people log in with s.login.
+	person string
 	base   string // sc-local base URL, when running
 	proc   *proc
 }
@@ -279,21 +358,31 @@ func newStackOn(t *testing.T, cloudNodes int, amqpURL string) *stack {
 func newStackWith(t *testing.T, o stackOpts) *stack {
 	t.Helper()
 	cloudNodes, amqpURL := o.cloudNodes, o.amqpURL
-	s := &stack{adminToken: "admin-" + testenv.Name("tok")}
+	s := &stack{adminToken: "admin-" + testenv.Name("tok"), tls: o.tls}
 	s.cloudBin, s.localBin = binaries(t)
 	if o.fast {
 		s.cloudBin, s.localBin = fastBinaries(t)
 	}
+	var mgmtEnv []string
 	if amqpURL != "" {
 		s.amqpURL = amqpURL
+		if o.mgmtURL != "" {
+			mgmtEnv = []string{"SC_CLOUD_AMQP_MANAGEMENT_URL=" + o.mgmtURL, "SC_CLOUD_AMQP_MANAGEMENT_USER=guest",
+				"SC_CLOUD_AMQP_MANAGEMENT_PASSWORD=guest"}
+		}
 	} else {
 		s.amqpURL, s.vhost = testenv.RabbitVhost(t)
+		// Every clinic gets its own broker identity at enrollment.
+		mgmt, user, pass, prefix := testenv.RabbitManagement(t)
+		mgmtEnv = []string{"SC_CLOUD_AMQP_MANAGEMENT_URL=" + mgmt, "SC_CLOUD_AMQP_MANAGEMENT_USER=" + user,
+			"SC_CLOUD_AMQP_MANAGEMENT_PASSWORD=" + pass, "SC_CLOUD_AMQP_USER_PREFIX=" + prefix}
 	}
 	s.pgURL = testenv.PostgresDB(t)
 	_, redisPrefix := testenv.Redis(t)
 	// One bucket for every node, as in production: a file uploaded through
 	// one node is downloaded through any other.
 	bucket := strings.ReplaceAll(testenv.Name("e2e"), "_", "-")
+	s.bucket = bucket
 	for i := range cloudNodes {
 		addr := freeAddr(t)
 		env := []string{
@@ -309,9 +398,15 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 			"SC_CLOUD_S3_BUCKET=" + bucket,
 			"SC_CLOUD_LOG_LEVEL=debug",
 		}
+		env = append(env, mgmtEnv...)
+		base := "http://" + addr
+		if s.tls != nil {
+			env = append(env, "SC_CLOUD_TLS_CERT_FILE="+s.tls.cert, "SC_CLOUD_TLS_KEY_FILE="+s.tls.key, "SC_CLOUD_TLS_CA_FILE="+s.tls.ca)
+			base = "https://" + addr
+			trustHost(t, addr, s.tls.ca)
+		}
 		env = append(env, o.cloudEnv...)
 		p := start(t, fmt.Sprintf("sc-cloud-%d", i+1), s.cloudBin, env)
-		base := "http://" + addr
 		waitReady(t, p, base)
 		s.cloud = append(s.cloud, base)
 		s.nodes = append(s.nodes, p)
@@ -326,7 +421,35 @@ func (s *stack) enroll(t *testing.T, name string) *clinic {
 	if code := call(t, "POST", s.cloud[0]+"/v1/admin/clinics", s.adminToken, map[string]string{"name": name}, &c); code != 201 {
 		t.Fatalf("enroll %s: status %d", name, code)
 	}
+	c.person = s.adminToken
 	return &c
+}
+
+// login makes a person of clinic c in the cloud and returns a session token.
+func (s *stack) login(t *testing.T, c *clinic, username, role string) string {
+	t.Helper()
+	pw := "pw-" + username + "-long"
+	if code := call(t, "POST", s.cloud[0]+"/v1/clinics/"+c.ID+"/users", s.adminToken,
+		map[string]string{"username": username, "role": role, "password": pw}, nil); code != 201 {
+		t.Fatalf("add %s: status %d", username, code)
+	}
+	var out struct {
+		Token string `json:"token"`
+	}
+	if code := call(t, "POST", s.cloud[0]+"/v1/login", "-", map[string]string{"clinic": c.ID, "username": username, "password": pw}, &out); code != 200 {
+		t.Fatalf("login %s: status %d", username, code)
+	}
+	return out.Token
+}
+
+// localAPIToken is every sc-local's API token in these tests (set in the
+// environment by TestMain, so the servers and the CLI commands the tests
+// run share it).
+const localAPIToken = "e2e-local-api-token-0123456789"
+
+func TestMain(m *testing.M) {
+	_ = os.Setenv("SC_LOCAL_AUTH_API_TOKEN", localAPIToken)
+	os.Exit(m.Run())
 }
 
 // startLocal runs sc-local for c with its data in dir.
@@ -339,6 +462,7 @@ func (s *stack) startLocal(t *testing.T, c *clinic, dir string) {
 // given URLs (through proxies a test can cut).
 func (s *stack) startLocalVia(t *testing.T, c *clinic, dir, amqpURL, cloudURL string) {
 	t.Helper()
+	amqpURL = clinicAMQP(t, c, amqpURL)
 	addr := freeAddr(t)
 	env := []string{
 		"SC_LOCAL_LISTEN=" + addr,
@@ -350,11 +474,41 @@ func (s *stack) startLocalVia(t *testing.T, c *clinic, dir, amqpURL, cloudURL st
 		"SC_LOCAL_CLOUD_PULL_EVERY=2s",
 		"SC_LOCAL_AMQP_URL=" + amqpURL,
 		"SC_LOCAL_LOG_LEVEL=debug",
+		// Tests write the files they import under the temporary directory
+		// (t.TempDir); imports are confined to it (files.import_dirs).
+		"SC_LOCAL_FILES_IMPORT_DIRS=" + os.TempDir(),
+	}
+	c.base = "http://" + addr
+	if s.tls != nil {
+		env = append(env, "SC_LOCAL_TLS_CERT_FILE="+s.tls.cert, "SC_LOCAL_TLS_KEY_FILE="+s.tls.key, "SC_LOCAL_TLS_CA_FILE="+s.tls.ca,
+			"SC_LOCAL_REQUIRE_TLS=true")
+		c.base = "https://" + addr
+		trustHost(t, addr, s.tls.ca)
 	}
 	env = append(env, s.localEnv...)
 	c.proc = start(t, "sc-local-"+c.ID, s.localBin, env)
-	c.base = "http://" + addr
 	waitReady(t, c.proc, c.base)
+}
+
+// clinicAMQP is amqpURL (the broker, or a proxy in front of it) with the
+// clinic's own broker login when it has one.
+func clinicAMQP(t *testing.T, c *clinic, amqpURL string) string {
+	t.Helper()
+	if c.AMQP == nil {
+		return amqpURL
+	}
+	return amqpAs(t, amqpURL, c.AMQP.User, c.AMQP.Secret)
+}
+
+// amqpAs is amqpURL with the login user/secret.
+func amqpAs(t *testing.T, amqpURL, user, secret string) string {
+	t.Helper()
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		t.Fatalf("amqp url: %v", err)
+	}
+	u.User = url.UserPassword(user, secret)
+	return u.String()
 }
 
 // startLockdAt runs one lockd replica on each of addrs.

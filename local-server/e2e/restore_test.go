@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,18 +92,43 @@ func TestBackupWipeRestore(t *testing.T) {
 		t.Fatalf("backup status %+v, want the last backup %s", st, bk.ID)
 	}
 
+	// What S3 holds is ciphertext: fetched raw through the cloud's presigned
+	// GET, it is an age file, neither SQLite nor gzip.
+	var dl struct {
+		Get struct {
+			Method string            `json:"method"`
+			URL    string            `json:"url"`
+			Header map[string]string `json:"header"`
+		} `json:"get"`
+	}
+	if code := call(t, "GET", cloud.prefix+"backups/latest/download", c.Token, nil, &dl); code != 200 || dl.Get.URL == "" {
+		t.Fatalf("backup download: %d %+v", code, dl)
+	}
+	raw := fetchRaw(t, dl.Get.URL, dl.Get.Header)
+	if !strings.HasPrefix(string(raw), "age-encryption.org/v1\n") || strings.Contains(string(raw), "SQLite format 3") ||
+		(len(raw) > 1 && raw[0] == 0x1f && raw[1] == 0x8b) {
+		t.Fatalf("the backup object in S3 starts %q: want age ciphertext", raw[:min(len(raw), 24)])
+	}
+	// IT's copy of the recovery key, kept off the machine.
+	keyCopy := filepath.Join(t.TempDir(), "backup-identity.txt")
+	if b, err := os.ReadFile(filepath.Join(dir, "backup-identity.txt")); err != nil {
+		t.Fatal(err)
+	} else if err := os.WriteFile(keyCopy, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	// After the backup: the clinic and the cloud both change things.
 	var local, remote patient
 	if code := call(t, "POST", c.base+"/v1/patients", "", save("", map[string]string{"name": "Made After Backup (clinic)"}), &local); code != 201 {
 		t.Fatalf("clinic create: %d", code)
 	}
-	if code := call(t, "POST", cloud.prefix+"patients", c.Token, save("", map[string]string{"name": "Made After Backup (cloud)"}), &remote); code != 201 {
+	if code := call(t, "POST", cloud.prefix+"patients", c.person, save("", map[string]string{"name": "Made After Backup (cloud)"}), &remote); code != 201 {
 		t.Fatalf("cloud create: %d", code)
 	}
 	var edited patient
 	first := w.live[wire.KindPatient][0]
-	call(t, "GET", cloud.prefix+"patients/"+first.String(), c.Token, nil, &edited)
-	if code := call(t, "PUT", cloud.prefix+"patients/"+first.String(), c.Token, save(edited.Version, map[string]string{"name": "Renamed In The Cloud"}), nil); code != 200 {
+	call(t, "GET", cloud.prefix+"patients/"+first.String(), c.person, nil, &edited)
+	if code := call(t, "PUT", cloud.prefix+"patients/"+first.String(), c.person, save(edited.Version, map[string]string{"name": "Renamed In The Cloud"}), nil); code != 200 {
 		t.Fatalf("cloud edit: %d", code)
 	}
 	before := converged(t, c, cloud, 60*time.Second)
@@ -126,13 +153,17 @@ func TestBackupWipeRestore(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	out, err := restore()
+	// Without the recovery key the backup cannot be opened.
+	if out, err := restore(); err == nil || !strings.Contains(out, "recovery key") {
+		t.Fatalf("restore without the recovery key = %v\n%s; want a refusal naming it", err, out)
+	}
+	out, err := restore("-identity", keyCopy)
 	t.Logf("sc-local restore:\n%s", out)
 	if err != nil || !strings.Contains(out, "restored backup "+bk.ID) {
 		t.Fatalf("restore: %v", err)
 	}
 	// A second restore onto the restored database refuses to overwrite it.
-	if out, err := restore(); err == nil || !strings.Contains(out, "exists") {
+	if out, err := restore("-identity", keyCopy); err == nil || !strings.Contains(out, "exists") {
 		t.Fatalf("restore over a database = %v\n%s; want a refusal", err, out)
 	}
 
@@ -188,4 +219,26 @@ func adminClinic(t *testing.T, s *stack, id string) adminClinicView {
 	}
 	t.Fatalf("clinic %s not listed", id)
 	return adminClinicView{}
+}
+
+// fetchRaw GETs a presigned URL and returns the body.
+func fetchRaw(t *testing.T, url string, header map[string]string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET backup object: %d %v", resp.StatusCode, err)
+	}
+	return b
 }

@@ -29,13 +29,13 @@ func TestUnsyncBothSides(t *testing.T) {
 	if code := call(t, "POST", c.base+"/v1/patients/"+a.ID+"/unsync", "", nil, nil); code != 200 {
 		t.Fatalf("clinic unsync: %d", code)
 	}
-	if code := call(t, "POST", cloud.prefix+"patients/"+b.ID+"/unsync", c.Token, nil, nil); code != 200 {
+	if code := call(t, "POST", cloud.prefix+"patients/"+b.ID+"/unsync", c.person, nil, nil); code != 200 {
 		t.Fatalf("cloud unsync: %d", code)
 	}
 	converged(t, c, cloud, 60*time.Second)
 	for _, id := range []string{a.ID, b.ID} {
 		var inCloud, here patient
-		call(t, "GET", cloud.prefix+"patients/"+id, c.Token, nil, &inCloud)
+		call(t, "GET", cloud.prefix+"patients/"+id, c.person, nil, &inCloud)
 		call(t, "GET", c.base+"/v1/patients/"+id, "", nil, &here)
 		if !inCloud.Deleted || here.Deleted || here.SyncState != "excluded" || here.Data.Name == "" {
 			t.Fatalf("after unsync: cloud %+v, clinic %+v; want a cloud tombstone and the clinic's copy excluded", inCloud, here)
@@ -53,7 +53,7 @@ func TestUnsyncBothSides(t *testing.T) {
 	}
 	testenv.CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
 		var inCloud patient
-		call(t, "GET", cloud.prefix+"patients/"+a.ID, c.Token, nil, &inCloud)
+		call(t, "GET", cloud.prefix+"patients/"+a.ID, c.person, nil, &inCloud)
 		if inCloud.Deleted || inCloud.Data.Name != "Edited Locally Only" {
 			return fmt.Errorf("cloud copy %+v", inCloud)
 		}

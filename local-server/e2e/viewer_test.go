@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/pquerna/otp/totp"
 
 	"github.com/scsync/scsync/shared/testenv"
 )
@@ -89,6 +90,115 @@ func edit(t *testing.T, ctx context.Context, holds, data string) {
 	}
 }
 
+// loginPage fills the page's login form and waits until it shows who is
+// logged in.
+func loginPage(t *testing.T, ctx context.Context, user, pw string) {
+	t.Helper()
+	click(t, ctx, "#login-submit") // waits for the form; an empty form is refused by the browser
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Run(cctx, chromedp.SetValue("#login-username", user, chromedp.ByID),
+		chromedp.SetValue("#login-password", pw, chromedp.ByID), chromedp.Click("#login-submit", chromedp.ByID)); err != nil {
+		t.Fatalf("log in %s: %v", user, err)
+	}
+	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		var v string
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := chromedp.Run(cctx, chromedp.Value("#user", &v, chromedp.ByID)); err != nil {
+			return err
+		}
+		if v != user {
+			return fmt.Errorf("page shows %q logged in, want %q", v, user)
+		}
+		return nil
+	})
+}
+
+// totpKeyB64 is the cloud's auth.totp_key in these tests (32 bytes).
+const totpKeyB64 = "ZTJlLXZpZXdlci10b3RwLWtleS0zMi1ieXRlcy1sb24="
+
+// enrolled is a confirmed second factor: its secret and the time of the
+// code that confirmed it (that step's code is used).
+type enrolled struct {
+	secret string
+	at     time.Time
+}
+
+// enrolTOTP enrols and confirms a second factor for the person of the
+// session token.
+func enrolTOTP(t *testing.T, cloudBase, token string) enrolled {
+	t.Helper()
+	var e struct {
+		Secret string `json:"secret"`
+	}
+	if code := call(t, "POST", cloudBase+"/v1/me/totp", token, map[string]any{}, &e); code != 200 || e.Secret == "" {
+		t.Fatalf("enrol a second factor: %d", code)
+	}
+	at := time.Now()
+	now, err := totp.GenerateCode(e.Secret, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := call(t, "POST", cloudBase+"/v1/me/totp/confirm", token, map[string]string{"code": now}, nil); code != 200 {
+		t.Fatalf("confirm the second factor: %d", code)
+	}
+	return enrolled{secret: e.Secret, at: at}
+}
+
+// loginPageTOTP logs in on a page whose person has a second factor: after
+// the password the page shows the code field (the server answered
+// totp_required) and the current code is typed there (the next step's
+// while the confirmation's step lasts: a code is good once).
+func loginPageTOTP(t *testing.T, ctx context.Context, user, pw string, f enrolled) {
+	t.Helper()
+	click(t, ctx, "#login-submit")
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Run(cctx, chromedp.SetValue("#login-username", user, chromedp.ByID),
+		chromedp.SetValue("#login-password", pw, chromedp.ByID), chromedp.Click("#login-submit", chromedp.ByID)); err != nil {
+		t.Fatalf("log in %s: %v", user, err)
+	}
+	// The password is checked first (argon2id: seconds on a loaded machine).
+	testenv.CheckFor(t, 90*time.Second, 200*time.Millisecond, func() error {
+		var shown bool
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := chromedp.Run(cctx, chromedp.Evaluate(`!document.getElementById('login-code-row').hidden`, &shown)); err != nil {
+			return err
+		}
+		if !shown {
+			return fmt.Errorf("the page does not ask for %s's code", user)
+		}
+		return nil
+	})
+	at := time.Now()
+	if at.Unix()/30 <= f.at.Unix()/30 {
+		at = at.Add(30 * time.Second)
+	}
+	code, err := totp.GenerateCode(f.secret, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx2, cancel2 := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel2()
+	if err := chromedp.Run(cctx2, chromedp.SetValue("#login-code", code, chromedp.ByID), chromedp.Click("#login-submit", chromedp.ByID)); err != nil {
+		t.Fatalf("log in %s with the code: %v", user, err)
+	}
+	testenv.CheckFor(t, 90*time.Second, 200*time.Millisecond, func() error {
+		var v string
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := chromedp.Run(cctx, chromedp.Value("#user", &v, chromedp.ByID)); err != nil {
+			return err
+		}
+		if v != user {
+			return fmt.Errorf("page shows %q logged in, want %q", v, user)
+		}
+		return nil
+	})
+}
+
 // click waits until sel is an enabled element (the page disables Edit
 // while it still has a record open), then clicks it.
 func click(t *testing.T, ctx context.Context, sel string) {
@@ -122,7 +232,8 @@ func TestViewerPagesLive(t *testing.T) {
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
 	lockAddr := freeAddr(t)
-	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=http://" + lockAddr, "SC_CLOUD_LOCKD_TOKEN=" + serviceTok}})
+	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=http://" + lockAddr, "SC_CLOUD_LOCKD_TOKEN=" + serviceTok,
+		"SC_CLOUD_AUTH_TOTP_KEY=" + totpKeyB64}})
 	c := s.enroll(t, "Gangneung Dental")
 	lockd := startLockdAt(t, []string{lockAddr}, redis.Addr, serviceTok, map[string]string{clinicTok: c.ID})
 	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + clinicTok}
@@ -135,15 +246,25 @@ func TestViewerPagesLive(t *testing.T) {
 	converged(t, c, cloud, 60*time.Second)
 
 	b := browser(t)
+	// People log in on each page: an editor of the clinic, and an editor in
+	// the cloud (the clinic's machine token no longer opens the cloud page).
+	if code := call(t, "POST", c.base+"/v1/users", "", map[string]string{"username": "dr.local", "role": "editor", "password": "pw-dr.local-long"}, nil); code != 201 {
+		t.Fatalf("add clinic person: %d", code)
+	}
+	// The cloud person has a TOTP second factor: the cloud page asks for
+	// its code after the password.
+	factor := enrolTOTP(t, s.cloud[0], s.login(t, c, "dr.cloud", "editor"))
 	local := tab(t, b, c.base+"/viewer/")
-	remote := tab(t, b, s.cloud[0]+"/viewer/?clinic="+c.ID+"#token="+c.Token)
+	remote := tab(t, b, s.cloud[0]+"/viewer/?clinic="+c.ID)
+	loginPage(t, local, "dr.local", "pw-dr.local-long")
+	loginPageTOTP(t, remote, "dr.cloud", "pw-dr.cloud-long", factor)
 	row := `tr[data-id="` + p.ID + `"]`
 	waitText(t, local, "clinic page", row+" .title", "Browser Patient")
 	waitText(t, remote, "cloud page", row+" .title", "Browser Patient")
 
 	// Cloud edits: the clinic sees it live.
 	click(t, remote, row+" .edit")
-	waitText(t, local, "clinic page mode", row+" .mode", "Editing by cloud")
+	waitText(t, local, "clinic page mode", row+" .mode", "Editing by cloud (dr.cloud)")
 	edit(t, remote, "Browser Patient", `{"name":"Edited in the cloud"}`)
 	click(t, remote, "#save")
 	waitText(t, local, "clinic page mode", row+" .mode", "Saved")

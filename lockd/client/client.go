@@ -166,3 +166,27 @@ func unreachable(ctx context.Context, err error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
+
+// SetClinicToken registers the SHA-256 (hex) of a clinic's new lockd token,
+// replacing its previous one (service token).
+func (c *Client) SetClinicToken(ctx context.Context, clinic ids.ID, sha256Hex string) error {
+	return c.do(ctx, http.MethodPut, "/v1/clinic-tokens/"+clinic.String(), lockapi.ClinicTokenRequest{SHA256: sha256Hex}, &lockapi.ClinicToken{})
+}
+
+// DeleteClinicToken revokes a clinic's lockd token (service token).
+func (c *Client) DeleteClinicToken(ctx context.Context, clinic ids.ID) error {
+	return c.do(ctx, http.MethodDelete, "/v1/clinic-tokens/"+clinic.String(), nil, &lockapi.ClinicToken{})
+}
+
+// ClinicTokensSynced reports whether lockd holds the clinic token set the
+// cloud put (false after its Redis lost its data).
+func (c *Client) ClinicTokensSynced(ctx context.Context) (bool, error) {
+	var st lockapi.ClinicTokensState
+	err := c.do(ctx, http.MethodGet, "/v1/clinic-tokens", nil, &st)
+	return st.Synced, err
+}
+
+// PutClinicTokens puts back the whole clinic token set.
+func (c *Client) PutClinicTokens(ctx context.Context, ts lockapi.ClinicTokens) error {
+	return c.do(ctx, http.MethodPut, "/v1/clinic-tokens", ts, &lockapi.ClinicTokensState{})
+}

@@ -180,3 +180,33 @@ func (g Grant) RenewRequest(ttlMillis int64) RenewRequest {
 func (g Grant) ReleaseRequest() ReleaseRequest {
 	return ReleaseRequest{Resource: g.Resource, Clinic: g.Holder.Clinic, Token: g.Token, Secret: g.Secret}
 }
+
+// ClinicTokenRequest registers a clinic's lockd token (service token only:
+// sc-cloud issues clinic tokens at enrollment). Only the token's SHA-256
+// travels and is stored; the new token replaces the clinic's previous one.
+type ClinicTokenRequest struct {
+	SHA256 string `json:"sha256"` // hex
+}
+
+// ClinicToken answers a registration or revocation.
+type ClinicToken struct {
+	Clinic ids.ID `json:"clinic"`
+}
+
+// ClinicTokens is the whole set of clinic token digests (service token):
+// sc-cloud, which keeps them in PostgreSQL, puts it back when Synced says
+// lockd's Redis lost them (a wipe or a new Redis).
+type ClinicTokens struct {
+	Tokens []ClinicTokenEntry `json:"tokens"`
+}
+
+// ClinicTokenEntry is one clinic's token digest.
+type ClinicTokenEntry struct {
+	Clinic ids.ID `json:"clinic"`
+	SHA256 string `json:"sha256"`
+}
+
+// ClinicTokensState says whether lockd's Redis holds the set sc-cloud put.
+type ClinicTokensState struct {
+	Synced bool `json:"synced"`
+}

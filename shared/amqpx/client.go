@@ -198,7 +198,12 @@ func (c *Client) dial(ctx context.Context) (*amqp.Connection, error) {
 	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
 		Heartbeat:  c.cfg.Heartbeat,
 		Properties: props,
-		Locale:     "en_US",
+		// A copy: amqp091 writes the broker's host into ServerName of the
+		// config it is given, and the caller's config is shared with its
+		// HTTPS clients, which would then check the cloud's certificate
+		// against the broker's name (and race with it).
+		TLSClientConfig: c.cfg.TLS.Clone(),
+		Locale:          "en_US",
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: dialTimeout}
 			nc, err := d.DialContext(ctx, network, addr)

@@ -1,6 +1,7 @@
 package amqpx
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net/url"
@@ -27,6 +28,9 @@ type Config struct {
 	ReconnectMin   time.Duration // first reconnect delay bound; default 200ms (full jitter, doubling)
 	ReconnectMax   time.Duration // largest reconnect delay bound; default 30s
 	ConfirmTimeout time.Duration // max wait for a publisher confirm; default 30s
+	// TLS is used for amqps:// URLs (nil: the system's roots); tlsx.Client
+	// builds one trusting a private CA.
+	TLS *tls.Config
 }
 
 // withDefaults returns cfg with zero fields set to their defaults, or an

@@ -176,6 +176,12 @@ func (c *Client) deadLetter(ctx context.Context, s *session, queue string, d amq
 		c.m.consumed.WithLabelValues(resultPoison).Inc()
 		return
 	}
+	c.deadLetterTo(ctx, s, queue, dlx, d, cause)
+}
+
+// deadLetterTo republishes d to dlx with the reason headers and acks it;
+// when that fails it requeues d (after a pause) and returns false.
+func (c *Client) deadLetterTo(ctx context.Context, s *session, queue, dlx string, d amqp.Delivery, cause error) bool {
 	reason := cause.Error()
 	if len(reason) > maxReasonLen {
 		reason = reason[:maxReasonLen]
@@ -207,11 +213,12 @@ func (c *Client) deadLetter(ctx context.Context, s *session, queue string, d amq
 		sleepCtx(ctx, c.retryPause)
 		_ = d.Nack(false, true)
 		c.m.consumed.WithLabelValues(resultRetry).Inc()
-		return
+		return false
 	}
 	c.log.Warn("amqp message dead-lettered", "queue", queue, "dead_letter_exchange", dlx, "message_id", d.MessageId, "reason", reason)
 	_ = d.Ack(false)
 	c.m.consumed.WithLabelValues(resultPoison).Inc()
+	return true
 }
 
 // publishDead publishes on s (the connection the delivery came from; acking

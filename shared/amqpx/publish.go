@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ type Message struct {
 	UserID          string // AMQP user-id; the broker checks it equals the connection's user
 	Headers         map[string]any
 	Timestamp       time.Time // time.Now() if zero
+	// Expiration is the message's time-to-live in a queue (0: none); the
+	// broker drops it unread after that.
+	Expiration time.Duration
 }
 
 // Publish sends m to exchange with routing key and returns nil only after the
@@ -95,6 +99,7 @@ func (c *Client) publishConfirmed(ctx context.Context, s *session, exchange, key
 		Timestamp:       m.Timestamp,
 		Type:            m.Type,
 		UserId:          m.UserID,
+		Expiration:      expiration(m.Expiration),
 		Body:            m.Body,
 	})
 	switch {
@@ -268,4 +273,12 @@ func newMessageID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// expiration is the AMQP expiration property for d: milliseconds, "" for none.
+func expiration(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(max(d.Milliseconds(), 1), 10)
 }

@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,13 +36,85 @@ func Load(path, envPrefix string, dst any) error {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: %s: %w", ErrInvalid, path, err)
+			return fmt.Errorf("%w: %s: %s", ErrInvalid, path, plainYAMLError(err))
 		}
 	}
 	return applyEnv(reflect.ValueOf(dst).Elem(), envPrefix)
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
+
+var (
+	unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+	badValue     = regexp.MustCompile("cannot unmarshal !!\\w+ `([^`]*)` into (\\S+)")
+)
+
+// plainYAMLError rewrites the YAML decoder's messages, which name Go types
+// ("field listne not found in type config.Config"), into words for the
+// person editing the file ("unknown setting \"listne\"").
+func plainYAMLError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = unknownField.ReplaceAllString(msg, `unknown setting "$1" (check the spelling and the indentation)`)
+	msg = badValue.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := badValue.FindStringSubmatch(m)
+		return fmt.Sprintf("%q is not %s", sub[1], kindWords(sub[2]))
+	})
+	return strings.Join(strings.Fields(strings.ReplaceAll(msg, "\n", "; ")), " ")
+}
+
+func kindWords(goType string) string {
+	switch {
+	case goType == "time.Duration":
+		return "a duration (like 30s, 5m, 24h)"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "a whole number"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case goType == "string":
+		return "text"
+	default:
+		return "a valid value here (a section, not a single value, or the other way round)"
+	}
+}
+
+// CheckURL reports whether raw is an absolute URL with one of schemes and a
+// host, in an error that names setting (e.g. "cloud.url"). Empty raw is not
+// checked: whether a setting is required is the caller's rule.
+func CheckURL(setting, raw string, schemes ...string) error {
+	if strings.TrimSpace(raw) == "" {
+		return nil
+	}
+	want := strings.Join(schemes, "://, ") + "://"
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s is not a URL (want %s…)", setting, want)
+	}
+	if !slices.Contains(schemes, strings.ToLower(u.Scheme)) {
+		if u.Scheme == "" || u.Host == "" && u.Opaque != "" {
+			return fmt.Errorf("%s %q has no scheme: write it as %shost…", setting, redact(u, raw), schemes[0]+"://")
+		}
+		return fmt.Errorf("%s %q must start with %s", setting, redact(u, raw), want)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("%s %q has no host", setting, redact(u, raw))
+	}
+	return nil
+}
+
+// redact hides a password in a URL shown back in an error.
+func redact(u *url.URL, raw string) string {
+	if u != nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return raw
+}
 
 func applyEnv(v reflect.Value, prefix string) error {
 	t := v.Type()

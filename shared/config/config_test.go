@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,5 +58,55 @@ func TestLoadErrors(t *testing.T) {
 	t.Setenv("T_AMQP_PREFETCH", "lots")
 	if err := Load("", "T", &c); !errors.Is(err, ErrInvalid) {
 		t.Errorf("bad env: err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestPlainYAMLErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ yaml, want string }{
+		{"listne: :1\n", `line 1: unknown setting "listne"`},
+		{"amqp:\n  prefetch: lots\n", `line 2: "lots" is not a whole number`},
+		{"amqp:\n  timeout: soon\n", `"soon" is not a duration`},
+		{"debug: maybe\n", `"maybe" is not true or false`},
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var c sample
+		err := Load(path, "T", &c)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Load(%q) = %v, want %q", tt.yaml, err, tt.want)
+		}
+		if err != nil && (strings.Contains(err.Error(), "config.") || strings.Contains(err.Error(), "type ") || strings.Contains(err.Error(), "!!")) {
+			t.Errorf("Load(%q) = %v: names a Go or YAML type", tt.yaml, err)
+		}
+	}
+}
+
+func TestCheckURL(t *testing.T) {
+	for _, tt := range []struct {
+		raw, want string // want "" = valid
+	}{
+		{"https://cloud.example.com", ""},
+		{"http://127.0.0.1:8081/", ""},
+		{"", ""},
+		{"cloud.example.com", "has no scheme"},
+		{"cloud.example.com:8081", "has no scheme"},
+		{"ftp://cloud.example.com", "must start with http://, https://"},
+		{"https://", "has no host"},
+		{"https:///path", "has no host"},
+		{"http://a b", "is not a URL"},
+	} {
+		err := CheckURL("cloud.url", tt.raw, "http", "https")
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("CheckURL(%q) = %v, want nil", tt.raw, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "cloud.url ")):
+			t.Errorf("CheckURL(%q) = %v, want an error naming cloud.url with %q", tt.raw, err, tt.want)
+		}
+	}
+	if err := CheckURL("amqp.url", "ftp://guest:secret@h/", "amqp", "amqps"); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("CheckURL with a password = %v, want an error without the password", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
@@ -59,7 +60,9 @@ type handlers struct {
 // OpenRequest opens a session.
 type OpenRequest struct {
 	Client string `json:"client"`
-	User   string `json:"user"`
+	// User is ignored when the caller authenticated: the session's user is
+	// the logged-in person.
+	User string `json:"user,omitempty"`
 	// Anyway opens an unfenced session when lockd is unreachable (M13).
 	Anyway bool `json:"anyway,omitempty"`
 }
@@ -132,6 +135,14 @@ func (h *handlers) open(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	var req OpenRequest
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
+	}
+	// The session's user is the authenticated caller, never the client's
+	// text; the body's user is only read where no one authenticated (a
+	// router without a guard, as in unit tests).
+	if p := auth.From(r.Context()); p.Kind == auth.KindPerson {
+		req.User = p.Username
+	} else if p.Kind != "" {
+		req.User = p.Kind
 	}
 	if req.Client == "" || req.User == "" {
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "client and user are required")

@@ -21,6 +21,10 @@ import (
 	"github.com/scsync/scsync/shared/ids"
 )
 
+// MessageType is the AMQP type property of event messages: a clinic's down
+// consumer tells the events in its queue by it.
+const MessageType = "scsync.event"
+
 // Bus defaults applied by NewBus for zero BusConfig fields.
 const (
 	DefaultOutbox         = 1024
@@ -34,8 +38,6 @@ const (
 	// originHeader carries the publishing Bus's id, so a Bus can skip its
 	// own events (it delivered them locally already).
 	originHeader = "x-scsync-events-origin"
-	// messageType is the AMQP type property of event messages.
-	messageType = "scsync.event"
 	// contentType of event messages.
 	contentType = "application/json"
 	// declareRetryMax caps the pause between attempts to declare the queue.
@@ -66,6 +68,12 @@ type BusConfig struct {
 	// UserID, when set, is sent as the AMQP user-id property, which the
 	// broker checks against the connection's user.
 	UserID string
+	// Provisioned (sc-local, with Clinic set) means the cloud set up this
+	// clinic's topology at enrollment and the clinic's broker identity may
+	// not declare anything: Run declares nothing, publishes to UpExchange
+	// and consumes nothing — the clinic's events arrive in its down queue,
+	// whose consumer hands them to Handle. Name is then unused.
+	Provisioned bool
 	// Outbox is how many events may wait for the broker; more are dropped.
 	Outbox int
 	// PublishTimeout bounds sending one event, connection wait included.
@@ -80,6 +88,7 @@ type Bus struct {
 	broker  Broker
 	cfg     BusConfig
 	queue   string
+	publish string // the exchange events are published to
 	deliver func(Event)
 	log     *slog.Logger
 	origin  string
@@ -114,6 +123,8 @@ func NewBus(broker Broker, cfg BusConfig, deliver func(Event), log *slog.Logger)
 		return nil, fmt.Errorf("name %q: want letters, digits, '.', '_' or '-': %w", cfg.Name, ErrInvalidConfig)
 	case cfg.Clinic < 0:
 		return nil, fmt.Errorf("clinic %d: %w", cfg.Clinic, ErrInvalidConfig)
+	case cfg.Provisioned && cfg.Clinic == 0:
+		return nil, fmt.Errorf("a provisioned bus needs its clinic: %w", ErrInvalidConfig)
 	case cfg.Outbox < 0:
 		return nil, fmt.Errorf("outbox %d, want >= 0: %w", cfg.Outbox, ErrInvalidConfig)
 	case cfg.PublishTimeout < 0:
@@ -134,10 +145,14 @@ func NewBus(broker Broker, cfg BusConfig, deliver func(Event), log *slog.Logger)
 		broker:  broker,
 		cfg:     cfg,
 		queue:   QueuePrefix + cfg.Name,
+		publish: Exchange,
 		deliver: deliver,
 		log:     log,
 		origin:  hex.EncodeToString(b[:]),
 		outbox:  make([]chan outgoing, publishers),
+	}
+	if cfg.Provisioned {
+		bus.queue, bus.publish = "", UpExchange
 	}
 	for i := range bus.outbox {
 		bus.outbox[i] = make(chan outgoing, max(1, cfg.Outbox/publishers))
@@ -145,24 +160,32 @@ func NewBus(broker Broker, cfg BusConfig, deliver func(Event), log *slog.Logger)
 	return bus, nil
 }
 
-// Queue is the name of this server's event queue.
+// Queue is the name of this server's event queue ("" for a provisioned
+// bus, which consumes none).
 func (b *Bus) Queue() string { return b.queue }
 
-// Topology is what Run declares: the exchange, this server's queue and its
-// binding.
+// Topology is what Run declares: the exchanges, this server's queue and its
+// bindings (a cloud node's queue takes every clinic's events from both
+// exchanges). A provisioned bus declares nothing.
 func (b *Bus) Topology() amqpx.Topology {
+	if b.cfg.Provisioned {
+		return amqpx.Topology{}
+	}
 	key := AllClinics
+	bindings := []amqpx.Binding{{Queue: b.queue, Exchange: Exchange, Key: key}}
 	if b.cfg.Clinic != 0 {
-		key = ClinicPattern(b.cfg.Clinic)
+		bindings[0].Key = ClinicPattern(b.cfg.Clinic)
+	} else {
+		bindings = append(bindings, amqpx.Binding{Queue: b.queue, Exchange: UpExchange, Key: key})
 	}
 	return amqpx.Topology{
-		Exchanges: []amqpx.Exchange{{Name: Exchange, Kind: "topic"}},
+		Exchanges: []amqpx.Exchange{{Name: Exchange, Kind: "topic"}, {Name: UpExchange, Kind: "topic"}},
 		// A node that never comes back leaves its queue for 10 minutes at
 		// most, and a slow one keeps only the newest events.
 		Queues: []amqpx.Queue{{Name: b.queue, Args: map[string]any{
 			"x-expires": int32(10 * 60 * 1000), "x-max-length": int32(10000), "x-overflow": "drop-head",
 		}}},
-		Bindings: []amqpx.Binding{{Queue: b.queue, Exchange: Exchange, Key: key}},
+		Bindings: bindings,
 	}
 }
 
@@ -215,13 +238,14 @@ func (b *Bus) dropped(key string) {
 
 // Run declares the topology (retrying until the broker accepts it), then
 // publishes the outbox and consumes this server's queue until ctx is done,
-// and returns nil. It returns an error only when the broker's Consume does
-// (amqpx: its Client stopped). Run may be called once.
+// and returns nil (a provisioned bus only publishes). It returns an error
+// only when the broker's Consume does (amqpx: its Client stopped). Run may
+// be called once.
 func (b *Bus) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return errors.New("events: Bus.Run called more than once")
 	}
-	if !b.declare(ctx) {
+	if !b.cfg.Provisioned && !b.declare(ctx) {
 		return nil
 	}
 	parent := ctx
@@ -230,6 +254,11 @@ func (b *Bus) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, out := range b.outbox {
 		wg.Go(func() { b.publishLoop(ctx, out) })
+	}
+	if b.cfg.Provisioned {
+		<-ctx.Done()
+		wg.Wait()
+		return nil
 	}
 	err := b.broker.Consume(ctx, b.queue, b.handle)
 	cancel()
@@ -319,11 +348,12 @@ func (b *Bus) send(ctx context.Context, ms []outgoing) {
 		body = buf.Bytes()
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-	err := b.broker.Publish(pctx, Exchange, key, amqpx.Message{
+	err := b.broker.Publish(pctx, b.publish, key, amqpx.Message{
 		Body:        body,
 		ContentType: contentType,
-		Type:        messageType,
+		Type:        MessageType,
 		UserID:      b.cfg.UserID,
+		Expiration:  EventTTL,
 		Headers:     map[string]any{originHeader: b.origin},
 		Timestamp:   ms[0].at,
 	})
@@ -333,6 +363,11 @@ func (b *Bus) send(ctx context.Context, ms []outgoing) {
 		b.log.Warn("event not published", "routing_key", key, "events", len(ms), "err", err)
 	}
 }
+
+// Handle delivers the events of a message consumed elsewhere: a clinic's
+// events share its down queue, whose consumer passes each message of type
+// MessageType here. It never fails (see handle).
+func (b *Bus) Handle(ctx context.Context, d amqpx.Delivery) error { return b.handle(ctx, d) }
 
 // handle delivers one event from the queue. It never fails: a message that
 // is not an event is dropped with a warning (redelivering cannot fix it).

@@ -33,10 +33,15 @@
 // interface). Publish hands the event at once to this server's own Hub and
 // queues it for the broker; a background publisher sends it, so a request is
 // never slowed by a broker outage (when the outbox is full, events are
-// dropped and logged). Each server process consumes from its own queue
-// scsync.events.<name>, bound to one clinic (clinic.<id>.#, sc-local) or to
-// all (clinic.#, sc-cloud nodes); its own publications are skipped there,
-// since they were delivered locally already. A consumer trusts the clinic in
+// dropped and logged). A cloud node publishes to Exchange and consumes its
+// own queue scsync.events.<name>, bound to every clinic's events (clinic.#)
+// on Exchange and on UpExchange. A clinic (BusConfig.Provisioned) declares
+// nothing: it publishes to UpExchange, which its broker login may write only
+// under its own keys, and consumes no queue of its own: the cloud binds the
+// clinic's down queue to Exchange with clinic.<id>.# (ClinicTopology), and
+// the clinic's down consumer hands the event messages (MessageType) to
+// Bus.Handle. Own publications are
+// skipped, since they were delivered locally already. A consumer trusts the clinic in
 // the routing key, not the one in the body: the broker's topic permissions
 // decide who may publish under which key, so an event whose body names
 // another clinic than its key is dropped.

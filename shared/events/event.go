@@ -6,8 +6,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/shared/amqpx"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Event types.
@@ -19,6 +21,9 @@ const (
 	TypeChanged     = "changed"
 	TypeConflict    = "conflict"
 	TypeTransfer    = "transfer"
+	// TypeDivergence: anti-entropy found the clinic and the cloud holding
+	// different records (Kind "verify", Record 0; Reason says how many).
+	TypeDivergence = "divergence"
 	// TypeReset is sent by a Hub to one client only, never published: the
 	// client missed events and must re-fetch its state; Seq is the position
 	// live events continue from.
@@ -100,7 +105,7 @@ func (t Transfer) Percent() int {
 var (
 	publishable = map[string]bool{
 		TypeEditing: true, TypeSaved: true, TypeClosed: true, TypeIdleWarning: true,
-		TypeChanged: true, TypeConflict: true, TypeTransfer: true,
+		TypeChanged: true, TypeConflict: true, TypeTransfer: true, TypeDivergence: true,
 	}
 	transferStates = map[string]bool{
 		TransferQueued: true, TransferUploading: true, TransferPresent: true,
@@ -142,6 +147,37 @@ const Exchange = "scsync.events"
 
 // QueuePrefix starts the name of every server's event queue.
 const QueuePrefix = "scsync.events."
+
+// UpExchange is the topic exchange clinics publish their events to (a
+// clinic's broker identity may write only there, and only under its own
+// clinic.<id>. keys); cloud nodes consume it. Only the cloud publishes to
+// Exchange, which feeds every clinic's queue.
+const UpExchange = "scsync.events.up"
+
+// LegacyClinicQueue is the event queue of a clinic of its own, which builds
+// before events shared the clinic's down queue had; the cloud deletes it
+// when it sets the clinic up (replicate: Finish).
+func LegacyClinicQueue(clinic ids.ID) string { return QueuePrefix + "clinic." + clinic.String() }
+
+// ClinicTopology is what the cloud declares for a clinic's events: the
+// binding of the clinic's down queue (wire.DownQueue, a classic queue of at
+// most 10,000 messages, oldest dropped) to Exchange with ClinicPattern. A
+// clinic's events and its down changes share its one queue — a queue per
+// clinic less is what keeps a broker under 1 GiB at 10,000 clinics
+// (docs/architecture.md) — and the clinic's down consumer hands the events
+// (type MessageType) to its Bus (Bus.Handle). Events carry a time-to-live
+// of an hour (EventTTL), so a clinic offline for long does not get old
+// notices when it is back. The down queue must exist (the cloud declares it
+// first).
+func ClinicTopology(clinic ids.ID) amqpx.Topology {
+	return amqpx.Topology{
+		Exchanges: []amqpx.Exchange{{Name: Exchange, Kind: "topic"}, {Name: UpExchange, Kind: "topic"}},
+		Bindings:  []amqpx.Binding{{Queue: wire.DownQueue(clinic), Exchange: Exchange, Key: ClinicPattern(clinic)}},
+	}
+}
+
+// EventTTL is the time-to-live of an event message in a queue.
+const EventTTL = time.Hour
 
 // RoutingKey is the key an event about a record is published under:
 // clinic.<clinic>.<kind>.<record>.

@@ -2,6 +2,7 @@ package events
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -74,7 +75,17 @@ func transferLabel(t Transfer) string {
 //
 // The time is e.At in the local time zone. The record id is printed whole:
 // Snowflake ids share their leading digits, so a shortened one says nothing.
-func Format(e Event) string {
+func Format(e Event) string { return FormatTitled(e, "") }
+
+// FormatTitled is Format with the title of the record e is about (a
+// patient's name, a study's description) after its id, quoted, at most
+// MaxTitle characters:
+//
+//	12:03:09  patient 383061948362752 "Kim Minji"  Saved v2.1  by cloud (dr.kim)
+//
+// Events do not carry titles (they are notifications, not data); the
+// caller looks the record up. An empty title prints as Format does.
+func FormatTitled(e Event, title string) string {
 	ts := "--:--:--"
 	if !e.At.IsZero() {
 		ts = e.At.Local().Format("15:04:05")
@@ -83,6 +94,9 @@ func Format(e Event) string {
 		return ts + "  reset: events were missed, re-fetch the state"
 	}
 	subject := strings.TrimSpace(e.Kind + " " + recordText(e))
+	if title = strings.TrimSpace(title); title != "" && e.Record != 0 {
+		subject += " " + quoteTitle(title)
+	}
 	return ts + "  " + subject + "  " + describe(e)
 }
 
@@ -91,6 +105,19 @@ func recordText(e Event) string {
 		return ""
 	}
 	return e.Record.String()
+}
+
+// MaxTitle is how many characters of a record's title FormatTitled prints.
+const MaxTitle = 60
+
+// quoteTitle quotes a title for a terminal: control characters escaped (a
+// title is what people typed, and must not move the cursor or recolour the
+// screen), cut at MaxTitle characters.
+func quoteTitle(t string) string {
+	if r := []rune(t); len(r) > MaxTitle {
+		t = string(r[:MaxTitle-1]) + "…"
+	}
+	return strconv.Quote(t)
 }
 
 // describe is the part of Format after the record.
@@ -134,6 +161,8 @@ func describe(e Event) string {
 			return "Transfer"
 		}
 		return describeTransfer(*e.Transfer)
+	case TypeDivergence:
+		return "Clinic and cloud differ: " + e.Reason
 	}
 	return join(e.Type, v)
 }

@@ -83,6 +83,36 @@ func TestFormat(t *testing.T) {
 	}
 }
 
+func TestFormatTitled(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 3, 12, 3, 4, 0, time.Local)
+	rec := ids.ID(383061948362752)
+	long := strings.Repeat("가", MaxTitle+5)
+	tests := []struct {
+		e     Event
+		title string
+		want  string
+	}{
+		{Event{Type: TypeSaved, Kind: "patient", Record: rec, Side: SideCloud, User: "dr.kim", Version: version.V{A: 2, B: 1}, At: at}, "Kim Minji",
+			`12:03:04  patient 383061948362752 "Kim Minji"  Saved v2.1  by cloud (dr.kim)`},
+		{Event{Type: TypeChanged, Kind: "study", Record: rec, Version: version.V{A: 3}, At: at}, "  CBCT follow-up ",
+			`12:03:04  study 383061948362752 "CBCT follow-up"  Changed v3.0`},
+		{Event{Type: TypeConflict, Kind: "patient", Record: rec, Reason: "keep_both", At: at}, "Evil\x1b[2J\nName",
+			`12:03:04  patient 383061948362752 "Evil\x1b[2J\nName"  Conflict (keep_both)`},
+		{Event{Type: TypeEditing, Kind: "patient", Record: rec, At: at}, long,
+			`12:03:04  patient 383061948362752 "` + strings.Repeat("가", MaxTitle-1) + `…"  Editing`},
+		{Event{Type: TypeEditing, Kind: "patient", Record: rec, At: at}, "",
+			"12:03:04  patient 383061948362752  Editing"},
+		{Event{Type: TypeDivergence, Kind: "verify", Reason: "3 records", At: at}, "ignored without a record",
+			"12:03:04  verify  Clinic and cloud differ: 3 records"},
+	}
+	for _, tt := range tests {
+		if got := FormatTitled(tt.e, tt.title); got != tt.want {
+			t.Errorf("FormatTitled(%+v, %q) =\n%q, want\n%q", tt.e, tt.title, got, tt.want)
+		}
+	}
+}
+
 func TestBytes(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

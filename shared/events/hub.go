@@ -95,6 +95,7 @@ type subscriber struct {
 var (
 	errTooSlow  = errors.New("events: client too slow")
 	errShutdown = errors.New("events: hub closed")
+	errRevoked  = errors.New("events: clinic disabled")
 )
 
 // NewHub returns a Hub. log may be nil.
@@ -167,6 +168,18 @@ func (h *Hub) Close() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// Disconnect closes every client of clinic (close status 1008): the clinic
+// was disabled, so its tokens no longer open new streams either.
+func (h *Hub) Disconnect(clinic ids.ID) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.clients {
+		if s.clinic == clinic {
+			h.dropLocked(s, errRevoked)
+		}
+	}
 }
 
 // enter registers a ServeWS call; false once the hub is closed.
@@ -322,6 +335,8 @@ func (h *Hub) ended(s *subscriber) (websocket.StatusCode, string) {
 		return websocket.StatusTryAgainLater, "too slow; reconnect and resume"
 	case errors.Is(cause, errShutdown):
 		return websocket.StatusGoingAway, "server shutting down"
+	case errors.Is(cause, errRevoked):
+		return websocket.StatusPolicyViolation, "clinic disabled"
 	}
 	return 0, ""
 }

@@ -33,6 +33,13 @@ func (h *Health) AddOptional(name string, c Check) {
 	h.optional[name] = true
 }
 
+// Optional reports whether name was registered with AddOptional.
+func (h *Health) Optional(name string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.optional[name]
+}
+
 // Add registers a readiness check under name (e.g. "postgres").
 func (h *Health) Add(name string, c Check) {
 	h.mu.Lock()
@@ -87,7 +94,7 @@ func (h *Health) Ready(ctx context.Context) Readiness {
 }
 
 // Register mounts /healthz and /readyz on mux.
-func (h *Health) Register(mux *http.ServeMux) {
+func (h *Health) Register(mux Router) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

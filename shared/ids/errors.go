@@ -12,6 +12,9 @@ var (
 	ErrSyntax = errors.New("ids: invalid id")
 	// ErrLeaseLost is reported when a cloud node's lease on its node id lapsed.
 	ErrLeaseLost = errors.New("ids: node lease lost")
+	// ErrNotReplicated is returned when a new node lease did not reach the
+	// Redis replicas asked for (LeaseOptions.Replicas).
+	ErrNotReplicated = errors.New("ids: node lease not replicated")
 	// ErrNoFreeNode is returned when every cloud node id is leased.
 	ErrNoFreeNode = errors.New("ids: no free cloud node id")
 )

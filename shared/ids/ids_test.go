@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -156,11 +157,11 @@ func TestJSONAndParse(t *testing.T) {
 func TestLeaseCloudNode(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	ctx := context.Background()
-	a, err := LeaseCloudNode(ctx, rdb, prefix, 3*time.Second, nil)
+	a, err := LeaseCloudNode(ctx, rdb, LeaseOptions{Prefix: prefix, TTL: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := LeaseCloudNode(ctx, rdb, prefix, 3*time.Second, nil)
+	b, err := LeaseCloudNode(ctx, rdb, LeaseOptions{Prefix: prefix, TTL: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +183,7 @@ func TestLeaseCloudNode(t *testing.T) {
 	if err := a.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c, err := LeaseCloudNode(ctx, rdb, prefix, 3*time.Second, nil)
+	c, err := LeaseCloudNode(ctx, rdb, LeaseOptions{Prefix: prefix, TTL: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,4 +200,57 @@ func TestLeaseCloudNode(t *testing.T) {
 		t.Fatal("lease loss not reported")
 	}
 	_ = c.Release(ctx)
+}
+
+// TestLeaseExpiredStaysQuarantined: an id whose holder stopped renewing
+// (died, paused, lost Redis) is not leased again when its key expires, but
+// only after the quarantine too, because the holder may still be minting.
+func TestLeaseExpiredStaysQuarantined(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	opts := LeaseOptions{Prefix: prefix, TTL: 3 * time.Second, Quarantine: 3 * time.Second}
+	hctx, stop := context.WithCancel(context.Background())
+	held, err := LeaseCloudNode(hctx, rdb, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop() // renewal stops, nothing is released: as if the holder died
+	key := prefix + "node:" + strconv.FormatInt(held.Node(), 10)
+	ctx := context.Background()
+	testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+			return fmt.Errorf("lease key still there (%d, %w)", n, err)
+		}
+		return nil
+	})
+	next, err := LeaseCloudNode(ctx, rdb, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = next.Release(ctx) }()
+	if next.Node() == held.Node() {
+		t.Fatalf("LeaseCloudNode right after the lease of %d expired = %d, want another id", held.Node(), next.Node())
+	}
+	if ttl, err := rdb.PTTL(ctx, key+":cooldown").Result(); err != nil || ttl <= 0 {
+		t.Errorf("quarantine of the expired id: PTTL %v, %v; want it still running", ttl, err)
+	}
+}
+
+// TestLeaseNotReplicated: with Replicas set, a lease that no replica
+// acknowledges (a Redis without replicas here) is given back and refused.
+func TestLeaseNotReplicated(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	_, err := LeaseCloudNode(ctx, rdb, LeaseOptions{Prefix: prefix, TTL: 3 * time.Second, Replicas: 1, ReplicaTimeout: 200 * time.Millisecond}, nil)
+	if !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("LeaseCloudNode(Replicas: 1) on a Redis without replicas err = %v, want ErrNotReplicated", err)
+	}
+	key := prefix + "node:" + strconv.Itoa(MinCloudNode)
+	if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 0 {
+		t.Errorf("the refused lease %s is still held (%d, %v)", key, n, err)
+	}
+	if n, err := rdb.Exists(ctx, key+":cooldown").Result(); err != nil || n != 1 {
+		t.Errorf("the refused id is not quarantined (%d, %v)", n, err)
+	}
 }

@@ -185,15 +185,20 @@ func (d Doctor) Validate() error {
 		maxLen("specialty", d.Specialty, 100), maxLen("email", d.Email, 254), maxLen("phone", d.Phone, 64))
 }
 
-// User is a user account of the clinic's software. Credentials are not
-// replicated: each side authenticates its own users.
+// User is a person's account. It replicates like every record, its password
+// hash with it, so a person has one account in the clinic and in the cloud;
+// the APIs never return the hash (see the users routes of each server).
 type User struct {
 	Username    string `json:"username" gorm:"not null;default:''"`
 	DisplayName string `json:"display_name,omitempty" gorm:"not null;default:''"`
-	Role        string `json:"role" gorm:"not null;default:''"` // admin, doctor, staff, viewer
-	Email       string `json:"email,omitempty" gorm:"not null;default:''"`
-	DoctorID    ids.ID `json:"doctor_id,omitempty" gorm:"not null;default:0"`
-	Disabled    bool   `json:"disabled,omitempty" gorm:"not null;default:false"`
+	// Role is viewer (reads), editor (edits; doctor and staff are older
+	// names for it) or admin (accounts, scope, restore, backups).
+	Role     string `json:"role" gorm:"not null;default:''"`
+	Email    string `json:"email,omitempty" gorm:"not null;default:''"`
+	DoctorID ids.ID `json:"doctor_id,omitempty" gorm:"not null;default:0"`
+	Disabled bool   `json:"disabled,omitempty" gorm:"not null;default:false"`
+	// PasswordHash is an argon2id hash (empty: the person cannot log in).
+	PasswordHash string `json:"password_hash,omitempty" gorm:"not null;default:''"`
 }
 
 // Kind is user.
@@ -210,7 +215,8 @@ func (u User) Validate() error {
 	if !usernameRE.MatchString(u.Username) {
 		bad = fmt.Errorf("%w: username must be 1-64 of a-z 0-9 . _ - starting with a letter or digit", ErrInvalid)
 	}
-	return check(bad, oneOf("role", u.Role, "admin", "doctor", "staff", "viewer"),
+	return check(bad, oneOf("role", u.Role, "admin", "editor", "doctor", "staff", "viewer"),
+		maxLen("password_hash", u.PasswordHash, 256),
 		maxLen("display_name", u.DisplayName, 200), maxLen("email", u.Email, 254), id("doctor_id", u.DoctorID))
 }
 
@@ -497,12 +503,14 @@ func nonNegative(field string, v int64) error {
 }
 
 // Digest hashes the replicated state of one record: version, tombstone,
-// conflict copy mark and content. Both sides compute it the same way, so
-// comparing digests proves they converged.
-func Digest(v version.V, deleted bool, conflictOf ids.ID, c Content) string {
+// conflict copy mark, creation time (to the millisecond) and content — a
+// tombstone's content too. Both sides compute it the same way, so
+// comparing digests proves they converged. c is nil only for an un-sync
+// tombstone, whose content the clinic keeps as its own.
+func Digest(v version.V, deleted bool, conflictOf ids.ID, created time.Time, c Content) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%t|%s|", v, deleted, conflictOf)
-	if !deleted && c != nil {
+	fmt.Fprintf(h, "%s|%t|%s|%d|", v, deleted, conflictOf, created.UnixMilli())
+	if c != nil {
 		b, _ := json.Marshal(c)
 		h.Write(b)
 	}

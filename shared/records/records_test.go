@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/version"
@@ -95,18 +96,23 @@ func TestDecodeRejects(t *testing.T) {
 
 func TestDigestCoversState(t *testing.T) {
 	p := Patient{Name: "a"}
-	base := Digest(version.First, false, 0, p)
+	at := time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
+	base := Digest(version.First, false, 0, at, p)
 	for name, d := range map[string]string{
-		"version":     Digest(version.V{A: 2}, false, 0, p),
-		"tombstone":   Digest(version.First, true, 0, p),
-		"conflict_of": Digest(version.First, false, 7, p),
-		"content":     Digest(version.First, false, 0, Patient{Name: "b"}),
+		"version":     Digest(version.V{A: 2}, false, 0, at, p),
+		"tombstone":   Digest(version.First, true, 0, at, p),
+		"conflict_of": Digest(version.First, false, 7, at, p),
+		"content":     Digest(version.First, false, 0, at, Patient{Name: "b"}),
+		"created_at":  Digest(version.First, false, 0, at.Add(time.Second), p),
 	} {
 		if d == base {
 			t.Errorf("Digest ignores %s", name)
 		}
 	}
-	if Digest(version.First, false, 0, p) != base {
+	if Digest(version.First, true, 0, at, p) == Digest(version.First, true, 0, at, Patient{Name: "b"}) {
+		t.Error("Digest ignores a tombstone's content")
+	}
+	if Digest(version.First, false, 0, at, p) != base {
 		t.Error("Digest is not deterministic")
 	}
 }

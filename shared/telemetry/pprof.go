@@ -9,7 +9,9 @@ import (
 // MountPprof serves Go's profiler under /debug/pprof/ when the environment
 // sets SCSYNC_PPROF=1: for finding where time goes on a live server. It is
 // off by default (profiles reveal internals and cost CPU).
-func MountPprof(mux *http.ServeMux) bool {
+func MountPprof(mux interface {
+	HandleFunc(string, func(http.ResponseWriter, *http.Request))
+}) bool {
 	if os.Getenv("SCSYNC_PPROF") != "1" {
 		return false
 	}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"testing"
 	"time"
 
@@ -44,9 +45,26 @@ func PostgresDB(t testing.TB) string {
 			t.Logf("drop database %s: %v", name, err)
 		}
 	})
-	cfg, err := pgx.ParseConfig(admin)
+	u, err := DatabaseURL(admin, name)
 	if err != nil {
-		t.Fatalf("parse %s: %v", admin, err)
+		t.Fatalf("test database URL: %v", err)
 	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, cfg.Host, cfg.Port, name)
+	return u
+}
+
+// DatabaseURL is admin with its database replaced by name. User, password
+// and options are kept: Debian's default pg_hba.conf asks for a password on
+// 127.0.0.1, so dropping it would only work on machines that trust loopback.
+func DatabaseURL(admin, name string) (string, error) {
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("SCSYNC_TEST_PG_URL is not a postgres:// URL")
+	}
+	u.Path = "/" + name
+	q := u.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

@@ -2,6 +2,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,8 +26,19 @@ type PrivateMinIO struct {
 	t                              testing.TB
 	bin, dir                       string
 	port, console                  int
+	kms                            string
 	cmd                            *exec.Cmd
 	done                           chan struct{}
+}
+
+// newKMSKey is a MinIO built-in KMS key (name:base64 of 32 bytes): the
+// cloud's default SSE-S3 needs one. It lives as long as the server's data.
+func newKMSKey(t testing.TB) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "scsync-test-key:" + base64.StdEncoding.EncodeToString(b)
 }
 
 // minioBin finds the MinIO binary: SCSYNC_MINIO_BIN, then the one
@@ -52,7 +65,7 @@ func StartPrivateMinIO(t testing.TB) *PrivateMinIO {
 		Unavailable(t, "minio", err)
 	}
 	m := &PrivateMinIO{t: t, bin: bin, dir: t.TempDir(), port: freePort(t), console: freePort(t),
-		AccessKey: "scsync", SecretKey: "scsync-private-secret"}
+		AccessKey: "scsync", SecretKey: "scsync-private-secret", kms: newKMSKey(t)}
 	m.Endpoint = "http://127.0.0.1:" + strconv.Itoa(m.port)
 	m.Start()
 	t.Cleanup(m.Kill)
@@ -70,7 +83,7 @@ func (m *PrivateMinIO) Start() {
 	m.cmd = exec.CommandContext(context.Background(), m.bin, "server", filepath.Join(m.dir, "data"),
 		"--address", "127.0.0.1:"+strconv.Itoa(m.port), "--console-address", "127.0.0.1:"+strconv.Itoa(m.console), "--quiet")
 	m.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.AccessKey, "MINIO_ROOT_PASSWORD="+m.SecretKey,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
+		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_KMS_SECRET_KEY="+m.kms)
 	m.cmd.Stdout, m.cmd.Stderr = out, out
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := m.cmd.Start(); err != nil {

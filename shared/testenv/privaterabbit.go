@@ -2,12 +2,16 @@ package testenv
 
 import (
 	"context"
+	cryptotls "crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,8 +21,12 @@ import (
 // with its data in a temporary directory, so a test can kill and restart a
 // broker without touching the shared one.
 type PrivateRabbit struct {
-	// URL is the AMQP URL (guest/guest, default vhost).
+	// URL is the AMQP URL (guest/guest, default vhost): amqps:// on a node
+	// started with StartPrivateRabbitTLS, which has no plaintext listener.
 	URL string
+	// MgmtURL is the HTTP management API (guest/guest), when the node was
+	// started with StartPrivateRabbitManaged; empty otherwise.
+	MgmtURL string
 
 	t    testing.TB
 	dir  string
@@ -35,30 +43,138 @@ type PrivateRabbit struct {
 // missing.
 func StartPrivateRabbit(t testing.TB) *PrivateRabbit {
 	t.Helper()
+	return startPrivateRabbit(t, false, nil)
+}
+
+// StartPrivateRabbitManaged is StartPrivateRabbit with the plugins sc-cloud
+// needs to give clinics their own broker identities (the management API,
+// on MgmtURL, and the consistent-hash exchange); it boots a few seconds
+// slower.
+func StartPrivateRabbitManaged(t testing.TB) *PrivateRabbit {
+	t.Helper()
+	return startPrivateRabbit(t, true, nil)
+}
+
+// StartPrivateRabbitManagedConf is StartPrivateRabbitManaged with further
+// rabbitmq.conf lines (for example the deployment's tuning of statistics
+// collection), to measure the broker as production configures it.
+func StartPrivateRabbitManagedConf(t testing.TB, conf string) *PrivateRabbit {
+	t.Helper()
+	return startPrivateRabbit(t, true, nil, conf)
+}
+
+// RabbitTLS is a private node's TLS listener: its certificate and key
+// (PEM files, e.g. from PKI) and the CA it trusts. It asks clients for no
+// certificate: they authenticate with their login, over TLS.
+type RabbitTLS struct {
+	CAFile, CertFile, KeyFile string
+	// Managed adds the plugins of StartPrivateRabbitManaged, with the
+	// management API over HTTPS only (MgmtURL https://…).
+	Managed bool
+}
+
+// StartPrivateRabbitTLS is StartPrivateRabbit listening over TLS only
+// (listeners.ssl.default, with listeners.tcp = none): URL is
+// amqps://guest:guest@127.0.0.1:PORT/, and a plaintext amqp:// connection
+// to the node has nowhere to go.
+func StartPrivateRabbitTLS(t testing.TB, tls RabbitTLS) *PrivateRabbit {
+	t.Helper()
+	return startPrivateRabbit(t, tls.Managed, &tls)
+}
+
+func startPrivateRabbit(t testing.TB, managed bool, tls *RabbitTLS, extraConf ...string) *PrivateRabbit {
+	t.Helper()
+	bin, err := rabbitServerBin()
+	if err != nil {
+		Unavailable(t, "rabbitmq-server", err)
+	}
+	r, err := launchPrivateRabbit(bin, t.TempDir(), managed, tls, extraConf...)
+	if r != nil {
+		t.Cleanup(r.Kill)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.t = t
+	return r
+}
+
+// LaunchPrivateRabbit is StartPrivateRabbit (managed: StartPrivateRabbitManaged)
+// for a program that is not a test (the benchmarks): the node keeps its data
+// in dir, which must exist and which the caller removes after Kill. The
+// caller must Kill the node, also when an error is returned with it.
+// extraConf lines are appended to the node's rabbitmq.conf.
+func LaunchPrivateRabbit(dir string, managed bool, extraConf ...string) (*PrivateRabbit, error) {
+	bin, err := rabbitServerBin()
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq-server: %w", err)
+	}
+	return launchPrivateRabbit(bin, dir, managed, nil, extraConf...)
+}
+
+func rabbitServerBin() (string, error) {
 	bin := "/usr/lib/rabbitmq/bin/rabbitmq-server"
 	if _, err := os.Stat(bin); err != nil {
-		if bin, err = exec.LookPath("rabbitmq-server"); err != nil {
-			Unavailable(t, "rabbitmq-server", err)
-		}
+		return exec.LookPath("rabbitmq-server")
 	}
-	port := freePort(t)
-	dist := freePort(t)
-	dir := t.TempDir()
+	return bin, nil
+}
+
+func launchPrivateRabbit(bin, dir string, managed bool, tls *RabbitTLS, extraConf ...string) (*PrivateRabbit, error) {
+	port, err := freePortErr()
+	if err != nil {
+		return nil, err
+	}
+	dist, err := freePortErr()
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range []string{"mnesia", "log"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	conf := fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users = none\n", port)
-	if err := os.WriteFile(filepath.Join(dir, "rabbit.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
+	scheme := "amqp"
+	if tls != nil {
+		scheme = "amqps"
+		conf = fmt.Sprintf("listeners.tcp = none\nlisteners.ssl.default = 127.0.0.1:%d\nloopback_users = none\n"+
+			"ssl_options.cacertfile = %s\nssl_options.certfile = %s\nssl_options.keyfile = %s\n"+
+			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n", port, tls.CAFile, tls.CertFile, tls.KeyFile)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "plugins"), []byte("[].\n"), 0o644); err != nil {
-		t.Fatal(err)
+	plugins, mgmtURL := "[].\n", ""
+	mgmtClient := http.DefaultClient
+	if managed {
+		mgmt, err := freePortErr()
+		if err != nil {
+			return nil, err
+		}
+		conf += fmt.Sprintf("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %d\n", mgmt)
+		mgmtURL = fmt.Sprintf("http://127.0.0.1:%d", mgmt)
+		if tls != nil {
+			conf = strings.Replace(conf, "management.tcp.ip = 127.0.0.1\nmanagement.tcp.port", "management.ssl.ip = 127.0.0.1\nmanagement.ssl.port", 1)
+			conf += fmt.Sprintf("management.ssl.cacertfile = %s\nmanagement.ssl.certfile = %s\nmanagement.ssl.keyfile = %s\n",
+				tls.CAFile, tls.CertFile, tls.KeyFile)
+			mgmtURL = "https" + strings.TrimPrefix(mgmtURL, "http")
+			var err error
+			if mgmtClient, err = caClient(tls.CAFile); err != nil {
+				return nil, err
+			}
+		}
+		plugins = "[rabbitmq_management,rabbitmq_consistent_hash_exchange].\n"
+	}
+	for _, c := range extraConf {
+		conf += strings.TrimSpace(c) + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rabbit.conf"), []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "plugins"), []byte(plugins), 0o644); err != nil {
+		return nil, err
 	}
 	r := &PrivateRabbit{
-		URL: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port),
-		t:   t, dir: dir, port: port, name: fmt.Sprintf("%s@localhost", Name("rabbit")),
+		URL: fmt.Sprintf("%s://guest:guest@127.0.0.1:%d/", scheme, port), MgmtURL: mgmtURL,
+		dir: dir, port: port, name: fmt.Sprintf("%s@localhost", Name("rabbit")),
 	}
 	r.env = []string{
 		"HOME=" + dir,
@@ -72,18 +188,47 @@ func StartPrivateRabbit(t testing.TB) *PrivateRabbit {
 		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
 	}
 	r.bin = bin
-	r.Start()
-	t.Cleanup(r.Kill)
-	return r
+	if err := r.boot(); err != nil {
+		return r, err
+	}
+	if managed {
+		deadline := time.Now().Add(rabbitBootTimeout)
+		for {
+			_, err := mgmtDoWith(mgmtClient, r.MgmtURL, "guest", "guest", "GET", "/api/whoami")
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return r, fmt.Errorf("private rabbitmq management API not answering after %s: %w", rabbitBootTimeout, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return r, nil
 }
 
 // Start boots the node (again, after Kill) and waits until it accepts
 // connections.
 func (r *PrivateRabbit) Start() {
 	r.t.Helper()
+	if err := r.boot(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// ProcessGroup is the process group of the running node: the Erlang VM
+// (beam.smp) and its helpers, for measuring what the broker uses.
+func (r *PrivateRabbit) ProcessGroup() int {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
+func (r *PrivateRabbit) boot() error {
 	out, err := os.OpenFile(filepath.Join(r.dir, "server.out"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		r.t.Fatal(err)
+		return err
 	}
 	r.cmd = exec.CommandContext(context.Background(), r.bin)
 	r.cmd.Env = append(os.Environ(), r.env...)
@@ -91,7 +236,8 @@ func (r *PrivateRabbit) Start() {
 	// Its own process group, so Kill takes the Erlang VM and its helpers.
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := r.cmd.Start(); err != nil {
-		r.t.Fatalf("start private rabbitmq: %v", err)
+		_ = out.Close()
+		return fmt.Errorf("start private rabbitmq: %w", err)
 	}
 	r.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}, out *os.File) {
@@ -99,24 +245,36 @@ func (r *PrivateRabbit) Start() {
 		_ = out.Close()
 		close(done)
 	}(r.cmd, r.done, out)
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(rabbitBootTimeout)
 	for {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", r.port))
 		if err == nil {
 			_ = c.Close()
-			return
+			return nil
 		}
 		select {
 		case <-r.done:
 			b, _ := os.ReadFile(filepath.Join(r.dir, "server.out"))
-			r.t.Fatalf("private rabbitmq exited while starting:\n%s", b)
+			return fmt.Errorf("private rabbitmq exited while starting:\n%s", b)
 		default:
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("private rabbitmq not listening on %d after 90s", r.port)
+			b, _ := os.ReadFile(filepath.Join(r.dir, "server.out"))
+			return fmt.Errorf("private rabbitmq not listening on %d after %s; its output:\n%s", r.port, rabbitBootTimeout, lastLines(b, 20))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// rabbitBootTimeout bounds a private node's boot. An idle machine boots one
+// in about 10 s; a 2-core machine running a whole test suite has been seen
+// to need more than 90 s.
+const rabbitBootTimeout = 4 * time.Minute
+
+// lastLines is the last n lines of b.
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // Kill stops the node with SIGKILL (a crash); its durable data stays for
@@ -136,12 +294,35 @@ func (r *PrivateRabbit) Kill() {
 	// uses the same name, which epmd frees once the VM is gone.
 }
 
+// caClient is an HTTP client trusting only the CA in caFile.
+func caClient(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("testenv: %s holds no certificate", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &cryptotls.Config{RootCAs: pool, MinVersion: cryptotls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	p, err := freePortErr()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func freePortErr() (int, error) {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }

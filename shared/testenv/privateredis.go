@@ -19,6 +19,7 @@ type PrivateRedis struct {
 
 	t    testing.TB
 	port int
+	tls  []string // TLS-only arguments, when started with TLS
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -37,11 +38,31 @@ func StartPrivateRedis(t testing.TB) *PrivateRedis {
 	return r
 }
 
+// StartPrivateRedisTLS starts a private redis-server that speaks TLS only
+// (its plaintext port is off), with the given certificate and key; clients
+// need no certificate of their own.
+func StartPrivateRedisTLS(t testing.TB, certFile, keyFile, caFile string) *PrivateRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		Unavailable(t, "redis-server", err)
+	}
+	r := &PrivateRedis{t: t, port: freePort(t), tls: []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "no"}}
+	r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
+	r.Start()
+	t.Cleanup(r.Kill)
+	return r
+}
+
 // Start starts the server (again, after Kill) and waits for its port.
 func (r *PrivateRedis) Start() {
 	r.t.Helper()
-	r.cmd = exec.CommandContext(context.Background(), "redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--daemonize", "no")
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"}
+	if r.tls != nil {
+		args = append([]string{"--port", "0", "--tls-port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--daemonize", "no"}, r.tls...)
+	}
+	r.cmd = exec.CommandContext(context.Background(), "redis-server", args...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start private redis: %v", err)
 	}

@@ -15,17 +15,30 @@
 // # Configuration and URL
 //
 // Config.APIPrefix and Config.EventsPath may contain {clinic}, which the page
-// replaces with the clinic query parameter; the access token comes from the
-// URL fragment, which browsers never send to a server:
+// replaces with the clinic query parameter:
 //
-//	sc-local:  http://host/viewer/                      Config{Side: "local", APIPrefix: "/v1/", EventsPath: "/v1/events"}
-//	sc-cloud:  http://host/viewer/?clinic=ID#token=TOK  Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/", EventsPath: "/v1/clinics/{clinic}/events"}
+//	sc-local:  http://host/viewer/            Config{Side: "local", APIPrefix: "/v1/", EventsPath: "/v1/events"}
+//	sc-cloud:  http://host/viewer/?clinic=ID  Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/", EventsPath: "/v1/clinics/{clinic}/events"}
 //
-// The page keeps the token in sessionStorage and removes the fragment from
-// the address bar. It sends the token as "Authorization: Bearer" on REST
-// calls and, because browsers cannot set headers on a WebSocket, as the
-// access_token query parameter of the events URL (servers must accept it
-// there, see events.RequestToken, and redact it from logged URLs).
+// # Login
+//
+// The page asks GET /v1/me who is logged in; on 401 it shows the login form
+// (#login with #login-username, #login-password, #login-submit and
+// #login-error) and posts POST /v1/login {"username","password"[,"clinic"]}.
+// The server answers with an HttpOnly, SameSite=Strict session cookie that
+// REST calls and the WebSocket carry; the page never holds the session.
+// Any later 401 (the session went idle) brings the form back; #logout ends
+// the session. In the cloud, a person with a TOTP second factor is asked for
+// its code: when the login answers {"code":"totp_required"} (or
+// totp_invalid) the page shows #login-code-row and sends the #login-code
+// value as "code" with the next attempt. Under auth.require_totp a person
+// without a factor gets a session that may only enrol one: GET /v1/me says
+// totp_enrolment_required, and the page shows the #totp-enrol form (POST
+// /v1/me/totp for the key, #totp-secret and the #totp-url otpauth link;
+// #totp-enrol-code and #totp-enrol-confirm post /v1/me/totp/confirm). An API token (an operator's) may still be given in the URL
+// fragment #token=TOK, which browsers never send to a server: the page keeps
+// it in sessionStorage, removes the fragment, and sends it as
+// "Authorization: Bearer" and as the events URL's access_token.
 //
 // # REST API the page uses ({p} = APIPrefix, {c} = collection)
 //
@@ -59,8 +72,9 @@
 // mode, and a button of class edit. The editor is the textarea #editor with
 // buttons #save and #close; #unfenced-warning and #idle-warning are banners;
 // the lock-unavailable choice is the <dialog id="lock-dialog"> with buttons
-// #edit-anyway and #view-only; #collection selects the collection, #user is
-// the user name, #status and #error show messages, #conn the live state.
+// #edit-anyway and #view-only; #collection selects the collection, #user
+// shows who is logged in (edit sessions take the person from the login, not
+// from the page), #status and #error show messages, #conn the live state.
 package viewer
 
 import (

@@ -136,6 +136,8 @@ func TestDOMContract(t *testing.T) {
 	for _, id := range []string{
 		"editor", "save", "close", "edit-anyway", "view-only", "lock-dialog", "unfenced-warning",
 		"idle-warning", "collection", "user", "token", "rows", "status", "error", "conn",
+		"login", "login-username", "login-password", "login-code-row", "login-code", "login-submit", "login-error",
+		"totp-enrol", "totp-secret", "totp-url", "totp-enrol-code", "totp-enrol-confirm",
 	} {
 		if !strings.Contains(html, `id="`+id+`"`) {
 			t.Errorf("index.html has no element with id %q", id)
@@ -159,6 +161,8 @@ func TestDOMContract(t *testing.T) {
 		"case 'editing'", "case 'saved'", "case 'closed'", "case 'idle_warning'", "case 'changed'",
 		"case 'conflict'", "case 'transfer'", "sync_state === 'conflict'", "heartbeat_ms", "activity",
 		"'Idle — closing soon'", "'Editing by '", "'Uploading'", "'Downloading'",
+		"'/v1/login'", "'totp_required'", "'totp_invalid'", "body.code = code", "totp_enrolment_required",
+		"'/v1/me/totp'", "'/v1/me/totp/confirm'",
 	} {
 		if !strings.Contains(js, s) {
 			t.Errorf("app.js does not contain %q", s)

@@ -9,6 +9,10 @@
 //	   (one or many changes of one clinic); envelopes name the conflict
 //	   resolution the cloud applied and the record a conflict copy was
 //	   made from, and carry the edit session's fencing token.
+//	   Addition (issue 15): saved_by and saved_by_name, optional, name the
+//	   person who saved the change (M18). Receivers decode strictly, so a
+//	   peer from before the addition refuses envelopes that carry them:
+//	   clinics and the cloud take this release together.
 package wire
 
 import (
@@ -128,6 +132,12 @@ type Envelope struct {
 	// Unsync marks a tombstone that takes the record out of the cloud only
 	// (M7): the clinic keeps its copy, excluded from sync.
 	Unsync bool `json:"unsync,omitempty"`
+	// SavedBy is the person who saved the change: their user record's id
+	// as the saving server authenticated them (0: no person — a machine,
+	// the operator, an import or the server's own work). SavedByName is
+	// that person's username at the time (M18: who saved which version).
+	SavedBy     ids.ID `json:"saved_by,omitempty"`
+	SavedByName string `json:"saved_by_name,omitempty"`
 }
 
 // Batch is the body of every message: one or more envelopes of one clinic,
@@ -184,6 +194,8 @@ func (e *Envelope) Validate() error {
 		return bad("a change cannot be both fenced and unfenced")
 	case e.Unsync && !e.Deleted:
 		return bad("an unsync is a tombstone")
+	case e.SavedBy < 0 || len(e.SavedByName) > 64 || (e.SavedBy == 0 && e.SavedByName != ""):
+		return bad("saved_by %s %q", e.SavedBy, e.SavedByName)
 	}
 	return nil
 }

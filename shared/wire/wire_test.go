@@ -64,6 +64,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"ok", func(*Envelope) {}, nil},
 		{"future protocol", func(e *Envelope) { e.Protocol = Protocol + 1 }, ErrProtocol},
+		{"saved by a person", func(e *Envelope) { e.SavedBy, e.SavedByName = 77, "dr.kim" }, nil},
+		{"a name without a person", func(e *Envelope) { e.SavedByName = "dr.kim" }, ErrInvalid},
+		{"negative person", func(e *Envelope) { e.SavedBy = -1 }, ErrInvalid},
 		{"no clinic", func(e *Envelope) { e.Clinic = 0 }, ErrInvalid},
 		{"bad type", func(e *Envelope) { e.Type = "x" }, ErrInvalid},
 		{"bad origin", func(e *Envelope) { e.Origin = "mars" }, ErrInvalid},

@@ -55,6 +55,29 @@ type Result struct {
 	Extra map[string]float64 `json:"extra,omitempty"`
 	// Note says what the baseline is and anything a reader must know.
 	Note string `json:"note,omitempty"`
+	// Bar, when set, is a limit the figure must stay within (an issue's
+	// acceptance bar) and whether this run did.
+	Bar *Bar `json:"bar,omitempty"`
+}
+
+// Bar is an upper (Better lower) or lower (Better higher) limit of a
+// figure, in its unit.
+type Bar struct {
+	Limit float64 `json:"limit"`
+	// At says where the bar is defined when that is not this run's size
+	// (e.g. "10000 clinics").
+	At   string `json:"at,omitempty"`
+	Pass bool   `json:"pass"`
+}
+
+// WithBar sets r's bar at limit and whether Ours meets it: below it when
+// lower is better, at or above it when higher is.
+func (r *Result) WithBar(limit float64, at string) {
+	pass := r.Ours < limit
+	if r.Better == HigherBetter {
+		pass = r.Ours >= limit
+	}
+	r.Bar = &Bar{Limit: limit, At: at, Pass: pass}
 }
 
 // New returns a result with its ratio computed.
@@ -147,28 +170,81 @@ func Read(path string) (File, error) {
 	return f, nil
 }
 
-// Table writes rs as an aligned table: one line per figure.
+// Table writes rs as an aligned table: one line per figure, with a bar
+// column when any figure has a bar.
 func Table(w io.Writer, rs []Result) error {
+	bars := anyBar(rs)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "figure\tours\tbaseline\tunit\tratio\tbetter\tours p50/p99 ms\tbaseline p50/p99 ms")
+	head := "figure\tours\tbaseline\tunit\tratio\tbetter\tours p50/p99 ms\tbaseline p50/p99 ms"
+	if bars {
+		head += "\tbar"
+	}
+	fmt.Fprintln(tw, head)
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, Num(r.Ours), Num(r.Baseline), r.Unit,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s", r.Name, Num(r.Ours), Num(r.Baseline), r.Unit,
 			ratioText(r), r.Better, latencyText(r.OursLatency), latencyText(r.BaselineLatency))
+		if bars {
+			fmt.Fprintf(tw, "\t%s", BarText(r.Bar, r.Better))
+		}
+		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
 }
 
-// Markdown writes rs as a Markdown table, as docs/performance.md shows it.
+// Markdown writes rs as a Markdown table, as docs/performance.md shows it
+// (with a bar column when any figure has a bar).
 func Markdown(w io.Writer, rs []Result) error {
+	bars := anyBar(rs)
 	var b strings.Builder
-	b.WriteString("| figure | ours | baseline | unit | ratio | better | ours p50 / p99 ms | baseline p50 / p99 ms |\n")
-	b.WriteString("|---|---:|---:|---|---:|---|---:|---:|\n")
+	b.WriteString("| figure | ours | baseline | unit | ratio | better | ours p50 / p99 ms | baseline p50 / p99 ms |")
+	if bars {
+		b.WriteString(" bar |")
+	}
+	b.WriteString("\n|---|---:|---:|---|---:|---|---:|---:|")
+	if bars {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Name, Num(r.Ours), Num(r.Baseline), r.Unit,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |", r.Name, Num(r.Ours), Num(r.Baseline), r.Unit,
 			ratioText(r), r.Better, latencyText(r.OursLatency), latencyText(r.BaselineLatency))
+		if bars {
+			fmt.Fprintf(&b, " %s |", BarText(r.Bar, r.Better))
+		}
+		b.WriteString("\n")
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func anyBar(rs []Result) bool {
+	for _, r := range rs {
+		if r.Bar != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// BarText is a bar and its verdict: "< 30 pass", ">= 100 FAIL (at 10000
+// clinics)"; "-" without a bar.
+func BarText(b *Bar, better string) string {
+	if b == nil {
+		return "-"
+	}
+	op := "<"
+	if better == HigherBetter {
+		op = ">="
+	}
+	verdict := "pass"
+	if !b.Pass {
+		verdict = "FAIL"
+	}
+	s := op + " " + Num(b.Limit) + " " + verdict
+	if b.At != "" {
+		s += " (bar at " + b.At + ")"
+	}
+	return s
 }
 
 func ratioText(r Result) string {

@@ -74,3 +74,40 @@ func TestWriteReadTable(t *testing.T) {
 		t.Errorf("Markdown wrote %d lines, want 4:\n%s", lines, b.String())
 	}
 }
+
+func TestBar(t *testing.T) {
+	t.Parallel()
+	cpu := New("scale", "scale_broker_idle_cpu", "% of a core", LowerBetter, 12, 1)
+	cpu.WithBar(10, "10000 clinics")
+	rate := New("scale", "rate", "records/s", HigherBetter, 100, 0)
+	rate.WithBar(100, "")
+	lat := New("scale", "lat", "ms", LowerBetter, 40, 0)
+	lat.WithBar(100, "")
+	if cpu.Bar.Pass || !rate.Bar.Pass || !lat.Bar.Pass {
+		t.Fatalf("verdicts: cpu %v rate %v lat %v, want false true true", cpu.Bar.Pass, rate.Bar.Pass, lat.Bar.Pass)
+	}
+	rs := []Result{cpu, rate, lat, New("idle", "idle_rss", "MiB", LowerBetter, 30, 0)}
+	var b bytes.Buffer
+	if err := Table(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"< 10.0 FAIL (bar at 10000 clinics)", ">= 100 pass", "< 100 pass", "bar"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("Table output lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := Table(&b, rs[3:]); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "bar") {
+		t.Errorf("Table without bars has a bar column:\n%s", b.String())
+	}
+	b.Reset()
+	if err := Markdown(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "| < 10.0 FAIL (bar at 10000 clinics) |") {
+		t.Errorf("Markdown lacks the bar:\n%s", b.String())
+	}
+}

@@ -51,9 +51,10 @@ func CallRaw(ctx context.Context, method, url, token, contentType string, body i
 	if err != nil {
 		return err
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if token == "" {
+		token = LocalAPIToken // sc-local's; the cloud's public routes ignore it
 	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
@@ -96,9 +97,20 @@ type Clinic struct {
 	ID     string `json:"id"`
 	NodeID int64  `json:"node_id"`
 	Token  string `json:"token"`
-	Base   string `json:"-"`
-	Dir    string `json:"-"`
-	Proc   *Proc  `json:"-"`
+	// AMQP is the clinic's own broker identity, when the cloud issues one
+	// (its management API is configured).
+	AMQP *ClinicAMQP `json:"amqp,omitempty"`
+	Base string      `json:"-"`
+	Dir  string      `json:"-"`
+	Proc *Proc       `json:"-"`
+}
+
+// ClinicAMQP is the broker identity enrollment hands a clinic.
+type ClinicAMQP struct {
+	// URL is the AMQP URL with the clinic's own login (sc-local's amqp.url).
+	URL string `json:"url"`
+	// User is its broker login, the user-id of every message it publishes.
+	User string `json:"user"`
 }
 
 // CloudPrefix is the clinic's API prefix on the cloud, ending in '/'.
@@ -124,19 +136,7 @@ func NewAppliance(ctx context.Context, cl *Cleanup, env Env, bin Binaries, name 
 	if err != nil {
 		return nil, err
 	}
-	cenv := []string{
-		"SC_CLOUD_LISTEN=" + addr,
-		"SC_CLOUD_POSTGRES_URL=" + a.PGURL,
-		"SC_CLOUD_AMQP_URL=" + a.AMQPURL,
-		"SC_CLOUD_REDIS_ADDR=" + env.RedisAddr,
-		"SC_CLOUD_REDIS_PREFIX=" + redisPrefix,
-		"SC_CLOUD_AUTH_ADMIN_TOKEN=" + a.AdminToken,
-		"SC_CLOUD_S3_ENDPOINT=" + env.S3Endpoint,
-		"SC_CLOUD_S3_ACCESS_KEY=" + env.S3AccessKey,
-		"SC_CLOUD_S3_SECRET_KEY=" + env.S3SecretKey,
-		"SC_CLOUD_S3_BUCKET=" + a.Bucket,
-		"SC_CLOUD_LOG_LEVEL=warn",
-	}
+	cenv := cloudEnv(env, addr, a.PGURL, a.AMQPURL, redisPrefix, a.AdminToken, a.Bucket)
 	p, err := Start(cl, "sc-cloud", bin.Cloud, append(cenv, extraEnv...))
 	if err != nil {
 		return nil, err
@@ -148,43 +148,85 @@ func NewAppliance(ctx context.Context, cl *Cleanup, env Env, bin Binaries, name 
 	return a, nil
 }
 
+// cloudEnv is sc-cloud's environment for a benchmark's resources.
+func cloudEnv(env Env, addr, pgURL, amqpURL, redisPrefix, adminToken, bucket string) []string {
+	return []string{
+		"SC_CLOUD_LISTEN=" + addr,
+		"SC_CLOUD_POSTGRES_URL=" + pgURL,
+		"SC_CLOUD_AMQP_URL=" + amqpURL,
+		"SC_CLOUD_REDIS_ADDR=" + env.RedisAddr,
+		"SC_CLOUD_REDIS_PREFIX=" + redisPrefix,
+		"SC_CLOUD_AUTH_ADMIN_TOKEN=" + adminToken,
+		"SC_CLOUD_S3_ENDPOINT=" + env.S3Endpoint,
+		"SC_CLOUD_S3_ACCESS_KEY=" + env.S3AccessKey,
+		"SC_CLOUD_S3_SECRET_KEY=" + env.S3SecretKey,
+		"SC_CLOUD_S3_BUCKET=" + bucket,
+		"SC_CLOUD_LOG_LEVEL=warn",
+	}
+}
+
 // Enroll creates a clinic in the cloud.
 func (a *Appliance) Enroll(ctx context.Context, name string) (*Clinic, error) {
+	return enroll(ctx, a.Cloud, a.AdminToken, name)
+}
+
+// enroll creates a clinic through the admin enrollment API of the cloud
+// node at base.
+func enroll(ctx context.Context, base, adminToken, name string) (*Clinic, error) {
 	var c Clinic
-	if err := Call(ctx, http.MethodPost, a.Cloud+"/v1/admin/clinics", a.AdminToken, map[string]string{"name": name}, &c, http.StatusCreated); err != nil {
+	if err := Call(ctx, http.MethodPost, base+"/v1/admin/clinics", adminToken, map[string]string{"name": name}, &c, http.StatusCreated); err != nil {
 		return nil, fmt.Errorf("enroll %s: %w", name, err)
 	}
 	return &c, nil
 }
 
+// StartLocal runs sc-local for c in a fresh data directory and waits until
+// it is ready.
+func (a *Appliance) StartLocal(ctx context.Context, c *Clinic, extraEnv ...string) error {
+	return startLocal(ctx, a.cl, a.Bin, a.Cloud, a.AMQPURL, c, extraEnv...)
+}
+
 // LocalEnv is sc-local's environment for c with its data in dir.
 func (a *Appliance) LocalEnv(c *Clinic, addr, dir string) []string {
+	return localEnv(a.Cloud, a.AMQPURL, c, addr, dir)
+}
+
+func localEnv(cloud, amqpURL string, c *Clinic, addr, dir string) []string {
 	return []string{
 		"SC_LOCAL_LISTEN=" + addr,
 		"SC_LOCAL_DATA_DIR=" + dir,
 		"SC_LOCAL_CLINIC_ID=" + c.ID,
 		fmt.Sprintf("SC_LOCAL_CLINIC_NODE=%d", c.NodeID),
-		"SC_LOCAL_CLOUD_URL=" + a.Cloud,
+		"SC_LOCAL_CLOUD_URL=" + cloud,
 		"SC_LOCAL_CLOUD_TOKEN=" + c.Token,
 		"SC_LOCAL_CLOUD_PULL_EVERY=2s",
-		"SC_LOCAL_AMQP_URL=" + a.AMQPURL,
+		"SC_LOCAL_AMQP_URL=" + amqpURL,
 		"SC_LOCAL_LOG_LEVEL=warn",
+		"SC_LOCAL_AUTH_API_TOKEN=" + LocalAPIToken,
+		// The benchmarks import files they wrote under the temporary
+		// directory; imports are confined to it (files.import_dirs).
+		"SC_LOCAL_FILES_IMPORT_DIRS=" + os.TempDir(),
 	}
 }
 
-// StartLocal runs sc-local for c in a fresh data directory and waits until
-// it is ready.
-func (a *Appliance) StartLocal(ctx context.Context, c *Clinic, extraEnv ...string) error {
+// LocalAPIToken is every bench sc-local's API token (an admin of the
+// clinic server); Call sends it when given no token.
+const LocalAPIToken = "bench-local-api-token-0123456789"
+
+// startLocal runs sc-local for c, reaching the cloud at cloud and the
+// broker at amqpURL, in a fresh data directory, and waits until it is
+// ready.
+func startLocal(ctx context.Context, cl *Cleanup, bin Binaries, cloud, amqpURL string, c *Clinic, extraEnv ...string) error {
 	dir, err := os.MkdirTemp("", "scsync-bench-local")
 	if err != nil {
 		return err
 	}
-	a.cl.Add(func() { _ = os.RemoveAll(dir) })
+	cl.Add(func() { _ = os.RemoveAll(dir) })
 	addr, err := FreeAddr()
 	if err != nil {
 		return err
 	}
-	p, err := Start(a.cl, "sc-local", a.Bin.Local, append(a.LocalEnv(c, addr, dir), extraEnv...))
+	p, err := Start(cl, "sc-local", bin.Local, append(localEnv(cloud, amqpURL, c, addr, dir), extraEnv...))
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@ package stack
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -122,14 +124,20 @@ func (p *Proc) WaitReady(ctx context.Context, base string, timeout time.Duration
 		}
 		resp, err := hc.Do(req)
 		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				err = linksUp(body)
+			}
+			if resp.StatusCode == http.StatusOK && err == nil {
 				if p.Ready.IsZero() {
 					p.Ready = time.Now()
 				}
 				return nil
 			}
-			err = fmt.Errorf("readyz %d", resp.StatusCode)
+			if err == nil {
+				err = fmt.Errorf("readyz %d", resp.StatusCode)
+			}
 		}
 		last = err
 		if time.Now().After(deadline) {
@@ -155,6 +163,10 @@ type Usage struct {
 	// PeakRSS is VmHWM, RSS is VmRSS, in bytes.
 	PeakRSS int64
 	RSS     int64
+	// AnonRSS is RssAnon: the resident memory the process allocated
+	// itself (heap, stacks), without file pages it maps (SQLite's mmap of
+	// its database), which the kernel can drop and re-read.
+	AnonRSS int64
 	// CPU is user+system time so far.
 	CPU time.Duration
 }
@@ -184,6 +196,8 @@ func ReadUsage(pid int) (Usage, error) {
 			u.PeakRSS = n << 10
 		case "VmRSS":
 			u.RSS = n << 10
+		case "RssAnon":
+			u.AnonRSS = n << 10
 		}
 	}
 	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
@@ -224,4 +238,104 @@ func (p *Proc) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// linksUp: sc-local answers /readyz 200 once it can serve its clinic, with
+// the cloud API and the broker "degraded" until they connect; the benchmarks
+// measure a fully connected server, as before.
+func linksUp(readyz []byte) error {
+	var r struct{ Checks map[string]string }
+	if err := json.Unmarshal(readyz, &r); err != nil {
+		return fmt.Errorf("readyz body: %w", err)
+	}
+	for _, c := range []string{"rabbitmq", "cloud_api"} {
+		if s, ok := r.Checks[c]; ok && s != "ok" {
+			return fmt.Errorf("readyz: %s is %s", c, s)
+		}
+	}
+	return nil
+}
+
+// Freeze stops the process with SIGSTOP: it holds its sockets but does
+// nothing, as a hung node would.
+func (p *Proc) Freeze() error { return p.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Kill ends the process with SIGKILL (a crash) and waits for it.
+func (p *Proc) Kill() {
+	if p.Exited() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// InGroup returns the process of process group pgid whose command name
+// (/proc/<pid>/comm) is comm: the Erlang VM (beam.smp) of a private broker.
+func InGroup(pgid int, comm string) (int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err != nil || strings.TrimSpace(string(c)) != comm {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		// After ')': state, ppid, pgrp.
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("stack: no %s in process group %d", comm, pgid)
+}
+
+// Goroutines reads go_goroutines from the Prometheus metrics at
+// base+"/metrics".
+func Goroutines(ctx context.Context, base string) (int, error) {
+	n, err := Gauge(ctx, base, "go_goroutines")
+	return int(n), err
+}
+
+// Gauge reads the unlabelled metric name from the Prometheus metrics at
+// base+"/metrics".
+func Gauge(ctx context.Context, base, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("%s/metrics: status %d", base, resp.StatusCode)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s %q: %w", name, v, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("%s/metrics: no %s", base, name)
 }

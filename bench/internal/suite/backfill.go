@@ -165,8 +165,8 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 	}
 	profDone := make(chan error, 2)
 	if prof != "" {
-		go func() { profDone <- cpuProfile(ctx, clinic.Base, prof, 30*time.Second) }()
-		go func() { profDone <- cpuProfile(ctx, a.Cloud, prof+".cloud", 30*time.Second) }()
+		go func() { profDone <- cpuProfile(ctx, clinic.Base, stack.LocalAPIToken, prof, 30*time.Second) }()
+		go func() { profDone <- cpuProfile(ctx, a.Cloud, a.AdminToken, prof+".cloud", 30*time.Second) }()
 	} else {
 		profDone <- nil
 		profDone <- nil
@@ -227,11 +227,12 @@ func oursBackfill(ctx context.Context, c Config, n, chunk int, wait time.Duratio
 }
 
 // cpuProfile saves a CPU profile of the server at base (SCSYNC_PPROF=1).
-func cpuProfile(ctx context.Context, base, path string, d time.Duration) error {
+func cpuProfile(ctx context.Context, base, token, path string, d time.Duration) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+token) // the profiler is an admin route
 	resp, err := stack.HTTP.Do(req)
 	if err != nil {
 		return err

@@ -80,7 +80,7 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 	// Up: the cloud tells its viewers "changed" right after the commit
 	// that accepted a clinic change (on the node that applied it).
 	upSeen := newArrivals("changed")
-	cv, err := dialViewer(ctx, clinic.CloudPrefix(a.Cloud)+"events?access_token="+clinic.Token, upSeen.note)
+	cv, err := dialViewer(ctx, clinic.CloudPrefix(a.Cloud)+"events?access_token="+a.AdminToken, upSeen.note)
 	if err != nil {
 		return nil, err
 	}
@@ -99,12 +99,12 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 	// Down: sc-local tells its viewers "changed" right after it applied a
 	// cloud change.
 	downSeen := newArrivals("changed")
-	lv, err := dialViewer(ctx, clinic.Base+"/v1/events", downSeen.note)
+	lv, err := dialViewer(ctx, clinic.Base+"/v1/events?access_token="+stack.LocalAPIToken, downSeen.note)
 	if err != nil {
 		return nil, err
 	}
 	defer lv.Close()
-	down, err := paced(ctx, rate, dur, size, clinic.CloudPrefix(a.Cloud)+"patients", clinic.Token, downSeen)
+	down, err := paced(ctx, rate, dur, size, clinic.CloudPrefix(a.Cloud)+"patients", a.AdminToken, downSeen)
 	if err != nil {
 		return nil, fmt.Errorf("down: %w", err)
 	}

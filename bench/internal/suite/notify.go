@@ -142,7 +142,7 @@ func runNotify(ctx context.Context, c Config, viewers, events int, gap time.Dura
 	}
 
 	f := newFanout(viewers)
-	vs, err := connectViewers(ctx, viewers, clinic.CloudPrefix(a.Cloud)+"events?access_token="+clinic.Token, func(e wsEvent, at time.Time) {
+	vs, err := connectViewers(ctx, viewers, clinic.CloudPrefix(a.Cloud)+"events?access_token="+a.AdminToken, func(e wsEvent, at time.Time) {
 		if e.Type == "editing" && e.Record == p.ID {
 			f.got(e.Session, at.Sub(e.At), at)
 		}

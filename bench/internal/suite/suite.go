@@ -43,7 +43,7 @@ type Bench struct {
 
 // All is every benchmark, in the order `make bench` runs them.
 func All() []Bench {
-	return []Bench{Idle, Lock, Replication, Latency, Notify, Files, Backfill}
+	return []Bench{Idle, Lock, Replication, Latency, Notify, Files, Backfill, Verify, Scale}
 }
 
 // children are the helper processes a benchmark starts from its own

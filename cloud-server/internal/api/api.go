@@ -1,6 +1,7 @@
-// Package api is sc-cloud's REST API. Every route under /v1/clinics/{clinic}
-// requires a bearer token: the clinic's own token (which reaches only that
-// clinic) or the operator's admin token.
+// Package api is sc-cloud's REST API. Every route passes the guard of
+// Policy (auth.go): a person's session of the clinic in the path, the
+// clinic's machine token on machine routes only, or the operator's admin
+// token; a clinic's credentials reach only that clinic.
 package api
 
 import (
@@ -13,7 +14,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/cloud-server/internal/brokeradmin"
+	"github.com/scsync/scsync/cloud-server/internal/mfa"
 	"github.com/scsync/scsync/cloud-server/internal/store"
+	"github.com/scsync/scsync/shared/antientropy"
+	"github.com/scsync/scsync/shared/audit"
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
@@ -35,6 +41,17 @@ type Server struct {
 	onRewind   func()
 	onClinic   func()
 	log        *slog.Logger
+	// Credential issuers (identity.go); nil when not configured.
+	broker    Broker
+	lockd     LockdTokens
+	lockdURL  string
+	onDisable func(ids.ID)
+	sessions  *auth.Sessions
+	audit     *audit.Log
+	people    *auth.People
+	// mfa is the second factor of person logins (totp.go).
+	mfa         *mfa.Store
+	requireTOTP bool
 }
 
 // New returns the API. notify is called after a commit that wrote an outbox row.
@@ -43,7 +60,7 @@ func New(st *store.Store, edit *editing.Manager, gen IDs, adminToken string, not
 }
 
 // Register mounts the routes on mux.
-func (s *Server) Register(mux *http.ServeMux) {
+func (s *Server) Register(mux httpapi.Router) {
 	mux.HandleFunc("POST /v1/admin/clinics", s.admin(s.createClinic))
 	mux.HandleFunc("GET /v1/admin/clinics", s.admin(s.listClinics))
 	mux.HandleFunc("PUT /v1/admin/clinics/{clinic}/conflict-policy", s.admin(s.setPolicy))
@@ -52,6 +69,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/enroll", s.public(s.enroll))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/changes", s.clinic(s.changes))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/digest", s.clinic(s.digest))
+	mux.HandleFunc("GET /v1/clinics/{clinic}/verify", s.clinic(s.verify))
+	mux.HandleFunc("POST /v1/clinics/{clinic}/verify", s.clinic(s.verifyBuckets))
 	// Every record kind: /v1/clinics/{clinic}/{collection} where collection
 	// is the kind's table name (patients, studies, images…).
 	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}", s.clinic(s.list))
@@ -61,6 +80,9 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/clinics/{clinic}/{collection}/{id}", s.clinic(s.remove))
 	mux.HandleFunc("POST /v1/clinics/{clinic}/{collection}/{id}/unsync", s.clinic(s.unsync))
 	s.registerEditing(mux)
+	s.registerIdentity(mux)
+	s.registerPeople(mux)
+	s.registerTOTP(mux)
 }
 
 type handler = func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error
@@ -116,6 +138,29 @@ func (s *Server) clinic(h handler) http.HandlerFunc {
 			httpapi.WriteError(w, s.log, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "clinic must be a numeric id"))
 			return
 		}
+		if r.PathValue("collection") == "users" {
+			httpapi.WriteError(w, s.log, errUsersAPI)
+			return
+		}
+		if p := auth.From(r.Context()); p.Kind != "" {
+			// The guard authenticated the caller: a person or a machine
+			// reaches only its own clinic; a foreign clinic gets the same
+			// 404 as a missing one.
+			if p.Kind != auth.KindOperator && p.Clinic != clinic {
+				httpapi.WriteError(w, s.log, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such clinic"))
+				return
+			}
+			if p.Kind == auth.KindOperator {
+				if _, err := s.st.ClinicByID(r.Context(), clinic); err != nil {
+					httpapi.WriteError(w, s.log, mapErr(err))
+					return
+				}
+			}
+			if err := h(w, r, clinic); err != nil {
+				httpapi.WriteError(w, s.log, mapErr(err))
+			}
+			return
+		}
 		tok := bearer(r)
 		switch {
 		case tok == "":
@@ -160,6 +205,8 @@ func mapErr(err error) error {
 		return httpapi.Errorf(http.StatusConflict, "exists", "a record with that id exists")
 	case errors.Is(err, store.ErrStaleFence):
 		return httpapi.Errorf(http.StatusConflict, "stale_fence", "%s", afterLast(err.Error(), "store: "))
+	case errors.Is(err, store.ErrCollision):
+		return httpapi.Errorf(http.StatusConflict, "edit_collision", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, store.ErrMissingRef):
 		return httpapi.Errorf(http.StatusUnprocessableEntity, "missing_reference", "%s", afterLast(err.Error(), "store: "))
 	case errors.Is(err, records.ErrInvalid):
@@ -195,10 +242,14 @@ func (req *createClinicReq) validate() error {
 	return nil
 }
 
-// ClinicCredentials is what enrollment hands a clinic, once.
+// ClinicCredentials is what enrollment hands a clinic, once: its API token,
+// its own broker identity and its lockd token (each when this cloud issues
+// it; see identity.go).
 type ClinicCredentials struct {
 	store.Clinic
-	Token string `json:"token"`
+	Token string                   `json:"token"`
+	AMQP  *brokeradmin.Credentials `json:"amqp,omitempty"`
+	Lockd *LockdCredentials        `json:"lockd,omitempty"`
 }
 
 func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
@@ -213,15 +264,24 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	var cr ClinicCredentials
+	if err := s.credentials(r.Context(), id, &cr); err != nil {
+		return err
+	}
 	c, tok, err := s.st.CreateClinic(r.Context(), id, req.Name, req.ConflictPolicy)
 	if err != nil {
+		s.undo(id)
+		return err
+	}
+	cr.Clinic, cr.Token = c, tok
+	if err := s.afterCreate(r.Context(), &cr); err != nil {
 		return err
 	}
 	s.log.Info("clinic enrolled", "clinic", c.ID, "node", c.NodeID)
 	if s.onClinic != nil {
 		s.onClinic()
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, ClinicCredentials{Clinic: c, Token: tok})
+	httpapi.WriteJSON(w, http.StatusCreated, cr)
 	return nil
 }
 
@@ -247,6 +307,60 @@ func (s *Server) digest(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, Digest{Count: len(d), Records: d})
+	return nil
+}
+
+// verifyBuckets answers sc-local's anti-entropy (docs/verify.md): given
+// the clinic's bucket hashes, the cloud's, the buckets that differ and the
+// records of the first of them; given buckets wanted, their records.
+func (s *Server) verifyBuckets(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	var req antientropy.Request
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case (req.Hashes == nil) == (req.Want == nil):
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "give either hashes or want")
+	case req.Hashes != nil && len(req.Hashes) != antientropy.Buckets:
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_bucket", "hashes must hold %d buckets, not %d", antientropy.Buckets, len(req.Hashes))
+	case len(req.Want) > antientropy.MaxAnswerBuckets:
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_bucket", "want at most %d buckets", antientropy.MaxAnswerBuckets)
+	}
+	for _, b := range req.Want {
+		if b < 0 || b >= antientropy.Buckets {
+			return httpapi.Errorf(http.StatusBadRequest, "invalid_bucket", "bucket must be 0..%d", antientropy.Buckets-1)
+		}
+	}
+	ans, err := s.st.Verify(r.Context(), clinic, req)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, ans)
+	return nil
+}
+
+// verify answers the first anti-entropy protocol, for clinics not yet
+// upgraded: the 256 bucket hashes of the clinic's records, or with
+// ?bucket=N the records of one bucket (docs/verify.md).
+func (s *Server) verify(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	q := r.URL.Query().Get("bucket")
+	if q == "" {
+		sum, err := s.st.VerifySummary(r.Context(), clinic)
+		if err != nil {
+			return err
+		}
+		httpapi.WriteJSON(w, http.StatusOK, sum)
+		return nil
+	}
+	b, err := strconv.Atoi(q)
+	if err != nil || b < 0 || b >= antientropy.LegacyBuckets {
+		return httpapi.Errorf(http.StatusBadRequest, "invalid_bucket", "bucket must be 0..%d", antientropy.LegacyBuckets-1)
+	}
+	d, err := s.st.VerifyBucket(r.Context(), clinic, b)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, d)
 	return nil
 }
 
@@ -451,18 +565,28 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, tok, err := s.st.Enroll(r.Context(), strings.TrimSpace(req.Token), id)
+	var cr ClinicCredentials
+	c, tok, err := s.st.Enroll(r.Context(), strings.TrimSpace(req.Token), id, func(ctx context.Context) error {
+		return s.credentials(ctx, id, &cr)
+	})
+	if err != nil && (cr.AMQP != nil || cr.Lockd != nil) {
+		s.undo(id)
+	}
 	if errors.Is(err, store.ErrEnrollment) {
 		return httpapi.Errorf(http.StatusUnauthorized, "enrollment_refused", "the enrollment token is unknown, already used or expired; ask the cloud operator for a new one")
 	}
 	if err != nil {
 		return err
 	}
+	cr.Clinic, cr.Token = c, tok
+	if err := s.afterCreate(r.Context(), &cr); err != nil {
+		return err
+	}
 	s.log.Info("clinic enrolled itself", "clinic", c.ID, "node", c.NodeID)
 	if s.onClinic != nil {
 		s.onClinic()
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, ClinicCredentials{Clinic: c, Token: tok})
+	httpapi.WriteJSON(w, http.StatusCreated, cr)
 	return nil
 }
 

@@ -39,7 +39,7 @@ func (e EditRecords) Save(ctx context.Context, s editing.Session, content record
 		return version.V{}, err
 	}
 	r, err := e.St.Save(ctx, s.ClinicID, store.Edit{Kind: s.Kind, ID: s.RecordID, Content: content, ChangeID: changeID,
-		Session: s.ID, Fence: s.Fence, Unfenced: s.Unfenced})
+		Session: s.ID, SessionVersion: s.VersionAtLock, Fence: s.Fence, Unfenced: s.Unfenced})
 	if err != nil {
 		return version.V{}, err
 	}
@@ -47,7 +47,7 @@ func (e EditRecords) Save(ctx context.Context, s editing.Session, content record
 }
 
 // registerEditing mounts the edit-session routes under /v1/clinics/{clinic}/.
-func (s *Server) registerEditing(mux *http.ServeMux) {
+func (s *Server) registerEditing(mux httpapi.Router) {
 	if s.edit == nil {
 		return
 	}
@@ -69,17 +69,21 @@ func (s *Server) registerEditing(mux *http.ServeMux) {
 
 // Version is one kept version of a record in the cloud: an accepted change.
 type Version struct {
-	Version    version.V `json:"version"`
-	Deleted    bool      `json:"deleted"`
-	Origin     string    `json:"origin"`
-	ChangeID   ids.ID    `json:"change_id"`
-	CloudSeq   int64     `json:"cloud_seq"`
-	Conflict   string    `json:"conflict,omitempty"`
-	Fence      int64     `json:"fence,omitempty"`
-	Unfenced   bool      `json:"unfenced,omitempty"`
-	Session    string    `json:"session,omitempty"`
-	At         string    `json:"at"`
-	AcceptedAt string    `json:"accepted_at"`
+	Version  version.V `json:"version"`
+	Deleted  bool      `json:"deleted"`
+	Origin   string    `json:"origin"`
+	ChangeID ids.ID    `json:"change_id"`
+	CloudSeq int64     `json:"cloud_seq"`
+	Conflict string    `json:"conflict,omitempty"`
+	Fence    int64     `json:"fence,omitempty"`
+	Unfenced bool      `json:"unfenced,omitempty"`
+	Session  string    `json:"session,omitempty"`
+	// SavedBy is the person who saved the version (their user record's
+	// id; absent: no person) and SavedByName their username then (M18).
+	SavedBy     ids.ID `json:"saved_by,omitempty"`
+	SavedByName string `json:"saved_by_name,omitempty"`
+	At          string `json:"at"`
+	AcceptedAt  string `json:"accepted_at"`
 }
 
 func (s *Server) versions(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
@@ -102,6 +106,7 @@ func (s *Server) versions(w http.ResponseWriter, r *http.Request, clinic ids.ID)
 	for _, ch := range chs {
 		out = append(out, Version{Version: ch.NewVersion, Deleted: ch.Deleted, Origin: ch.Origin, ChangeID: ch.ChangeID,
 			CloudSeq: ch.CloudSeq, Conflict: ch.Conflict, Fence: ch.Fence, Unfenced: ch.Unfenced, Session: ch.Session,
+			SavedBy: ch.SavedBy, SavedByName: ch.SavedByName,
 			At: ch.At.Format(timeFormat), AcceptedAt: ch.AcceptedAt.Format(timeFormat)})
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"items": out})

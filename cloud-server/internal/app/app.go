@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,15 +22,20 @@ import (
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
 	"github.com/scsync/scsync/cloud-server/internal/files"
+	"github.com/scsync/scsync/cloud-server/internal/mfa"
 	"github.com/scsync/scsync/cloud-server/internal/replicate"
 	"github.com/scsync/scsync/cloud-server/internal/retention"
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	lockclient "github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/audit"
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/editing"
 	sevents "github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/openapi"
+	"github.com/scsync/scsync/shared/redisx"
 	"github.com/scsync/scsync/shared/telemetry"
 	"github.com/scsync/scsync/shared/viewer"
 	"github.com/scsync/scsync/shared/wire"
@@ -38,11 +44,32 @@ import (
 // Run starts the node and blocks until ctx is done or a component fails.
 // ready, when not nil, receives the bound HTTP address once serving.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string)) error {
+	return run(ctx, cfg, log, ready, nil)
+}
+
+// run is Run; onGuard, when not nil, is given the guard of every route
+// before the server listens (a test walks its router).
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr string), onGuard func(*auth.Guard)) error {
 	reg := telemetry.NewRegistry()
 
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password})
+	clientTLS, err := cfg.ClientTLS().Config()
+	if err != nil {
+		return fmt.Errorf("tls.ca_file: %w", err)
+	}
+	serverTLS, err := cfg.ServerTLS().Config()
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	rdb := redisx.NewClient(redisOptions(cfg, clientTLS), cfg.Redis.Sentinel)
 	defer rdb.Close()
-	lease, err := ids.LeaseCloudNode(ctx, rdb, cfg.Redis.Prefix, cfg.Redis.LeaseTTL, log)
+	lopts := ids.LeaseOptions{Prefix: cfg.Redis.Prefix, TTL: cfg.Redis.LeaseTTL}
+	if cfg.Redis.Sentinel.Enabled() {
+		// The lease must be on the replica before the node mints with it:
+		// a failover to a replica that never saw it would hand the id to
+		// the next node that starts.
+		lopts.Replicas = 1
+	}
+	lease, err := ids.LeaseCloudNode(ctx, rdb, lopts, log)
 	if err != nil {
 		return fmt.Errorf("lease node id: %w", err)
 	}
@@ -64,7 +91,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	defer st.Close()
 
 	blobCfg := blob.Config{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket,
-		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle}
+		AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey, PathStyle: cfg.S3.PathStyle,
+		ServerSideEncryption: cfg.Files.ServerSideEncryption, TLS: clientTLS}
 	blobs := blob.New(blobCfg)
 	if err := blobs.EnsureBucket(ctx); err != nil {
 		// S3 is needed for files only; metadata replication runs without it.
@@ -76,12 +104,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		h, _ := os.Hostname()
 		name = fmt.Sprintf("sc-cloud@%s/%d", h, lease.Node())
 	}
-	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: name, Prefetch: cfg.AMQP.Prefetch},
-		wire.BaseTopology(), log, reg)
+	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: name, Prefetch: cfg.AMQP.Prefetch, TLS: clientTLS},
+		wire.CloudTopology(cfg.AMQP.UpShards), log, reg)
 	if err != nil {
 		return err
 	}
 	rep := replicate.New(st, broker, log, reg)
+	rep.SetShards(cfg.AMQP.UpShards)
 
 	health := httpapi.NewHealth()
 	health.Add("postgres", st.Ping)
@@ -89,15 +118,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	health.Add("s3", blobs.Ping)
 
-	mux := http.NewServeMux()
+	mux := httpapi.NewMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	mux.Handle("GET "+openapi.Path, openapi.Handler(api.OpenAPI()))
 	if telemetry.MountPprof(mux) {
 		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
 	}
 	var locker editing.Locker = editing.NoLocker{}
 	if cfg.Lockd.URL != "" {
-		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, nil).Locker()
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = clientTLS
+		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, &http.Client{Transport: tr, Timeout: lockclient.DefaultTimeout}).Locker()
 		health.AddOptional("lockd", func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") })
 	}
 	hub := sevents.NewHub(sevents.HubConfig{}, log)
@@ -114,7 +146,31 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return err
 	}
-	apiSrv := api.New(st, edit, gen, cfg.Auth.AdminToken, rep.Notify, log)
+	sessions, err := auth.NewSessions(ctx, st.DB(), auth.SessionConfig{Idle: cfg.Auth.SessionIdle, Max: cfg.Auth.SessionMax})
+	if err != nil {
+		return err
+	}
+	auditLog, err := audit.Open(ctx, st.DB())
+	if err != nil {
+		return err
+	}
+	totpKey, err := mfa.ParseKey(cfg.Auth.TOTPKey)
+	if err != nil {
+		return err
+	}
+	factors, err := mfa.Open(ctx, st.DB(), mfa.Config{Key: totpKey})
+	if err != nil {
+		return err
+	}
+	if !factors.Configured() {
+		log.Warn("auth.totp_key is not set: people cannot enrol a second factor for cloud logins")
+	}
+	apiSrv := api.New(st, edit, gen, cfg.Auth.AdminToken, rep.Notify, log).WithAuth(sessions, auditLog).
+		WithTOTP(factors, cfg.Auth.RequireTOTP)
+	runIdentity, err := identity(cfg, st, broker, apiSrv, rep, hub, health, log)
+	if err != nil {
+		return err
+	}
 	apiSrv.Register(mux)
 	rewinds := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinic_rewinds_total",
 		Help: "Clinics found older than what they had acknowledged (restored from a backup or wiped); the cloud re-sent what they lost."})
@@ -134,7 +190,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	for _, rt := range fileSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
-	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep}, st.DB(), files.NewS3Client(blobCfg), gen, log)
+	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep,
+		ServerSideEncryption: cfg.Files.ServerSideEncryption}, st.DB(), files.NewS3Client(blobCfg), gen, log)
 	if err != nil {
 		return err
 	}
@@ -169,10 +226,21 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	})
 	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/",
 		EventsPath: "/v1/clinics/{clinic}/events", Title: "scsync cloud"}))
-	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
+	telemetry.RegisterDependencies(reg, func(ctx context.Context) map[string]string { return health.Ready(ctx).Checks })
+	// Every route passes the guard: a route without a rule in api.Policy
+	// is refused.
+	guard := auth.NewGuard(mux, api.Policy(), apiSrv.Authenticate, log)
+	guard.OnAudit(apiSrv.Audit)
+	if onGuard != nil {
+		onGuard(guard)
+	}
+	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, telemetry.HTTPMetrics(reg)(guard)))
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if serverTLS != nil {
+		ln = tls.NewListener(ln, serverTLS)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -182,6 +250,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return fileSvc.Run(gctx) })
 	g.Go(func() error { return ret.Run(gctx) })
+	if runIdentity != nil {
+		g.Go(func() error { return runIdentity(gctx) })
+	}
 	g.Go(func() error {
 		select {
 		case <-lease.Lost():
@@ -203,11 +274,24 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		hub.Close() // WebSockets are hijacked: Shutdown does not close them
 		return srv.Shutdown(sctx)
 	})
-	log.Info("sc-cloud serving", "addr", ln.Addr().String())
+	log.Info("sc-cloud serving", "addr", ln.Addr().String(), "tls", serverTLS != nil)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
 	err = g.Wait()
 	log.Info("sc-cloud stopped")
 	return err
+}
+
+// redisOptions connects to cfg's Redis, over TLS (trusting clientTLS's
+// roots, checking the host name of redis.addr) when redis.tls is on.
+func redisOptions(cfg config.Config, clientTLS *tls.Config) *redis.Options {
+	o := &redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password}
+	if cfg.Redis.TLS {
+		o.TLSConfig = clientTLS.Clone()
+		if host, _, err := net.SplitHostPort(cfg.Redis.Addr); err == nil {
+			o.TLSConfig.ServerName = host
+		}
+	}
+	return o
 }

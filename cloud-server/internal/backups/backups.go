@@ -27,6 +27,10 @@ import (
 // MaxSize bounds one snapshot (compressed).
 const MaxSize = 64 << 30
 
+// BackupContentType is the type of a stored snapshot: the clinic encrypts
+// it (age) before upload, so S3 holds opaque bytes.
+const BackupContentType = "application/octet-stream"
+
 // Row is one backup in the database.
 type Row struct {
 	ClinicID    ids.ID `gorm:"primaryKey;autoIncrement:false"`
@@ -60,6 +64,9 @@ type Config struct {
 	// URLExpiry is how long a presigned URL is valid (default 15m: a
 	// snapshot of a large clinic takes a while on a small uplink).
 	URLExpiry time.Duration
+	// ServerSideEncryption ("AES256" or "" for none) is pinned in the
+	// presigned PUT's signature, as for image files (files.server_side_encryption).
+	ServerSideEncryption string
 }
 
 // Service serves the backup routes.
@@ -147,9 +154,13 @@ func (s *Service) begin(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	}
 	sum, _ := hex.DecodeString(sha)
 	key := filekey.BackupKey(clinic, id)
-	req2, err := s.presign.PresignPutObject(r.Context(), &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
-		ContentLength: aws.Int64(req.Size), ContentType: aws.String("application/gzip"),
-		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum))})
+	put := &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: &key,
+		ContentLength: aws.Int64(req.Size), ContentType: aws.String(BackupContentType),
+		ChecksumSHA256: aws.String(base64.StdEncoding.EncodeToString(sum))}
+	if s.cfg.ServerSideEncryption != "" {
+		put.ServerSideEncryption = s3types.ServerSideEncryption(s.cfg.ServerSideEncryption)
+	}
+	req2, err := s.presign.PresignPutObject(r.Context(), put)
 	if err != nil {
 		return fmt.Errorf("backups: presign put: %w", err)
 	}

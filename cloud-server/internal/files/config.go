@@ -33,9 +33,11 @@ type Config struct {
 	PartSize int64 `yaml:"part_size"`
 	// MaxSize bounds one file (default 64 GiB).
 	MaxSize int64 `yaml:"max_size"`
-	// ServerSideEncryption is "" (off, the default: MinIO without a KMS
-	// answers 501 to it) or "AES256" (SSE-S3: S3 encrypts with keys it
-	// manages). It is pinned in the presigned PUT's signature.
+	// ServerSideEncryption is "AES256" (SSE-S3, the default: S3 encrypts
+	// with keys it manages; MinIO needs a KMS, e.g. MINIO_KMS_SECRET_KEY) or
+	// "" (off). It is pinned in the presigned PUT's signature, set on
+	// multipart initiations and copies, and sc-cloud makes its buckets
+	// require it (default encryption and a policy denying other PUTs).
 	ServerSideEncryption string `yaml:"server_side_encryption"`
 	// MaxPartURLs bounds the part URLs one request may ask for (default 100).
 	MaxPartURLs int `yaml:"max_part_urls"`
@@ -65,15 +67,16 @@ type Config struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		URLExpiry:          5 * time.Minute,
-		MultipartThreshold: 16 * filekey.MiB,
-		PartSize:           16 * filekey.MiB,
-		MaxSize:            64 * filekey.GiB,
-		MaxPartURLs:        100,
-		AbandonAfter:       24 * time.Hour,
-		SweepInterval:      time.Hour,
-		UnsyncedGrace:      7 * 24 * time.Hour,
-		StaleAfter:         time.Hour,
+		URLExpiry:            5 * time.Minute,
+		ServerSideEncryption: sseS3,
+		MultipartThreshold:   16 * filekey.MiB,
+		PartSize:             16 * filekey.MiB,
+		MaxSize:              64 * filekey.GiB,
+		MaxPartURLs:          100,
+		AbandonAfter:         24 * time.Hour,
+		SweepInterval:        time.Hour,
+		UnsyncedGrace:        7 * 24 * time.Hour,
+		StaleAfter:           time.Hour,
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
@@ -483,23 +484,57 @@ func TestSweepAbortsAbandonedUploads(t *testing.T) {
 	}
 }
 
+// TestServerSideEncryptionPinned: SSE-S3 is on by default; the presigned
+// PUT signs the header (a PUT without it is refused), multipart uploads are
+// initiated with it, and S3 itself (HeadObject, not our bookkeeping) reports
+// both objects encrypted.
 func TestServerSideEncryptionPinned(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(c *Config) { c.ServerSideEncryption = "AES256" })
+	if DefaultConfig().ServerSideEncryption != "AES256" {
+		t.Fatalf("DefaultConfig().ServerSideEncryption = %q, want AES256", DefaultConfig().ServerSideEncryption)
+	}
+	e := newEnv(t, nil)
+	ctx := context.Background()
 	data, sha := randomBytes(t, 100)
-	begin, err := e.svc.BeginUpload(context.Background(), clinicA, sha, 100, "")
+	begin, err := e.svc.BeginUpload(ctx, clinicA, sha, 100, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if begin.Put.Header["X-Amz-Server-Side-Encryption"] != "AES256" {
 		t.Fatalf("PUT headers %v, want X-Amz-Server-Side-Encryption: AES256 (signed)", begin.Put.Header)
 	}
-	a := send(t, *begin.Put, data, nil)
-	// MinIO without a KMS answers 501 NotImplemented; S3 and MinIO with KMS 200.
-	if a.Status != http.StatusOK && a.Status != http.StatusNotImplemented {
-		t.Errorf("SSE PUT = %d %s, want 200 or 501", a.Status, a.Code)
+	// The header is part of the signature: leaving it out breaks it.
+	stripped := *begin.Put
+	stripped.Header = map[string]string{}
+	for k, v := range begin.Put.Header {
+		if k != "X-Amz-Server-Side-Encryption" {
+			stripped.Header[k] = v
+		}
 	}
-	t.Logf("SSE-S3 PUT on this MinIO: %d %s", a.Status, a.Code)
+	if a := send(t, stripped, data, nil); a.Status/100 != 4 {
+		t.Errorf("PUT without the SSE header = %d %s, want a 4xx refusal", a.Status, a.Code)
+	}
+	if a := send(t, *begin.Put, data, nil); a.Status != http.StatusOK {
+		t.Fatalf("SSE PUT = %d %s, want 200 (MinIO needs MINIO_KMS_SECRET_KEY: scripts/stack.sh sets it)", a.Status, a.Code)
+	}
+	big, bigSHA := randomBytes(t, int(9*filekey.MiB))
+	var mp filekey.BeginResponse
+	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, bigSHA), tokenA, filekey.BeginRequest{Size: int64(len(big))}, &mp)
+	if mp.Mode != filekey.ModeMultipart {
+		t.Fatalf("begin = %+v, want multipart", mp)
+	}
+	e.uploadParts(t, clinicA, tokenA, bigSHA, big, 1, 2)
+	var f filekey.File
+	e.mustCall(t, "POST", path(filekey.PathComplete, clinicA, bigSHA), tokenA, nil, &f)
+	for _, s := range []string{sha, bigSHA} {
+		head, err := e.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &e.bucket, Key: aws.String(filekey.Key(clinicA, s))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.ServerSideEncryption != s3types.ServerSideEncryptionAes256 {
+			t.Errorf("HeadObject(%s).ServerSideEncryption = %q, want AES256", s[:8], head.ServerSideEncryption)
+		}
+	}
 }
 
 func TestAPIErrors(t *testing.T) {
@@ -630,4 +665,41 @@ func TestSweepSparesActiveUploads(t *testing.T) {
 	}
 	e.uploadParts(t, clinicA, tokenA, sha, data, 2)
 	e.mustCall(t, "POST", path(filekey.PathComplete, clinicA, sha), tokenA, nil, nil)
+}
+
+// TestCheckFindsObjectGone (issue 16, verify's file sweep): GET …?check=true
+// asks S3; a present file whose object was deleted behind the cloud's back
+// turns failed with the reason, and the next begin uploads it again.
+func TestCheckFindsObjectGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	data, sha := randomBytes(t, 10*1024)
+	var begin filekey.BeginResponse
+	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, sha), tokenA, filekey.BeginRequest{Size: int64(len(data))}, &begin)
+	if a := send(t, *begin.Put, data, nil); a.Status != http.StatusOK {
+		t.Fatalf("PUT = %d %s", a.Status, a.Code)
+	}
+	e.mustCall(t, "POST", path(filekey.PathComplete, clinicA, sha), tokenA, nil, nil)
+	var f filekey.File
+	e.mustCall(t, "GET", path(filekey.PathFile, clinicA, sha)+"?check=true", tokenA, nil, &f)
+	if f.State != filekey.StatePresent {
+		t.Fatalf("check of a stored file = %+v, want present", f)
+	}
+	key := filekey.Key(clinicA, sha)
+	if _, err := e.s3.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &e.bucket, Key: &key}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustCall(t, "GET", path(filekey.PathFile, clinicA, sha), tokenA, nil, &f)
+	if f.State != filekey.StatePresent {
+		t.Fatalf("plain stat = %+v, want present (it does not ask S3)", f)
+	}
+	e.mustCall(t, "GET", path(filekey.PathFile, clinicA, sha)+"?check=true", tokenA, nil, &f)
+	if f.State != filekey.StateFailed || f.Reason != "object missing from S3" {
+		t.Fatalf("check after the object was deleted = %+v, want failed: object missing from S3", f)
+	}
+	var again filekey.BeginResponse
+	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, sha), tokenA, filekey.BeginRequest{Size: int64(len(data))}, &again)
+	if again.Present || again.Put == nil {
+		t.Fatalf("begin after check = %+v, want a new upload", again)
+	}
 }

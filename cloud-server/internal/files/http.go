@@ -44,7 +44,7 @@ func (s *Service) Routes() []Route {
 }
 
 // Register mounts Routes on mux, each wrapped by auth.
-func (s *Service) Register(mux *http.ServeMux, auth func(Handler) http.HandlerFunc) {
+func (s *Service) Register(mux httpapi.Router, auth func(Handler) http.HandlerFunc) {
 	for _, rt := range s.Routes() {
 		mux.HandleFunc(rt.Pattern, auth(rt.Handler))
 	}
@@ -145,7 +145,11 @@ func (s *Service) handleComplete(w http.ResponseWriter, r *http.Request, clinic 
 }
 
 func (s *Service) handleStat(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-	f, err := s.Stat(r.Context(), clinic, r.PathValue("sha256"))
+	stat := s.Stat
+	if r.URL.Query().Get("check") == "true" {
+		stat = s.Check // verify's sweep: ask S3 too
+	}
+	f, err := stat(r.Context(), clinic, r.PathValue("sha256"))
 	if err != nil {
 		return err
 	}

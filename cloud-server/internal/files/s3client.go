@@ -2,7 +2,6 @@ package files
 
 import (
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/scsync/scsync/cloud-server/internal/blob"
@@ -12,15 +11,7 @@ import (
 // checksums only when required, path style for MinIO). Presigned URLs are
 // signed with its credentials; a client never sees them.
 func NewS3Client(c blob.Config) *s3.Client {
-	cfg := aws.Config{
-		Region:                     c.Region,
-		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
-	}
-	if c.AccessKey != "" {
-		cfg.Credentials = credentials.NewStaticCredentialsProvider(c.AccessKey, c.SecretKey, "")
-	}
-	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+	return s3.NewFromConfig(c.AWSConfig(), func(o *s3.Options) {
 		if c.Endpoint != "" {
 			o.BaseEndpoint = aws.String(c.Endpoint)
 		}

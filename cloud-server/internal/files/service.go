@@ -615,6 +615,49 @@ func (s *Service) Stat(ctx context.Context, clinic ids.ID, sha string) (filekey.
 	return f.View(), err
 }
 
+// Check is Stat after asking S3 whether a present file's object is still
+// there with its size and (when S3 keeps a full-object one) its SHA-256
+// (sc-local's verify, docs/verify.md). An object that is gone or differs
+// turns the file failed with the reason, so the clinic's next begin uploads
+// it again. A multipart object's hash was checked when it was completed
+// and its key is immutable, so only its size is checked here (no read).
+func (s *Service) Check(ctx context.Context, clinic ids.ID, sha string) (filekey.File, error) {
+	sha, err := filekey.ParseSHA256(sha)
+	if err != nil {
+		return filekey.File{}, err
+	}
+	f, err := s.get(ctx, clinic, sha)
+	if err != nil || f.State != filekey.StatePresent {
+		return f.View(), err
+	}
+	reason := ""
+	head, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(f.Key()), ChecksumMode: s3types.ChecksumModeEnabled})
+	switch {
+	case isNotFound(err):
+		reason = "object missing from S3"
+	case err != nil:
+		return f.View(), fmt.Errorf("files: head %s: %w", f.SHA256, err)
+	case aws.ToInt64(head.ContentLength) != f.Size:
+		reason = fmt.Sprintf("stored size %d, declared %d", aws.ToInt64(head.ContentLength), f.Size)
+	default:
+		want, _ := hex.DecodeString(f.SHA256)
+		if c := aws.ToString(head.ChecksumSHA256); c != "" && !strings.Contains(c, "-") &&
+			(head.ChecksumType == s3types.ChecksumTypeFullObject || head.ChecksumType == "") &&
+			c != base64.StdEncoding.EncodeToString(want) {
+			reason = "stored SHA-256 differs from the declared one"
+		}
+	}
+	if reason == "" {
+		return f.View(), nil
+	}
+	s.log.Warn("present file failed its check", "clinic", f.ClinicID, "sha256", f.SHA256, "reason", reason)
+	if _, err := s.update(ctx, f, filekey.StatePresent, anyUpload, map[string]any{"state": filekey.StateFailed, "reason": reason}); err != nil {
+		return f.View(), err
+	}
+	g, err := s.get(ctx, clinic, sha)
+	return g.View(), err
+}
+
 // DownloadURL presigns a GET of clinic's file sha; only a present
 // (verified) file that a live record names (or that no record named yet)
 // can be downloaded.

@@ -1,7 +1,9 @@
-// Package replicate is the cloud's side of replication: it consumes every
-// clinic's up queue (one active consumer per clinic across all nodes),
-// accepts changes into PostgreSQL, and relays accepted changes down from the
-// outbox with publisher confirms.
+// Package replicate is the cloud's side of replication: it consumes the up
+// shard queues (one active consumer per shard across all nodes; every
+// clinic's changes go through the one shard its id hashes to, so each
+// clinic's order holds), accepts changes into PostgreSQL, relays accepted
+// changes down from the outbox with publisher confirms, and sets up each
+// clinic's broker topology once, migrating what earlier versions created.
 package replicate
 
 import (
@@ -11,21 +13,47 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/wire"
 )
 
-// Broker is what replication needs of the AMQP client.
+// Broker topology versions of a clinic (clinics.topology). A clinic is set
+// up in two steps, so that a deployment upgraded with thousands of clinics
+// on the per-clinic quorum queues of earlier versions replicates again
+// within minutes, while the slow part (deleting thousands of quorum queues,
+// which loads the broker) follows one queue at a time.
+const (
+	// TopologyNone: not set up yet (a new clinic), or enrolled on the
+	// per-clinic quorum up and down queues of earlier versions.
+	TopologyNone = 0
+	// TopologyRouted: the clinic's up key is bound to its up shard (its
+	// legacy up queue, if any, is unbound and drained) and its event queue
+	// exists; a legacy quorum down queue may still serve it, and an empty
+	// legacy up queue may still exist.
+	TopologyRouted = 1
+	// TopologyVersion: the clinic's topology is this version's: up key bound
+	// to its shard, classic down queue, event queue; no legacy queue left.
+	TopologyVersion = 2
+)
+
+// Broker is what replication needs of the AMQP client (*amqpx.Client).
 type Broker interface {
 	Declare(ctx context.Context, t amqpx.Topology) error
+	DeclareOnce(ctx context.Context, t amqpx.Topology) error
 	Publish(ctx context.Context, exchange, key string, m amqpx.Message) error
 	Consume(ctx context.Context, queue string, h amqpx.Handler) error
+	Inspect(ctx context.Context, queue string) (amqpx.QueueState, bool, error)
+	Unbind(ctx context.Context, b amqpx.Binding) error
+	DeleteQueue(ctx context.Context, queue string) (int, error)
+	Drain(ctx context.Context, queue, deadLetterExchange string, h amqpx.Handler) (int, error)
 }
 
 // Replicator runs the consumers and the relay of one cloud node.
@@ -34,46 +62,74 @@ type Replicator struct {
 	broker Broker
 	log    *slog.Logger
 	wake   chan struct{}
+	shards int
+	// identities: clinics have their own broker identities (SetIdentities).
+	identities bool
 
 	refresh time.Duration
-	fresh   chan struct{} // a clinic was enrolled here: start its consumer now
-	mu      sync.Mutex
-	running map[ids.ID]bool
+	fresh   chan struct{} // a clinic was enrolled here: set it up now
+	setting atomic.Bool   // a setup round runs
 
-	accepted  prometheus.Counter
-	redeliver prometheus.Counter
-	relayed   prometheus.Counter
-	conflicts prometheus.Counter
-	parked    prometheus.Counter
-	poisoned  *prometheus.CounterVec
+	accepted   prometheus.Counter
+	redeliver  prometheus.Counter
+	relayed    prometheus.Counter
+	conflicts  prometheus.Counter
+	parked     prometheus.Counter
+	unroutable prometheus.Counter
+	poisoned   *prometheus.CounterVec
+	pending    prometheus.Gauge
+	migrated   *prometheus.CounterVec
 
 	onAccepted func([]wire.Envelope)
+	onDisabled func(ids.ID)
+
+	mu sync.Mutex
+	// users is each clinic's broker login ("" for a clinic not
+	// provisioned yet), refreshed with the clinic list and read from the
+	// store for a clinic not in it yet.
+	users    map[ids.ID]string
+	disabled map[ids.ID]bool
 }
+
+// OnDisabled sets a function called once for each clinic this node finds
+// disabled (to close its WebSockets here). Call before Run.
+func (r *Replicator) OnDisabled(f func(ids.ID)) { r.onDisabled = f }
 
 // OnAccepted sets a function called with the clinic changes accepted into
 // the cloud (after their commit), for viewers. Call before Run.
 func (r *Replicator) OnAccepted(f func([]wire.Envelope)) { r.onAccepted = f }
 
+// SetIdentities tells that this cloud gives clinics their own broker
+// identities (amqp.management_url is set). Call before Run.
+func (r *Replicator) SetIdentities(on bool) { r.identities = on }
+
+// SetShards sets the number of up shards (amqp.up_shards; default
+// wire.DefaultUpShards). Call before Run.
+func (r *Replicator) SetShards(n int) { r.shards = max(n, 1) }
+
 // New returns a Replicator. reg may be nil.
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
 	r := &Replicator{
-		st: st, broker: broker, log: log, wake: make(chan struct{}, 1),
-		refresh: 5 * time.Second, running: map[ids.ID]bool{}, fresh: make(chan struct{}, 1),
-		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
-		redeliver: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
-		relayed:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
-		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "conflicts_resolved_total", Help: "Concurrent clinic changes resolved by the clinic's conflict policy."}),
-		parked:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_parked_total", Help: "Clinic changes parked until a record they refer to arrives."}),
-		poisoned:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
+		st: st, broker: broker, log: log, wake: make(chan struct{}, 1), shards: wire.DefaultUpShards,
+		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, fresh: make(chan struct{}, 1),
+		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
+		redeliver:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
+		relayed:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
+		conflicts:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "conflicts_resolved_total", Help: "Concurrent clinic changes resolved by the clinic's conflict policy."}),
+		parked:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_parked_total", Help: "Clinic changes parked until a record they refer to arrives."}),
+		unroutable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_unroutable_total", Help: "Down messages the broker could route to no queue (a clinic without a down queue); the clinic pulls those changes."}),
+		poisoned:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
+		pending:    prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinics_topology_pending", Help: "Clinics whose broker topology is not set up (or migrated) yet, as this node last counted."}),
+		migrated:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "legacy_queues_migrated_total", Help: "Per-clinic quorum queues of earlier versions drained and deleted (up) or replaced (down) by this node."}, []string{"queue"}),
 	}
 	if reg != nil {
-		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.poisoned)
+		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.unroutable, r.poisoned, r.pending, r.migrated)
 	}
 	return r
 }
 
-// ClinicAdded starts the consumer of a clinic enrolled through this node
-// now rather than at the next refresh (other nodes pick it up then).
+// ClinicAdded sets up the broker topology of a clinic enrolled through this
+// node now rather than at the next refresh.
 func (r *Replicator) ClinicAdded() {
 	select {
 	case r.fresh <- struct{}{}:
@@ -89,7 +145,8 @@ func (r *Replicator) Notify() {
 	}
 }
 
-// Run consumes and relays until ctx ends.
+// Run consumes every up shard, relays, and keeps the clinic list fresh until
+// ctx ends.
 func (r *Replicator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -97,10 +154,30 @@ func (r *Replicator) Run(ctx context.Context) error {
 		defer wg.Done()
 		r.relay(ctx)
 	}()
+	// The shard queues are remembered by the client (declared again after
+	// every reconnect; their dead-letter exchange is where Consume puts
+	// poison).
+	for ctx.Err() == nil {
+		err := r.broker.Declare(ctx, wire.UpShardsTopology(r.shards))
+		if err == nil {
+			break
+		}
+		if ctx.Err() == nil {
+			r.log.Error("declare up shard queues failed (amqp.up_shards must be the same on every node)", "shards", r.shards, "err", err)
+			sleep(ctx, 5*time.Second)
+		}
+	}
+	for k := range r.shards {
+		wg.Add(1)
+		go func(queue string) {
+			defer wg.Done()
+			r.consume(ctx, queue)
+		}(wire.UpShardQueue(k))
+	}
 	t := time.NewTicker(r.refresh)
 	defer t.Stop()
 	for {
-		r.startConsumers(ctx, &wg)
+		r.refreshClinics(ctx, &wg)
 		select {
 		case <-ctx.Done():
 			wg.Wait()
@@ -111,56 +188,263 @@ func (r *Replicator) Run(ctx context.Context) error {
 	}
 }
 
-// startConsumers starts a consumer for every clinic that has none yet; new
-// clinics are picked up on the next refresh by every node.
-func (r *Replicator) startConsumers(ctx context.Context, wg *sync.WaitGroup) {
-	clinics, err := r.st.Clinics(ctx)
+func (r *Replicator) consume(ctx context.Context, queue string) {
+	h := r.handler(queue)
+	for ctx.Err() == nil {
+		if err := r.broker.Consume(ctx, queue, h); err != nil && ctx.Err() == nil {
+			r.log.Warn("consumer stopped", "queue", queue, "err", err)
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// refreshClinics reloads every clinic's broker user and disabled state
+// (calling onDisabled for a clinic newly found disabled) and starts setting
+// up the clinics whose topology is not the current one.
+func (r *Replicator) refreshClinics(ctx context.Context, wg *sync.WaitGroup) {
+	clinics, err := r.st.ClinicStates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("list clinics failed", "err", err)
 		}
 		return
 	}
+	var route, finish []ids.ID
+	var newlyDisabled []ids.ID
+	r.mu.Lock()
 	for _, c := range clinics {
-		r.mu.Lock()
-		started := r.running[c.ID]
-		r.running[c.ID] = true
-		r.mu.Unlock()
-		if started {
-			continue
-		}
-		wg.Add(1)
-		go func(clinic ids.ID) {
-			defer wg.Done()
-			r.consume(ctx, clinic)
-		}(c.ID)
-	}
-}
-
-func (r *Replicator) consume(ctx context.Context, clinic ids.ID) {
-	for ctx.Err() == nil {
-		if err := r.broker.Declare(ctx, wire.ClinicTopology(clinic)); err != nil {
-			if ctx.Err() == nil {
-				r.log.Warn("declare clinic queues failed", "clinic", clinic, "err", err)
-				sleep(ctx, time.Second)
+		r.users[c.ID] = c.BrokerUser
+		if off := c.DisabledAt != nil; off != r.disabled[c.ID] {
+			r.disabled[c.ID] = off
+			if off {
+				newlyDisabled = append(newlyDisabled, c.ID)
 			}
-			continue
 		}
-		err := r.broker.Consume(ctx, wire.UpQueue(clinic), func(ctx context.Context, d amqpx.Delivery) error {
-			return r.handleUp(ctx, clinic, d)
+		if c.Topology < TopologyRouted {
+			route = append(route, c.ID)
+		}
+		if c.Topology < TopologyVersion {
+			finish = append(finish, c.ID)
+		}
+	}
+	r.mu.Unlock()
+	if r.onDisabled != nil {
+		for _, c := range newlyDisabled {
+			r.onDisabled(c)
+		}
+	}
+	r.pending.Set(float64(len(finish)))
+	if len(finish) == 0 || !r.setting.CompareAndSwap(false, true) {
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer r.setting.Store(false)
+		// Every clinic's changes flow first; then the legacy queues go.
+		r.setUp(ctx, route, TopologyRouted)
+		r.setUp(ctx, finish, TopologyVersion)
+	}()
+}
+
+// setUp brings each clinic to version want, one at a time, each under the
+// clinic's lock (a clinic another node is setting up is skipped: the next
+// refresh sees what that node did).
+func (r *Replicator) setUp(ctx context.Context, clinics []ids.ID, want int) {
+	for _, c := range clinics {
+		if ctx.Err() != nil {
+			return
+		}
+		ran, err := r.st.WithClinicLock(ctx, c, func(ctx context.Context) error {
+			have, err := r.st.ClinicTopology(ctx, c)
+			if err != nil || have >= want {
+				return err
+			}
+			if have < TopologyRouted {
+				if err := r.Route(ctx, c); err != nil {
+					return err
+				}
+				if err := r.st.SetTopology(ctx, c, TopologyRouted); err != nil {
+					return err
+				}
+			}
+			if want < TopologyVersion {
+				return nil
+			}
+			if err := r.Finish(ctx, c); err != nil {
+				return err
+			}
+			return r.st.SetTopology(ctx, c, TopologyVersion)
 		})
-		if err != nil && ctx.Err() == nil {
-			r.log.Warn("consumer stopped", "clinic", clinic, "err", err)
-			sleep(ctx, time.Second)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.Warn("clinic topology setup failed; will retry", "clinic", c, "step", want, "err", err)
+		case ran:
+			r.log.Debug("clinic topology set up", "clinic", c, "version", want)
 		}
 	}
 }
 
-// handleUp accepts one message (a batch of changes). A malformed or foreign
-// message is poison as a whole; a change the store rejects is dead-lettered
-// alone with its reason while the rest of the batch is applied; a database
-// error is transient (the message is redelivered; the apply is idempotent).
-func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delivery) error {
+// Route makes the clinic's changes flow through its up shard (idempotent):
+// if a per-clinic quorum up queue of an earlier version exists, it unbinds
+// it from the up exchange first (the
+// clinic's next publishes are unroutable and wait in its outbox, so its
+// order holds) and drains what it holds with the same checks and apply as
+// the shards (changes not accepted yet: none is lost); then it binds the
+// clinic's key to its shard. A legacy quorum down queue keeps serving the
+// clinic until Finish.
+func (r *Replicator) Route(ctx context.Context, clinic ids.ID) error {
+	legacy := wire.UpQueue(clinic)
+	st, exists, err := r.broker.Inspect(ctx, legacy)
+	if err != nil {
+		return fmt.Errorf("inspect legacy up queue: %w", err)
+	}
+	if exists {
+		if err := r.broker.Unbind(ctx, wire.LegacyUpBinding(clinic)); err != nil {
+			return err
+		}
+		if st.Messages > 0 || st.Consumers > 0 {
+			n, err := r.broker.Drain(ctx, legacy, wire.DeadExchange, r.handler(legacy))
+			if err != nil {
+				return fmt.Errorf("drain legacy up queue (%d taken): %w", n, err)
+			}
+			r.log.Info("legacy up queue drained", "clinic", clinic, "messages", n)
+		}
+	}
+	up := amqpx.Topology{Bindings: []amqpx.Binding{wire.UpBinding(clinic, r.shards)}}
+	if err := r.broker.DeclareOnce(ctx, up); err != nil {
+		return fmt.Errorf("bind clinic to its shard: %w", err)
+	}
+	return nil
+}
+
+// Finish completes the clinic's topology (idempotent): a classic down queue
+// (a legacy quorum one refuses the declare with PRECONDITION_FAILED on
+// x-queue-type: it is deleted and declared again, and the clinic pulls the
+// changes it held — the cloud's change log is the source of truth), its
+// bindings — the cloud's events for the clinic among them, when its
+// sc-local reads them there (events) — the event queue of its own that
+// builds before had deleted, and the legacy up queue deleted once it is
+// empty and unused.
+func (r *Replicator) Finish(ctx context.Context, clinic ids.ID) error {
+	down := amqpx.Topology{Queues: []amqpx.Queue{wire.DownQueueSpec(clinic)},
+		Bindings: []amqpx.Binding{{Queue: wire.DownQueue(clinic), Exchange: wire.DownExchange, Key: wire.DownKey(clinic)}}}
+	err := r.broker.DeclareOnce(ctx, down)
+	if amqpx.IsPreconditionFailed(err) {
+		n, derr := r.broker.DeleteQueue(ctx, wire.DownQueue(clinic))
+		if derr != nil {
+			return derr
+		}
+		r.migrated.WithLabelValues("down").Inc()
+		r.log.Info("legacy down queue replaced by a classic one; the clinic pulls what it held", "clinic", clinic, "messages", n)
+		err = r.broker.DeclareOnce(ctx, down)
+	}
+	if err != nil {
+		return fmt.Errorf("declare down queue: %w", err)
+	}
+	if err := r.broker.DeclareOnce(ctx, wire.ClinicTopology(clinic, r.shards)); err != nil {
+		return fmt.Errorf("declare clinic topology: %w", err)
+	}
+	if r.eventsFor(clinic) {
+		if err := r.broker.DeclareOnce(ctx, events.ClinicTopology(clinic)); err != nil {
+			return fmt.Errorf("bind the clinic's events: %w", err)
+		}
+	}
+	if _, err := r.broker.DeleteQueue(ctx, events.LegacyClinicQueue(clinic)); err != nil {
+		return err
+	}
+	legacy := wire.UpQueue(clinic)
+	st, ok, err := r.broker.Inspect(ctx, legacy)
+	if err != nil || !ok {
+		return err
+	}
+	if st.Messages > 0 || st.Consumers > 0 {
+		// A node of an earlier version still consumes it, or routed to it
+		// again: route the clinic again (drain it) and then try again.
+		if err := r.st.SetTopology(ctx, clinic, TopologyNone); err != nil {
+			return err
+		}
+		return fmt.Errorf("legacy up queue %s still has %d messages and %d consumers (stop sc-cloud nodes of earlier versions)", legacy, st.Messages, st.Consumers)
+	}
+	if _, err := r.broker.DeleteQueue(ctx, legacy); err != nil {
+		return err
+	}
+	r.migrated.WithLabelValues("up").Inc()
+	r.log.Info("legacy up queue deleted", "clinic", clinic)
+	return nil
+}
+
+// eventsFor reports whether the clinic's down queue gets the cloud's events
+// for it: when the cloud gives clinics their own broker identities, only a
+// clinic that has one — its sc-local is then a build that reads events in
+// its down queue (an older one, on a shared login, has an event queue of
+// its own and would take them for poison); without identities (a
+// development cloud), every clinic. Provisioning an identity binds them
+// (brokeradmin.Provision).
+func (r *Replicator) eventsFor(clinic ids.ID) bool {
+	if !r.identities {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.users[clinic] != ""
+}
+
+// handler handles a message of an up shard (or of a legacy per-clinic up
+// queue): the clinic is the one its routing key names.
+func (r *Replicator) handler(queue string) amqpx.Handler {
+	return func(ctx context.Context, d amqpx.Delivery) error {
+		clinic, ok := wire.ClinicOfKey(d.RoutingKey)
+		if !ok {
+			r.poisoned.WithLabelValues("foreign_key").Inc()
+			return amqpx.Poison(fmt.Errorf("routing key %q on %s names no clinic", d.RoutingKey, queue))
+		}
+		return r.handleUp(ctx, queue, clinic, d)
+	}
+}
+
+// user returns the clinic's broker login, from the store when this node
+// has not listed the clinic yet (enrolled since the last refresh).
+func (r *Replicator) user(ctx context.Context, clinic ids.ID) (string, error) {
+	r.mu.Lock()
+	u, ok := r.users[clinic]
+	r.mu.Unlock()
+	if ok {
+		return u, nil
+	}
+	c, err := r.st.ClinicByID(ctx, clinic)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	r.users[clinic] = c.BrokerUser
+	r.mu.Unlock()
+	return c.BrokerUser, nil
+}
+
+// publisher checks that the message was published by the clinic its
+// routing key names: its user-id (which the broker verified against the
+// connection's login) is the clinic's broker user. A clinic not provisioned
+// yet (enrolled before per-clinic identities) has no user to compare with;
+// its messages pass on the key alone until an operator provisions it
+// (docs/protocol.md, migration).
+func (r *Replicator) publisher(ctx context.Context, clinic ids.ID, d amqpx.Delivery) error {
+	u, err := r.user(ctx, clinic)
+	if err != nil {
+		return err
+	}
+	if u != "" && d.UserID != u {
+		return amqpx.Poison(fmt.Errorf("user-id %q is not clinic %s's broker user", d.UserID, clinic))
+	}
+	return nil
+}
+
+// handleUp accepts one message (a batch of changes) of clinic, consumed
+// from queue. A malformed or foreign message is poison as a whole; a change
+// the store rejects is dead-lettered alone with its reason while the rest of
+// the batch is applied; a database error is transient (the message is
+// redelivered; the apply is idempotent).
+func (r *Replicator) handleUp(ctx context.Context, queue string, clinic ids.ID, d amqpx.Delivery) error {
 	b, err := wire.Decode(d.Body, d.ContentEncoding)
 	if err != nil {
 		r.poisoned.WithLabelValues("malformed").Inc()
@@ -168,7 +452,17 @@ func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delive
 	}
 	if b.Clinic != clinic {
 		r.poisoned.WithLabelValues("foreign_clinic").Inc()
-		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived on the queue of clinic %s", b.Clinic, clinic))
+		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived with the routing key of clinic %s", b.Clinic, clinic))
+	}
+	switch err := r.publisher(ctx, clinic, d); {
+	case errors.Is(err, store.ErrUnknownClinic):
+		r.poisoned.WithLabelValues("unknown_clinic").Inc()
+		return amqpx.Poison(err)
+	case amqpx.IsPoison(err):
+		r.poisoned.WithLabelValues("foreign_publisher").Inc()
+		return err
+	case err != nil:
+		return err
 	}
 	start := time.Now()
 	res, err := r.st.ApplyUp(ctx, clinic, b.Changes)
@@ -181,7 +475,7 @@ func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delive
 		return err
 	}
 	for _, rj := range res.Rejected {
-		if err := r.deadLetter(ctx, clinic, rj); err != nil {
+		if err := r.deadLetter(ctx, queue, clinic, rj); err != nil {
 			// Redelivery applies nothing twice and dead-letters again.
 			return fmt.Errorf("dead-letter rejected change %s: %w", rj.Change.ChangeID, err)
 		}
@@ -203,7 +497,7 @@ func (r *Replicator) handleUp(ctx context.Context, clinic ids.ID, d amqpx.Delive
 
 // deadLetter publishes one rejected change, alone, to the dead-letter
 // exchange with the reason, as amqpx does for a poison message.
-func (r *Replicator) deadLetter(ctx context.Context, clinic ids.ID, rj store.Rejected) error {
+func (r *Replicator) deadLetter(ctx context.Context, queue string, clinic ids.ID, rj store.Rejected) error {
 	body, err := json.Marshal(wire.NewBatch(clinic, rj.Change))
 	if err != nil {
 		return err
@@ -217,7 +511,7 @@ func (r *Replicator) deadLetter(ctx context.Context, clinic ids.ID, rj store.Rej
 		MessageID: rj.Change.ChangeID.String(),
 		Headers: map[string]any{
 			amqpx.HeaderDeadReason: reason,
-			amqpx.HeaderDeadQueue:  wire.UpQueue(clinic),
+			amqpx.HeaderDeadQueue:  queue,
 			amqpx.HeaderDeadAt:     time.Now().UTC().Format(time.RFC3339),
 		},
 	})
@@ -257,6 +551,14 @@ func (r *Replicator) publishDown(ctx context.Context, b wire.Batch) error {
 			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding, Type: string(wire.TypeApplied),
 		})
 		cancel()
+		if errors.Is(err, amqpx.ErrUnroutable) {
+			// The clinic has no down queue (not set up yet, or removed):
+			// nothing can hold the message, and the clinic pulls these
+			// changes from the change log. Do not hold up other clinics.
+			r.unroutable.Inc()
+			r.log.Warn("down message unroutable: the clinic has no down queue; it will pull the changes", "clinic", b.Clinic)
+			return nil
+		}
 		if err != nil {
 			return err
 		}

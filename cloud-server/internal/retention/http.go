@@ -41,7 +41,7 @@ type Auth interface {
 //	GET  /v1/clinics/{clinic}/retention                → View (the clinic or admin)
 //	POST /v1/clinics/{clinic}/files/{sha256}/restore   → Restored
 //	POST /v1/clinics/{clinic}/{collection}/{id}/restore → Restored
-func (s *Service) Register(mux *http.ServeMux, auth Auth) {
+func (s *Service) Register(mux httpapi.Router, auth Auth) {
 	mux.HandleFunc("GET /v1/admin/clinics/{clinic}/retention", auth.Admin(s.adminView))
 	mux.HandleFunc("PUT /v1/admin/clinics/{clinic}/retention", auth.Admin(s.adminSet))
 	mux.HandleFunc("GET /v1/clinics/{clinic}/retention", auth.Clinic(s.clinicView))

@@ -13,8 +13,10 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/syncrules"
 	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
 )
@@ -275,16 +277,31 @@ func (ct *clinicTx) missingRef(c records.Content, live bool, had []records.Ref) 
 
 // accept writes rec (created when !exists) with the next cloud_seq, and the
 // change and its outbox row; then it applies the changes parked on rec.
-func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time, resolution string) error {
-	return ct.acceptChange(rec, exists, base, at, resolution, false)
+func (ct *clinicTx) accept(rec Record, exists bool, base version.V, at time.Time, resolution string, by Person) error {
+	return ct.acceptChange(rec, exists, base, at, resolution, false, by)
+}
+
+// Person is who saved a change (M18): a user record's id and username
+// (zero: no person — a machine, the operator, the cloud's own work).
+type Person struct {
+	ID   ids.ID
+	Name string
+}
+
+// PersonOf is the authenticated person of ctx (auth.SavedBy): a save is
+// recorded as its caller, never as text the client sent.
+func PersonOf(ctx context.Context) Person {
+	id, name := auth.SavedBy(ctx)
+	return Person{ID: id, Name: name}
 }
 
 // acceptChange is accept; unsync marks a tombstone that only takes the
-// record out of the cloud (M7).
-func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at time.Time, resolution string, unsync bool) error {
+// record out of the cloud (M7); by is who saved it.
+func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at time.Time, resolution string, unsync bool, by Person) error {
 	ct.c.LastSeq++
 	m := rec.meta()
 	m.CloudSeq = ct.c.LastSeq
+	m.Unsynced = unsync && m.Deleted
 	if !m.Deleted && m.RetentionState == RetentionDeleted {
 		m.RetentionState = "" // synced again after retention took it out
 	}
@@ -323,8 +340,13 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 		RecordID: m.ID, Origin: m.Origin, BaseVersion: base, NewVersion: m.Version,
 		Deleted: m.Deleted, Conflict: resolution, ConflictOf: m.ConflictOf, At: at.UTC(), AcceptedAt: time.Now().UTC(),
 		Fence: m.Fence, Unfenced: m.Unfenced, Session: m.EditSession, Unsync: unsync && m.Deleted,
+		SavedBy: by.ID, SavedByName: by.Name,
 	}
-	if !m.Deleted {
+	// A tombstone carries the content it keeps too, so the clinic's
+	// tombstone ends identical to the cloud's whoever deleted it (an edit
+	// that lost against a delete leaves no trace in either). An un-sync's
+	// content is the clinic's business: the clinic keeps its own copy.
+	if !m.Unsynced {
 		b, err := json.Marshal(rec.content())
 		if err != nil {
 			return err
@@ -413,7 +435,17 @@ func checkUp(clinic ids.ID, e wire.Envelope) (records.Content, error) {
 		return nil, fmt.Errorf("%w: %s change of clinic %s from %s on the queue of clinic %s", ErrInvalidChange, e.Type, e.Clinic, e.Origin, clinic)
 	}
 	if e.Deleted {
-		return nil, nil
+		// A tombstone may carry the content it keeps (an anti-entropy
+		// repair re-sends the clinic's); one this build cannot read is
+		// taken without it.
+		if len(e.Payload) == 0 {
+			return nil, nil
+		}
+		c, err := records.Decode(e.Kind, e.Payload)
+		if err != nil {
+			return nil, nil //nolint:nilerr // the tombstone stands without its content
+		}
+		return c, nil
 	}
 	c, err := records.Decode(e.Kind, e.Payload)
 	if err != nil {
@@ -424,15 +456,19 @@ func checkUp(clinic ids.ID, e wire.Envelope) (records.Content, error) {
 
 func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 	clinic := ct.c.ID
-	dup, err := ct.known(e.ChangeID)
-	if err != nil {
+	ch := syncrules.Change{Base: e.BaseVersion, New: e.NewVersion, Deleted: e.Deleted, Unsync: e.Unsync,
+		Fence: e.Fence, Unfenced: e.Unfenced}
+	var err error
+	if ch.Known, err = ct.known(e.ChangeID); err != nil {
 		return err
 	}
-	if dup {
+	if ch.Known {
 		ct.res.Duplicates++
 		return nil
 	}
 	// A change of a record with an earlier change still parked waits behind it.
+	var waitKind wire.Kind
+	var waitID ids.ID
 	if parked, err := ct.hasParked(); err != nil {
 		return err
 	} else if parked {
@@ -440,98 +476,90 @@ func (ct *clinicTx) applyUp(e wire.Envelope, c records.Content) error {
 		err := ct.tx.Where("clinic_id = ? AND kind = ? AND record_id = ?", clinic, e.Kind, e.RecordID).Order("id").Take(&p).Error
 		switch {
 		case err == nil:
-			return ct.park(e, wire.Kind(p.WaitKind), p.WaitID)
+			ch.BehindParked, waitKind, waitID = true, wire.Kind(p.WaitKind), p.WaitID
 		case !errors.Is(err, gorm.ErrRecordNotFound):
 			return err
 		}
 	}
-	if c != nil {
+	if c != nil && !e.Deleted && !ch.BehindParked {
 		ref, missing, err := ct.missingRef(c, false, nil)
 		if err != nil {
 			return err
 		}
-		if missing {
-			return ct.park(e, ref.Kind, ref.ID)
-		}
+		ch.MissingRef, waitKind, waitID = missing, ref.Kind, ref.ID
 	}
 	k, err := opsFor(e.Kind)
 	if err != nil {
 		return err
 	}
-	rec, exists, err := ct.load(k, e.RecordID)
-	if err != nil {
-		return err
-	}
-	m := rec.meta()
-	m.Kind = e.Kind
-	m.LastChangeID = e.ChangeID
-	concurrent := exists && e.BaseVersion != m.Version && (m.LocalVersion.IsZero() || e.BaseVersion != m.LocalVersion)
-	// A save under a lock that expired while someone else saved is
-	// concurrent with that save whatever its base version.
-	stale := exists && e.Fence > 0 && e.Fence < m.Fence
-	concurrent = concurrent || stale
-	m.Fence = max(m.Fence, e.Fence)
-	m.Unfenced = e.Unfenced
-	m.EditSession = ""
-	if !concurrent {
-		newV := e.NewVersion
-		if exists && !m.Version.Less(newV) {
-			// The clinic built on its own accepted change, which the cloud
-			// had renumbered: keep versions moving forward.
-			newV = m.Version.NextSession()
-		}
-		base := m.Version
-		if c != nil {
-			rec.setContent(c)
-		}
-		m.Deleted = e.Deleted
-		m.Version, m.LocalVersion = newV, e.NewVersion
-		m.Origin = string(wire.OriginLocal)
-		m.Conflict = false
-		ct.res.Accepted++
-		return ct.acceptChange(rec, exists, base, e.At, "", e.Unsync)
-	}
-
-	// Concurrent: the record changed in the cloud (or by an earlier,
-	// overruled clinic change) since the version this change was based on.
-	ct.res.Accepted++
-	ct.res.Conflicts++
-	base := m.Version
-	top := m.Version
-	if top.Less(e.NewVersion) {
-		top = e.NewVersion
-	}
-	m.Version = top.NextSession()
-	policy := ct.c.ConflictPolicy
-	switch policy {
-	case PolicyCloudWins:
-		m.LocalVersion = version.V{}
-		return ct.accept(rec, exists, base, e.At, policy)
-	case PolicyKeepBoth:
-		m.LocalVersion = version.V{}
-		m.Conflict = true
-		if err := ct.accept(rec, exists, base, e.At, policy); err != nil {
+	var rec Record
+	exists := false
+	if !ch.BehindParked && !ch.MissingRef {
+		if rec, exists, err = ct.load(k, e.RecordID); err != nil {
 			return err
 		}
-		if c == nil {
-			return nil // the clinic deleted it: there is no other content to keep
-		}
-		return ct.conflictCopy(k, e, c)
-	default: // local-wins
+	}
+	var r syncrules.Record
+	if rec != nil {
+		r = stateOf(rec.meta(), exists)
+	}
+	d := syncrules.DecideUp(r, ch, ct.c.ConflictPolicy)
+	if d.Outcome == syncrules.Park {
+		return ct.park(e, waitKind, waitID)
+	}
+	m := rec.meta()
+	base := m.Version
+	m.Kind = e.Kind
+	m.LastChangeID = e.ChangeID
+	m.Fence = d.Fence
+	m.Unfenced = e.Unfenced
+	m.EditSession = ""
+	m.Version, m.LocalVersion = d.Version, d.LocalVersion
+	// A flag stays until a person saves the record (a clinic change
+	// taken as it is, or a cloud save).
+	m.Conflict = d.Flag || (m.Conflict && !d.TakeChange)
+	if !exists {
+		// A record new to the cloud: the change's time is its creation
+		// time at the clinic (docs/protocol.md, Envelope), so both sides
+		// show the same created_at.
+		m.CreatedAt = e.At.UTC()
+	}
+	ct.res.Accepted++
+	if d.Outcome == syncrules.Conflict {
+		ct.res.Conflicts++
+	}
+	unsync := false
+	if d.TakeChange {
 		if c != nil {
 			rec.setContent(c)
 		}
 		m.Deleted = e.Deleted
-		m.LocalVersion = e.NewVersion
 		m.Origin = string(wire.OriginLocal)
-		m.Conflict = false
-		return ct.acceptChange(rec, exists, base, e.At, PolicyLocalWins, e.Unsync)
+		unsync = e.Unsync
 	}
+	by := Person{ID: e.SavedBy, Name: e.SavedByName}
+	if !d.TakeChange {
+		by = Person{} // the record keeps the cloud's content: not the clinic person's save
+	}
+	if err := ct.acceptChange(rec, exists, base, e.At, d.Conflict, unsync, by); err != nil {
+		return err
+	}
+	if d.Copy && c != nil {
+		// The copy holds the clinic person's content.
+		return ct.conflictCopy(k, e.Kind, e.RecordID, c, Person{ID: e.SavedBy, Name: e.SavedByName})
+	}
+	return nil
+}
+
+// stateOf is a cloud record's state as the replication rules see it.
+func stateOf(m *Meta, exists bool) syncrules.Record {
+	return syncrules.Record{Exists: exists, Version: m.Version, Deleted: m.Deleted, Fence: m.Fence,
+		Session: m.EditSession, LocalVersion: m.LocalVersion}
 }
 
 // conflictCopy keeps the clinic's losing content of a keep-both conflict as
 // a new record, flagged, that names the record it was copied from.
-func (ct *clinicTx) conflictCopy(k kindOps, e wire.Envelope, c records.Content) error {
+func (ct *clinicTx) conflictCopy(k kindOps, kind wire.Kind, of ids.ID, c records.Content, by Person) error {
 	id, err := ct.s.ids.Next()
 	if err != nil {
 		return err
@@ -539,14 +567,21 @@ func (ct *clinicTx) conflictCopy(k kindOps, e wire.Envelope, c records.Content) 
 	cp := k.newRow()
 	cp.setContent(c)
 	m := cp.meta()
-	m.ClinicID, m.ID, m.Kind = ct.c.ID, id, e.Kind
+	m.ClinicID, m.ID, m.Kind = ct.c.ID, id, kind
 	m.Version = version.First
 	m.Origin = string(wire.OriginCloud)
 	m.Conflict = true
-	m.ConflictOf = e.RecordID
+	m.ConflictOf = of
 	m.LastChangeID = id
-	return ct.accept(cp, false, version.V{}, time.Now(), PolicyKeepBoth)
+	now := Now()
+	m.CreatedAt = now
+	return ct.accept(cp, false, version.V{}, now, PolicyKeepBoth, by)
 }
+
+// Now is the time a change made here is stamped with, to the microsecond
+// PostgreSQL keeps: a record's creation time travels in its first
+// change's "at", and must read back the same on both sides.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // known reports whether change id was accepted or parked before.
 func (ct *clinicTx) known(id ids.ID) (bool, error) {

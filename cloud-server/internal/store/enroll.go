@@ -45,8 +45,10 @@ func (s *Store) CreateEnrollment(ctx context.Context, name, policy string, ttl t
 
 // Enroll uses a one-time token: it creates the clinic (id from newID, the
 // next clinic node id, a fresh API token) and marks the token used. A used,
-// expired or unknown token fails with ErrEnrollment.
-func (s *Store) Enroll(ctx context.Context, token string, newID ids.ID) (Clinic, string, error) {
+// expired or unknown token fails with ErrEnrollment. prepare (optional) runs
+// once the token is claimed and before the clinic is created (the broker
+// identity is made there); when it fails the token is given back.
+func (s *Store) Enroll(ctx context.Context, token string, newID ids.ID, prepare func(context.Context) error) (Clinic, string, error) {
 	now := time.Now().UTC()
 	res := s.db.WithContext(ctx).Model(&Enrollment{}).
 		Where("token_sha256 = ? AND used_at IS NULL AND expires_at > ?", HashToken(token), now).
@@ -61,7 +63,17 @@ func (s *Store) Enroll(ctx context.Context, token string, newID ids.ID) (Clinic,
 	if err := s.db.WithContext(ctx).Take(&e, "token_sha256 = ?", HashToken(token)).Error; err != nil {
 		return Clinic{}, "", err
 	}
-	c, tok, err := s.CreateClinic(ctx, newID, e.Name, e.ConflictPolicy)
+	var (
+		c   Clinic
+		tok string
+		err error
+	)
+	if prepare != nil {
+		err = prepare(ctx)
+	}
+	if err == nil {
+		c, tok, err = s.CreateClinic(ctx, newID, e.Name, e.ConflictPolicy)
+	}
 	if err != nil {
 		// Give the token back so the clinic can try again.
 		_ = s.db.WithContext(context.WithoutCancel(ctx)).Model(&Enrollment{}).Where("token_sha256 = ?", e.TokenSHA256).

@@ -20,6 +20,10 @@ var (
 	ErrStaleFence = errors.New("store: stale fencing token")
 	// ErrMissingRef: the content refers to a record that does not exist.
 	ErrMissingRef = errors.New("store: referenced record does not exist")
+	// ErrCollision: an unfenced ("edit anyway") save over a clinic change
+	// that came after its session opened, under local-wins: the clinic's
+	// content stays (M13).
+	ErrCollision = errors.New("store: unfenced save collides with a clinic change")
 )
 
 // ErrInvalidRetention: a retention policy that is not one of the modes, or

@@ -43,7 +43,23 @@ type Clinic struct {
 	Rewinds        int64      `gorm:"not null;default:0" json:"rewinds"`
 	LastRewindAt   *time.Time `json:"last_rewind_at,omitempty"`
 	LastRewindFrom int64      `gorm:"not null;default:0" json:"last_rewind_from,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
+	// BrokerUser is the clinic's own RabbitMQ login (empty: a clinic
+	// enrolled before per-clinic identities, not provisioned yet); the
+	// cloud dead-letters an up message whose user-id is not this one.
+	BrokerUser string `gorm:"not null;default:''" json:"broker_user,omitempty"`
+	// LockdTokenSHA256 is the digest of the clinic's lockd token (empty:
+	// none issued, or revoked); the cloud puts the set back into lockd
+	// when lockd's Redis lost it.
+	LockdTokenSHA256 string `gorm:"not null;default:''" json:"-"`
+	// DisabledAt: the operator disabled the clinic; none of its
+	// credentials work until it is enabled again.
+	DisabledAt *time.Time `json:"disabled_at,omitempty"`
+	// Topology is the broker topology version the cloud last set up for
+	// the clinic (0: not yet, or enrolled on the per-clinic quorum queues
+	// of earlier versions); a node brings it to the current version
+	// (replicate.TopologyVersion) once, migrating what it finds.
+	Topology  int       `gorm:"not null;default:0" json:"-"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // Meta is what every record of every kind carries in the cloud.
@@ -77,9 +93,13 @@ type Meta struct {
 	// RetentionState is what the clinic's retention policy did to the
 	// record (M5, M6): "" (nothing), backed-up (kept, its file in cold
 	// storage) or deleted (taken out of the cloud by an un-sync tombstone).
-	RetentionState string    `gorm:"not null;default:''" json:"retention_state,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `gorm:"index" json:"updated_at"`
+	RetentionState string `gorm:"not null;default:''" json:"retention_state,omitempty"`
+	// Unsynced marks a tombstone that only took the record out of the
+	// cloud (M7): the clinic keeps its own copy, so the tombstone's
+	// content is not compared (records.Digest).
+	Unsynced  bool      `gorm:"not null;default:false" json:"unsynced,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `gorm:"index" json:"updated_at"`
 }
 
 // Row is a record of kind C: one table per kind.
@@ -97,13 +117,15 @@ func (Row[C]) TableName() string {
 
 // Change is one accepted change in a clinic's sequence. Payload is the
 // record's full content after the change (state, not a diff), so applying a
-// change anywhere is idempotent.
+// change anywhere is idempotent. The changes_record index finds a record's
+// changes (its versions, and anti-entropy's last change of each record of a
+// differing bucket) without reading the clinic's whole sequence.
 type Change struct {
-	ClinicID    ids.ID    `gorm:"primaryKey;autoIncrement:false;uniqueIndex:changes_clinic_change,priority:1"`
-	CloudSeq    int64     `gorm:"primaryKey;autoIncrement:false"`
+	ClinicID    ids.ID    `gorm:"primaryKey;autoIncrement:false;uniqueIndex:changes_clinic_change,priority:1;index:changes_record,priority:1"`
+	CloudSeq    int64     `gorm:"primaryKey;autoIncrement:false;index:changes_record,priority:4"`
 	ChangeID    ids.ID    `gorm:"not null;uniqueIndex:changes_clinic_change,priority:2"`
-	Kind        string    `gorm:"not null"`
-	RecordID    ids.ID    `gorm:"not null"`
+	Kind        string    `gorm:"not null;index:changes_record,priority:2"`
+	RecordID    ids.ID    `gorm:"not null;index:changes_record,priority:3"`
 	Origin      string    `gorm:"not null"`
 	BaseVersion version.V `gorm:"type:text;not null"`
 	NewVersion  version.V `gorm:"type:text;not null"`
@@ -114,6 +136,11 @@ type Change struct {
 	Unfenced    bool      `gorm:"not null;default:false"`
 	Session     string    `gorm:"not null;default:''"`
 	Unsync      bool      `gorm:"not null;default:false"`
+	// SavedBy and SavedByName are the person who saved the change (M18):
+	// the authenticated caller of a cloud save, or what the clinic's
+	// envelope named; 0 and "" for no person.
+	SavedBy     ids.ID    `gorm:"not null;default:0"`
+	SavedByName string    `gorm:"not null;default:''"`
 	Payload     string    `gorm:"type:text"`
 	At          time.Time `gorm:"not null"`
 	AcceptedAt  time.Time `gorm:"not null"`

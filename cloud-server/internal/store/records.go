@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/scsync/scsync/shared/antientropy"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/rowscan"
+	"github.com/scsync/scsync/shared/syncrules"
 	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
 )
@@ -35,6 +39,9 @@ type Edit struct {
 	Fence int64
 	// Unfenced marks a save made with the lock service unreachable.
 	Unfenced bool
+	// SessionVersion is the record's version when the session opened: an
+	// unfenced save over a change that came after it collides.
+	SessionVersion version.V
 	// Unsync (with Delete) takes the record out of the cloud only: the
 	// clinic keeps its copy, excluded from sync (M7).
 	Unsync bool
@@ -54,27 +61,40 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 			return err
 		}
 		m := rec.meta()
-		base := m.Version
+		d := syncrules.DecideSave(stateOf(m, exists), syncrules.Save{Create: ed.Create, Delete: ed.Delete, Base: ed.Base,
+			Session: ed.Session, SessionVersion: ed.SessionVersion, Fence: ed.Fence, Unfenced: ed.Unfenced})
 		switch {
-		case ed.Create:
-			if exists {
-				return ErrExists
-			}
-			m.Version = version.First
-			base = version.V{}
-		case !exists || m.Deleted:
+		case errors.Is(d.Err, syncrules.ErrExists):
+			return ErrExists
+		case errors.Is(d.Err, syncrules.ErrNotFound):
 			return ErrNotFound
-		case ed.Base != nil && *ed.Base != m.Version:
+		case errors.Is(d.Err, syncrules.ErrVersionConflict):
 			return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
-		case ed.Fence > 0 && ed.Fence < m.Fence:
+		case errors.Is(d.Err, syncrules.ErrStaleFence):
 			return fmt.Errorf("%w: token %d, the record was saved under %d", ErrStaleFence, ed.Fence, m.Fence)
-		case ed.Session != "" && m.EditSession == ed.Session:
-			m.Version = m.Version.NextSave()
-		default:
-			m.Version = m.Version.NextSession()
 		}
+		// An unfenced save over a clinic change that came after its
+		// session opened goes through the clinic's policy (M13).
+		var res syncrules.Resolution
+		if d.Collides {
+			res = syncrules.ResolveCloudCollision(ct.c.ConflictPolicy)
+			if res.Err != nil {
+				return fmt.Errorf("%w: the record changed in the clinic (now %s) since this session opened at %s",
+					ErrCollision, m.Version, ed.SessionVersion)
+			}
+			if res.CopyCurrent && !m.Deleted {
+				if err := ct.conflictCopy(k, ed.Kind, ed.ID, rec.content(), Person{}); err != nil {
+					return err
+				}
+			}
+		}
+		base := d.Base
+		if ed.Create {
+			base = version.V{}
+		}
+		m.Version = d.Version
 		m.EditSession = ed.Session
-		m.Fence = max(m.Fence, ed.Fence)
+		m.Fence = d.Fence
 		m.Unfenced = ed.Unfenced
 		if ed.Content != nil {
 			var had []records.Ref
@@ -91,10 +111,14 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 		m.Kind = ed.Kind
 		m.Deleted = ed.Delete
 		m.Origin = string(wire.OriginCloud)
-		m.Conflict = false
+		m.Conflict = res.Flag
 		m.LocalVersion = version.V{}
 		m.LastChangeID = ed.ChangeID
-		if err := ct.acceptChange(rec, exists, base, time.Now(), "", ed.Unsync); err != nil {
+		now := Now()
+		if ed.Create {
+			m.CreatedAt = now
+		}
+		if err := ct.acceptChange(rec, exists, base, now, res.Conflict, ed.Unsync, PersonOf(ctx)); err != nil {
 			return err
 		}
 		out = rec
@@ -172,29 +196,41 @@ func (s *Store) List(ctx context.Context, clinic ids.ID, kind wire.Kind, q ListQ
 }
 
 // Digest returns, for every record of the clinic (tombstones included), a
-// hash of what both sides must agree on: version, deleted, conflict marks
-// and content. Keys are "kind/id". Tests and the chaos soak compare it with
-// the clinic's.
+// hash of what both sides must agree on: version, deleted, conflict marks,
+// creation time and content (a tombstone's too). Keys are "kind/id". Tests
+// and the chaos soak compare it with the clinic's; anti-entropy uses
+// EachDigest, which holds no map.
 func (s *Store) Digest(ctx context.Context, clinic ids.ID) (map[string]string, error) {
 	out := map[string]string{}
+	err := s.EachDigest(ctx, clinic, func(key, digest string, _ Record) error {
+		out[key] = digest
+		return nil
+	})
+	return out, err
+}
+
+// EachDigest calls fn with every record of the clinic (tombstones
+// included), kind by kind in id order, with its key ("kind/id") and digest
+// (records.Digest; an un-sync tombstone's content is not compared). It
+// reads a page of rows at a time.
+func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, digest string, r Record) error) error {
 	for _, spec := range records.Kinds {
-		var after ids.ID
-		for {
-			rs, err := s.List(ctx, clinic, spec.Kind, ListQuery{After: after, Limit: 1000, WithDeleted: true})
-			if err != nil {
-				return nil, err
+		fetch := func(after ids.ID, limit int) ([]Record, error) {
+			return s.List(ctx, clinic, spec.Kind, ListQuery{After: after, Limit: limit, WithDeleted: true})
+		}
+		err := rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
+			m := r.meta()
+			c := r.content()
+			if m.Unsynced {
+				c = nil // the clinic keeps its own copy
 			}
-			for _, r := range rs {
-				m := r.meta()
-				out[string(spec.Kind)+"/"+m.ID.String()] = records.Digest(m.Version, m.Deleted, m.ConflictOf, r.content())
-				after = m.ID
-			}
-			if len(rs) < 1000 {
-				break
-			}
+			return fn(string(spec.Kind)+"/"+m.ID.String(), records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, c), r)
+		})
+		if err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Versions lists the kept versions of a record (every accepted change),
@@ -220,4 +256,123 @@ func (s *Store) VersionContent(ctx context.Context, clinic ids.ID, kind wire.Kin
 		return nil, fmt.Errorf("%w: version %s is a tombstone", ErrNotFound, v)
 	}
 	return records.Decode(kind, []byte(ch.Payload))
+}
+
+// Verify answers a clinic's anti-entropy request (docs/verify.md). With
+// the clinic's bucket hashes it hashes the clinic's records here in one
+// scan (holding only the bucket sums), and returns its hashes, the buckets
+// that differ and the records of the first antientropy.MaxAnswerBuckets of
+// them (a second scan); with Want, the records of those buckets.
+func (s *Store) Verify(ctx context.Context, clinic ids.ID, req antientropy.Request) (antientropy.Answer, error) {
+	var out antientropy.Answer
+	want := req.Want
+	if req.Hashes != nil {
+		var set antientropy.Set
+		err := s.EachDigest(ctx, clinic, func(key, digest string, _ Record) error {
+			set.Add(key, digest)
+			return nil
+		})
+		if err != nil {
+			return out, err
+		}
+		out.Count, out.Buckets = set.Count(), set.Hashes()
+		out.Differing = antientropy.Differing(req.Hashes, out.Buckets)
+		want = out.Differing
+	}
+	want = want[:min(len(want), antientropy.MaxAnswerBuckets)]
+	out.Answered = want
+	if out.Answered == nil {
+		out.Answered = []int{}
+	}
+	out.Records = map[string]antientropy.Entry{}
+	if len(want) == 0 {
+		return out, nil
+	}
+	recs, err := s.entries(ctx, clinic, antientropy.Wanted(want))
+	if err != nil {
+		return out, err
+	}
+	out.Records = recs
+	return out, nil
+}
+
+// VerifySummary hashes the clinic's record digests into the first
+// protocol's 256 buckets (GET /v1/clinics/{clinic}/verify, for clinics not
+// yet upgraded). It holds every digest in memory.
+func (s *Store) VerifySummary(ctx context.Context, clinic ids.ID) (antientropy.Summary, error) {
+	d, err := s.Digest(ctx, clinic)
+	if err != nil {
+		return antientropy.Summary{}, err
+	}
+	return antientropy.Summary{Count: len(d), Buckets: antientropy.LegacyHashes(d)}, nil
+}
+
+// VerifyBucket returns the records of one of the first protocol's buckets.
+func (s *Store) VerifyBucket(ctx context.Context, clinic ids.ID, bucket int) (antientropy.Detail, error) {
+	recs, err := s.entries(ctx, clinic, func(key string) bool { return antientropy.LegacyBucket(key) == bucket })
+	return antientropy.Detail{Bucket: bucket, Records: recs}, err
+}
+
+// entries returns the records whose key is in, with their digests and the
+// digest their last accepted change says they should have: a row edited
+// outside the replication path no longer matches its change log. The last
+// changes are read a batch of records at a time (changes_record index).
+func (s *Store) entries(ctx context.Context, clinic ids.ID, in func(key string) bool) (map[string]antientropy.Entry, error) {
+	// What the log digest needs of a row, copied out of its page (a
+	// pointer into the page would keep the whole page alive).
+	type row struct {
+		id      ids.ID
+		created time.Time
+		content records.Content
+	}
+	out := map[string]antientropy.Entry{}
+	byKind := map[wire.Kind][]row{}
+	err := s.EachDigest(ctx, clinic, func(key, digest string, r Record) error {
+		if !in(key) {
+			return nil
+		}
+		m := r.meta()
+		out[key] = antientropy.Entry{Digest: digest, CloudSeq: m.CloudSeq}
+		byKind[m.Kind] = append(byKind[m.Kind], row{id: m.ID, created: m.CreatedAt, content: r.content()})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for kind, rs := range byKind {
+		for batch := range slices.Chunk(rs, 1000) {
+			idList := make([]ids.ID, len(batch))
+			for i, r := range batch {
+				idList[i] = r.id
+			}
+			var chs []Change
+			err := s.db.WithContext(ctx).Raw("SELECT DISTINCT ON (record_id) * FROM changes WHERE clinic_id = ? AND kind = ? AND record_id IN ? "+
+				"ORDER BY record_id, cloud_seq DESC", clinic, kind, idList).Scan(&chs).Error
+			if err != nil {
+				return nil, err
+			}
+			last := make(map[ids.ID]Change, len(chs))
+			for _, ch := range chs {
+				last[ch.RecordID] = ch
+			}
+			for _, r := range batch {
+				ch, ok := last[r.id]
+				if !ok {
+					continue
+				}
+				var lc records.Content
+				if ch.Payload != "" && !ch.Unsync {
+					lc, _ = records.Decode(kind, []byte(ch.Payload))
+				}
+				if lc == nil && !ch.Unsync {
+					lc = r.content // an older tombstone without its content
+				}
+				key := string(kind) + "/" + r.id.String()
+				e := out[key]
+				e.Log = records.Digest(ch.NewVersion, ch.Deleted, ch.ConflictOf, r.created, lc)
+				out[key] = e
+			}
+		}
+	}
+	return out, nil
 }

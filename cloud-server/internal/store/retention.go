@@ -338,7 +338,7 @@ func (s *Store) RetentionUnsync(ctx context.Context, clinic ids.ID, kind wire.Ki
 		m.LocalVersion = version.V{}
 		m.EditSession = ""
 		m.LastChangeID = changeID
-		if err := ct.acceptChange(rec, true, base, time.Now(), "", true); err != nil {
+		if err := ct.acceptChange(rec, true, base, time.Now(), "", true, Person{}); err != nil {
 			return err
 		}
 		out = rec

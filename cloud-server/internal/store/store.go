@@ -140,7 +140,8 @@ func (s *Store) CreateClinic(ctx context.Context, id ids.ID, name, policy string
 // ClinicByToken finds the clinic an API token belongs to.
 func (s *Store) ClinicByToken(ctx context.Context, token string) (Clinic, error) {
 	var c Clinic
-	err := s.db.WithContext(ctx).Where("token_sha256 = ?", HashToken(token)).Take(&c).Error
+	// A disabled clinic's token is refused like an unknown one.
+	err := s.db.WithContext(ctx).Where("token_sha256 = ? AND disabled_at IS NULL", HashToken(token)).Take(&c).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return c, ErrUnknownClinic
 	}
@@ -196,6 +197,7 @@ func (ch Change) Envelope() wire.Envelope {
 		ChangeID: ch.ChangeID, Kind: wire.Kind(ch.Kind), RecordID: ch.RecordID, BaseVersion: ch.BaseVersion,
 		NewVersion: ch.NewVersion, Deleted: ch.Deleted, CloudSeq: ch.CloudSeq, At: ch.At,
 		Conflict: ch.Conflict, ConflictOf: ch.ConflictOf, Fence: ch.Fence, Unfenced: ch.Unfenced, Unsync: ch.Unsync,
+		SavedBy: ch.SavedBy, SavedByName: ch.SavedByName,
 	}
 	if ch.Payload != "" {
 		e.Payload = json.RawMessage(ch.Payload)

@@ -392,21 +392,21 @@ func TestEnrollmentIsOneTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, clinicTok, err := s.Enroll(ctx, tok, 777)
+	c, clinicTok, err := s.Enroll(ctx, tok, 777, nil)
 	if err != nil || c.ID != 777 || c.Name != "Seoul Smile" || c.ConflictPolicy != PolicyKeepBoth || !ids.ValidClinicNode(c.NodeID) {
 		t.Fatalf("Enroll = %+v, %v", c, err)
 	}
 	if got, err := s.ClinicByToken(ctx, clinicTok); err != nil || got.ID != 777 {
 		t.Fatalf("the enrolled clinic's token does not work: %+v, %v", got, err)
 	}
-	if _, _, err := s.Enroll(ctx, tok, 778); !errors.Is(err, ErrEnrollment) {
+	if _, _, err := s.Enroll(ctx, tok, 778, nil); !errors.Is(err, ErrEnrollment) {
 		t.Fatalf("second use = %v, want ErrEnrollment", err)
 	}
 	_, expired, _ := s.CreateEnrollment(ctx, "Late", "", -time.Minute)
-	if _, _, err := s.Enroll(ctx, expired, 779); !errors.Is(err, ErrEnrollment) {
+	if _, _, err := s.Enroll(ctx, expired, 779, nil); !errors.Is(err, ErrEnrollment) {
 		t.Fatalf("expired token = %v, want ErrEnrollment", err)
 	}
-	if _, _, err := s.Enroll(ctx, "sce_made_up", 780); !errors.Is(err, ErrEnrollment) {
+	if _, _, err := s.Enroll(ctx, "sce_made_up", 780, nil); !errors.Is(err, ErrEnrollment) {
 		t.Fatalf("unknown token = %v, want ErrEnrollment", err)
 	}
 }

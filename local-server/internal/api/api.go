@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/scsync/scsync/local-server/internal/importdir"
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/records"
@@ -19,13 +21,18 @@ import (
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	st       *store.Store
-	edit     *editing.Manager
-	files    Files
-	backfill func() any
-	backups  Backups
-	notify   func()
-	log      *slog.Logger
+	st    *store.Store
+	edit  *editing.Manager
+	files Files
+	// importDirs confine POST /v1/files to the configured directories.
+	importDirs *importdir.Dirs
+	backfill   func() any
+	backups    Backups
+	verifier   Verifier
+	notify     func()
+	log        *slog.Logger
+	auth       *Auth
+	people     *auth.People
 }
 
 // New returns the API; notify is called after a commit wrote an outbox row.
@@ -35,7 +42,7 @@ func New(st *store.Store, edit *editing.Manager, notify func(), log *slog.Logger
 
 // Register mounts the routes on mux. Records live under /v1/{collection},
 // the collection being the kind's table name (patients, studies, images…).
-func (s *Server) Register(mux *http.ServeMux) {
+func (s *Server) Register(mux httpapi.Router) {
 	mux.HandleFunc("GET /v1/status", s.wrap(s.status))
 	mux.HandleFunc("GET /v1/digest", s.wrap(s.digest))
 	mux.HandleFunc("POST /v1/import", s.wrap(s.importRecords))
@@ -48,10 +55,16 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.registerFiles(mux)
 	s.registerScope(mux)
 	s.registerBackup(mux)
+	s.registerVerify(mux)
+	s.registerPeople(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("collection") == "users" {
+			httpapi.WriteError(w, s.log, errUsersAPI)
+			return
+		}
 		if err := h(w, r); err != nil {
 			httpapi.WriteError(w, s.log, mapErr(err))
 		}

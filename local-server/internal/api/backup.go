@@ -22,7 +22,7 @@ func (s *Server) WithBackup(b Backups) *Server {
 	return s
 }
 
-func (s *Server) registerBackup(mux *http.ServeMux) {
+func (s *Server) registerBackup(mux httpapi.Router) {
 	if s.backups == nil {
 		return
 	}

@@ -35,7 +35,7 @@ func (e EditRecords) Version(ctx context.Context, clinic ids.ID, kind wire.Kind,
 
 // Save saves content in session s.
 func (e EditRecords) Save(ctx context.Context, s editing.Session, content records.Content) (version.V, error) {
-	r, err := e.St.Save(ctx, store.Edit{Kind: s.Kind, ID: s.RecordID, Content: content, Session: s.ID, Fence: s.Fence, Unfenced: s.Unfenced})
+	r, err := e.St.Save(ctx, store.Edit{Kind: s.Kind, ID: s.RecordID, Content: content, Session: s.ID, SessionVersion: s.VersionAtLock, Fence: s.Fence, Unfenced: s.Unfenced})
 	if err != nil {
 		return version.V{}, err
 	}
@@ -43,7 +43,7 @@ func (e EditRecords) Save(ctx context.Context, s editing.Session, content record
 }
 
 // registerEditing mounts the edit-session routes under /v1/.
-func (s *Server) registerEditing(mux *http.ServeMux) {
+func (s *Server) registerEditing(mux httpapi.Router) {
 	get := func(ctx context.Context, _ ids.ID, kind wire.Kind, id ids.ID) (any, error) {
 		return s.st.Get(ctx, kind, id)
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
 	"path/filepath"
 
+	"github.com/scsync/scsync/local-server/internal/importdir"
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
 	"github.com/scsync/scsync/shared/httpapi"
@@ -35,13 +35,18 @@ func (s *Server) reconsiderFiles(ctx context.Context) {
 	}
 }
 
-// WithFiles enables the file routes.
-func (s *Server) WithFiles(f Files) *Server {
+// CodeImportRefused answers a file import whose path is not a readable
+// regular file inside an import directory, for whichever reason.
+const CodeImportRefused = "import_path_refused"
+
+// WithFiles enables the file routes; imports read only files inside dirs.
+func (s *Server) WithFiles(f Files, dirs *importdir.Dirs) *Server {
 	s.files = f
+	s.importDirs = dirs
 	return s
 }
 
-func (s *Server) registerFiles(mux *http.ServeMux) {
+func (s *Server) registerFiles(mux httpapi.Router) {
 	if s.files == nil {
 		return
 	}
@@ -74,12 +79,19 @@ func (s *Server) importFile(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
-	if !filepath.IsAbs(req.Path) {
-		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "path must be an absolute path on the clinic server")
+	// Only files inside the import directories may be read, whatever the
+	// path says after its links are resolved; every refusal is the same
+	// answer, so the API tells nothing about what exists elsewhere.
+	path, err := s.importDirs.Resolve(req.Path)
+	if err != nil {
+		var why *importdir.Reason
+		if errors.As(err, &why) {
+			s.log.Info("file import refused", "reason", why.Why)
+		}
+		return httpapi.Errorf(http.StatusForbidden, CodeImportRefused,
+			"path must name a readable regular file inside an import directory (files.import_dirs)")
 	}
-	if st, err := os.Stat(req.Path); err != nil || !st.Mode().IsRegular() {
-		return httpapi.Errorf(http.StatusBadRequest, "no_such_file", "%s is not a readable file", req.Path)
-	}
+	req.Path = path
 	var img store.Record
 	var content records.Image
 	if req.ImageID != 0 {
@@ -92,7 +104,9 @@ func (s *Server) importFile(w http.ResponseWriter, r *http.Request) error {
 	}
 	sum, size, err := transfer.HashFile(req.Path)
 	if err != nil {
-		return httpapi.Errorf(http.StatusBadRequest, "import_failed", "%s", err.Error())
+		s.log.Info("file import refused", "reason", "hash failed", "err", err)
+		return httpapi.Errorf(http.StatusForbidden, CodeImportRefused,
+			"path must name a readable regular file inside an import directory (files.import_dirs)")
 	}
 	if img != nil && content.SHA256 != "" && content.SHA256 != sum {
 		return httpapi.Errorf(http.StatusConflict, "immutable_original",
@@ -115,7 +129,8 @@ func (s *Server) importFile(w http.ResponseWriter, r *http.Request) error {
 	}
 	t, err := s.files.EnqueueUpload(r.Context(), transfer.Upload{Path: req.Path, SHA256: sum, Size: size, ContentType: req.ContentType})
 	if err != nil {
-		return httpapi.Errorf(http.StatusBadRequest, "import_failed", "%s", err.Error())
+		s.log.Warn("queueing an imported file failed", "err", err)
+		return httpapi.Errorf(http.StatusBadRequest, "import_failed", "the file could not be queued for upload")
 	}
 	httpapi.WriteJSON(w, http.StatusAccepted, ImportAnswer{Transfer: t, Image: img})
 	return nil

@@ -13,7 +13,7 @@ func (s *Server) WithBackfill(progress func() any) *Server {
 	return s
 }
 
-func (s *Server) registerScope(mux *http.ServeMux) {
+func (s *Server) registerScope(mux httpapi.Router) {
 	mux.HandleFunc("GET /v1/scope", s.wrap(s.getScope))
 	mux.HandleFunc("PUT /v1/scope", s.wrap(s.putScope))
 	mux.HandleFunc("PUT /v1/{collection}/{id}/sync", s.wrap(s.setChoice))

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/local-server/internal/importdir"
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
 )
@@ -24,7 +26,7 @@ func fetchMissing(ctx context.Context, st *store.Store, w *transfer.Worker, dir 
 			log.Warn("listing missing files failed", "err", err)
 		}
 		for _, f := range refs {
-			if _, err := w.EnqueueDownload(ctx, transfer.Download{SHA256: f.SHA256, Size: f.Size, Path: filepath.Join(dir, f.SHA256)}); err != nil && ctx.Err() == nil {
+			if err := w.EnqueueFetch(ctx, transfer.Download{SHA256: f.SHA256, Size: f.Size, Path: filepath.Join(dir, f.SHA256)}); err != nil && ctx.Err() == nil {
 				log.Warn("queueing a download failed", "sha256", f.SHA256, "err", err)
 			}
 		}
@@ -66,4 +68,19 @@ func (h fileHold) hold(ctx context.Context, t transfer.Transfer) (time.Duration,
 		}
 	}
 	return 0, "", nil
+}
+
+// openImportDirs resolves files.import_dirs; the default one (the data
+// directory's import/) is created when missing, configured ones must exist.
+func openImportDirs(cfg config.Config) (*importdir.Dirs, error) {
+	if len(cfg.Files.ImportDirs) == 0 {
+		if err := os.MkdirAll(cfg.DefaultImportDir(), 0o700); err != nil {
+			return nil, fmt.Errorf("files.import_dirs: %w", err)
+		}
+	}
+	d, err := importdir.New(cfg.ImportDirs())
+	if err != nil {
+		return nil, fmt.Errorf("files.import_dirs: %w", err)
+	}
+	return d, nil
 }

@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
+	"github.com/scsync/scsync/local-server/internal/verify"
 	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/wire"
@@ -60,4 +62,14 @@ func (n *notifier) applied(es []wire.Envelope) {
 		}
 		n.hub.Publish(ev)
 	}
+}
+
+// divergence tells viewers on both sides that anti-entropy found the clinic
+// and the cloud different (reason: how many records, and whether repaired).
+func (n *notifier) divergence(r verify.Report) {
+	reason := fmt.Sprintf("%d record(s) differ from the cloud", len(r.Differences))
+	if r.Repair {
+		reason += "; repairing"
+	}
+	n.publish(context.Background(), events.Event{Type: events.TypeDivergence, Clinic: n.st.Clinic(), Kind: "verify", Side: events.SideLocal, Reason: reason})
 }

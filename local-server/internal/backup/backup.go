@@ -1,6 +1,6 @@
 // Package backup backs the clinic database up to S3 and restores a replaced
 // machine from it (M27). A backup is a consistent SQLite snapshot (VACUUM
-// INTO), gzipped, sent straight to S3 through a presigned PUT whose length
+// INTO), gzipped and encrypted on the clinic with age (keys.go), sent straight to S3 through a presigned PUT whose length
 // and SHA-256 are signed; the cloud verifies and lists it. A restore fetches
 // the newest snapshot the same way; sc-local then catches up from the
 // cloud by cloud_seq and downloads the files the machine no longer has.
@@ -10,6 +10,7 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -54,6 +55,7 @@ type Backuper struct {
 	cloud Cloud
 	dir   string // data dir: temporary files and the record of the last backup
 	every time.Duration
+	keys  Keys
 	http  *http.Client
 	log   *slog.Logger
 
@@ -64,8 +66,8 @@ type Backuper struct {
 
 // New returns a Backuper; every 0 turns scheduled backups off (POST
 // /v1/backup still takes one).
-func New(st *store.Store, cloud Cloud, dataDir string, every time.Duration, log *slog.Logger) *Backuper {
-	b := &Backuper{st: st, cloud: cloud, dir: dataDir, every: every, log: log,
+func New(st *store.Store, cloud Cloud, dataDir string, every time.Duration, keys Keys, log *slog.Logger) *Backuper {
+	b := &Backuper{st: st, cloud: cloud, dir: dataDir, every: every, keys: keys, log: log,
 		http: &http.Client{Timeout: 6 * time.Hour}}
 	if every > 0 {
 		b.s.Every = every.String()
@@ -73,6 +75,21 @@ func New(st *store.Store, cloud Cloud, dataDir string, every time.Duration, log 
 	if last, err := readLast(b.lastPath()); err == nil {
 		b.s.Last = last
 	}
+	return b
+}
+
+// NewHTTP is the client backups go to and come from S3 with: TLS per tls
+// (nil: the system's roots), and hours for a large database.
+func NewHTTP(tls *tls.Config) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tls
+	return &http.Client{Transport: tr, Timeout: 6 * time.Hour}
+}
+
+// WithTLS makes uploads to S3 trust tls's roots (tls.ca_file: a private CA
+// of the object store).
+func (b *Backuper) WithTLS(tls *tls.Config) *Backuper {
+	b.http = NewHTTP(tls)
 	return b
 }
 
@@ -153,8 +170,8 @@ func (b *Backuper) take(ctx context.Context) (filekey.Backup, error) {
 	if err != nil {
 		return filekey.Backup{}, err
 	}
-	gz := snap + ".gz"
-	sum, size, err := compress(snap, gz)
+	gz := snap + ".gz.age"
+	sum, size, err := b.seal(snap, gz)
 	if err != nil {
 		return filekey.Backup{}, err
 	}
@@ -172,26 +189,33 @@ func (b *Backuper) take(ctx context.Context) (filekey.Backup, error) {
 	return bk, nil
 }
 
-// compress gzips src into dst and returns the SHA-256 and size of dst.
-func compress(src, dst string) (string, int64, error) {
+// seal gzips src, encrypts it (age) into dst and returns the SHA-256 and
+// size of dst, which is what S3 stores.
+func (b *Backuper) seal(src, dst string) (string, int64, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return "", 0, fmt.Errorf("backup: %w", err)
 	}
 	defer func() { _ = in.Close() }()
-	out, err := os.Create(dst)
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return "", 0, fmt.Errorf("backup: %w", err)
 	}
 	defer func() { _ = out.Close() }()
 	h := sha256.New()
 	cw := &counter{w: io.MultiWriter(out, h)}
-	zw := gzip.NewWriter(cw)
-	if _, err := io.Copy(zw, in); err != nil {
-		return "", 0, fmt.Errorf("backup: compress: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return "", 0, fmt.Errorf("backup: compress: %w", err)
+	pr, pw := io.Pipe()
+	go func() {
+		zw := gzip.NewWriter(pw)
+		_, err := io.Copy(zw, in)
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	if err := b.keys.encrypt(cw, pr); err != nil {
+		_ = pr.CloseWithError(err)
+		return "", 0, err
 	}
 	if err := out.Sync(); err != nil {
 		return "", 0, fmt.Errorf("backup: %w", err)

@@ -42,15 +42,19 @@ func Doctor(ctx context.Context, w io.Writer, cfg config.Config) error {
 	fmt.Fprintf(w, "sc-local doctor: clinic %d, node %d\n", cfg.Clinic.ID, cfg.Clinic.Node)
 	check("data dir", func(context.Context) (string, error) { return checkDataDir(cfg.DataDir) })
 	check("sc-local", func(ctx context.Context) (string, error) {
-		if _, err := get(ctx, "http://"+cfg.Listen+"/healthz", ""); err != nil {
-			return "", fmt.Errorf("not answering on %s (not started, or another address): %w", cfg.Listen, err)
+		if _, err := get(ctx, cfg.LocalURL()+"/healthz", ""); err != nil {
+			return "", fmt.Errorf("not answering at %s (not started, or another address): %w", cfg.LocalURL(), err)
 		}
-		return "running on " + cfg.Listen, nil
+		return "running at " + cfg.LocalURL(), nil
 	})
 	check("cloud API", func(ctx context.Context) (string, error) { return checkCloud(ctx, cfg) })
 	check("S3", func(ctx context.Context) (string, error) { return checkS3(ctx, cfg) })
 	check("RabbitMQ", func(ctx context.Context) (string, error) {
-		conn, err := amqp.DialConfig(cfg.AMQP.URL, amqp.Config{Dial: amqp.DefaultDial(8 * time.Second)})
+		tc, err := cfg.ClientTLS().Config()
+		if err != nil {
+			return "", fmt.Errorf("tls.ca_file: %w", err)
+		}
+		conn, err := amqp.DialConfig(cfg.AMQP.URL, amqp.Config{Dial: amqp.DefaultDial(8 * time.Second), TLSClientConfig: tc})
 		if err != nil {
 			return "", fmt.Errorf("cannot connect (check amqp.url, the user and password, and the firewall): %w", err)
 		}
@@ -74,7 +78,7 @@ func Doctor(ctx context.Context, w io.Writer, cfg config.Config) error {
 }
 
 func checkDataDir(dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("%s cannot be created: %w", dir, err)
 	}
 	probe := filepath.Join(dir, ".doctor-probe")
@@ -121,7 +125,11 @@ func checkCloud(ctx context.Context, cfg config.Config) (string, error) {
 // S3 answering 404 proves the way and the signature are good.
 func checkS3(ctx context.Context, cfg config.Config) (string, error) {
 	var p filekey.S3Probe
-	if err := cloudapi.New(cfg.Cloud.URL, cfg.Cloud.Token, ids.ID(cfg.Clinic.ID)).S3Probe(ctx, &p); err != nil {
+	tc, err := cfg.ClientTLS().Config()
+	if err != nil {
+		return "", fmt.Errorf("tls.ca_file: %w", err)
+	}
+	if err := cloudapi.New(cfg.Cloud.URL, cfg.Cloud.Token, ids.ID(cfg.Clinic.ID)).WithTLS(tc).S3Probe(ctx, &p); err != nil {
 		return "", fmt.Errorf("the cloud did not give a test URL: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, p.Get.Method, p.Get.URL, nil)

@@ -15,14 +15,28 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/local-server/internal/datadir"
+	"github.com/scsync/scsync/shared/tlsx"
 )
 
-// Enrolled is what the cloud hands a clinic server at enrollment.
+// Enrolled is what the cloud hands a clinic server at enrollment: its
+// identity, its API token and, when the cloud issues them, its own broker
+// login and its lockd token.
 type Enrolled struct {
 	ID     string `json:"id"`
 	Name   string `json:"name"`
 	NodeID int64  `json:"node_id"`
 	Token  string `json:"token"`
+	AMQP   *struct {
+		URL  string `json:"url"`
+		User string `json:"user"`
+	} `json:"amqp"`
+	Lockd *struct {
+		URL   string `json:"url"`
+		Token string `json:"token"`
+	} `json:"lockd"`
 }
 
 // Enroll registers this clinic server with the cloud at cloudURL using a
@@ -52,7 +66,17 @@ func Enroll(ctx context.Context, w io.Writer, path, cloudURL, token string) erro
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	// A cloud with a private CA: tls.ca_file of the config (or its
+	// environment override) is trusted besides the system's roots.
+	caFile := lookup(doc, "tls", "ca_file")
+	if v := os.Getenv(config.EnvPrefix + "_TLS_CA_FILE"); v != "" {
+		caFile = v
+	}
+	hc, err := tlsx.Client{CAFile: caFile}.HTTPClient(0)
+	if err != nil {
+		return fmt.Errorf("tls.ca_file: %w", err)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("the cloud at %s cannot be reached: %w", cloudURL, err)
 	}
@@ -71,12 +95,32 @@ func Enroll(ctx context.Context, w io.Writer, path, cloudURL, token string) erro
 	set(doc, []string{"clinic", "node"}, strconv.FormatInt(got.NodeID, 10))
 	set(doc, []string{"cloud", "url"}, cloudURL)
 	set(doc, []string{"cloud", "token"}, got.Token)
+	wrote := []string{"clinic.id", "clinic.node", "cloud.url", "cloud.token"}
+	var missing []string
+	if got.AMQP != nil && got.AMQP.URL != "" {
+		set(doc, []string{"amqp", "url"}, got.AMQP.URL)
+		wrote = append(wrote, "amqp.url")
+	} else {
+		missing = append(missing, "amqp.url")
+	}
+	if got.Lockd != nil && got.Lockd.URL != "" && got.Lockd.Token != "" {
+		set(doc, []string{"lockd", "url"}, got.Lockd.URL)
+		set(doc, []string{"lockd", "token"}, got.Lockd.Token)
+		wrote = append(wrote, "lockd.url", "lockd.token")
+	}
 	if err := writeYAML(path, doc); err != nil {
 		return fmt.Errorf("enrolled as clinic %s (node %d) but writing %s failed: %w; write these into it by hand", got.ID, got.NodeID, path, err)
 	}
 	fmt.Fprintf(w, "enrolled %q as clinic %s, Snowflake node %d\n", got.Name, got.ID, got.NodeID)
-	fmt.Fprintf(w, "wrote clinic.id, clinic.node, cloud.url and cloud.token into %s (mode 0600)\n", path)
-	fmt.Fprintf(w, "next: set amqp.url (and lockd.url/lockd.token), then run: sc-local -config %s doctor\n", path)
+	if got.AMQP != nil {
+		fmt.Fprintf(w, "broker login %s (its own; it reaches only this clinic's queues)\n", got.AMQP.User)
+	}
+	fmt.Fprintf(w, "wrote %s into %s\n", strings.Join(wrote, ", "), path)
+	if len(missing) > 0 {
+		fmt.Fprintf(w, "this cloud issues no %s: set it by hand, then run: sc-local -config %s doctor\n", strings.Join(missing, ", "), path)
+	} else {
+		fmt.Fprintf(w, "next: sc-local -config %s doctor\n", path)
+	}
 	return nil
 }
 
@@ -105,12 +149,23 @@ func writeYAML(path string, doc *yaml.Node) error {
 	if err := enc.Encode(doc); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
 		return err
+	}
+	// An existing config keeps its mode and owner: the Debian package ships
+	// /etc/scsync/sc-local.yaml as root:scsync 0640, and an enroll run as
+	// root must not take it away from the service.
+	if fi, err := os.Stat(path); err == nil {
+		if err := os.Chmod(tmp, fi.Mode().Perm()&0o660); err != nil {
+			return err
+		}
+		if err := datadir.MatchOwner(tmp, path); err != nil {
+			return err
+		}
 	}
 	return os.Rename(tmp, path)
 }

@@ -5,7 +5,9 @@ package cloudapi
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scsync/scsync/shared/antientropy"
+	"github.com/scsync/scsync/shared/audit"
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -31,6 +37,14 @@ type Client struct {
 func New(baseURL, token string, clinic ids.ID) *Client {
 	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, clinic: clinic,
 		http: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// WithTLS makes the client trust cfg's roots (a private CA of the cloud).
+func (c *Client) WithTLS(cfg *tls.Config) *Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	c.http.Transport = tr
+	return c
 }
 
 // Error is an error answer of the cloud.
@@ -131,6 +145,11 @@ func (c *Client) BackupDownload(ctx context.Context, id string) (filekey.BackupD
 
 // do sends a JSON request to a clinic path pattern ({clinic}, {id}).
 func (c *Client) do(ctx context.Context, method, pattern, id string, in, out any) error {
+	return c.doUpTo(ctx, method, pattern, id, in, out, 1<<20)
+}
+
+// doUpTo is do reading at most limit bytes of the answer.
+func (c *Client) doUpTo(ctx context.Context, method, pattern, id string, in, out any, limit int64) error {
 	path := strings.NewReplacer("{clinic}", c.clinic.String(), "{id}", id).Replace(pattern)
 	var body io.Reader
 	if in != nil {
@@ -153,7 +172,7 @@ func (c *Client) do(ctx context.Context, method, pattern, id string, in, out any
 		return fmt.Errorf("cloudapi: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return fmt.Errorf("cloudapi: read: %w", err)
 	}
@@ -172,4 +191,70 @@ func (c *Client) do(ctx context.Context, method, pattern, id string, in, out any
 // check this machine reaches S3 (sc-local doctor).
 func (c *Client) S3Probe(ctx context.Context, out *filekey.S3Probe) error {
 	return c.do(ctx, http.MethodGet, filekey.PathS3Probe, "", nil, out)
+}
+
+// Verify asks the cloud to compare bucket hashes, or for the records of
+// some buckets (anti-entropy, POST /v1/clinics/{clinic}/verify,
+// docs/verify.md).
+func (c *Client) Verify(ctx context.Context, req antientropy.Request) (antientropy.Answer, error) {
+	var a antientropy.Answer
+	// An answer may carry the records of many buckets: more than do's
+	// bound, as much as the first protocol's GET allowed.
+	err := c.doUpTo(ctx, http.MethodPost, "/v1/clinics/{clinic}/verify", "", req, &a, 64<<20)
+	return a, err
+}
+
+// CloudRecord is a record as the cloud API shows it.
+type CloudRecord struct {
+	ID           ids.ID          `json:"id"`
+	Version      version.V       `json:"version"`
+	Origin       wire.Origin     `json:"origin"`
+	Deleted      bool            `json:"deleted"`
+	ConflictOf   ids.ID          `json:"conflict_of"`
+	Conflict     bool            `json:"conflict"`
+	LastChangeID ids.ID          `json:"last_change_id"`
+	CloudSeq     int64           `json:"cloud_seq"`
+	Unsynced     bool            `json:"unsynced"`
+	CreatedAt    time.Time       `json:"created_at"`
+	Data         json.RawMessage `json:"data"`
+}
+
+// Record returns one record of the clinic from the cloud (tombstones
+// included); ok is false when the cloud has no such record.
+func (c *Client) Record(ctx context.Context, kind wire.Kind, id ids.ID) (CloudRecord, bool, error) {
+	spec, ok := records.SpecOf(kind)
+	if !ok {
+		return CloudRecord{}, false, fmt.Errorf("cloudapi: unknown kind %q", kind)
+	}
+	var r CloudRecord
+	err := c.get(ctx, "/v1/clinics/"+c.clinic.String()+"/"+spec.Table+"/"+id.String(), &r)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusNotFound {
+		return r, false, nil
+	}
+	return r, err == nil, err
+}
+
+// auditPage is the cloud's copy of the clinic's own audit chain.
+type auditPage struct {
+	Items []audit.Entry `json:"items"`
+	Head  int64         `json:"head"`
+}
+
+// UploadAudit sends entries of the clinic's audit chain; the cloud answers
+// its head (the last entry it holds).
+func (c *Client) UploadAudit(ctx context.Context, es []audit.Entry) (int64, error) {
+	var out struct {
+		Head int64 `json:"head"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/clinics/{clinic}/audit", "", map[string]any{"entries": es}, &out)
+	return out.Head, err
+}
+
+// AuditAfter returns the cloud's copy of the clinic's chain after seq, and
+// the cloud's head (a restored clinic fetches what its backup lacked).
+func (c *Client) AuditAfter(ctx context.Context, after int64, limit int) ([]audit.Entry, int64, error) {
+	var p auditPage
+	err := c.get(ctx, fmt.Sprintf("/v1/clinics/%s/audit?side=local&after=%d&limit=%d", c.clinic, after, limit), &p)
+	return p.Items, p.Head, err
 }

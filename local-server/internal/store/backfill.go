@@ -385,7 +385,7 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 	e := wire.Envelope{
 		Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
 		ChangeID: changeID, Kind: kind, RecordID: m.ID, BaseVersion: version.V{}, NewVersion: m.Version,
-		Deleted: m.Deleted, At: now,
+		Deleted: m.Deleted, At: createdAt(m.CreatedAt), // new to the cloud: its creation time
 	}
 	if !m.Deleted {
 		if e.Payload, err = json.Marshal(rec.content()); err != nil {

@@ -125,7 +125,7 @@ func (p *pending) flush(tx *gorm.DB) error {
 func versionOf(e wire.Envelope, session string) Version {
 	return Version{Kind: string(e.Kind), RecordID: e.RecordID, Version: e.NewVersion, Deleted: e.Deleted,
 		Origin: string(e.Origin), ChangeID: e.ChangeID, Session: session, Fence: e.Fence, Unfenced: e.Unfenced,
-		Content: string(e.Payload), At: e.At.UTC()}
+		SavedBy: e.SavedBy, SavedByName: e.SavedByName, Content: string(e.Payload), At: e.At.UTC()}
 }
 
 func outboxOf(e wire.Envelope, lane int) (Outbox, error) {

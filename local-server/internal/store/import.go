@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
@@ -82,6 +83,10 @@ func (s *Store) Import(ctx context.Context, items []Import) ([]ids.ID, error) {
 			if err := kinds[kind].createAll(tx, byKind[kind]); err != nil {
 				return err
 			}
+		}
+		by, byName := auth.SavedBy(ctx) // the person importing, on the clinic's history
+		for i := range p.versions {
+			p.versions[i].SavedBy, p.versions[i].SavedByName = by, byName
 		}
 		return p.flush(tx)
 	})

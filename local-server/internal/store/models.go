@@ -160,10 +160,15 @@ type Version struct {
 	Origin   string    `gorm:"not null" json:"origin"`
 	ChangeID ids.ID    `gorm:"not null" json:"change_id"`
 	Session  string    `gorm:"not null;default:''" json:"session,omitempty"`
-	Fence    int64     `gorm:"not null;default:0" json:"fence,omitempty"`
-	Unfenced bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
-	Content  string    `gorm:"type:text;not null;default:''" json:"-"`
-	At       time.Time `gorm:"not null" json:"at"`
+	// SavedBy is the person who saved the version (their user record's
+	// id, 0: no person) and SavedByName their username then: the
+	// authenticated caller here, or what the other side recorded (M18).
+	SavedBy     ids.ID    `gorm:"not null;default:0" json:"saved_by,omitempty"`
+	SavedByName string    `gorm:"not null;default:''" json:"saved_by_name,omitempty"`
+	Fence       int64     `gorm:"not null;default:0" json:"fence,omitempty"`
+	Unfenced    bool      `gorm:"not null;default:false" json:"unfenced,omitempty"`
+	Content     string    `gorm:"type:text;not null;default:''" json:"-"`
+	At          time.Time `gorm:"not null" json:"at"`
 }
 
 // TableName is "versions".

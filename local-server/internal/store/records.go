@@ -12,8 +12,11 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/rowscan"
+	"github.com/scsync/scsync/shared/syncrules"
 	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
 )
@@ -46,7 +49,17 @@ type Edit struct {
 	Fence int64
 	// Unfenced marks a save made with the lock service unreachable.
 	Unfenced bool
+	// SessionVersion is the record's version when the session opened: an
+	// unfenced save over a change that came after it collides.
+	SessionVersion version.V
 }
+
+// The person a save is recorded as is the authenticated caller of its
+// context (auth.SavedBy), never anything the client sent.
+
+// createdAt is a creation time as it travels: in UTC, to the microsecond
+// PostgreSQL keeps, so it reads back the same on both sides.
+func createdAt(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // Save writes a local change: the record with its new version, sync state
 // pending, and the change in the outbox, in one transaction.
@@ -61,40 +74,41 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC()
+		now := time.Now().UTC().Truncate(time.Microsecond)
 		rec := k.newRow()
 		m := rec.meta()
-		var prev version.V
 		exists := false
-		if ed.ID == 0 {
-			if ed.Delete || ed.Content == nil {
-				return ErrNotFound
-			}
-			m.ID, m.ClinicID, m.Version = changeID, s.clinic, version.First
-		} else {
+		if ed.ID != 0 {
 			err := tx.Take(rec, "id = ? AND clinic_id = ?", ed.ID, s.clinic).Error
-			if errors.Is(err, gorm.ErrRecordNotFound) || (err == nil && m.Deleted) {
-				return ErrNotFound
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
 				return err
 			}
-			exists = true
-			if ed.Base != nil && *ed.Base != m.Version {
-				return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
-			}
-			if ed.Fence > 0 && ed.Fence < m.Fence {
-				return fmt.Errorf("%w: token %d, the record was saved under %d", ErrStaleFence, ed.Fence, m.Fence)
-			}
-			prev = m.Version
-			if ed.Session != "" && m.EditSession == ed.Session {
-				m.Version = m.Version.NextSave()
-			} else {
-				m.Version = m.Version.NextSession()
-			}
+			exists = err == nil
 		}
+		d := syncrules.DecideSave(syncrules.Record{Exists: exists, Version: m.Version, Deleted: m.Deleted, Fence: m.Fence, Session: m.EditSession},
+			syncrules.Save{Create: ed.ID == 0, Delete: ed.Delete, Base: ed.Base, Session: ed.Session,
+				SessionVersion: ed.SessionVersion, Fence: ed.Fence, Unfenced: ed.Unfenced})
+		switch {
+		case ed.ID == 0 && (ed.Delete || ed.Content == nil):
+			return ErrNotFound
+		case errors.Is(d.Err, syncrules.ErrNotFound), errors.Is(d.Err, syncrules.ErrExists):
+			return ErrNotFound
+		case errors.Is(d.Err, syncrules.ErrVersionConflict):
+			return fmt.Errorf("%w: current version is %s, not %s", ErrVersionConflict, m.Version, *ed.Base)
+		case errors.Is(d.Err, syncrules.ErrStaleFence):
+			return fmt.Errorf("%w: token %d, the record was saved under %d", ErrStaleFence, ed.Fence, m.Fence)
+		}
+		// The base the cloud judges the change by: an unfenced save over a
+		// change that came after its session opened is based on the
+		// session's version, so the cloud sees it concurrent and applies
+		// the clinic's policy (M13).
+		prev := d.Base
+		if ed.ID == 0 {
+			m.ID, m.ClinicID, m.CreatedAt = changeID, s.clinic, now
+		}
+		m.Version = d.Version
 		m.EditSession = ed.Session
-		m.Fence = max(m.Fence, ed.Fence)
+		m.Fence = d.Fence
 		m.Unfenced = ed.Unfenced
 		if ed.Content != nil && !ed.Delete {
 			var had []records.Ref
@@ -114,6 +128,7 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		if m.SortDate, err = s.sortDate(tx, rec.content()); err != nil {
 			return err
 		}
+		at := now // the change's time; a record's first change carries its creation time
 		// Scope (M4): a record never queued for the cloud that the scope
 		// does not cover stays here (excluded); once queued, it replicates.
 		sc, err := s.scope(tx)
@@ -129,6 +144,7 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		} else {
 			if !m.Queued {
 				prev = version.V{} // the cloud hears of it for the first time
+				at = m.CreatedAt
 			} else if m.PendingChangeID != 0 {
 				// A backfill row still waiting for this record must go before
 				// this change: it moves to the live lane (its older id keeps it first).
@@ -157,6 +173,7 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 			ChangeID: changeID, Kind: ed.Kind, RecordID: m.ID, BaseVersion: prev,
 			NewVersion: m.Version, Deleted: ed.Delete, At: now, Fence: ed.Fence, Unfenced: ed.Unfenced,
 		}
+		e.SavedBy, e.SavedByName = auth.SavedBy(ctx)
 		if !ed.Delete {
 			if e.Payload, err = json.Marshal(rec.content()); err != nil {
 				return err
@@ -169,6 +186,7 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		if m.SyncState == StateExcluded {
 			return nil // nothing to tell the cloud: it never had the record
 		}
+		e.At = createdAt(at)
 		return s.queue(tx, e, LaneLive)
 	})
 	if err != nil {
@@ -315,11 +333,11 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 		p := pending{marks: newBulkUpdate("sync_state = ?, synced_at = ?, updated_at = ?, pending_change_id = 0, pending_since = NULL, "+
 			"cloud_version = v.column2, cloud_seq = v.column3, fence = v.column4, unfenced = v.column5", 5, StateSynced, now, now)}
 		for _, e := range es {
-			switch {
-			case e.CloudSeq <= cp:
+			switch syncrules.Order(cp, e.CloudSeq) {
+			case syncrules.Duplicate:
 				res.Duplicates++
 				continue
-			case e.CloudSeq > cp+1:
+			case syncrules.Gap:
 				res.Gap = e.CloudSeq
 			}
 			if res.Gap != 0 {
@@ -377,26 +395,35 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time, cache rowC
 		rec = k.newRow()
 	}
 	m := rec.meta()
-	// The cloud accepted this clinic's own change as it was (the common
-	// case, and every record of a backfill): content and version here are
-	// that already.
-	asSent := exists && m.PendingChangeID == e.ChangeID && m.Queued && !e.Unsync && !e.Deleted && !m.Deleted &&
-		e.NewVersion == m.Version && e.Conflict == "" && e.ConflictOf == 0 && string(e.Origin) == m.Origin
-	var c records.Content
-	if !e.Deleted && !asSent {
-		if c, err = records.Decode(e.Kind, e.Payload); err != nil {
-			return false, nil //nolint:nilerr // skipping is the documented outcome
-		}
+	l := syncrules.Local{Exists: exists, Queued: m.Queued, Version: m.Version, Deleted: m.Deleted, Origin: wire.Origin(m.Origin)}
+	if exists && m.SyncState == StatePending {
+		l.Pending = int64(m.PendingChangeID)
 	}
-	if exists && m.SyncState == StatePending && m.PendingChangeID != e.ChangeID {
+	d := syncrules.DecideDown(l, e.CloudSeq-1, syncrules.Applied{ChangeID: int64(e.ChangeID), CloudSeq: e.CloudSeq,
+		New: e.NewVersion, Deleted: e.Deleted, Unsync: e.Unsync, Conflict: e.Conflict, ConflictOf: int64(e.ConflictOf), Origin: e.Origin})
+	if d.Outcome == syncrules.Skip {
 		// A newer local change is on its way up; the cloud decides when it
 		// gets there and that decision comes back down.
 		return true, nil
 	}
+	// The cloud accepted this clinic's own change as it was (the common
+	// case, and every record of a backfill): content and version here are
+	// that already.
+	asSent := d.Outcome == syncrules.AcceptAsSent
+	// A tombstone carries the content it keeps (newer clouds), so this
+	// one ends identical to the cloud's, whoever deleted.
+	var c records.Content
+	if !asSent && !e.Unsync && len(e.Payload) > 0 {
+		if c, err = records.Decode(e.Kind, e.Payload); err != nil && !e.Deleted {
+			return false, nil //nolint:nilerr // skipping is the documented outcome
+		} else if err != nil {
+			c = nil // a tombstone's content this build cannot read: keep ours
+		}
+	}
 	m.Queued = true // the cloud has it: local edits replicate whatever the scope
 	m.CloudVersion = e.NewVersion
-	own := exists && m.PendingChangeID == e.ChangeID
-	if e.Unsync {
+	own := d.Own
+	if d.Outcome == syncrules.Unsync {
 		// Taken out of the cloud (M7): the clinic keeps its copy, excluded;
 		// only the version follows the cloud's tombstone.
 		if !exists {
@@ -431,7 +458,9 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time, cache rowC
 		return false, err
 	}
 	if !exists {
-		m.ID, m.ClinicID = e.RecordID, s.clinic
+		// The first change of a record carries its creation time (the
+		// origin's), so both sides show the same created_at.
+		m.ID, m.ClinicID, m.CreatedAt = e.RecordID, s.clinic, e.At.UTC()
 	}
 	if c != nil {
 		rec.setContent(c)
@@ -445,7 +474,7 @@ func (s *Store) applyOne(tx *gorm.DB, e wire.Envelope, now time.Time, cache rowC
 	m.Origin = string(e.Origin)
 	m.ConflictOf = e.ConflictOf
 	m.SyncState = StateSynced
-	if e.Conflict == wire.ResolvedKeepBoth || e.ConflictOf != 0 {
+	if d.Conflicted {
 		m.SyncState = StateConflict
 	}
 	m.SyncedAt = &now
@@ -524,35 +553,47 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 }
 
 // Digest returns, for every record (tombstones included), the hash of its
-// replicated state, keyed "kind/id", computed as the cloud computes it.
+// replicated state, keyed "kind/id", computed as the cloud computes it
+// (GET /v1/digest, for tests; anti-entropy uses EachDigest, which holds no
+// map).
 func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
 	out := map[string]string{}
+	err := s.EachDigest(ctx, func(key, digest string) error {
+		out[key] = digest
+		return nil
+	})
+	return out, err
+}
+
+// EachDigest calls fn with every record the cloud should hold (tombstones
+// included), kind by kind in id order: its key ("kind/id") and digest. It
+// reads a page of rows at a time on the read-only connection, so the
+// writer is not held and the scan maps no file memory.
+func (s *Store) EachDigest(ctx context.Context, fn func(key, digest string) error) error {
 	for _, sp := range records.Kinds {
-		var after ids.ID
-		for {
-			rs, err := s.List(ctx, sp.Kind, ListQuery{After: after, Limit: 1000, WithDeleted: true})
-			if err != nil {
-				return nil, err
+		k := kinds[sp.Kind]
+		fetch := func(after ids.ID, limit int) ([]Record, error) {
+			return k.find(s.rdb.WithContext(ctx).Where("clinic_id = ? AND id > ?", s.clinic, after).Order("id").Limit(limit))
+		}
+		err := rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
+			m := r.meta()
+			key := string(sp.Kind) + "/" + m.ID.String()
+			switch {
+			case m.SyncState == StateExcluded && !m.Queued:
+				return nil // the cloud never had it
+			case m.SyncState == StateExcluded:
+				// Un-synced: the cloud holds its tombstone, whose
+				// content is not compared (the clinic keeps its own).
+				return fn(key, records.Digest(m.CloudVersion, true, m.ConflictOf, m.CreatedAt, nil))
+			default:
+				return fn(key, records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, r.content()))
 			}
-			for _, r := range rs {
-				m := r.meta()
-				after = m.ID
-				switch {
-				case m.SyncState == StateExcluded && !m.Queued:
-					continue // the cloud never had it
-				case m.SyncState == StateExcluded:
-					// Un-synced: the cloud holds its tombstone.
-					out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.CloudVersion, true, m.ConflictOf, nil)
-				default:
-					out[string(sp.Kind)+"/"+m.ID.String()] = records.Digest(m.Version, m.Deleted, m.ConflictOf, r.content())
-				}
-			}
-			if len(rs) < 1000 {
-				break
-			}
+		})
+		if err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // keepVersion records e's version of its record in the version history,
@@ -604,6 +645,31 @@ func (s *Store) MissingFiles(ctx context.Context, transfers string, limit int) (
 	) f WHERE sha256 NOT IN (SELECT sha256 FROM ` + transfers + `) GROUP BY sha256 LIMIT ?`
 	err := s.db.WithContext(ctx).Raw(q, limit).Scan(&out).Error
 	return out, err
+}
+
+// FileOfRecords is a file live records name, and whether the cloud should
+// hold it (FileWanted's rule: one of them is queued for the cloud and not
+// kept out by the user).
+type FileOfRecords struct {
+	SHA256 string
+	Size   int64
+	Wanted bool
+}
+
+// Files lists every file live records name (verify's file sweep), by
+// SHA-256.
+func (s *Store) Files(ctx context.Context) ([]FileOfRecords, error) {
+	var out []FileOfRecords
+	q := `SELECT sha256, MAX(size) AS size, MAX(wanted) AS wanted FROM (
+		SELECT sha256, size, (queued AND sync_choice <> ?) AS wanted FROM images WHERE clinic_id = ? AND sha256 <> '' AND deleted = false
+		UNION ALL SELECT sha256, size, (queued AND sync_choice <> ?) FROM captures WHERE clinic_id = ? AND sha256 <> '' AND deleted = false
+		UNION ALL SELECT sha256, size, (queued AND sync_choice <> ?) FROM project_files WHERE clinic_id = ? AND sha256 <> '' AND deleted = false
+	) f GROUP BY sha256 ORDER BY sha256`
+	err := s.db.WithContext(ctx).Raw(q, ChoiceNever, s.clinic, ChoiceNever, s.clinic, ChoiceNever, s.clinic).Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("store: files: %w", err)
+	}
+	return out, nil
 }
 
 // RecordOfFile names the live record whose file has that SHA-256 (an

@@ -11,6 +11,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/wire"
@@ -197,13 +198,13 @@ func (s *Store) SetChoice(ctx context.Context, kind wire.Kind, id ids.ID, choice
 			m.SyncState = StateExcluded // the cloud never had it: it stays here
 		case choice == ChoiceNever && m.SyncState != StateExcluded:
 			// The cloud has it: never means taking it out of the cloud.
-			if err := s.unsyncLocked(tx, rec); err != nil {
+			if err := s.unsyncLocked(ctx, tx, rec); err != nil {
 				return err
 			}
 		case in && m.Queued && m.SyncState == StateExcluded:
 			// Re-sync of an un-synced record: it goes back up from the
 			// cloud's tombstone version, so nothing is stuck.
-			if err := s.resyncLocked(tx, rec); err != nil {
+			if err := s.resyncLocked(ctx, tx, rec); err != nil {
 				return err
 			}
 		}
@@ -224,7 +225,7 @@ func (s *Store) Unsync(ctx context.Context, kind wire.Kind, id ids.ID) (Record, 
 }
 
 // unsyncLocked queues the tombstone that takes rec out of the cloud.
-func (s *Store) unsyncLocked(tx *gorm.DB, rec Record) error {
+func (s *Store) unsyncLocked(ctx context.Context, tx *gorm.DB, rec Record) error {
 	m := rec.meta()
 	if m.Deleted {
 		return fmt.Errorf("%w: %s %s is deleted", ErrNotFound, m.Kind, m.ID)
@@ -240,6 +241,7 @@ func (s *Store) unsyncLocked(tx *gorm.DB, rec Record) error {
 	e := wire.Envelope{Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
 		ChangeID: changeID, Kind: m.Kind, RecordID: m.ID, BaseVersion: prev, NewVersion: m.Version,
 		Deleted: true, Unsync: true, At: now}
+	e.SavedBy, e.SavedByName = auth.SavedBy(ctx)
 	if err := keepVersion(tx, e, ""); err != nil {
 		return err
 	}
@@ -247,7 +249,7 @@ func (s *Store) unsyncLocked(tx *gorm.DB, rec Record) error {
 }
 
 // resyncLocked queues rec's content again over the cloud's tombstone.
-func (s *Store) resyncLocked(tx *gorm.DB, rec Record) error {
+func (s *Store) resyncLocked(ctx context.Context, tx *gorm.DB, rec Record) error {
 	m := rec.meta()
 	changeID, err := s.ids.Next()
 	if err != nil {
@@ -264,6 +266,7 @@ func (s *Store) resyncLocked(tx *gorm.DB, rec Record) error {
 	m.SyncState, m.PendingChangeID, m.PendingSince = StatePending, changeID, &now
 	e := wire.Envelope{Protocol: wire.Protocol, Type: wire.TypeChange, Clinic: s.clinic, Origin: wire.OriginLocal,
 		ChangeID: changeID, Kind: m.Kind, RecordID: m.ID, BaseVersion: prev, NewVersion: m.Version, At: now}
+	e.SavedBy, e.SavedByName = auth.SavedBy(ctx)
 	if e.Payload, err = json.Marshal(rec.content()); err != nil {
 		return err
 	}

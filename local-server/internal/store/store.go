@@ -91,8 +91,11 @@ type Store struct {
 // Open opens (creating if needed) the SQLite database at path for clinic,
 // minting ids with gen.
 func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
+	}
+	if err := privateFiles(path); err != nil {
+		return nil, err
 	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-32000)&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(4000)"
 	// One connection: SQLite has one writer, and this keeps transactions
@@ -211,4 +214,23 @@ func setMeta(db *gorm.DB, key, value string) error {
 // TouchContact records that the cloud was heard from.
 func (s *Store) TouchContact(ctx context.Context) error {
 	return setMeta(s.db.WithContext(ctx), metaLastContact, time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+// privateFiles creates the database file with mode 0600 before SQLite opens
+// it, and narrows an existing one (and its -wal and -shm) to 0600: SQLite
+// gives the WAL and shared-memory files the database file's permissions.
+func privateFiles(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	return nil
 }

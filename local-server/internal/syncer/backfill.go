@@ -91,9 +91,15 @@ func (s *Syncer) Backfill() Progress {
 // liveFirst is how many live changes may wait before the backfill pauses.
 const liveFirst = 50
 
-// aheadMax is how many backfill changes may wait for the relay: enough to
-// keep it busy, few enough that progress tracks what the cloud has.
-const aheadMax = 2000
+// aheadMax is how many backfill changes may wait for the relay, and
+// sentMax how many, sent, may wait for the cloud's acknowledgment: enough to
+// keep both busy, few enough that progress tracks what the cloud has and a
+// live change overtakes the backfill in seconds (in the broker it waits
+// behind at most sentMax of them).
+const (
+	aheadMax = 2000
+	sentMax  = 4000
+)
 
 // backfillBatch is how many records one backfill transaction queues.
 const backfillBatch = 500
@@ -154,7 +160,9 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, time.Second)
 			counted = time.Time{}
 			continue
-		case inflight >= aheadMax:
+		case inflight >= aheadMax || s.unacknowledged() >= sentMax:
+			// The outbox, or the broker, holds enough: a live change
+			// published now waits behind no more than sentMax.
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}

@@ -3,8 +3,11 @@
 // Up: a relay publishes outbox rows in order with publisher confirms and
 // deletes each row only after the broker's ack. Down: the clinic's down
 // queue is applied strictly in cloud_seq order; a gap (or a queue lost while
-// offline) is filled from the cloud's pull API, which also runs at start and
-// periodically to catch up, and re-syncs a new or wiped database (M29).
+// offline, or messages dropped by the queue's length limit) is filled from
+// the cloud's pull API, which also runs at start and every pull_every — so
+// even the last message lost is fetched within that period — and re-syncs
+// a new or wiped database (M29). The cloud's events for the clinic share
+// its down queue: they go to OnEvents.
 package syncer
 
 import (
@@ -13,18 +16,21 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/amqpx"
+	"github.com/scsync/scsync/shared/events"
 	"github.com/scsync/scsync/shared/wire"
 )
 
-// Broker is what the syncer needs of the AMQP client.
+// Broker is what the syncer needs of the AMQP client. The clinic declares
+// nothing: the cloud created its queues at enrollment, and its broker
+// identity may only publish up and read its own queues.
 type Broker interface {
-	Declare(ctx context.Context, t amqpx.Topology) error
 	Publish(ctx context.Context, exchange, key string, m amqpx.Message) error
 	Consume(ctx context.Context, queue string, h amqpx.Handler) error
 }
@@ -52,8 +58,22 @@ type Syncer struct {
 	skipped   prometheus.Counter
 	batch     int
 	onApplied func([]wire.Envelope)
+	onEvents  amqpx.Handler
 	bf        *backfiller
+	userID    string
+	// sent counts backfill changes the broker confirmed that the cloud has
+	// not acknowledged yet: the backfill keeps at most aheadMax of them and
+	// of its outbox rows together, so a live change published after them
+	// waits behind at most that many in the broker (acked tells when the
+	// last acknowledgment came, to forget acknowledgments that never come).
+	sent  atomic.Int64
+	acked atomic.Int64
 }
+
+// SetUserID sets the AMQP user-id property of every up message: the
+// clinic's broker login, which the broker checks and the cloud compares with
+// the clinic the message names. Call before Run.
+func (s *Syncer) SetUserID(u string) { s.userID = u }
 
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
 func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, log *slog.Logger, reg prometheus.Registerer) *Syncer {
@@ -153,7 +173,7 @@ func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
 	for _, m := range msgs {
 		err := s.broker.Publish(ctx, wire.UpExchange, wire.UpKey(clinic), amqpx.Message{
 			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding,
-			Type: string(wire.TypeChange), Timestamp: time.Now(),
+			Type: string(wire.TypeChange), Timestamp: time.Now(), UserID: s.userID,
 		})
 		if err != nil {
 			return done, err
@@ -165,6 +185,11 @@ func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
 		if err := s.st.DeleteOutbox(ctx, ids...); err != nil {
 			return done, err
 		}
+		for _, o := range rows[done : done+m.Changes] {
+			if o.Lane == store.LaneBackfill {
+				s.sent.Add(1)
+			}
+		}
 		done += m.Changes
 		s.published.Add(float64(m.Changes))
 	}
@@ -174,13 +199,6 @@ func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
 func (s *Syncer) consume(ctx context.Context) {
 	clinic := s.st.Clinic()
 	for ctx.Err() == nil {
-		if err := s.broker.Declare(ctx, wire.ClinicTopology(clinic)); err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("declare clinic queues failed", "err", err)
-				sleep(ctx, time.Second)
-			}
-			continue
-		}
 		if err := s.broker.Consume(ctx, wire.DownQueue(clinic), s.handleDown); err != nil && ctx.Err() == nil {
 			s.log.Warn("down consumer stopped", "err", err)
 			sleep(ctx, time.Second)
@@ -188,7 +206,17 @@ func (s *Syncer) consume(ctx context.Context) {
 	}
 }
 
+// OnEvents sets the function that takes the cloud's event messages, which
+// share the clinic's down queue (events.Bus.Handle). Call before Run.
+func (s *Syncer) OnEvents(f amqpx.Handler) { s.onEvents = f }
+
 func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
+	if d.Type == events.MessageType || d.Exchange == events.Exchange {
+		if s.onEvents == nil {
+			return nil // nobody shows events here: drop it
+		}
+		return s.onEvents(ctx, d)
+	}
 	b, err := wire.Decode(d.Body, d.ContentEncoding)
 	if err != nil {
 		return amqpx.Poison(err)
@@ -207,6 +235,7 @@ func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
 	if err != nil {
 		return err
 	}
+	s.acknowledged(b.Changes)
 	s.count(res)
 	if res.Gap != 0 {
 		// Earlier changes are missing (lost while offline, or relayed out of
@@ -218,6 +247,47 @@ func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
 	}
 	return nil
 }
+
+// acknowledged takes the cloud's acceptances of this clinic's changes off
+// the count of sent backfill changes (live ones are few; the count never
+// goes below zero).
+func (s *Syncer) acknowledged(changes []wire.Envelope) {
+	n := int64(0)
+	for _, e := range changes {
+		if e.Origin == wire.OriginLocal {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	s.acked.Store(time.Now().UnixNano())
+	for {
+		cur := s.sent.Load()
+		if s.sent.CompareAndSwap(cur, max(cur-n, 0)) {
+			return
+		}
+	}
+}
+
+// unacknowledged is how many sent backfill changes still wait for the
+// cloud. When none has been acknowledged for ackPatience (the cloud is
+// away, or its acceptances went by the pull API during a restart) the
+// count is forgotten: the broker holds the changes and the backfill goes
+// on as before.
+func (s *Syncer) unacknowledged() int64 {
+	n := s.sent.Load()
+	if n > 0 && time.Since(time.Unix(0, s.acked.Load())) > ackPatience {
+		s.sent.Store(0)
+		s.acked.Store(time.Now().UnixNano())
+		return 0
+	}
+	return n
+}
+
+// ackPatience is how long the backfill waits for the cloud's
+// acknowledgments before it stops counting them.
+const ackPatience = 30 * time.Second
 
 // OnApplied sets a function called with the changes applied from the cloud
 // (after their commit). Call before Run.
@@ -279,6 +349,7 @@ func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
 			if res.Gap != 0 {
 				return fmt.Errorf("pull API skipped from %d to %d", cp, res.Gap)
 			}
+			s.acknowledged(page.Changes)
 			s.count(res)
 			s.pulled.Add(float64(res.Applied))
 		}

@@ -92,6 +92,15 @@ func (c *Client) Stat(ctx context.Context, sha string) (filekey.File, error) {
 	return out, err
 }
 
+// Check returns the cloud's view of sha after the cloud asked S3 whether
+// a present file's object is still there with its size and SHA-256 (a
+// missing or different object comes back failed; verify's file sweep).
+func (c *Client) Check(ctx context.Context, sha string) (filekey.File, error) {
+	var out filekey.File
+	err := c.do(ctx, callTimeout, http.MethodGet, filekey.PathFile+"?check=true", sha, nil, &out)
+	return out, err
+}
+
 // Abort gives up the open upload of sha.
 func (c *Client) Abort(ctx context.Context, sha string) (filekey.File, error) {
 	var out filekey.File

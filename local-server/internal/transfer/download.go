@@ -22,7 +22,7 @@ import (
 const partSuffix = ".part"
 
 // fileMode of downloaded files: patient images, not for other users.
-const fileMode = 0o640
+const fileMode = 0o600
 
 // download fetches t's file into t.Path: bytes go into Path+".part",
 // resuming from its length with a Range request after an interruption; the
@@ -52,7 +52,7 @@ func (w *Worker) download(ctx context.Context, t *Transfer, live *atomic.Int64) 
 		t.Size = dl.Size
 		w.db.WithContext(ctx).Model(&Transfer{}).Where("id = ?", t.ID).Update("size", t.Size)
 	}
-	if err := os.MkdirAll(filepath.Dir(t.Path), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(t.Path), 0o700); err != nil {
 		return permanent(fmt.Errorf("transfer: %w", err))
 	}
 	part := t.Path + partSuffix

@@ -197,7 +197,7 @@ func TestMultipartUploadAndDownload(t *testing.T) {
 	if parts != 0 {
 		t.Errorf("%d part rows left after the upload, want 0", parts)
 	}
-	dst := filepath.Join(dir, "down.img")
+	dst := filepath.Join(dir, "files", "down.img")
 	down, err := w.EnqueueDownload(ctx, Download{SHA256: sha, Size: size, Path: dst})
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +207,15 @@ func TestMultipartUploadAndDownload(t *testing.T) {
 	}
 	if got, _, err := HashFile(dst); err != nil || got != sha {
 		t.Fatalf("downloaded %s, %v; want %s", got, err, sha)
+	}
+	// A patient image is for the service account only.
+	if runtime.GOOS != "windows" {
+		if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("downloaded file mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+		}
+		if fi, err := os.Stat(filepath.Dir(dst)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("download directory mode = %v, %v; want 0700", fi.Mode().Perm(), err)
+		}
 	}
 	r := c.relayed(t)
 	t.Logf("cloud API bytes: %+v for %d bytes up and down", r, size)
@@ -622,5 +631,106 @@ func TestEmptyFileRoundTrip(t *testing.T) {
 	}
 	if fi, err := os.Stat(dst); err != nil || fi.Size() != 0 {
 		t.Fatalf("downloaded empty file: %v, %v", fi, err)
+	}
+}
+
+// TestRedownloadAndCheck (verify's file sweep): Check answers the cloud's
+// view after asking S3; Redownload queues a finished download again when
+// its file went missing from disk, and it comes back with its SHA-256.
+func TestRedownloadAndCheck(t *testing.T) {
+	t.Parallel()
+	c := startCloud(t, cloudOpts{})
+	w := newWorker(t, c, Options{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	src, sha := makeFile(t, dir, 20*1024+3)
+	up, err := w.EnqueueUpload(ctx, Upload{Path: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Process(ctx, up.ID); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := c.Client.Check(ctx, sha); err != nil || f.State != filekey.StatePresent {
+		t.Fatalf("Check = %+v, %v; want present", f, err)
+	}
+	dst := filepath.Join(dir, "down", sha)
+	down, err := w.EnqueueDownload(ctx, Download{SHA256: sha, Path: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Process(ctx, down.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dst); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Redownload(ctx, sha, dst, up.Size); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := w.Get(ctx, down.ID); got.State != StateQueued {
+		t.Fatalf("after Redownload: %+v, want the same transfer queued again", got)
+	}
+	if err := w.Process(ctx, down.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, n, err := HashFile(dst); err != nil || got != sha || n != up.Size {
+		t.Fatalf("downloaded again: %s %d %v, want %s", got, n, err, sha)
+	}
+}
+
+// TestFetchDoesNotDownloadTheClinicsOwnFile: the sweep of files records
+// name (EnqueueFetch) and an import's upload of the same file may come in
+// either order; the clinic never downloads back the original it holds, and
+// a download the clinic needs (no upload of that file) stays queued.
+func TestFetchDoesNotDownloadTheClinicsOwnFile(t *testing.T) {
+	t.Parallel()
+	c := startCloud(t, cloudOpts{})
+	w := newWorker(t, c, Options{})
+	ctx := context.Background()
+	dir := t.TempDir()
+	downloads := func(sha string) int {
+		t.Helper()
+		l, err := w.List(ctx, Filter{Direction: Down, SHA256: sha, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l)
+	}
+
+	// The sweep first, then the import's upload.
+	src, sha := makeFile(t, dir, 1000)
+	if err := w.EnqueueFetch(ctx, Download{SHA256: sha, Path: filepath.Join(dir, "files", sha)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := downloads(sha); n != 1 {
+		t.Fatalf("downloads queued by the sweep = %d, want 1", n)
+	}
+	if _, err := w.EnqueueUpload(ctx, Upload{Path: src}); err != nil {
+		t.Fatal(err)
+	}
+	if n := downloads(sha); n != 0 {
+		t.Fatalf("downloads left after the upload was queued = %d, want 0", n)
+	}
+
+	// The upload first, then a sweep that read before it.
+	src2, sha2 := makeFile(t, dir, 2000)
+	if _, err := w.EnqueueUpload(ctx, Upload{Path: src2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.EnqueueFetch(ctx, Download{SHA256: sha2, Path: filepath.Join(dir, "files", sha2)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := downloads(sha2); n != 0 {
+		t.Fatalf("downloads left after a late sweep = %d, want 0", n)
+	}
+
+	// A file the clinic has no upload of is fetched.
+	_, sha3 := makeFile(t, dir, 3000)
+	if err := w.EnqueueFetch(ctx, Download{SHA256: sha3, Path: filepath.Join(dir, "files", sha3)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := downloads(sha3); n != 1 {
+		t.Fatalf("downloads of a file the clinic lacks = %d, want 1", n)
 	}
 }

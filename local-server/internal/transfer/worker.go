@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,9 @@ type Options struct {
 	// HTTPClient sends the presigned requests (default: no overall timeout,
 	// bounded connect and response-header waits).
 	HTTPClient *http.Client
+	// TLS, when set, is the default HTTPClient's TLS configuration (a
+	// private CA of the object store).
+	TLS *tls.Config
 	// Hold, when set, is asked before an upload starts: a positive wait
 	// keeps it queued that long, with reason shown on the transfer (a file
 	// of a record outside the sync scope, a backfill file outside its
@@ -79,6 +83,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = newS3HTTPClient()
+		if o.TLS != nil {
+			o.HTTPClient.Transport.(*http.Transport).TLSClientConfig = o.TLS
+		}
 	}
 	return o
 }
@@ -141,6 +148,11 @@ func (w *Worker) EnqueueUpload(ctx context.Context, u Upload) (Transfer, error) 
 	if err != nil {
 		return Transfer{}, fmt.Errorf("transfer: %w", err)
 	}
+	// The real path is queued: openSource refuses one that later resolves
+	// elsewhere.
+	if path, err = filepath.EvalSymlinks(path); err != nil {
+		return Transfer{}, fmt.Errorf("transfer: %w", err)
+	}
 	if u.SHA256 == "" {
 		if u.SHA256, u.Size, err = HashFile(path); err != nil {
 			return Transfer{}, err
@@ -148,7 +160,42 @@ func (w *Worker) EnqueueUpload(ctx context.Context, u Upload) (Transfer, error) 
 	} else if u.SHA256, err = filekey.ParseSHA256(u.SHA256); err != nil {
 		return Transfer{}, fmt.Errorf("transfer: %w", err)
 	}
-	return w.enqueue(ctx, Transfer{Direction: Up, SHA256: u.SHA256, Path: path, Size: u.Size, ContentType: u.ContentType})
+	t, err := w.enqueue(ctx, Transfer{Direction: Up, SHA256: u.SHA256, Path: path, Size: u.Size, ContentType: u.ContentType})
+	if err != nil {
+		return t, err
+	}
+	// The upload is queued: a download left behind only costs bandwidth,
+	// so failing to drop it does not fail the import.
+	if err := w.dropRedundantDownloads(ctx, u.SHA256); err != nil && ctx.Err() == nil {
+		w.log.Warn("redundant download of an uploaded file not dropped", "sha256", u.SHA256, "err", err)
+	}
+	return t, nil
+}
+
+// EnqueueFetch queues the download of a file records name that the clinic
+// holds no copy of (FetchMissing's rule), and takes it back when an upload
+// of the same file appears meanwhile: an image names its file a moment
+// before the import queues its upload, and a sweep that reads in between
+// must not download the clinic's own original back (the upload's queueing
+// drops a download queued before it; this drops one queued after it).
+func (w *Worker) EnqueueFetch(ctx context.Context, d Download) error {
+	if _, err := w.EnqueueDownload(ctx, d); err != nil {
+		return err
+	}
+	return w.dropRedundantDownloads(ctx, d.SHA256)
+}
+
+// dropRedundantDownloads removes the downloads of file sha that have not
+// started while an upload of it (not failed) is queued or done: the clinic
+// holds the bytes.
+func (w *Worker) dropRedundantDownloads(ctx context.Context, sha string) error {
+	err := w.db.WithContext(ctx).Exec(`DELETE FROM file_transfers WHERE direction = ? AND sha256 = ? AND state IN (?, ?) AND attempts = 0
+		AND EXISTS (SELECT 1 FROM file_transfers u WHERE u.direction = ? AND u.sha256 = ? AND u.state <> ?)`,
+		Down, sha, StateQueued, StateFailed, Up, sha, StateFailed).Error
+	if err != nil {
+		return fmt.Errorf("transfer: %w", err)
+	}
+	return nil
 }
 
 // Download describes a file to fetch into Path. Size may be 0 (then the
@@ -222,6 +269,26 @@ func (w *Worker) Recheck(ctx context.Context, sha string) (int64, error) {
 		w.Kick()
 	}
 	return res.RowsAffected, nil
+}
+
+// Redownload queues the download of sha into path again, also when an
+// earlier download there finished (verify found the file gone from the
+// clinic's disk).
+func (w *Worker) Redownload(ctx context.Context, sha, path string, size int64) error {
+	t, err := w.EnqueueDownload(ctx, Download{SHA256: sha, Size: size, Path: path})
+	if err != nil {
+		return err
+	}
+	if t.State != StatePresent {
+		return nil
+	}
+	err = w.db.WithContext(ctx).Model(&Transfer{}).Where("id = ? AND state = ?", t.ID, StatePresent).
+		Updates(map[string]any{"state": StateQueued, "attempts": 0, "next_attempt_at": time.Now().UTC(), "reason": "", "bytes_done": 0}).Error
+	if err != nil {
+		return fmt.Errorf("transfer: redownload: %w", err)
+	}
+	w.Kick()
+	return nil
 }
 
 // Retry queues a failed transfer again.
@@ -525,6 +592,12 @@ func (w *Worker) saveProgress(ctx context.Context, id, done int64) {
 // openSource opens the file of an upload and checks it is still the one
 // that was queued (same size; the SHA-256 is checked by S3 and the cloud).
 func openSource(t *Transfer) (*os.File, error) {
+	// An imported file's path was queued with its symbolic links resolved
+	// (internal/importdir); one appearing on it since (a directory swapped
+	// for a link) could redirect the read outside the import directories.
+	if real, err := filepath.EvalSymlinks(t.Path); err != nil || real != t.Path {
+		return nil, permanent(fmt.Errorf("%w: path no longer resolves to itself", ErrLocalChanged))
+	}
 	f, err := os.Open(t.Path)
 	if err != nil {
 		return nil, permanent(fmt.Errorf("transfer: open source: %w", err))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/scsync/scsync/lockd/internal/app"
 	"github.com/scsync/scsync/lockd/internal/config"
+	"github.com/scsync/scsync/shared/buildinfo"
 	"github.com/scsync/scsync/shared/telemetry"
 )
 
@@ -27,7 +28,12 @@ func main() {
 func run() error {
 	path := flag.String("config", os.Getenv(config.EnvPrefix+"_CONFIG"), "YAML config file (env "+config.EnvPrefix+"_CONFIG)")
 	listen := flag.String("listen", "", "HTTP listen address (overrides config)")
+	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *version {
+		fmt.Println(buildinfo.Read().String("lockd"))
+		return nil
+	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return err

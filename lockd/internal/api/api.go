@@ -61,6 +61,10 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.route(mux, "POST /v1/nodes/lease", "node_lease", roleService, s.leaseNode)
 	s.route(mux, "POST /v1/nodes/renew", "node_renew", roleService, s.renewNode)
 	s.route(mux, "POST /v1/nodes/release", "node_release", roleService, s.releaseNode)
+	s.route(mux, "GET /v1/clinic-tokens", "clinic_tokens_state", roleService, s.clinicTokensState)
+	s.route(mux, "PUT /v1/clinic-tokens", "clinic_tokens_put", roleService, s.putClinicTokens)
+	s.route(mux, "PUT /v1/clinic-tokens/{clinic}", "clinic_token_set", roleService, s.setClinicToken)
+	s.route(mux, "DELETE /v1/clinic-tokens/{clinic}", "clinic_token_delete", roleService, s.deleteClinicToken)
 }
 
 // NotFound answers a path no route matches, in JSON like every other error.
@@ -71,10 +75,10 @@ func NotFound(w http.ResponseWriter, r *http.Request) {
 func (s *Server) route(mux *http.ServeMux, pattern, op string, min role, h handler) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		p, ok := s.auth.authenticate(r)
+		p, ok, err := s.authenticate(r)
 		var body any
-		var err error
 		switch {
+		case err != nil:
 		case !ok:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lockd"`)
 			err = errorf(http.StatusUnauthorized, lockapi.CodeUnauthorized, "a valid bearer token is required")

@@ -18,7 +18,9 @@ import (
 	"github.com/scsync/scsync/lockd/internal/config"
 	"github.com/scsync/scsync/lockd/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
+	"github.com/scsync/scsync/shared/redisx"
 	"github.com/scsync/scsync/shared/telemetry"
+	"github.com/scsync/scsync/shared/tlsx"
 )
 
 // Run serves until ctx ends, then finishes in-flight requests (for at most
@@ -28,7 +30,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	reg := telemetry.NewRegistry()
-	rdb := newRedis(cfg)
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		return err
+	}
 	defer rdb.Close()
 	st := store.New(rdb, store.Options{
 		Prefix:     cfg.Redis.Prefix,
@@ -57,7 +62,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	apiSrv.Register(mux)
 	mux.HandleFunc("/", api.NotFound)
 
-	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, mux))
+	telemetry.RegisterDependencies(reg, func(ctx context.Context) map[string]string { return health.Ready(ctx).Checks })
+	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, telemetry.HTTPMetrics(reg)(mux)))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
@@ -103,7 +109,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 // newRedis returns a client that fails fast: every dial, read and write is
 // bounded by redis.timeout, and failed commands are not retried, because a
 // retried script could act twice (a lost reply to a release, then "expired").
-func newRedis(cfg config.Config) *redis.Client {
+func newRedis(cfg config.Config) (*redis.Client, error) {
 	opts := &redis.Options{
 		Addr:                  cfg.Redis.Addr,
 		Username:              cfg.Redis.Username,
@@ -117,10 +123,14 @@ func newRedis(cfg config.Config) *redis.Client {
 		DialerRetries:         2,
 	}
 	if cfg.Redis.TLS {
-		host, _, _ := net.SplitHostPort(cfg.Redis.Addr)
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		tc, err := tlsx.Client{CAFile: cfg.TLS.CAFile}.Config()
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		tc.ServerName, _, _ = net.SplitHostPort(cfg.Redis.Addr)
+		opts.TLSConfig = tc
 	}
-	return redis.NewClient(opts)
+	return redisx.NewClient(opts, cfg.Redis.Sentinel), nil
 }
 
 // RedisLogger adapts log for go-redis's own messages (redis.SetLogger), so

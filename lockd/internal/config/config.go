@@ -10,6 +10,8 @@ import (
 
 	"github.com/scsync/scsync/shared/config"
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/redisx"
+	"github.com/scsync/scsync/shared/tlsx"
 )
 
 // EnvPrefix prefixes every environment override (LOCKD_REDIS_ADDR …).
@@ -21,12 +23,16 @@ const MinTokenLen = 16
 // Config of one lockd replica.
 type Config struct {
 	Listen string `yaml:"listen"`
-	// TLS serves HTTPS when both files are set.
+	// TLS serves HTTPS when both files are set; ca_file is trusted
+	// (besides the system's roots) on the Redis link.
 	TLS struct {
 		CertFile string `yaml:"cert_file"`
 		KeyFile  string `yaml:"key_file"`
+		CAFile   string `yaml:"ca_file"`
 	} `yaml:"tls"`
-	Redis struct {
+	// RequireTLS refuses to start with a plaintext listener or Redis link.
+	RequireTLS bool `yaml:"require_tls"`
+	Redis      struct {
 		Addr     string `yaml:"addr"`
 		Username string `yaml:"username"`
 		Password string `yaml:"password"`
@@ -38,6 +44,9 @@ type Config struct {
 		// operation, so a request during an outage fails fast with 503
 		// instead of hanging.
 		Timeout time.Duration `yaml:"timeout"`
+		// Sentinel, when its addrs are set, finds the master through Redis
+		// Sentinel (addr is then unused): docs/cloud-ops.md.
+		Sentinel redisx.Sentinel `yaml:"sentinel"`
 	} `yaml:"redis"`
 	Auth Auth `yaml:"auth"`
 	// Locks bounds the TTL a holder may ask for.
@@ -121,8 +130,19 @@ func (c Config) Validate() error {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.cert_file and tls.key_file must be set together")
 	}
-	if strings.TrimSpace(c.Redis.Addr) == "" {
-		bad("redis.addr is required")
+	if strings.TrimSpace(c.Redis.Addr) == "" && !c.Redis.Sentinel.Enabled() {
+		bad("redis.addr is required (or redis.sentinel.addrs)")
+	}
+	if err := c.Redis.Sentinel.Validate("redis.sentinel"); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RequireTLS {
+		var req tlsx.Require
+		req.Listener("tls", tlsx.Server{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile})
+		req.Flag("redis.tls", c.Redis.TLS)
+		if err := req.Err(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.Redis.Prefix == "" {
 		bad("redis.prefix is required (keys of other tenants of the Redis must not collide)")

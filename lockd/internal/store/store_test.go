@@ -375,7 +375,7 @@ func TestNodeLeasesCoexistWithSharedIDs(t *testing.T) {
 	t.Parallel()
 	s, rdb, prefix := newStore(t, true)
 	ctx := context.Background()
-	direct, err := ids.LeaseCloudNode(ctx, rdb, prefix, 3*time.Second, nil)
+	direct, err := ids.LeaseCloudNode(ctx, rdb, ids.LeaseOptions{Prefix: prefix, TTL: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +390,7 @@ func TestNodeLeasesCoexistWithSharedIDs(t *testing.T) {
 	if _, err := s.RenewNode(ctx, direct.Node(), l.Secret); !errors.Is(err, ErrNotYours) {
 		t.Errorf("RenewNode of the directly leased id err = %v, want ErrNotYours", err)
 	}
-	direct2, err := ids.LeaseCloudNode(ctx, rdb, prefix, 3*time.Second, nil)
+	direct2, err := ids.LeaseCloudNode(ctx, rdb, ids.LeaseOptions{Prefix: prefix, TTL: 3 * time.Second}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,8 @@
       headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
     }
-    const res = await fetch(apiPrefix + path, init);
+    const res = await fetch((path.startsWith('/') ? '' : apiPrefix) + path, init);
+    if (res.status === 401 && !path.startsWith('/v1/login')) showLogin();
     const text = await res.text();
     let data = null;
     if (text) {
@@ -551,6 +552,119 @@
 
   // ---- wiring ------------------------------------------------------------
 
+  // ---- login ---------------------------------------------------------------
+  // A person logs in with a username and password; the server answers with
+  // an HttpOnly, SameSite=Strict session cookie that every request and the
+  // WebSocket carry (the page never sees it). An idle session ends on the
+  // server; the next request answers 401 and the form comes back.
+
+  function showLogin() {
+    $('login').hidden = false;
+    $('totp-enrol').hidden = true;
+    $('controls').hidden = true;
+    $('login-username').focus();
+  }
+
+  // A person with a second factor (cloud) is asked for its code when the
+  // server answers totp_required; under require_totp a person without one
+  // enrols it first (the session may do nothing else until then).
+  function askCode(message) {
+    $('login-code-row').hidden = false;
+    $('login-code').value = '';
+    $('login-code').focus();
+    $('login-error').textContent = message;
+    $('login-error').hidden = false;
+  }
+
+  async function showEnrol() {
+    $('login').hidden = true;
+    $('controls').hidden = true;
+    $('totp-enrol').hidden = false;
+    try {
+      const e = await api('POST', '/v1/me/totp', {});
+      $('totp-secret').value = e.secret || '';
+      $('totp-url').href = e.url || '#';
+      $('totp-enrol-code').focus();
+    } catch (err) {
+      $('totp-enrol-error').textContent = err.message || 'Enrolment failed';
+      $('totp-enrol-error').hidden = false;
+    }
+  }
+
+  async function confirmEnrol(ev) {
+    ev.preventDefault();
+    $('totp-enrol-error').hidden = true;
+    try {
+      await api('POST', '/v1/me/totp/confirm', { code: $('totp-enrol-code').value.trim() });
+      $('totp-secret').value = '';
+      $('totp-enrol-code').value = '';
+      $('totp-enrol').hidden = true;
+      loggedIn(await whoAmI());
+    } catch (err) {
+      $('totp-enrol-error').textContent = err.message || 'Wrong code';
+      $('totp-enrol-error').hidden = false;
+    }
+  }
+
+  async function loggedIn(me) {
+    if (me && me.totp_enrolment_required) {
+      showEnrol();
+      return;
+    }
+    $('login').hidden = true;
+    $('totp-enrol').hidden = true;
+    $('controls').hidden = false;
+    $('user').value = (me && (me.username || me.kind)) || '';
+    loadList();
+    reconnectNow();
+  }
+
+  async function whoAmI() {
+    try {
+      return await api('GET', '/v1/me');
+    } catch (err) {
+      return null;
+    }
+  }
+
+  async function login(ev) {
+    ev.preventDefault();
+    $('login-error').hidden = true;
+    const body = { username: $('login-username').value.trim(), password: $('login-password').value };
+    if (/^\d+$/.test(clinic)) body.clinic = clinic;
+    const code = $('login-code').value.trim();
+    if (!$('login-code-row').hidden && code) body.code = code;
+    try {
+      await api('POST', '/v1/login', body);
+      $('login-password').value = '';
+      $('login-code').value = '';
+      $('login-code-row').hidden = true;
+      loggedIn(await whoAmI());
+    } catch (err) {
+      if (err.code === 'totp_required') {
+        askCode('Enter the 6-digit code from your authenticator app.');
+        return;
+      }
+      if (err.code === 'totp_invalid') {
+        askCode('Wrong or expired code: enter the code the app shows now.');
+        return;
+      }
+      $('login-error').textContent = err.message || 'Login failed';
+      $('login-error').hidden = false;
+    }
+  }
+
+  async function logout() {
+    await api('POST', '/v1/logout', {}).catch(() => {});
+    token = '';
+    try {
+      sessionStorage.removeItem('scsync.token');
+    } catch (err) {
+      // nothing stored
+    }
+    showLogin();
+  }
+
   function readToken() {
     const hash = new URLSearchParams(location.hash.slice(1));
     if (hash.has('token')) {
@@ -574,19 +688,10 @@
 
   function init() {
     readToken();
-    try {
-      $('user').value = localStorage.getItem('scsync.user') || 'viewer';
-    } catch (err) {
-      // keep the default
-    }
     $('controls').addEventListener('submit', (ev) => ev.preventDefault());
-    $('user').addEventListener('change', () => {
-      try {
-        localStorage.setItem('scsync.user', userName());
-      } catch (err) {
-        // not remembered, that is all
-      }
-    });
+    $('login').addEventListener('submit', login);
+    $('totp-enrol').addEventListener('submit', confirmEnrol);
+    $('logout').addEventListener('click', logout);
     $('token').addEventListener('change', () => {
       token = $('token').value.trim();
       try {
@@ -634,12 +739,25 @@
 
     const needsClinic = (cfg.apiPrefix + cfg.eventsPath).includes('{clinic}');
     if (needsClinic && !/^\d+$/.test(clinic)) {
-      showError('Open this page with the clinic in the URL: ?clinic=<clinic id>#token=<access token>');
+      showError('Open this page with the clinic in the URL: ?clinic=<clinic id>, then log in');
       setConn('Not connected', false);
       return;
     }
-    loadList();
-    connect();
+    whoAmI().then((me) => {
+      if (!me) {
+        showLogin();
+        setConn('Not connected', false);
+        return;
+      }
+      if (me.totp_enrolment_required) {
+        setConn('Not connected', false);
+        showEnrol();
+        return;
+      }
+      $('user').value = me.username || me.kind || '';
+      loadList();
+      connect();
+    });
   }
 
   init();

@@ -1,0 +1,10 @@
+// Command verify is one benchmark of `make bench`: see `go run ./bench/cmd/verify -h`.
+package main
+
+import (
+	"os"
+
+	"github.com/scsync/scsync/bench/internal/suite"
+)
+
+func main() { os.Exit(suite.Main(suite.Verify)) }

@@ -1,0 +1,262 @@
+// Package audit is the append-only, hash-chained audit log both servers
+// keep: who (person id) did what (action, kind, record id), when, from
+// where, with what outcome. Each entry carries the hash of the one before,
+// and a head row remembers the last, so Verify finds an entry that was
+// changed, removed or cut off the end.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/scsync/scsync/shared/ids"
+)
+
+// Entry is one audited event. Chain names the sequence it belongs to:
+// "local:<clinic>" for a clinic's own (replicated to the cloud unchanged),
+// "cloud:<clinic>" for what was done in the cloud, "cloud:operator" for the
+// operator's actions.
+type Entry struct {
+	Chain    string    `gorm:"primaryKey;size:64" json:"chain"`
+	Seq      int64     `gorm:"primaryKey;autoIncrement:false" json:"seq"`
+	At       time.Time `gorm:"not null;index" json:"at"`
+	Clinic   ids.ID    `gorm:"not null;default:0" json:"clinic"`
+	Actor    string    `gorm:"not null;index" json:"actor"`
+	Username string    `gorm:"not null;default:''" json:"username,omitempty"`
+	Action   string    `gorm:"not null" json:"action"`
+	Kind     string    `gorm:"not null;default:''" json:"kind,omitempty"`
+	Target   string    `gorm:"not null;default:'';index" json:"target,omitempty"`
+	Remote   string    `gorm:"not null;default:''" json:"remote,omitempty"`
+	Outcome  int       `gorm:"not null" json:"outcome"`
+	Detail   string    `gorm:"not null;default:''" json:"detail,omitempty"`
+	Prev     string    `gorm:"not null" json:"prev"`
+	Hash     string    `gorm:"not null" json:"hash"`
+}
+
+// TableName is audit_log.
+func (Entry) TableName() string { return "audit_log" }
+
+// head is the last entry of a chain.
+type head struct {
+	Chain string `gorm:"primaryKey;size:64"`
+	Seq   int64  `gorm:"not null"`
+	Hash  string `gorm:"not null"`
+}
+
+func (head) TableName() string { return "audit_heads" }
+
+// Errors.
+var (
+	// ErrBroken: the chain does not verify (an entry changed, removed or
+	// out of order).
+	ErrBroken = errors.New("audit: chain broken")
+	// ErrAhead: the entries to import start past this side's head.
+	ErrAhead = errors.New("audit: entries start past the head")
+)
+
+// Hash is an entry's hash: SHA-256 over its fields and the previous hash.
+func Hash(e Entry) string {
+	s := strings.Join([]string{e.Chain, strconv.FormatInt(e.Seq, 10), e.At.UTC().Format(time.RFC3339Nano), e.Clinic.String(),
+		e.Actor, e.Username, e.Action, e.Kind, e.Target, e.Remote, strconv.Itoa(e.Outcome), e.Detail, e.Prev}, "\x1f")
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Log appends to and reads the audit tables of db.
+type Log struct {
+	db  *gorm.DB
+	mu  sync.Mutex
+	now func() time.Time
+}
+
+// Open migrates the audit tables.
+func Open(ctx context.Context, db *gorm.DB) (*Log, error) {
+	if err := db.WithContext(ctx).AutoMigrate(&Entry{}, &head{}); err != nil {
+		return nil, fmt.Errorf("audit: migrate: %w", err)
+	}
+	return &Log{db: db, now: time.Now}, nil
+}
+
+// DB is the log's database.
+func (l *Log) DB() *gorm.DB { return l.db }
+
+// Append adds e to its chain, setting Seq, At (when zero), Prev and Hash.
+func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
+	l.mu.Lock() // one writer per process; FOR UPDATE on the head serializes nodes
+	defer l.mu.Unlock()
+	if e.At.IsZero() {
+		e.At = l.now()
+	}
+	e.At = e.At.UTC().Truncate(time.Microsecond)
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		h, err := lockHead(tx, e.Chain)
+		if err != nil {
+			return err
+		}
+		e.Seq, e.Prev = h.Seq+1, h.Hash
+		e.Hash = Hash(e)
+		if err := tx.Create(&e).Error; err != nil {
+			return err
+		}
+		return saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+	})
+	if err != nil {
+		return Entry{}, fmt.Errorf("audit: append: %w", err)
+	}
+	return e, nil
+}
+
+func lockHead(tx *gorm.DB, chain string) (head, error) {
+	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&head{Chain: chain}).Error; err != nil {
+		return head{}, err
+	}
+	q := tx
+	if tx.Name() == "postgres" {
+		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
+	}
+	var h head
+	err := q.Where("chain = ?", chain).Take(&h).Error
+	return h, err
+}
+
+func saveHead(tx *gorm.DB, h head) error {
+	return tx.Model(&head{}).Where("chain = ?", h.Chain).Updates(map[string]any{"seq": h.Seq, "hash": h.Hash}).Error
+}
+
+// Import appends entries made elsewhere (a clinic's, replicated to the
+// cloud; or the cloud's copy, brought back to a restored clinic) keeping
+// their hashes. Entries up to the head already here are skipped; the rest
+// must continue the chain. It returns the head's seq after the import.
+func (l *Log) Import(ctx context.Context, chain string, es []Entry) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var seq int64
+	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		h, err := lockHead(tx, chain)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			e.At = e.At.UTC()
+			if e.Chain != chain || Hash(e) != e.Hash {
+				return fmt.Errorf("%w: entry %d does not match its hash", ErrBroken, e.Seq)
+			}
+			if e.Seq <= h.Seq {
+				continue // sent again
+			}
+			if e.Seq != h.Seq+1 {
+				return fmt.Errorf("%w: entry %d after head %d", ErrAhead, e.Seq, h.Seq)
+			}
+			if e.Prev != h.Hash {
+				return fmt.Errorf("%w: entry %d does not follow entry %d", ErrBroken, e.Seq, h.Seq)
+			}
+			if err := tx.Create(&e).Error; err != nil {
+				return err
+			}
+			h = head{Chain: chain, Seq: e.Seq, Hash: e.Hash}
+		}
+		seq = h.Seq
+		return saveHead(tx, h)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("audit: import: %w", err)
+	}
+	return seq, nil
+}
+
+// Head is the seq of a chain's last entry (0: empty).
+func (l *Log) Head(ctx context.Context, chain string) (int64, error) {
+	var h head
+	err := l.db.WithContext(ctx).Where("chain = ?", chain).Limit(1).Find(&h).Error
+	return h.Seq, err
+}
+
+// Query selects entries.
+type Query struct {
+	Chain  string
+	After  int64
+	Limit  int
+	Actor  string
+	Target string
+}
+
+// List returns entries of a chain in order.
+func (l *Log) List(ctx context.Context, q Query) ([]Entry, error) {
+	if q.Limit <= 0 || q.Limit > 5000 {
+		q.Limit = 500
+	}
+	db := l.db.WithContext(ctx).Where("chain = ? AND seq > ?", q.Chain, q.After)
+	if q.Actor != "" {
+		db = db.Where("actor = ?", q.Actor)
+	}
+	if q.Target != "" {
+		db = db.Where("target = ?", q.Target)
+	}
+	var out []Entry
+	if err := db.Order("seq").Limit(q.Limit).Find(&out).Error; err != nil {
+		return nil, fmt.Errorf("audit: list: %w", err)
+	}
+	return out, nil
+}
+
+// Verification is the result of Verify.
+type Verification struct {
+	Chain   string `json:"chain"`
+	Entries int64  `json:"entries"`
+	OK      bool   `json:"ok"`
+	// Problem says where the chain breaks.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Verify walks a chain: every entry's hash, every link, no gap, and the
+// last entry is the head.
+func (l *Log) Verify(ctx context.Context, chain string) (Verification, error) {
+	v := Verification{Chain: chain}
+	var h head
+	if err := l.db.WithContext(ctx).Where("chain = ?", chain).Limit(1).Find(&h).Error; err != nil {
+		return v, fmt.Errorf("audit: verify: %w", err)
+	}
+	var prev Entry
+	after := int64(0)
+	for {
+		es, err := l.List(ctx, Query{Chain: chain, After: after, Limit: 1000})
+		if err != nil {
+			return v, err
+		}
+		for _, e := range es {
+			switch {
+			case e.Seq != prev.Seq+1:
+				v.Problem = fmt.Sprintf("entry %d is missing", prev.Seq+1)
+			case e.Prev != prev.Hash:
+				v.Problem = fmt.Sprintf("entry %d does not follow entry %d", e.Seq, prev.Seq)
+			case Hash(e) != e.Hash:
+				v.Problem = fmt.Sprintf("entry %d was changed", e.Seq)
+			}
+			if v.Problem != "" {
+				return v, nil
+			}
+			prev = e
+			v.Entries++
+		}
+		if len(es) < 1000 {
+			break
+		}
+		after = prev.Seq
+	}
+	if prev.Seq != h.Seq || prev.Hash != h.Hash {
+		v.Problem = fmt.Sprintf("the chain ends at entry %d but its head is entry %d", prev.Seq, h.Seq)
+		return v, nil
+	}
+	v.OK = true
+	return v, nil
+}

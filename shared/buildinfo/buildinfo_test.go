@@ -1,0 +1,30 @@
+package buildinfo
+
+import (
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+func TestString(t *testing.T) {
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "GOOS", Value: "windows"}, {Key: "GOARCH", Value: "amd64"},
+		{Key: "vcs.revision", Value: "62b918d1a2b3c4d5e6f7"}, {Key: "vcs.time", Value: "2026-12-05T05:54:09Z"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	got := fromBuildInfo(bi, true).String("sc-local")
+	want := "sc-local (devel) (commit 62b918d1a2b3+modified, 2026-12-05T05:54:09Z) go1.26.8 windows/amd64"
+	if got != want {
+		t.Errorf("String = %q, want %q", got, want)
+	}
+	Version = "1.4.0"
+	defer func() { Version = "" }()
+	if got := fromBuildInfo(bi, true).String("lockd"); !strings.HasPrefix(got, "lockd 1.4.0 (commit") {
+		t.Errorf("String with Version set = %q", got)
+	}
+	if got := fromBuildInfo(nil, false).String("x"); !strings.HasPrefix(got, "x 1.4.0 go") {
+		t.Errorf("String without build info = %q", got)
+	}
+	if got := Read(); got.Go == "" || got.Version == "" {
+		t.Errorf("Read() = %+v, want a Go and a version", got)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package syncrules_test
+
+const raceEnabled = false
