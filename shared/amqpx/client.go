@@ -82,6 +82,9 @@ func New(cfg Config, topo Topology, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, err
 	}
+	// The client's own copy, taken before any goroutine runs: the caller's
+	// config may be handed to HTTP transports too, which write to it.
+	cfg.TLS = cfg.TLS.Clone()
 	if err := topo.validate(); err != nil {
 		return nil, err
 	}

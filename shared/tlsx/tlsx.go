@@ -84,7 +84,7 @@ func (c Client) HTTPClient(timeout time.Duration) (*http.Client, error) {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = cfg
+	tr.TLSClientConfig = cfg.Clone()
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 

@@ -54,7 +54,7 @@ func identity(cfg config.Config, st *store.Store, broker *amqpx.Client, apiSrv *
 	var run func(context.Context) error
 	if cfg.Lockd.URL != "" {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = clientTLS
+		tr.TLSClientConfig = clientTLS.Clone()
 		hc := &http.Client{Transport: tr, Timeout: lockclient.DefaultTimeout}
 		lt := lockdTokens{c: lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, hc), st: st, log: log, behind: new(atomic.Bool)}
 		l, run = lt, lt.Run

@@ -43,7 +43,7 @@ func (c Config) AWSConfig() aws.Config {
 	}
 	if c.TLS != nil {
 		cfg.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-			tr.TLSClientConfig = c.TLS
+			tr.TLSClientConfig = c.TLS.Clone()
 		})
 	}
 	return cfg

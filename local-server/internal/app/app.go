@@ -103,7 +103,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	cloud := cloudapi.New(cfg.Cloud.URL, cfg.Cloud.Token, clinic).WithTLS(clientTLS)
 	tlsHTTP := func(timeout time.Duration) *http.Client {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = clientTLS
+		tr.TLSClientConfig = clientTLS.Clone()
 		return &http.Client{Transport: tr, Timeout: timeout}
 	}
 	sy := syncer.New(st, broker, cloud, cfg.Cloud.PullEvery, log, reg)

@@ -82,7 +82,7 @@ func New(st *store.Store, cloud Cloud, dataDir string, every time.Duration, keys
 // (nil: the system's roots), and hours for a large database.
 func NewHTTP(tls *tls.Config) *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tls
+	tr.TLSClientConfig = tls.Clone()
 	return &http.Client{Transport: tr, Timeout: 6 * time.Hour}
 }
 

@@ -61,7 +61,7 @@ func UseLocal(cfg config.Config, token string) (string, error) {
 		return "", fmt.Errorf("tls.ca_file: %w", err)
 	}
 	other := http.DefaultTransport.(*http.Transport).Clone()
-	other.TLSClientConfig = outTLS
+	other.TLSClientConfig = outTLS.Clone()
 	local := other.Clone()
 	if cfg.ServerTLS().Enabled() {
 		if local.TLSClientConfig, err = localTrust(cfg, u.Hostname()); err != nil {

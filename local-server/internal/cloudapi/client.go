@@ -42,7 +42,7 @@ func New(baseURL, token string, clinic ids.ID) *Client {
 // WithTLS makes the client trust cfg's roots (a private CA of the cloud).
 func (c *Client) WithTLS(cfg *tls.Config) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = cfg
+	tr.TLSClientConfig = cfg.Clone()
 	c.http.Transport = tr
 	return c
 }

@@ -84,7 +84,7 @@ func (o Options) withDefaults() Options {
 	if o.HTTPClient == nil {
 		o.HTTPClient = newS3HTTPClient()
 		if o.TLS != nil {
-			o.HTTPClient.Transport.(*http.Transport).TLSClientConfig = o.TLS
+			o.HTTPClient.Transport.(*http.Transport).TLSClientConfig = o.TLS.Clone()
 		}
 	}
 	return o
