@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -179,6 +181,16 @@ func runVerify(ctx context.Context, c Config, n, chunk int, wait time.Duration) 
 	secs := results.New("verify", "verify_equal_seconds", "s", results.LowerBetter, round3(took.Seconds()), verifyBudgetSeconds)
 	secs.Note = "wall time of POST /v1/verify (report only) over equal sides; baseline: the budget (30 s at a million records)"
 	secs.Extra = map[string]float64{"ours_cpu_seconds": round3((u1.CPU - u0.CPU).Seconds())}
+	// sc-local logs where the time went: its own scan and the cloud's
+	// answer (the cloud's scan).
+	for _, part := range []string{"scan_seconds", "cloud_seconds"} {
+		if m := regexp.MustCompile(part+`[=":]+([0-9.]+)`).FindAllStringSubmatch(clinic.Proc.Output(), -1); len(m) > 0 {
+			if v, err := strconv.ParseFloat(m[len(m)-1][1], 64); err == nil {
+				secs.Extra[part] = round3(v)
+			}
+		}
+	}
+	c.Log.Info("verify parts", "extra", secs.Extra)
 	anon := results.New("verify", "verify_peak_anon", "MiB", results.LowerBetter, mib(peak[0]), verifyBudgetMiB)
 	anon.Note = "sc-local's peak RssAnon (its heap and stacks, sampled every 20 ms) during the run: the figure the 100 MB budget is held to; " +
 		"VmHWM adds the pages of the SQLite file it maps (mmap_size 256 MiB), which the kernel can drop and re-read"

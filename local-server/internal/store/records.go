@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -566,34 +569,128 @@ func (s *Store) Digest(ctx context.Context) (map[string]string, error) {
 }
 
 // EachDigest calls fn with every record the cloud should hold (tombstones
-// included), kind by kind in id order: its key ("kind/id") and digest. It
-// reads a page of rows at a time on the read-only connection, so the
-// writer is not held and the scan maps no file memory.
+// included): its key ("kind/id") and digest. It reads a page of rows at a
+// time on the read-only connections, so the writer is not held and the
+// scan maps no file memory. The scan is CPU work (the driver's row
+// decoding most of it), so each kind's ids are cut into ranges that
+// digestWorkers goroutines scan at once, each on its own connection; the
+// calls of fn are serialized but come in no particular order (anti-entropy
+// adds them into order-free bucket sums).
 func (s *Store) EachDigest(ctx context.Context, fn func(key, digest string) error) error {
+	type span struct {
+		kind   wire.Kind
+		lo, hi ids.ID // the ids in (lo, hi]
+	}
+	var spans []span
 	for _, sp := range records.Kinds {
-		k := kinds[sp.Kind]
-		fetch := func(after ids.ID, limit int) ([]Record, error) {
-			return k.find(s.rdb.WithContext(ctx).Where("clinic_id = ? AND id > ?", s.clinic, after).Order("id").Limit(limit))
-		}
-		err := rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
-			m := r.meta()
-			key := string(sp.Kind) + "/" + m.ID.String()
-			switch {
-			case m.SyncState == StateExcluded && !m.Queued:
-				return nil // the cloud never had it
-			case m.SyncState == StateExcluded:
-				// Un-synced: the cloud holds its tombstone, whose
-				// content is not compared (the clinic keeps its own).
-				return fn(key, records.Digest(m.CloudVersion, true, m.ConflictOf, m.CreatedAt, nil))
-			default:
-				return fn(key, records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, r.content()))
-			}
-		})
+		lo, hi, ok, err := s.idBounds(ctx, sp.Kind)
 		if err != nil {
 			return err
 		}
+		if !ok {
+			continue
+		}
+		for _, r := range splitIDs(lo-1, hi, digestRanges) {
+			spans = append(spans, span{sp.Kind, r[0], r[1]})
+		}
 	}
-	return nil
+	var mu sync.Mutex
+	next := 0
+	take := func() (span, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next == len(spans) {
+			return span{}, false
+		}
+		next++
+		return spans[next-1], true
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for range min(digestWorkers, runtime.GOMAXPROCS(0)) {
+		g.Go(func() error {
+			for {
+				sp, ok := take()
+				if !ok {
+					return nil
+				}
+				if err := s.digestSpan(gctx, sp.kind, sp.lo, sp.hi, func(key, digest string) error {
+					mu.Lock()
+					defer mu.Unlock()
+					return fn(key, digest)
+				}); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	return g.Wait()
+}
+
+// digestWorkers is how many goroutines (and read-only connections: the
+// pool holds two) a digest scan uses; digestRanges how many id ranges each
+// kind is cut into, so that uneven ranges still share the work.
+const (
+	digestWorkers = 2
+	digestRanges  = 16
+)
+
+// idBounds returns the smallest and the largest id of kind's table.
+func (s *Store) idBounds(ctx context.Context, kind wire.Kind) (lo, hi ids.ID, ok bool, err error) {
+	k := kinds[kind]
+	var got []ids.ID
+	for _, order := range []string{"id", "id DESC"} {
+		var id []ids.ID
+		if err := s.rdb.WithContext(ctx).Model(k.model).Where("clinic_id = ?", s.clinic).Order(order).Limit(1).Pluck("id", &id).Error; err != nil {
+			return 0, 0, false, err
+		}
+		if len(id) == 0 {
+			return 0, 0, false, nil
+		}
+		got = append(got, id[0])
+	}
+	return got[0], got[1], true, nil
+}
+
+// splitIDs cuts (lo, hi] into at most n ranges (lo_i, hi_i] that cover it.
+func splitIDs(lo, hi ids.ID, n int) [][2]ids.ID {
+	width := (uint64(hi) - uint64(lo)) / uint64(n)
+	if width == 0 {
+		return [][2]ids.ID{{lo, hi}}
+	}
+	var out [][2]ids.ID
+	for from := lo; from < hi; {
+		to := ids.ID(uint64(from) + width)
+		if to > hi || len(out) == n-1 {
+			to = hi
+		}
+		out = append(out, [2]ids.ID{from, to})
+		from = to
+	}
+	return out
+}
+
+// digestSpan calls fn with the digest of every record of kind with an id
+// in (lo, hi], in id order.
+func (s *Store) digestSpan(ctx context.Context, kind wire.Kind, lo, hi ids.ID, fn func(key, digest string) error) error {
+	k := kinds[kind]
+	fetch := func(after ids.ID, limit int) ([]Record, error) {
+		after = max(after, lo)
+		return k.find(s.rdb.WithContext(ctx).Where("clinic_id = ? AND id > ? AND id <= ?", s.clinic, after, hi).Order("id").Limit(limit))
+	}
+	return rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
+		m := r.meta()
+		key := string(kind) + "/" + m.ID.String()
+		switch {
+		case m.SyncState == StateExcluded && !m.Queued:
+			return nil // the cloud never had it
+		case m.SyncState == StateExcluded:
+			// Un-synced: the cloud holds its tombstone, whose
+			// content is not compared (the clinic keeps its own).
+			return fn(key, records.Digest(m.CloudVersion, true, m.ConflictOf, m.CreatedAt, nil))
+		default:
+			return fn(key, records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, r.content()))
+		}
+	})
 }
 
 // keepVersion records e's version of its record in the version history,
