@@ -98,7 +98,7 @@ bench-scale-10k: ## the scale benchmark at 10,000 clinics, where issue 14's bars
 	@$(MAKE) --no-print-directory bench-scale SCALE_CLINICS=10000
 
 VERIFY_RECORDS ?= 1000000
-bench-verify: stack-up ## the verify benchmark alone over VERIFY_RECORDS equal records (default 1,000,000, where issue 16's budget is set; ≈15 min, most of it the backfill): bench/results-verify-N.json
+bench-verify: stack-up ## the verify benchmark alone over VERIFY_RECORDS equal records (default 1,000,000, where issue 16's budget is set; ≈25 min, most of it the backfill): bench/results-verify-N.json
 	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-verify ./cmd/verify
 	@$(STACK_ENV); $(BIN)/bench-verify -records $(VERIFY_RECORDS) -json bench/results-verify-$(VERIFY_RECORDS).json $(BENCH_FLAGS)
 

@@ -20,6 +20,10 @@ var HTTP = &http.Client{
 	Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute},
 }
 
+// bounded is HTTP without its own timeout, for calls whose context
+// carries a deadline of its own (a long one: a verify over a million).
+var bounded = &http.Client{Transport: HTTP.Transport}
+
 // StatusError is an unexpected HTTP answer.
 type StatusError struct {
 	Method, URL string
@@ -58,7 +62,11 @@ func CallRaw(ctx context.Context, method, url, token, contentType string, body i
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := HTTP.Do(req)
+	hc := HTTP
+	if _, ok := ctx.Deadline(); ok {
+		hc = bounded // the caller's deadline, not HTTP's 2 minutes
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

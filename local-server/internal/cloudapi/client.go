@@ -198,11 +198,20 @@ func (c *Client) S3Probe(ctx context.Context, out *filekey.S3Probe) error {
 // docs/verify.md).
 func (c *Client) Verify(ctx context.Context, req antientropy.Request) (antientropy.Answer, error) {
 	var a antientropy.Answer
+	// The cloud scans every record of the clinic before it answers: at a
+	// million records that takes longer than the client's usual bound.
+	long, hc := *c, *c.http
+	hc.Timeout = verifyTimeout
+	long.http = &hc
 	// An answer may carry the records of many buckets: more than do's
 	// bound, as much as the first protocol's GET allowed.
-	err := c.doUpTo(ctx, http.MethodPost, "/v1/clinics/{clinic}/verify", "", req, &a, 64<<20)
+	err := long.doUpTo(ctx, http.MethodPost, "/v1/clinics/{clinic}/verify", "", req, &a, 64<<20)
 	return a, err
 }
+
+// verifyTimeout bounds one answer of the cloud's verify route (30 s, the
+// bound of every other call, is less than a big clinic's scan takes).
+const verifyTimeout = 10 * time.Minute
 
 // CloudRecord is a record as the cloud API shows it.
 type CloudRecord struct {
