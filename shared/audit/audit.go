@@ -79,10 +79,12 @@ type Log struct {
 	now func() time.Time
 }
 
-// Open migrates the audit tables.
+// Open returns the log over db's audit tables (made by the database's
+// schema owner).
 func Open(ctx context.Context, db *gorm.DB) (*Log, error) {
-	if err := db.WithContext(ctx).AutoMigrate(&Entry{}, &head{}); err != nil {
-		return nil, fmt.Errorf("audit: migrate: %w", err)
+	m := db.WithContext(ctx).Migrator()
+	if !m.HasTable(&Entry{}) || !m.HasTable(&head{}) {
+		return nil, errors.New("audit: no audit tables (the database's schema owner migrates them first)")
 	}
 	return &Log{db: db, now: time.Now}, nil
 }

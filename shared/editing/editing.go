@@ -172,11 +172,11 @@ type Manager struct {
 	now    func() time.Time
 }
 
-// New returns a Manager over db (it creates the edit_sessions table).
-// notify receives every session event.
+// New returns a Manager over db, whose schema owner made the edit_sessions
+// table. notify receives every session event.
 func New(ctx context.Context, db *gorm.DB, lock Locker, recs Records, notify func(context.Context, Note), cfg Config, log *slog.Logger) (*Manager, error) {
-	if err := db.WithContext(ctx).AutoMigrate(&Session{}); err != nil {
-		return nil, fmt.Errorf("editing: migrate: %w", err)
+	if !db.WithContext(ctx).Migrator().HasTable(&Session{}) {
+		return nil, errors.New("editing: no edit_sessions table (the database's schema owner migrates it first)")
 	}
 	return &Manager{db: db, lock: lock, recs: recs, notify: notify, cfg: cfg.withDefaults(), log: log, now: time.Now}, nil
 }

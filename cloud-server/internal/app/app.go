@@ -178,9 +178,6 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	apiSrv.OnRewind(rewinds.Inc)
 	apiSrv.OnClinic(rep.ClinicAdded)
 
-	if err := files.Migrate(st.DB()); err != nil {
-		return err
-	}
 	fileCfg := cfg.Files
 	fileCfg.Bucket = cfg.S3.Bucket
 	fileSvc, err := files.New(fileCfg, st.DB(), files.NewS3Client(blobCfg), reg, log)

@@ -79,16 +79,14 @@ type Service struct {
 	log     *slog.Logger
 }
 
-// New returns the service and creates its table.
+// New returns the service over db's clinic_backups table (made by the
+// database's schema owner).
 func New(cfg Config, db *gorm.DB, s3c *s3.Client, gen IDs, log *slog.Logger) (*Service, error) {
 	if cfg.Keep <= 0 {
 		cfg.Keep = 14
 	}
 	if cfg.URLExpiry <= 0 {
 		cfg.URLExpiry = 15 * time.Minute
-	}
-	if err := db.AutoMigrate(&Row{}); err != nil {
-		return nil, fmt.Errorf("backups: migrate: %w", err)
 	}
 	return &Service{cfg: cfg, db: db, s3: s3c, presign: s3.NewPresignClient(s3c, func(o *s3.PresignOptions) {
 		o.Expires = cfg.URLExpiry

@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/scsync/scsync/cloud-server/internal/blob"
+	"github.com/scsync/scsync/cloud-server/internal/schema"
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
@@ -107,7 +108,11 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 			_ = sqlDB.Close()
 		}
 	})
-	if err := Migrate(db); err != nil {
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.Migrate(context.Background(), sqlDB); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()

@@ -1,10 +1,7 @@
 package files
 
 import (
-	"fmt"
 	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
@@ -58,24 +55,4 @@ func (f File) View() filekey.File {
 	return filekey.File{SHA256: f.SHA256, State: f.State, Size: f.Size, ContentType: f.ContentType,
 		Mode: f.Mode, Reason: f.Reason, CreatedAt: f.CreatedAt, VerifiedAt: f.VerifiedAt,
 		UnsyncedAt: f.UnsyncedAt, ArchivedAt: f.ArchivedAt, RemovedAt: f.RemovedAt}
-}
-
-// migrateLock is the PostgreSQL advisory lock key that serializes Migrate
-// across cloud nodes starting together.
-const migrateLock = 4242019
-
-// Migrate creates or updates the files table. On PostgreSQL it holds an
-// advisory lock so nodes starting together do not race.
-func Migrate(db *gorm.DB) error {
-	return db.Transaction(func(tx *gorm.DB) error {
-		if tx.Name() == "postgres" {
-			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", migrateLock).Error; err != nil {
-				return fmt.Errorf("files: migrate lock: %w", err)
-			}
-		}
-		if err := tx.AutoMigrate(&File{}); err != nil {
-			return fmt.Errorf("files: migrate: %w", err)
-		}
-		return nil
-	})
 }

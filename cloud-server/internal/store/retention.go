@@ -442,21 +442,3 @@ func (s *Store) RetentionEvents(ctx context.Context, clinic ids.ID, limit int) (
 	err := s.db.WithContext(ctx).Where("clinic_id = ?", clinic).Order("id DESC").Limit(limit).Find(&evs).Error
 	return evs, err
 }
-
-// migrateRetention adds what retention and file reference tracking need
-// to the schema: the files table (changes keep its un-synced marks) and
-// indexes to find the records naming a file.
-func migrateRetention(tx *gorm.DB) error {
-	if err := tx.AutoMigrate(&ClinicRetention{}, &RetentionEvent{}); err != nil {
-		return err
-	}
-	if err := files.Migrate(tx); err != nil {
-		return err
-	}
-	for _, table := range fileKinds {
-		if err := tx.Exec("CREATE INDEX IF NOT EXISTS " + table + "_clinic_sha256 ON " + table + " (clinic_id, sha256)").Error; err != nil {
-			return err
-		}
-	}
-	return nil
-}

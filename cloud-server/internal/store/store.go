@@ -17,9 +17,8 @@ import (
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
-	"github.com/scsync/scsync/shared/editing"
+	"github.com/scsync/scsync/cloud-server/internal/schema"
 	"github.com/scsync/scsync/shared/ids"
-	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -51,32 +50,14 @@ func Open(ctx context.Context, url string, gen IDs) (*Store, error) {
 	}
 	sqlDB.SetMaxOpenConns(20)
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{db: db, ids: gen}
-	if err := s.migrate(ctx); err != nil {
+	// The schema's one owner migrates the whole database (every package's
+	// tables), once across nodes starting together, before anything opens
+	// a table (docs/schema.md).
+	if err := schema.Migrate(ctx, sqlDB); err != nil {
 		_ = sqlDB.Close()
-		return nil, err
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	return s, nil
-}
-
-func (s *Store) migrate(ctx context.Context) error {
-	// Several nodes may start at once: one migrates, the others wait.
-	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(4242001)").Error; err != nil {
-			return fmt.Errorf("store: migrate lock: %w", err)
-		}
-		models := []any{&Clinic{}, &Enrollment{}, &Change{}, &Parked{}, &Outbox{}, &editing.Session{}}
-		for _, s := range records.Kinds {
-			models = append(models, kinds[s.Kind].model)
-		}
-		if err := tx.AutoMigrate(models...); err != nil {
-			return fmt.Errorf("store: migrate: %w", err)
-		}
-		if err := migrateRetention(tx); err != nil {
-			return fmt.Errorf("store: migrate: %w", err)
-		}
-		return nil
-	})
+	return &Store{db: db, ids: gen}, nil
 }
 
 // DB is the database handle, for components keeping their own tables in

@@ -144,9 +144,6 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if telemetry.MountPprof(mux) {
 		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
 	}
-	if err := transfer.Migrate(st.DB()); err != nil {
-		return err
-	}
 	window, err := config.ParseWindow(cfg.Files.BackfillWindow)
 	if err != nil {
 		return err

@@ -134,21 +134,12 @@ func sortDateOf(c records.Content, studyDate func(ids.ID) (string, error)) (stri
 	return undated, nil
 }
 
-// migrateSortDates adds the backfill's partial indexes (only records not
-// yet queued, newest first: each batch reads just what it takes) and fills
-// the sort key of rows written before it existed.
-func migrateSortDates(db *gorm.DB) error {
+// fillSortDates fills the sort key of rows that have none: rows written
+// before the key existed, and children written before their study arrived.
+// (The backfill's partial indexes on the key are in the schema's baseline.)
+func fillSortDates(db *gorm.DB) error {
 	for _, sp := range records.Kinds {
 		t := sp.Table
-		if err := db.Exec("CREATE INDEX IF NOT EXISTS " + t + "_backfill ON " + t + " (sort_date DESC, id DESC) WHERE queued = 0").Error; err != nil {
-			return err
-		}
-		if sp.Kind == wire.KindStudy {
-			// Studies kept out by the user, which the backfill looks up often.
-			if err := db.Exec("CREATE INDEX IF NOT EXISTS studies_choice ON studies (sync_choice)").Error; err != nil {
-				return err
-			}
-		}
 		var fill string
 		switch sp.Kind {
 		case wire.KindStudy, wire.KindImage:

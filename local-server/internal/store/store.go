@@ -20,8 +20,8 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/scsync/scsync/local-server/internal/schema"
 	"github.com/scsync/scsync/shared/ids"
-	"github.com/scsync/scsync/shared/records"
 )
 
 // Sync states of a local record (M6, M21).
@@ -104,17 +104,15 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	models := []any{&Outbox{}, &KV{}, &Version{}}
-	for _, sp := range records.Kinds {
-		models = append(models, kinds[sp.Kind].model)
-	}
-	if err := db.AutoMigrate(models...); err != nil {
+	// The schema's one owner migrates the whole database (every package's
+	// tables) before anything opens a table (docs/schema.md).
+	if err := schema.Migrate(context.Background(), sqlDB); err != nil {
 		_ = sqlDB.Close()
-		return nil, fmt.Errorf("store: migrate: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
-	if err := migrateSortDates(db); err != nil {
+	if err := fillSortDates(db); err != nil {
 		_ = sqlDB.Close()
-		return nil, fmt.Errorf("store: migrate: %w", err)
+		return nil, fmt.Errorf("store: fill sort dates: %w", err)
 	}
 	// A second connection, read-only, for work that only reads: the
 	// backfill plans its batches on a snapshot through it (WAL lets it read

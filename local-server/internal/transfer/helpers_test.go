@@ -27,6 +27,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/scsync/scsync/local-server/internal/schema"
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/testenv"
@@ -236,7 +237,7 @@ func openSQLite(path string) (*gorm.DB, error) {
 		return nil, err
 	}
 	sqlDB.SetMaxOpenConns(1)
-	return db, Migrate(db)
+	return db, schema.Migrate(context.Background(), sqlDB)
 }
 
 // makeFile writes a file of size bytes that no other test writes (each MiB

@@ -13,12 +13,7 @@
 // SHA-256 is verified. See docs/files.md.
 package transfer
 
-import (
-	"fmt"
-	"time"
-
-	"gorm.io/gorm"
-)
+import "time"
 
 // Directions.
 const (
@@ -78,11 +73,3 @@ type Part struct {
 
 // TableName is file_transfer_parts.
 func (Part) TableName() string { return "file_transfer_parts" }
-
-// Migrate creates or updates the transfer tables.
-func Migrate(db *gorm.DB) error {
-	if err := db.AutoMigrate(&Transfer{}, &Part{}); err != nil {
-		return fmt.Errorf("transfer: migrate: %w", err)
-	}
-	return nil
-}

@@ -36,6 +36,7 @@ import (
 
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/files"
+	"github.com/scsync/scsync/cloud-server/internal/schema"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 )
@@ -99,10 +100,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("open postgres: %w", err)
 	}
-	if sqlDB, err := db.DB(); err == nil {
-		defer sqlDB.Close()
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("open postgres: %w", err)
 	}
-	if err := files.Migrate(db); err != nil {
+	defer sqlDB.Close()
+	if err := schema.Migrate(ctx, sqlDB); err != nil {
 		return err
 	}
 	client := files.NewS3Client(s3c)

@@ -1,0 +1,258 @@
+package schema_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/scsync/scsync/local-server/internal/schema"
+)
+
+// open opens a new SQLite database in the test's directory, with the
+// pragmas sc-local's store uses.
+func open(t *testing.T) *sql.DB {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "clinic.db")
+	db, err := gorm.Open(sqlite.Open("file:"+path+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)"),
+		&gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	return sqlDB
+}
+
+// execFile runs the statements of a testdata file (one per line or block,
+// each ending with ";" at the end of a line).
+func execFile(t *testing.T, db *sql.DB, name string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range strings.Split(string(b), ";\n") {
+		var lines []string
+		for _, l := range strings.Split(stmt, "\n") {
+			if !strings.HasPrefix(l, "--") {
+				lines = append(lines, l)
+			}
+		}
+		if s := strings.TrimSpace(strings.Join(lines, "\n")); s != "" {
+			if _, err := db.Exec(s); err != nil {
+				t.Fatalf("%s: %v\n%s", name, err, s)
+			}
+		}
+	}
+}
+
+// catalog is db's schema as SQLite keeps it, goose's own table left out:
+// one line per table and index, with the statement that made it.
+func catalog(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT type, name, tbl_name, COALESCE(sql, '') FROM sqlite_master " +
+		"WHERE tbl_name NOT IN ('goose_db_version', 'sqlite_sequence') ORDER BY type, name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var typ, name, tbl, stmt string
+		if err := rows.Scan(&typ, &name, &tbl, &stmt); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, strings.Join([]string{typ, name, tbl, stmt}, " | "))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// contents is every row of every table but goose's, each row printed in
+// full, keyed by table; sqlite_sequence (the AUTOINCREMENT counters) is
+// kept: ids must not be reused after a migration.
+func contents(t *testing.T, db *sql.DB) map[string][]string {
+	t.Helper()
+	var tables []string
+	rows, err := db.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'goose_db_version' ORDER BY name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, n)
+	}
+	_ = rows.Close()
+	out := map[string][]string{}
+	for _, table := range tables {
+		q := "SELECT * FROM `" + table + "`"
+		if table == "sqlite_sequence" {
+			q += " WHERE name <> 'goose_db_version'"
+		}
+		out[table] = dump(t, db, q)
+	}
+	return out
+}
+
+func dump(t *testing.T, db *sql.DB, query string) []string {
+	t.Helper()
+	rows, err := db.Query(query)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		parts := make([]string, len(cols))
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			parts[i] = fmt.Sprintf("%s=%T:%v", cols[i], v, v)
+		}
+		out = append(out, strings.Join(parts, " "))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func version(t *testing.T, db *sql.DB) (current, newest int64) {
+	t.Helper()
+	current, newest, err := schema.Version(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return current, newest
+}
+
+// TestFreshIsPreviousRelease: a new database gets exactly the schema
+// release edfbac7 made (same tables, columns, types, defaults, index names
+// and statements), so that release's gorm AutoMigrate finds nothing to
+// change if it is started on it again (a rollback).
+func TestFreshIsPreviousRelease(t *testing.T) {
+	t.Parallel()
+	prev := open(t)
+	execFile(t, prev, "edfbac7-schema.sql")
+	fresh := open(t)
+	if err := schema.Migrate(context.Background(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	want, got := catalog(t, prev), catalog(t, fresh)
+	if len(want) < 20 {
+		t.Fatalf("the previous release's schema has %d entries, want the whole schema", len(want))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Migrate(fresh) schema differs from release edfbac7's:\n%s", diff(want, got))
+	}
+	if cur, newest := version(t, fresh); cur != newest || cur < 1 {
+		t.Errorf("Version after Migrate = %d (newest %d), want the newest", cur, newest)
+	}
+}
+
+// TestPreviousReleaseDatabase: a database release edfbac7 made and filled
+// (no goose table yet) migrates without error, twice, and keeps every row
+// of every table as it was.
+func TestPreviousReleaseDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := open(t)
+	execFile(t, db, "edfbac7-schema.sql")
+	execFile(t, db, "edfbac7-rows.sql")
+	wantSchema := catalog(t, db)
+	before := contents(t, db)
+	for table, rows := range before {
+		if len(rows) == 0 {
+			t.Fatalf("testdata leaves table %s empty: every table needs rows", table)
+		}
+	}
+	for i := range 2 {
+		if err := schema.Migrate(ctx, db); err != nil {
+			t.Fatalf("Migrate #%d: %v", i+1, err)
+		}
+	}
+	after := contents(t, db)
+	if !reflect.DeepEqual(after, before) {
+		for table := range before {
+			if !reflect.DeepEqual(after[table], before[table]) {
+				t.Errorf("table %s changed by Migrate:\n%s", table, diff(before[table], after[table]))
+			}
+		}
+		for table := range after {
+			if _, ok := before[table]; !ok {
+				t.Errorf("Migrate added table %s to a previous release's database with rows %q", table, after[table])
+			}
+		}
+	}
+	if got := catalog(t, db); !reflect.DeepEqual(got, wantSchema) {
+		t.Errorf("Migrate changed the previous release's schema:\n%s", diff(wantSchema, got))
+	}
+	if cur, newest := version(t, db); cur != newest {
+		t.Errorf("Version after Migrate = %d, want %d", cur, newest)
+	}
+	// Each migration is recorded once, however often Migrate ran.
+	var n, distinct int
+	if err := db.QueryRow("SELECT COUNT(*), COUNT(DISTINCT version_id) FROM goose_db_version").Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != distinct {
+		t.Errorf("goose_db_version has %d rows for %d versions, want one each", n, distinct)
+	}
+}
+
+// diff lists the lines only in want (-) and only in got (+).
+func diff(want, got []string) string {
+	in := func(s []string) map[string]bool {
+		m := map[string]bool{}
+		for _, v := range s {
+			m[v] = true
+		}
+		return m
+	}
+	w, g := in(want), in(got)
+	var b strings.Builder
+	for _, v := range want {
+		if !g[v] {
+			b.WriteString("- " + v + "\n")
+		}
+	}
+	for _, v := range got {
+		if !w[v] {
+			b.WriteString("+ " + v + "\n")
+		}
+	}
+	return b.String()
+}
