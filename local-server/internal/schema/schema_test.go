@@ -69,7 +69,7 @@ func catalog(t *testing.T, db *sql.DB) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []string
 	for rows.Next() {
 		var typ, name, tbl, stmt string
@@ -90,18 +90,9 @@ func catalog(t *testing.T, db *sql.DB) []string {
 func contents(t *testing.T, db *sql.DB) map[string][]string {
 	t.Helper()
 	var tables []string
-	rows, err := db.Query("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'goose_db_version' ORDER BY name")
-	if err != nil {
-		t.Fatal(err)
+	for _, l := range dump(t, db, "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'goose_db_version'") {
+		tables = append(tables, strings.TrimPrefix(l, "name=string:"))
 	}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, n)
-	}
-	_ = rows.Close()
 	out := map[string][]string{}
 	for _, table := range tables {
 		q := "SELECT * FROM `" + table + "`"
@@ -119,7 +110,7 @@ func dump(t *testing.T, db *sql.DB, query string) []string {
 	if err != nil {
 		t.Fatalf("%s: %v", query, err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	cols, err := rows.Columns()
 	if err != nil {
 		t.Fatal(err)
@@ -194,6 +185,9 @@ func TestPreviousReleaseDatabase(t *testing.T) {
 	execFile(t, db, "edfbac7-rows.sql")
 	wantSchema := catalog(t, db)
 	before := contents(t, db)
+	if len(before) < 20 {
+		t.Fatalf("contents found %d tables in the previous release's database, want every table", len(before))
+	}
 	for table, rows := range before {
 		if len(rows) == 0 {
 			t.Fatalf("testdata leaves table %s empty: every table needs rows", table)
