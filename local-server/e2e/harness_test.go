@@ -314,6 +314,9 @@ type stackOpts struct {
 	cloudEnv []string // added to every sc-cloud's environment
 	// fast runs binaries built without the race detector (volume tests).
 	fast bool
+	// cloudBin, when set, is the sc-cloud every node runs instead of the
+	// one built from this tree (the previous release: mixed_version_test).
+	cloudBin string
 	// tls serves every listener over HTTPS with this CA's certificate;
 	// sc-local then runs with require_tls (its links must be TLS too).
 	tls *stackTLS
@@ -362,6 +365,9 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 	s.cloudBin, s.localBin = binaries(t)
 	if o.fast {
 		s.cloudBin, s.localBin = fastBinaries(t)
+	}
+	if o.cloudBin != "" {
+		s.cloudBin = o.cloudBin
 	}
 	var mgmtEnv []string
 	if amqpURL != "" {
@@ -515,6 +521,12 @@ func amqpAs(t *testing.T, amqpURL, user, secret string) string {
 func startLockdAt(t *testing.T, addrs []string, redisAddr, serviceToken string, clinicTokens map[string]string) []*proc {
 	t.Helper()
 	_, _, bin := allBinaries(t)
+	return startLockdFrom(t, bin, addrs, redisAddr, serviceToken, clinicTokens)
+}
+
+// startLockdFrom is startLockdAt running the lockd binary at bin.
+func startLockdFrom(t *testing.T, bin string, addrs []string, redisAddr, serviceToken string, clinicTokens map[string]string) []*proc {
+	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "auth:\n  service_tokens: [%q]\n  clinic_tokens:\n", serviceToken)
 	for tok, clinic := range clinicTokens {

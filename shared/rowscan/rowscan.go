@@ -4,7 +4,12 @@
 // pages: writers are never blocked for the length of the walk.
 package rowscan
 
-import "context"
+import (
+	"context"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
 
 // PageSize is the default number of rows per page.
 const PageSize = 2000
@@ -36,4 +41,62 @@ func Walk[R any, K any](ctx context.Context, size int, fetch func(after K, limit
 		}
 		after = key(rows[len(rows)-1])
 	}
+}
+
+// Split cuts the keys (lo, hi] into at most n ranges (lo_i, hi_i] that
+// cover them once, in order, so that several walks can share a table.
+func Split[K ~int64](lo, hi K, n int) [][2]K {
+	if n < 1 || hi <= lo {
+		return [][2]K{{lo, hi}}
+	}
+	width := (uint64(hi) - uint64(lo)) / uint64(n)
+	if width == 0 {
+		return [][2]K{{lo, hi}}
+	}
+	var out [][2]K
+	for from := lo; from < hi; {
+		to := K(uint64(from) + width)
+		if to > hi || len(out) == n-1 {
+			to = hi
+		}
+		out = append(out, [2]K{from, to})
+		from = to
+	}
+	return out
+}
+
+// Parallel calls fn with every part on at most workers goroutines, each
+// taking the next part in order when it is done with one. It stops at the
+// first error (of fn or ctx) and returns it; fn's ctx is cancelled then.
+func Parallel[P any](ctx context.Context, workers int, parts []P, fn func(ctx context.Context, p P) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	var mu sync.Mutex
+	next := 0
+	take := func() (P, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		var p P
+		if next == len(parts) {
+			return p, false
+		}
+		next++
+		return parts[next-1], true
+	}
+	for range max(1, min(workers, len(parts))) {
+		g.Go(func() error {
+			for {
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				p, ok := take()
+				if !ok {
+					return nil
+				}
+				if err := fn(gctx, p); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	return g.Wait()
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -152,6 +154,7 @@ func (s *Store) Get(ctx context.Context, clinic ids.ID, kind wire.Kind, id ids.I
 type ListQuery struct {
 	UpdatedSince time.Time
 	After        ids.ID // id of the last record of the previous page
+	Before       ids.ID // when set, only ids up to it (inclusive)
 	Limit        int
 	WithDeleted  bool
 	// Parent, when set, keeps the records of that parent (studies of a
@@ -171,6 +174,9 @@ func (s *Store) List(ctx context.Context, clinic ids.ID, kind wire.Kind, q ListQ
 		return nil, err
 	}
 	db := s.db.WithContext(ctx).Where("clinic_id = ? AND id > ?", clinic, q.After)
+	if q.Before != 0 {
+		db = db.Where("id <= ?", q.Before)
+	}
 	if !q.UpdatedSince.IsZero() {
 		db = db.Where("updated_at >= ?", q.UpdatedSince)
 	}
@@ -210,28 +216,61 @@ func (s *Store) Digest(ctx context.Context, clinic ids.ID) (map[string]string, e
 }
 
 // EachDigest calls fn with every record of the clinic (tombstones
-// included), kind by kind in id order, with its key ("kind/id") and digest
-// (records.Digest; an un-sync tombstone's content is not compared). It
-// reads a page of rows at a time.
+// included), with its key ("kind/id") and digest (records.Digest; an
+// un-sync tombstone's content is not compared). It reads a page of rows at
+// a time. The scan is CPU work (decoding rows, digesting them), so each
+// kind's ids are cut into ranges that digestWorkers goroutines scan at
+// once, each on its own connection; the calls of fn are serialized but come
+// in no particular order (anti-entropy adds them into order-free sums).
 func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, digest string, r Record) error) error {
+	type span struct {
+		kind   wire.Kind
+		lo, hi ids.ID // the ids in (lo, hi]
+	}
+	var spans []span
 	for _, spec := range records.Kinds {
-		fetch := func(after ids.ID, limit int) ([]Record, error) {
-			return s.List(ctx, clinic, spec.Kind, ListQuery{After: after, Limit: limit, WithDeleted: true})
+		k, err := opsFor(spec.Kind)
+		if err != nil {
+			return err
 		}
-		err := rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
+		var b struct{ Lo, Hi *int64 }
+		if err := s.db.WithContext(ctx).Model(k.newRow()).Select("min(id) AS lo, max(id) AS hi").
+			Where("clinic_id = ?", clinic).Scan(&b).Error; err != nil {
+			return err
+		}
+		if b.Lo == nil || b.Hi == nil {
+			continue
+		}
+		for _, r := range rowscan.Split(ids.ID(*b.Lo)-1, ids.ID(*b.Hi), digestRanges) {
+			spans = append(spans, span{spec.Kind, r[0], r[1]})
+		}
+	}
+	var mu sync.Mutex
+	return rowscan.Parallel(ctx, digestWorkers(), spans, func(ctx context.Context, sp span) error {
+		fetch := func(after ids.ID, limit int) ([]Record, error) {
+			return s.List(ctx, clinic, sp.kind, ListQuery{After: max(after, sp.lo), Before: sp.hi, Limit: limit, WithDeleted: true})
+		}
+		return rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
 			m := r.meta()
 			c := r.content()
 			if m.Unsynced {
 				c = nil // the clinic keeps its own copy
 			}
-			return fn(string(spec.Kind)+"/"+m.ID.String(), records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, c), r)
+			key, digest := string(sp.kind)+"/"+m.ID.String(), records.Digest(m.Version, m.Deleted, m.ConflictOf, m.CreatedAt, c)
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(key, digest, r)
 		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
+
+// digestRanges is how many id ranges EachDigest cuts each kind into, so
+// that uneven ranges still share the work; digestWorkers how many it scans
+// at once: the node's cores, at least 2 (PostgreSQL works beside it) and at
+// most 4 (a verify must not take the pool from the node's other work).
+const digestRanges = 16
+
+func digestWorkers() int { return min(4, max(2, runtime.GOMAXPROCS(0))) }
 
 // Versions lists the kept versions of a record (every accepted change),
 // oldest first.

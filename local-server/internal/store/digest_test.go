@@ -5,33 +5,9 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/wire"
 )
-
-func TestSplitIDsCoversTheRangeOnce(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		lo, hi ids.ID
-		n      int
-	}{{0, 1, 16}, {5, 20, 16}, {99, 100 + 16*7, 16}, {387622673929207807, 387999999999999999, 16}, {0, 1 << 62, 3}} {
-		got := splitIDs(c.lo, c.hi, c.n)
-		if len(got) == 0 || len(got) > c.n {
-			t.Fatalf("splitIDs(%d, %d, %d) = %d ranges, want 1..%d", c.lo, c.hi, c.n, len(got), c.n)
-		}
-		from := c.lo
-		for _, r := range got {
-			if r[0] != from || r[1] <= r[0] {
-				t.Fatalf("splitIDs(%d, %d, %d) = %v: range %v does not follow %d", c.lo, c.hi, c.n, got, r, from)
-			}
-			from = r[1]
-		}
-		if from != c.hi {
-			t.Fatalf("splitIDs(%d, %d, %d) = %v: ends at %d", c.lo, c.hi, c.n, got, from)
-		}
-	}
-}
 
 // The parallel scan visits every record the cloud should hold exactly
 // once, with the digest records.Digest gives its row.

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -590,40 +589,18 @@ func (s *Store) EachDigest(ctx context.Context, fn func(key, digest string) erro
 		if !ok {
 			continue
 		}
-		for _, r := range splitIDs(lo-1, hi, digestRanges) {
+		for _, r := range rowscan.Split(lo-1, hi, digestRanges) {
 			spans = append(spans, span{sp.Kind, r[0], r[1]})
 		}
 	}
 	var mu sync.Mutex
-	next := 0
-	take := func() (span, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if next == len(spans) {
-			return span{}, false
-		}
-		next++
-		return spans[next-1], true
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	for range min(digestWorkers, runtime.GOMAXPROCS(0)) {
-		g.Go(func() error {
-			for {
-				sp, ok := take()
-				if !ok {
-					return nil
-				}
-				if err := s.digestSpan(gctx, sp.kind, sp.lo, sp.hi, func(key, digest string) error {
-					mu.Lock()
-					defer mu.Unlock()
-					return fn(key, digest)
-				}); err != nil {
-					return err
-				}
-			}
+	return rowscan.Parallel(ctx, min(digestWorkers, runtime.GOMAXPROCS(0)), spans, func(ctx context.Context, sp span) error {
+		return s.digestSpan(ctx, sp.kind, sp.lo, sp.hi, func(key, digest string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(key, digest)
 		})
-	}
-	return g.Wait()
+	})
 }
 
 // digestWorkers is how many goroutines (and read-only connections: the
@@ -649,24 +626,6 @@ func (s *Store) idBounds(ctx context.Context, kind wire.Kind) (lo, hi ids.ID, ok
 		got = append(got, id[0])
 	}
 	return got[0], got[1], true, nil
-}
-
-// splitIDs cuts (lo, hi] into at most n ranges (lo_i, hi_i] that cover it.
-func splitIDs(lo, hi ids.ID, n int) [][2]ids.ID {
-	width := (uint64(hi) - uint64(lo)) / uint64(n)
-	if width == 0 {
-		return [][2]ids.ID{{lo, hi}}
-	}
-	var out [][2]ids.ID
-	for from := lo; from < hi; {
-		to := ids.ID(uint64(from) + width)
-		if to > hi || len(out) == n-1 {
-			to = hi
-		}
-		out = append(out, [2]ids.ID{from, to})
-		from = to
-	}
-	return out
 }
 
 // digestSpan calls fn with the digest of every record of kind with an id
