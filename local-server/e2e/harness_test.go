@@ -317,6 +317,8 @@ type stackOpts struct {
 	// tls serves every listener over HTTPS with this CA's certificate;
 	// sc-local then runs with require_tls (its links must be TLS too).
 	tls *stackTLS
+	// cloudBin runs the cloud nodes from another build (a protocol bump).
+	cloudBin string
 }
 
 type clinic struct {
@@ -362,6 +364,9 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 	s.cloudBin, s.localBin = binaries(t)
 	if o.fast {
 		s.cloudBin, s.localBin = fastBinaries(t)
+	}
+	if o.cloudBin != "" {
+		s.cloudBin = o.cloudBin
 	}
 	var mgmtEnv []string
 	if amqpURL != "" {
