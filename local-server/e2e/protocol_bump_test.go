@@ -61,6 +61,15 @@ func TestProtocolBump(t *testing.T) {
 	s.startLocal(t, newer, t.TempDir())
 	s.localBin = current
 
+	// The bumped sc-local names its release in /readyz and on /metrics.
+	var localReady struct {
+		Build struct{ Version, Commit string }
+	}
+	call(t, "GET", newer.base+"/readyz", "-", nil, &localReady)
+	if localReady.Build.Commit != bumpCommit[:12] || !hasMetricLine(t, newer.base, `scsync_build_info{commit="`+bumpCommit[:12]+`"`) {
+		t.Errorf("bumped sc-local: /readyz build %+v or scsync_build_info lacks commit %s", localReady.Build, bumpCommit[:12])
+	}
+
 	var st struct {
 		Protocols struct{ Min, Max int }
 	}
