@@ -24,11 +24,15 @@ stack-down: ## stop what stack-up started (shared services it found running are 
 stack-status: ## show what runs where
 	@bash scripts/stack.sh status
 
+# The commit --version, /readyz and scsync_build_info name (Go's own VCS
+# stamp is off where GOFLAGS=-buildvcs=false).
+STAMP := -ldflags "-X github.com/scsync/scsync/shared/buildinfo.Commit=$(shell git rev-parse HEAD 2>/dev/null)"
+
 build: ## build sc-local, sc-cloud and lockd into ./bin
 	@mkdir -p $(BIN)
-	cd local-server && go build -o $(BIN)/sc-local ./cmd/sc-local
-	cd cloud-server && go build -o $(BIN)/sc-cloud ./cmd/sc-cloud
-	cd lockd && go build -o $(BIN)/lockd ./cmd/lockd
+	cd local-server && go build $(STAMP) -o $(BIN)/sc-local ./cmd/sc-local
+	cd cloud-server && go build $(STAMP) -o $(BIN)/sc-cloud ./cmd/sc-cloud
+	cd lockd && go build $(STAMP) -o $(BIN)/lockd ./cmd/lockd
 	@echo "built: $(BIN)/sc-local $(BIN)/sc-cloud $(BIN)/lockd"
 
 build-windows: ## cross-compile sc-local for Windows (pure Go, CGO_ENABLED=0)

@@ -35,7 +35,8 @@ fi
 # An MSI version is three numbers, the third ≤ 65535.
 IFS=. read -r v1 v2 _ <<<"$base"
 msi_version="$v1.$v2.$((count % 65535))"
-ldflags="-s -w -X github.com/scsync/scsync/shared/buildinfo.Version=$deb_version"
+commit=$(git rev-parse HEAD 2>/dev/null || true)
+ldflags="-s -w -X github.com/scsync/scsync/shared/buildinfo.Version=$deb_version -X github.com/scsync/scsync/shared/buildinfo.Commit=$commit"
 
 as_root() {
 	if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi

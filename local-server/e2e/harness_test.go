@@ -315,7 +315,8 @@ type stackOpts struct {
 	// fast runs binaries built without the race detector (volume tests).
 	fast bool
 	// cloudBin, when set, is the sc-cloud every node runs instead of the
-	// one built from this tree (the previous release: mixed_version_test).
+	// one built from this tree (the previous release: mixed_version_test;
+	// a build that speaks a newer protocol: protocol_bump_test).
 	cloudBin string
 	// tls serves every listener over HTTPS with this CA's certificate;
 	// sc-local then runs with require_tls (its links must be TLS too).

@@ -1,6 +1,8 @@
-// Package buildinfo says which build of a binary is running, for --version
-// and the logs: the release version (set by the packaging with -ldflags -X,
-// else the module version Go recorded) and the VCS commit Go embeds.
+// Package buildinfo says which build of a binary is running, for --version,
+// /readyz, the scsync_build_info metric and the logs: the release version
+// (set by the packaging with -ldflags -X, else the module version Go
+// recorded) and the VCS commit (set with -ldflags -X, else the one Go
+// embeds).
 package buildinfo
 
 import (
@@ -18,6 +20,14 @@ import (
 // build from a checkout).
 var Version string
 
+// Commit is the VCS commit, set with -ldflags -X where Go cannot record it
+// (a container build without .git, a machine with GOFLAGS=-buildvcs=false):
+//
+//	-ldflags "-X github.com/scsync/scsync/shared/buildinfo.Commit=$(git rev-parse HEAD)"
+//
+// Empty means: the vcs.revision Go embedded, if any.
+var Commit string
+
 // Info is what a binary knows about its own build.
 type Info struct {
 	Version  string // "1.4.0", or "(devel)"
@@ -34,7 +44,7 @@ func Read() Info {
 }
 
 func fromBuildInfo(bi *debug.BuildInfo, ok bool) Info {
-	in := Info{Version: Version, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	in := Info{Version: Version, Commit: Commit, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	goos, goarch := runtime.GOOS, runtime.GOARCH
 	if !ok || bi == nil {
 		if in.Version == "" {
@@ -54,11 +64,15 @@ func fromBuildInfo(bi *debug.BuildInfo, ok bool) Info {
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "vcs.revision":
-			in.Commit = s.Value
+			if Commit == "" {
+				in.Commit = s.Value
+			}
 		case "vcs.time":
-			in.Time = s.Value
+			if Commit == "" {
+				in.Time = s.Value
+			}
 		case "vcs.modified":
-			in.Modified = s.Value == "true"
+			in.Modified = Commit == "" && s.Value == "true"
 		case "GOOS":
 			goos = s.Value
 		case "GOARCH":
@@ -69,19 +83,37 @@ func fromBuildInfo(bi *debug.BuildInfo, ok bool) Info {
 	return in
 }
 
+// ShortCommit is the commit's first 12 hex digits, "+modified" when the
+// checkout had uncommitted changes ("" when not built from a checkout).
+func (in Info) ShortCommit() string {
+	c := in.Commit
+	if len(c) > 12 {
+		c = c[:12]
+	}
+	if c != "" && in.Modified {
+		c += "+modified"
+	}
+	return c
+}
+
+// Release is the identity servers show in /readyz and status pages.
+type Release struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit,omitempty"`
+	Go      string `json:"go"`
+}
+
+// Release returns in's release identity.
+func (in Info) Release() Release {
+	return Release{Version: in.Version, Commit: in.ShortCommit(), Go: in.Go}
+}
+
 // String is the one line --version prints, e.g.
 // "sc-local 1.4.0 (commit 62b918d1a2b3, 2026-12-05T05:54:09Z) go1.26.8 linux/amd64".
 func (in Info) String(binary string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", binary, in.Version)
-	if in.Commit != "" {
-		c := in.Commit
-		if len(c) > 12 {
-			c = c[:12]
-		}
-		if in.Modified {
-			c += "+modified"
-		}
+	if c := in.ShortCommit(); c != "" {
 		fmt.Fprintf(&b, " (commit %s", c)
 		if in.Time != "" {
 			fmt.Fprintf(&b, ", %s", in.Time)

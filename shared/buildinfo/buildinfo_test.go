@@ -28,3 +28,28 @@ func TestString(t *testing.T) {
 		t.Errorf("Read() = %+v, want a Go and a version", got)
 	}
 }
+
+func TestRelease(t *testing.T) {
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "62b918d1a2b3c4d5e6f7"}, {Key: "vcs.modified", Value: "false"},
+	}}
+	got := fromBuildInfo(bi, true).Release()
+	want := Release{Version: "(devel)", Commit: "62b918d1a2b3", Go: "go1.26.8"}
+	if got != want {
+		t.Errorf("Release() = %+v, want %+v", got, want)
+	}
+}
+
+func TestCommitOverride(t *testing.T) {
+	bi := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "62b918d1a2b3c4d5e6f7"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	Commit = "edfbac7aaaabbbbccccdddd"
+	defer func() { Commit = "" }()
+	if got := fromBuildInfo(bi, true).ShortCommit(); got != "edfbac7aaaab" {
+		t.Errorf("ShortCommit with Commit set = %q, want edfbac7aaaab", got)
+	}
+	if got := fromBuildInfo(nil, false).String("lockd"); !strings.Contains(got, "(commit edfbac7aaaab)") {
+		t.Errorf("String without build info, Commit set = %q", got)
+	}
+}

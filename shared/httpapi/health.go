@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/scsync/scsync/shared/buildinfo"
 )
 
 // Check reports whether one dependency is usable.
@@ -15,13 +17,17 @@ type Check func(ctx context.Context) error
 // Health serves /healthz (the process is alive) and /readyz (every dependency
 // it needs answers; the body names the ones that do not).
 type Health struct {
+	release  buildinfo.Release
 	mu       sync.RWMutex
 	checks   map[string]Check
 	optional map[string]bool
 }
 
-// NewHealth returns a Health with no checks.
-func NewHealth() *Health { return &Health{checks: map[string]Check{}, optional: map[string]bool{}} }
+// NewHealth returns a Health with no checks; /readyz names this binary's
+// release (buildinfo).
+func NewHealth() *Health {
+	return &Health{checks: map[string]Check{}, optional: map[string]bool{}, release: buildinfo.Read().Release()}
+}
 
 // AddOptional registers a check of a dependency the server works without
 // (a clinic without lockd edits "anyway"): a failure is reported under
@@ -54,13 +60,16 @@ type Readiness struct {
 	Down   []string          `json:"down,omitempty"`
 	// Degraded lists optional dependencies that are down.
 	Degraded []string `json:"degraded,omitempty"`
+	// Build is the release and commit of the binary answering (during a
+	// rolling upgrade, which nodes run which release).
+	Build buildinfo.Release `json:"build"`
 }
 
 // Ready runs every check (in parallel, 3 s each) and reports the result.
 func (h *Health) Ready(ctx context.Context) Readiness {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	res := Readiness{Status: "ready", Checks: map[string]string{}}
+	res := Readiness{Status: "ready", Checks: map[string]string{}, Build: h.release}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for name, c := range h.checks {

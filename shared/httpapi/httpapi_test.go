@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/scsync/scsync/shared/buildinfo"
 )
 
 func TestWriteError(t *testing.T) {
@@ -88,6 +90,9 @@ func TestHealth(t *testing.T) {
 	_ = json.NewDecoder(resp.Body).Decode(&r)
 	if resp.StatusCode != 503 || r.Status != "unavailable" || len(r.Down) != 1 || r.Down[0] != "broker" || r.Checks["good"] != "ok" {
 		t.Fatalf("/readyz = %d %+v, want 503 naming broker", resp.StatusCode, r)
+	}
+	if want := buildinfo.Read().Release(); r.Build != want || r.Build.Version == "" || r.Build.Go == "" {
+		t.Errorf("/readyz build = %+v, want %+v", r.Build, want)
 	}
 }
 

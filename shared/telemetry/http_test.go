@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/scsync/scsync/shared/buildinfo"
 )
 
 func TestHTTPMetricsByPatternAndCode(t *testing.T) {
@@ -134,24 +136,30 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string, want ma
 }
 
 func TestBuildInfo(t *testing.T) {
-	old := Version
-	defer func() { Version = old }()
-	Version = "v9.8.7"
+	old := buildinfo.Version
+	defer func() { buildinfo.Version = old }()
+	buildinfo.Version = "v9.8.7"
 	reg := NewRegistry()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := buildinfo.Read()
 	for _, mf := range mfs {
-		if mf.GetName() == "scsync_build_info" {
-			for _, l := range mf.GetMetric()[0].GetLabel() {
-				if l.GetName() == "version" && l.GetValue() == "v9.8.7" {
-					return
-				}
-			}
+		if mf.GetName() != "scsync_build_info" {
+			continue
 		}
+		m := mf.GetMetric()[0]
+		got := map[string]string{}
+		for _, l := range m.GetLabel() {
+			got[l.GetName()] = l.GetValue()
+		}
+		if got["version"] != "v9.8.7" || got["commit"] != want.ShortCommit() || got["goversion"] != want.Go || m.GetGauge().GetValue() != 1 {
+			t.Fatalf("scsync_build_info = %v %v, want version v9.8.7, commit %q, goversion %s, value 1", got, m.GetGauge().GetValue(), want.ShortCommit(), want.Go)
+		}
+		return
 	}
-	t.Fatal("scsync_build_info{version=\"v9.8.7\"} not exported")
+	t.Fatal("scsync_build_info not exported")
 }
 
 func TestDependencies(t *testing.T) {

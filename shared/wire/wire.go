@@ -10,9 +10,22 @@
 //	   resolution the cloud applied and the record a conflict copy was
 //	   made from, and carry the edit session's fencing token.
 //	   Addition (issue 15): saved_by and saved_by_name, optional, name the
-//	   person who saved the change (M18). Receivers decode strictly, so a
-//	   peer from before the addition refuses envelopes that carry them:
-//	   clinics and the cloud take this release together.
+//	   person who saved the change (M18). Receivers decoded strictly, so a
+//	   peer from before the addition refused envelopes that carried them:
+//	   clinics and the cloud took that release together.
+//	Ranges (issue 18, still protocol 2): each side speaks a range
+//	   [MinProtocol, MaxProtocol()] and states it (AMQP headers
+//	   x-scsync-protocol-min/max, the same HTTP headers on pulls and
+//	   enrollment); a peer that states none speaks exactly 2 and decodes
+//	   strictly (Legacy). The sender converts each envelope to the newest
+//	   version both speak (Envelope.As, dropping what the older one lacks).
+//	   Decoders ignore unknown fields, so a later addition of an optional
+//	   field no longer breaks a peer; Validate still refuses an envelope
+//	   that lacks a required one. docs/protocol.md has the policy.
+//
+// A new version: bump Protocol, add the step that converts it down to the
+// previous one in downgrades (protocol.go), and raise MinProtocol only when
+// no release the compatibility policy covers speaks the old one.
 package wire
 
 import (
@@ -28,7 +41,8 @@ import (
 	"github.com/scsync/scsync/shared/version"
 )
 
-// Protocol is the version of the envelope this build speaks.
+// Protocol is the newest version of the envelope this build speaks (see
+// MaxProtocol for a test build's override, MinProtocol for the oldest).
 const Protocol = 2
 
 // Limits of what a peer accepts.
@@ -158,8 +172,8 @@ func (e *Envelope) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 	}
 	switch {
-	case e.Protocol != Protocol:
-		return fmt.Errorf("%w: %d (this build speaks %d)", ErrProtocol, e.Protocol, Protocol)
+	case !Local().Has(e.Protocol):
+		return fmt.Errorf("%w: %d (this build speaks %s)", ErrProtocol, e.Protocol, Local())
 	case e.Type != TypeChange && e.Type != TypeApplied:
 		return bad("type %q", e.Type)
 	case e.Clinic <= 0:
@@ -203,8 +217,8 @@ func (e *Envelope) Validate() error {
 // Validate checks the batch and every envelope in it.
 func (b *Batch) Validate() error {
 	switch {
-	case b.Protocol != Protocol:
-		return fmt.Errorf("%w: %d (this build speaks %d)", ErrProtocol, b.Protocol, Protocol)
+	case !Local().Has(b.Protocol):
+		return fmt.Errorf("%w: %d (this build speaks %s)", ErrProtocol, b.Protocol, Local())
 	case b.Clinic <= 0:
 		return fmt.Errorf("%w: batch without clinic", ErrInvalid)
 	case len(b.Changes) == 0:
@@ -224,7 +238,8 @@ func (b *Batch) Validate() error {
 	return nil
 }
 
-// NewBatch wraps envelopes of one clinic.
+// NewBatch wraps envelopes of one clinic (in this build's Protocol; Batch.As
+// converts it for a peer).
 func NewBatch(clinic ids.ID, es ...Envelope) Batch {
 	return Batch{Protocol: Protocol, Clinic: clinic, Changes: es}
 }
@@ -275,8 +290,10 @@ func Decode(body []byte, contentEncoding string) (Batch, error) {
 	if len(body) > MaxBody {
 		return e, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(body))
 	}
+	// Unknown fields are ignored: a newer peer's optional additions (it
+	// converts to a version we speak, but an addition within a version
+	// must not break us either); Validate refuses what lacks a required one.
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(&e); err != nil {
 		return e, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -303,11 +320,11 @@ func EncodeAll(b Batch) ([]Encoded, error) {
 	body, enc, err := Encode(b)
 	if errors.Is(err, ErrTooLarge) && len(b.Changes) > 1 {
 		half := len(b.Changes) / 2
-		first, err := EncodeAll(NewBatch(b.Clinic, b.Changes[:half]...))
+		first, err := EncodeAll(Batch{Protocol: b.Protocol, Clinic: b.Clinic, Changes: b.Changes[:half]})
 		if err != nil {
 			return nil, err
 		}
-		rest, err := EncodeAll(NewBatch(b.Clinic, b.Changes[half:]...))
+		rest, err := EncodeAll(Batch{Protocol: b.Protocol, Clinic: b.Clinic, Changes: b.Changes[half:]})
 		if err != nil {
 			return nil, err
 		}

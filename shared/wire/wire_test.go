@@ -171,7 +171,8 @@ func TestDecodeRejects(t *testing.T) {
 		enc  string
 	}{
 		{"not json", "hello", ""},
-		{"unknown field", strings.Replace(string(body), `{`, `{"evil":1,`, 1), ""},
+		{"protocol too new", strings.Replace(string(body), `"protocol":2`, `"protocol":99`, 1), ""},
+		{"missing required field", strings.Replace(string(body), `"record_id":"2002"`, `"record_idx":"2002"`, 1), ""},
 		{"trailing", string(body) + "{}", ""},
 		{"bad gzip", "nope", "gzip"},
 		{"unknown encoding", string(body), "br"},
@@ -204,6 +205,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(body, "")
 	f.Add([]byte(`{"protocol":2}`), "")
 	f.Add([]byte{0x1f, 0x8b}, "gzip")
+	// A newer peer's optional additions, at the batch and envelope level.
+	f.Add([]byte(strings.Replace(strings.Replace(string(body), `{`, `{"added_later":{"x":[1,2]},`, 1), `"kind":`, `"note_v9":"x","kind":`, 1)), "")
+	f.Add([]byte(strings.Replace(string(body), `"protocol":2`, `"protocol":3`, 1)), "")
+	f.Add([]byte(strings.Replace(string(body), `"change_id":"1001",`, ``, 1)), "")
 	f.Fuzz(func(t *testing.T, b []byte, enc string) {
 		e, err := Decode(b, enc)
 		if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // IDs mints ids for records created in the cloud and for changes.
@@ -40,7 +41,9 @@ type Server struct {
 	notify     func()
 	onRewind   func()
 	onClinic   func()
-	log        *slog.Logger
+	// onProtocols is told the range a clinic stated (pull, enrollment).
+	onProtocols func(ids.ID, wire.Range, bool)
+	log         *slog.Logger
 	// Credential issuers (identity.go); nil when not configured.
 	broker    Broker
 	lockd     LockdTokens
@@ -257,6 +260,9 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
+	if _, err := requestProtocols(r); err != nil {
+		return err
+	}
 	if err := req.validate(); err != nil {
 		return err
 	}
@@ -275,6 +281,9 @@ func (s *Server) createClinic(w http.ResponseWriter, r *http.Request) error {
 	}
 	cr.Clinic, cr.Token = c, tok
 	if err := s.afterCreate(r.Context(), &cr); err != nil {
+		return err
+	}
+	if err := s.enrollProtocols(r, &cr); err != nil {
 		return err
 	}
 	s.log.Info("clinic enrolled", "clinic", c.ID, "node", c.NodeID)
@@ -561,6 +570,9 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
+	if _, err := requestProtocols(r); err != nil {
+		return err
+	}
 	id, err := s.ids.Next()
 	if err != nil {
 		return err
@@ -580,6 +592,9 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) error {
 	}
 	cr.Clinic, cr.Token = c, tok
 	if err := s.afterCreate(r.Context(), &cr); err != nil {
+		return err
+	}
+	if err := s.enrollProtocols(r, &cr); err != nil {
 		return err
 	}
 	s.log.Info("clinic enrolled itself", "clinic", c.ID, "node", c.NodeID)
@@ -647,13 +662,90 @@ func (s *Server) changes(w http.ResponseWriter, r *http.Request, clinic ids.ID) 
 			}
 		}
 	}
+	// The clinic states the protocol range it speaks (none: a release
+	// before ranges, exactly wire.LegacyProtocol); the page comes in the
+	// newest version both speak, and the answer states this node's range.
+	theirs, err := requestProtocols(r)
+	if err != nil {
+		return err
+	}
+	wire.Local().SetHTTP(w.Header())
+	if v.Get("ack") == "true" && !s.isAdmin(bearer(r)) {
+		if err := s.noteProtocols(r.Context(), clinic, theirs); err != nil {
+			return err
+		}
+	}
 	page, err := s.st.ChangesSince(r.Context(), clinic, since, limit)
 	if err != nil {
 		return err
 	}
+	for i, e := range page.Changes {
+		if page.Changes[i], err = e.As(theirs.Version); err != nil {
+			return err
+		}
+	}
 	httpapi.WriteJSON(w, http.StatusOK, page)
 	return nil
 }
+
+// negotiated is the range a request stated and the version to answer in.
+type negotiated struct {
+	wire.Range
+	Stated  bool
+	Version int
+}
+
+// requestProtocols reads the range a request states and the newest
+// version both sides speak; a clinic this node cannot speak to is refused
+// with a message that says which side to upgrade.
+func requestProtocols(r *http.Request) (negotiated, error) {
+	p, stated, err := wire.RangeOfHTTP(r.Header)
+	if err != nil {
+		return negotiated{}, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%s and %s must state a protocol range (integers, min ≤ max)",
+			wire.HeaderProtocolMin, wire.HeaderProtocolMax)
+	}
+	v, err := wire.Negotiate(wire.Local(), p)
+	if err != nil {
+		return negotiated{}, httpapi.Errorf(http.StatusBadRequest, "protocol_unsupported",
+			"this cloud speaks wire protocol %s and the clinic %s: upgrade the older side (docs/upgrade.md)", wire.Local(), p)
+	}
+	return negotiated{Range: p, Stated: stated, Version: v}, nil
+}
+
+// noteProtocols records the range a clinic stated (stated false: none)
+// and tells the replicator when it changed.
+func (s *Server) noteProtocols(ctx context.Context, clinic ids.ID, p negotiated) error {
+	changed, err := s.st.SetProtocols(ctx, clinic, p.Range, p.Stated)
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.log.Info("clinic protocol range recorded", "clinic", clinic, "range", p.String(), "stated", p.Stated)
+		if s.onProtocols != nil {
+			s.onProtocols(clinic, p.Range, p.Stated)
+		}
+	}
+	return nil
+}
+
+// enrollProtocols records the range the enrolling clinic states, if any
+// (an operator creating a clinic by hand states none: its sc-local states
+// it on its first pull).
+func (s *Server) enrollProtocols(r *http.Request, cr *ClinicCredentials) error {
+	p, err := requestProtocols(r)
+	if err != nil || !p.Stated {
+		return err
+	}
+	if err := s.noteProtocols(r.Context(), cr.ID, p); err != nil {
+		return err
+	}
+	cr.ProtocolMin, cr.ProtocolMax = &p.Min, &p.Max
+	return nil
+}
+
+// OnProtocols sets a function told the protocol range a clinic stated
+// when it changed (the replicator converts its down messages to it).
+func (s *Server) OnProtocols(f func(clinic ids.ID, p wire.Range, stated bool)) { s.onProtocols = f }
 
 // OnClinic sets a function called after a clinic is enrolled here (to
 // start replicating it at once).

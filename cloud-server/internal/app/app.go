@@ -177,6 +177,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	reg.MustRegister(rewinds)
 	apiSrv.OnRewind(rewinds.Inc)
 	apiSrv.OnClinic(rep.ClinicAdded)
+	apiSrv.OnProtocols(rep.SetProtocols)
 
 	fileCfg := cfg.Files
 	fileCfg.Bucket = cfg.S3.Bucket

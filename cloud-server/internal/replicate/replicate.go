@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +80,10 @@ type Replicator struct {
 	poisoned   *prometheus.CounterVec
 	pending    prometheus.Gauge
 	migrated   *prometheus.CounterVec
+	// downProto counts down messages by the protocol version they were
+	// converted to; incompatible counts those no version could carry.
+	downProto    *prometheus.CounterVec
+	incompatible prometheus.Counter
 
 	onAccepted func([]wire.Envelope)
 	onDisabled func(ids.ID)
@@ -89,6 +94,16 @@ type Replicator struct {
 	// store for a clinic not in it yet.
 	users    map[ids.ID]string
 	disabled map[ids.ID]bool
+	// protocols is the range each clinic stated (absent: not known here
+	// yet — the store's, read on first use).
+	protocols map[ids.ID]statedRange
+}
+
+// statedRange is a clinic's range and whether it stated one (false: a
+// release before ranges; the range is then wire.Legacy).
+type statedRange struct {
+	wire.Range
+	stated bool
 }
 
 // OnDisabled sets a function called once for each clinic this node finds
@@ -111,7 +126,7 @@ func (r *Replicator) SetShards(n int) { r.shards = max(n, 1) }
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
 	r := &Replicator{
 		st: st, broker: broker, log: log, wake: make(chan struct{}, 1), shards: wire.DefaultUpShards,
-		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, fresh: make(chan struct{}, 1),
+		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, protocols: map[ids.ID]statedRange{}, fresh: make(chan struct{}, 1),
 		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
 		redeliver:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
 		relayed:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
@@ -121,9 +136,13 @@ func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Regist
 		poisoned:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
 		pending:    prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinics_topology_pending", Help: "Clinics whose broker topology is not set up (or migrated) yet, as this node last counted."}),
 		migrated:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "legacy_queues_migrated_total", Help: "Per-clinic quorum queues of earlier versions drained and deleted (up) or replaced (down) by this node."}, []string{"queue"}),
+		downProto: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_messages_total",
+			Help: "Down messages published, by the wire protocol version they were converted to (the newest the clinic speaks)."}, []string{"protocol"}),
+		incompatible: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_incompatible_total",
+			Help: "Down messages not sent because the clinic speaks no protocol version this node speaks (upgrade the clinic)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.unroutable, r.poisoned, r.pending, r.migrated)
+		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.unroutable, r.poisoned, r.pending, r.migrated, r.downProto, r.incompatible)
 	}
 	return r
 }
@@ -214,6 +233,7 @@ func (r *Replicator) refreshClinics(ctx context.Context, wg *sync.WaitGroup) {
 	r.mu.Lock()
 	for _, c := range clinics {
 		r.users[c.ID] = c.BrokerUser
+		r.protocols[c.ID] = statedRange{c.Protocols(), c.ProtocolMin != nil}
 		if off := c.DisabledAt != nil; off != r.disabled[c.ID] {
 			r.disabled[c.ID] = off
 			if off {
@@ -403,6 +423,55 @@ func (r *Replicator) handler(queue string) amqpx.Handler {
 	}
 }
 
+// SetProtocols tells this node the range a clinic stated (on a pull or at
+// enrollment through this node), before the next refresh of the clinic list.
+// (stated false: none, a release before ranges).
+func (r *Replicator) SetProtocols(clinic ids.ID, p wire.Range, stated bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.protocols[clinic] = statedRange{p, stated}
+}
+
+// protocolsOf returns the range the clinic speaks, from the store when
+// this node has not listed the clinic yet.
+func (r *Replicator) protocolsOf(ctx context.Context, clinic ids.ID) (statedRange, error) {
+	r.mu.Lock()
+	p, ok := r.protocols[clinic]
+	r.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	c, err := r.st.ClinicByID(ctx, clinic)
+	if err != nil {
+		return statedRange{}, err
+	}
+	p = statedRange{c.Protocols(), c.ProtocolMin != nil}
+	r.SetProtocols(clinic, p.Range, p.stated)
+	return p, nil
+}
+
+// noteProtocols records the range an up message states (none: the clinic
+// runs a release before ranges, or was rolled back to one) when it is not
+// the one known.
+func (r *Replicator) noteProtocols(ctx context.Context, clinic ids.ID, d amqpx.Delivery) error {
+	p, stated, err := wire.RangeOfHeaders(d.Headers)
+	if err != nil {
+		// A garbled statement: keep what is known; the body decoded.
+		r.log.Warn("up message states a malformed protocol range", "clinic", clinic, "err", err)
+		return nil
+	}
+	known, err := r.protocolsOf(ctx, clinic)
+	if err != nil || known == (statedRange{p, stated}) {
+		return err
+	}
+	if _, err := r.st.SetProtocols(ctx, clinic, p, stated); err != nil {
+		return err
+	}
+	r.SetProtocols(clinic, p, stated)
+	r.log.Info("clinic protocol range changed", "clinic", clinic, "from", known.String(), "to", p.String(), "stated", stated)
+	return nil
+}
+
 // user returns the clinic's broker login, from the store when this node
 // has not listed the clinic yet (enrolled since the last refresh).
 func (r *Replicator) user(ctx context.Context, clinic ids.ID) (string, error) {
@@ -462,6 +531,13 @@ func (r *Replicator) handleUp(ctx context.Context, queue string, clinic ids.ID, 
 		r.poisoned.WithLabelValues("foreign_publisher").Inc()
 		return err
 	case err != nil:
+		return err
+	}
+	if err := r.noteProtocols(ctx, clinic, d); err != nil {
+		if errors.Is(err, store.ErrUnknownClinic) {
+			r.poisoned.WithLabelValues("unknown_clinic").Inc()
+			return amqpx.Poison(err)
+		}
 		return err
 	}
 	start := time.Now()
@@ -540,15 +616,35 @@ func (r *Replicator) relay(ctx context.Context) {
 	}
 }
 
+// publishDown sends a batch of accepted changes to the clinic, converted to
+// the newest protocol version it speaks (a clinic of a release before
+// ranges gets exactly version 2, which it decodes strictly).
 func (r *Replicator) publishDown(ctx context.Context, b wire.Batch) error {
+	theirs, err := r.protocolsOf(ctx, b.Clinic)
+	if err != nil {
+		return err
+	}
+	v, err := wire.Negotiate(wire.Local(), theirs.Range)
+	if err != nil {
+		// Nothing this node can send reaches the clinic: its change log
+		// keeps the changes until it is upgraded (and pulls them).
+		r.incompatible.Add(float64(len(b.Changes)))
+		r.log.Error("down message not sent: the clinic speaks no protocol version this node speaks; upgrade it", "clinic", b.Clinic, "err", err)
+		return nil
+	}
+	if b, err = b.As(v); err != nil {
+		return err
+	}
 	msgs, err := wire.EncodeAll(b)
 	if err != nil {
 		return err
 	}
+	proto := strconv.Itoa(v)
 	for _, m := range msgs {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := r.broker.Publish(pctx, wire.DownExchange, wire.DownKey(b.Clinic), amqpx.Message{
 			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding, Type: string(wire.TypeApplied),
+			Headers: wire.Local().Headers(),
 		})
 		cancel()
 		if errors.Is(err, amqpx.ErrUnroutable) {
@@ -562,6 +658,7 @@ func (r *Replicator) publishDown(ctx context.Context, b wire.Batch) error {
 		if err != nil {
 			return err
 		}
+		r.downProto.WithLabelValues(proto).Inc()
 	}
 	return nil
 }

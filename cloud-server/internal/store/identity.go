@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // SetBrokerUser records the clinic's own broker login (after the cloud
@@ -93,13 +94,37 @@ type ClinicState struct {
 	BrokerUser string
 	DisabledAt *time.Time
 	Topology   int
+	// ProtocolMin and ProtocolMax: Clinic's.
+	ProtocolMin *int
+	ProtocolMax *int
+}
+
+// Protocols is the range the clinic speaks (wire.Legacy when it stated none).
+func (c ClinicState) Protocols() wire.Range { return protocols(c.ProtocolMin, c.ProtocolMax) }
+
+// SetProtocols records the range of protocol versions the clinic stated
+// (stated false: it stated none, a release before ranges — a clinic
+// rolled back to one). It writes only when the range changed, and reports
+// whether it did.
+func (s *Store) SetProtocols(ctx context.Context, clinic ids.ID, r wire.Range, stated bool) (bool, error) {
+	var lo, hi *int
+	if stated {
+		lo, hi = &r.Min, &r.Max
+	}
+	res := s.db.WithContext(ctx).Model(&Clinic{}).
+		Where("id = ? AND (protocol_min IS DISTINCT FROM ? OR protocol_max IS DISTINCT FROM ?)", clinic, lo, hi).
+		Updates(map[string]any{"protocol_min": lo, "protocol_max": hi})
+	if res.Error != nil {
+		return false, fmt.Errorf("store: set protocols: %w", res.Error)
+	}
+	return res.RowsAffected > 0, nil
 }
 
 // ClinicStates lists every clinic's state (a narrow read: at 10,000
 // clinics a few hundred kilobytes).
 func (s *Store) ClinicStates(ctx context.Context) ([]ClinicState, error) {
 	var cs []ClinicState
-	err := s.db.WithContext(ctx).Model(&Clinic{}).Select("id", "broker_user", "disabled_at", "topology").Order("id").Find(&cs).Error
+	err := s.db.WithContext(ctx).Model(&Clinic{}).Select("id", "broker_user", "disabled_at", "topology", "protocol_min", "protocol_max").Order("id").Find(&cs).Error
 	if err != nil {
 		return nil, fmt.Errorf("store: clinic states: %w", err)
 	}

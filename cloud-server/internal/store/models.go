@@ -58,8 +58,25 @@ type Clinic struct {
 	// the clinic (0: not yet, or enrolled on the per-clinic quorum queues
 	// of earlier versions); a node brings it to the current version
 	// (replicate.TopologyVersion) once, migrating what it finds.
-	Topology  int       `gorm:"not null;default:0" json:"-"`
-	CreatedAt time.Time `json:"created_at"`
+	Topology int `gorm:"not null;default:0" json:"-"`
+	// ProtocolMin and ProtocolMax are the range of wire protocol versions
+	// the clinic's sc-local last stated (at enrollment, on its pulls and on
+	// its up messages); NULL: it stated none — a release before ranges,
+	// which speaks exactly wire.LegacyProtocol. The cloud sends it the
+	// newest version both speak.
+	ProtocolMin *int      `json:"protocol_min,omitempty"`
+	ProtocolMax *int      `json:"protocol_max,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Protocols is the range the clinic speaks (wire.Legacy when it stated none).
+func (c Clinic) Protocols() wire.Range { return protocols(c.ProtocolMin, c.ProtocolMax) }
+
+func protocols(lo, hi *int) wire.Range {
+	if lo == nil || hi == nil {
+		return wire.Legacy()
+	}
+	return wire.Range{Min: *lo, Max: *hi}
 }
 
 // Meta is what every record of every kind carries in the cloud.

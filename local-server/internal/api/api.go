@@ -14,9 +14,11 @@ import (
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
 	"github.com/scsync/scsync/shared/auth"
+	"github.com/scsync/scsync/shared/buildinfo"
 	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Server holds the handlers' dependencies.
@@ -101,6 +103,10 @@ func mapErr(err error) error {
 type Status struct {
 	store.Status
 	Files *transfer.Counts `json:"files,omitempty"`
+	// Build is the release and commit of the running server; Protocols
+	// the wire protocol versions it speaks.
+	Build     buildinfo.Release `json:"build"`
+	Protocols wire.Range        `json:"protocols"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
@@ -108,7 +114,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := Status{Status: st}
+	out := Status{Status: st, Build: buildinfo.Read().Release(), Protocols: wire.Local()}
 	if s.files != nil {
 		c, err := s.files.Counts(r.Context())
 		if err != nil {

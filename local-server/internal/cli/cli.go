@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/scsync/scsync/local-server/internal/store"
+	"github.com/scsync/scsync/shared/buildinfo"
 	"github.com/scsync/scsync/shared/events"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Status prints the running server's replication status.
@@ -29,7 +31,11 @@ func Status(ctx context.Context, w io.Writer, base string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status: server answered %s", resp.Status)
 	}
-	var s store.Status
+	var s struct {
+		store.Status
+		Build     buildinfo.Release `json:"build"`
+		Protocols wire.Range        `json:"protocols"`
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
@@ -38,6 +44,8 @@ func Status(ctx context.Context, w io.Writer, base string) error {
 		contact = fmt.Sprintf("%s (%s ago)", s.LastContact.Local().Format(time.DateTime), time.Since(*s.LastContact).Round(time.Second))
 	}
 	fmt.Fprintf(w, "clinic            %s\n", s.Clinic)
+	fmt.Fprintf(w, "release           %s\n", release(s.Build))
+	fmt.Fprintf(w, "protocol          %s\n", s.Protocols)
 	fmt.Fprintf(w, "synced            %d\n", s.Synced)
 	fmt.Fprintf(w, "pending           %d (oldest %s)\n", s.Pending, (time.Duration(s.OldestPendingAge) * time.Second).String())
 	fmt.Fprintf(w, "conflicts         %d\n", s.Conflict)
@@ -52,6 +60,17 @@ func Status(ctx context.Context, w io.Writer, base string) error {
 		fmt.Fprintf(w, "backfill          %s %d to go (sc-local backfill for details)\n", bar(p.Queued, p.Queued+p.Remaining), p.Remaining)
 	}
 	return nil
+}
+
+// release says which release a server runs: "1.4.0 (commit 62b918d1a2b3)".
+func release(r buildinfo.Release) string {
+	if r.Version == "" {
+		return "unknown (a release that does not say)"
+	}
+	if r.Commit == "" {
+		return r.Version
+	}
+	return r.Version + " (commit " + r.Commit + ")"
 }
 
 // bar draws done of total as [####......] NN%.

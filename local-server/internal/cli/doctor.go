@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/scsync/scsync/local-server/internal/cloudapi"
 	"github.com/scsync/scsync/local-server/internal/config"
+	"github.com/scsync/scsync/shared/buildinfo"
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
 )
@@ -39,13 +41,25 @@ func Doctor(ctx context.Context, w io.Writer, cfg config.Config) error {
 		}
 		fmt.Fprintf(w, "  ok       %-12s %s\n", name, msg)
 	}
+	self := buildinfo.Read()
 	fmt.Fprintf(w, "sc-local doctor: clinic %d, node %d\n", cfg.Clinic.ID, cfg.Clinic.Node)
+	fmt.Fprintf(w, "  release  %s\n", self.String("sc-local"))
 	check("data dir", func(context.Context) (string, error) { return checkDataDir(cfg.DataDir) })
 	check("sc-local", func(ctx context.Context) (string, error) {
 		if _, err := get(ctx, cfg.LocalURL()+"/healthz", ""); err != nil {
 			return "", fmt.Errorf("not answering at %s (not started, or another address): %w", cfg.LocalURL(), err)
 		}
-		return "running at " + cfg.LocalURL(), nil
+		// /readyz names the running server's release (503 while a
+		// required dependency is down still carries it).
+		var rd struct {
+			Build buildinfo.Release `json:"build"`
+		}
+		_ = getAnyJSON(ctx, cfg.LocalURL()+"/readyz", &rd)
+		msg := "running at " + cfg.LocalURL() + ", release " + release(rd.Build)
+		if rd.Build.Version != "" && rd.Build != self.Release() {
+			msg += " — not this command's release: restart the service to run the installed one"
+		}
+		return msg, nil
 	})
 	check("cloud API", func(ctx context.Context) (string, error) { return checkCloud(ctx, cfg) })
 	check("S3", func(ctx context.Context) (string, error) { return checkS3(ctx, cfg) })
@@ -151,6 +165,20 @@ func checkS3(ctx context.Context, cfg config.Config) (string, error) {
 	default:
 		return "", fmt.Errorf("the object store at %s answered %s to a signed request", req.URL.Host, resp.Status)
 	}
+}
+
+// getAnyJSON decodes url's JSON answer whatever its status.
+func getAnyJSON(ctx context.Context, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
 
 type statusError struct{ code int }

@@ -19,6 +19,7 @@ import (
 	"github.com/scsync/scsync/local-server/internal/config"
 	"github.com/scsync/scsync/local-server/internal/datadir"
 	"github.com/scsync/scsync/shared/tlsx"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // Enrolled is what the cloud hands a clinic server at enrollment: its
@@ -66,6 +67,9 @@ func Enroll(ctx context.Context, w io.Writer, path, cloudURL, token string) erro
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The protocol range this build speaks, for the cloud to record (a
+	// cloud before ranges ignores the headers; a body field it would refuse).
+	wire.Local().SetHTTP(req.Header)
 	// A cloud with a private CA: tls.ca_file of the config (or its
 	// environment override) is trusted besides the system's roots.
 	caFile := lookup(doc, "tls", "ca_file")

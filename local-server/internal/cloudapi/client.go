@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/scsync/scsync/shared/antientropy"
@@ -31,12 +32,15 @@ type Client struct {
 	token  string
 	clinic ids.ID
 	http   *http.Client
+	// peer is the protocol range the cloud stated on its last pull answer
+	// (wire.Legacy when it stated none: a release before ranges).
+	peer *atomic.Pointer[wire.Range]
 }
 
 // New returns a client of the cloud at baseURL, authenticated as clinic.
 func New(baseURL, token string, clinic ids.ID) *Client {
 	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, clinic: clinic,
-		http: &http.Client{Timeout: 30 * time.Second}}
+		http: &http.Client{Timeout: 30 * time.Second}, peer: &atomic.Pointer[wire.Range]{}}
 }
 
 // WithTLS makes the client trust cfg's roots (a private CA of the cloud).
@@ -58,13 +62,18 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("cloudapi: %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// Changes returns the clinic's changes after cloud_seq since.
+// Changes returns the clinic's changes after cloud_seq since. The request
+// states the protocol range this build speaks; the cloud answers in the
+// newest version both speak and states its own range (CloudProtocols).
 func (c *Client) Changes(ctx context.Context, since int64, limit int) (wire.ChangesPage, error) {
 	var page wire.ChangesPage
 	q := url.Values{"since": {strconv.FormatInt(since, 10)}, "limit": {strconv.Itoa(limit)}, "ack": {"true"}}
-	err := c.get(ctx, "/v1/clinics/"+c.clinic.String()+"/changes?"+q.Encode(), &page)
+	h, err := c.getH(ctx, "/v1/clinics/"+c.clinic.String()+"/changes?"+q.Encode(), &page)
 	if err != nil {
 		return page, err
+	}
+	if p, _, err := wire.RangeOfHTTP(h); err == nil {
+		c.peer.Store(&p)
 	}
 	for i := range page.Changes {
 		if err := page.Changes[i].Validate(); err != nil {
@@ -94,30 +103,47 @@ func (c *Client) Ping(ctx context.Context) error {
 	return nil
 }
 
+// CloudProtocols is the protocol range the cloud stated on its last pull
+// answer; ok is false before the first one.
+func (c *Client) CloudProtocols() (wire.Range, bool) {
+	p := c.peer.Load()
+	if p == nil {
+		return wire.Range{}, false
+	}
+	return *p, true
+}
+
 func (c *Client) get(ctx context.Context, path string, out any) error {
+	_, err := c.getH(ctx, path, out)
+	return err
+}
+
+// getH is get returning the answer's headers.
+func (c *Client) getH(ctx context.Context, path string, out any) (http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	wire.Local().SetHTTP(req.Header)
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cloudapi: %w", err)
+		return nil, fmt.Errorf("cloudapi: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("cloudapi: read: %w", err)
+		return nil, fmt.Errorf("cloudapi: read: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		e := &Error{Status: resp.StatusCode}
 		_ = json.Unmarshal(body, e)
-		return e
+		return nil, e
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("cloudapi: decode: %w", err)
+		return nil, fmt.Errorf("cloudapi: decode: %w", err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // BeginBackup announces a database snapshot and returns the presigned PUT
@@ -164,6 +190,7 @@ func (c *Client) doUpTo(ctx context.Context, method, pattern, id string, in, out
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
+	wire.Local().SetHTTP(req.Header)
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -40,6 +40,12 @@ type Puller interface {
 	Changes(ctx context.Context, since int64, limit int) (wire.ChangesPage, error)
 }
 
+// protocolPeer is a Puller that knows the protocol range the cloud stated
+// (*cloudapi.Client).
+type protocolPeer interface {
+	CloudProtocols() (wire.Range, bool)
+}
+
 // Syncer runs the relay, the down consumer and the catch-up puller.
 type Syncer struct {
 	st     *store.Store
@@ -165,15 +171,25 @@ func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
 		}
 		b.Changes = append(b.Changes, e)
 	}
+	v, err := s.upProtocol()
+	if err != nil {
+		return 0, err
+	}
+	if b, err = b.As(v); err != nil {
+		return 0, err
+	}
 	msgs, err := wire.EncodeAll(b)
 	if err != nil {
 		return 0, err
 	}
 	done := 0
 	for _, m := range msgs {
+		// The headers state the range this build speaks (a cloud before
+		// ranges ignores them; the body stays in a version it decodes).
 		err := s.broker.Publish(ctx, wire.UpExchange, wire.UpKey(clinic), amqpx.Message{
 			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding,
 			Type: string(wire.TypeChange), Timestamp: time.Now(), UserID: s.userID,
+			Headers: wire.Local().Headers(),
 		})
 		if err != nil {
 			return done, err
@@ -194,6 +210,24 @@ func (s *Syncer) relayOnce(ctx context.Context) (int, error) {
 		s.published.Add(float64(m.Changes))
 	}
 	return done, nil
+}
+
+// upProtocol is the version the relay sends in: the newest both this build
+// and the cloud speak. Until a pull answer told the cloud's range, the
+// cloud is taken for a release before ranges (exactly wire.LegacyProtocol),
+// which every cloud the compatibility policy covers decodes.
+func (s *Syncer) upProtocol() (int, error) {
+	theirs := wire.Legacy()
+	if p, ok := s.pull.(protocolPeer); ok {
+		if r, known := p.CloudProtocols(); known {
+			theirs = r
+		}
+	}
+	v, err := wire.Negotiate(wire.Local(), theirs)
+	if err != nil {
+		return 0, fmt.Errorf("the cloud speaks no protocol version this sc-local speaks; upgrade the older side: %w", err)
+	}
+	return v, nil
 }
 
 func (s *Syncer) consume(ctx context.Context) {
