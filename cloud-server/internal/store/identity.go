@@ -107,13 +107,16 @@ func (c ClinicState) Protocols() wire.Range { return protocols(c.ProtocolMin, c.
 // rolled back to one). It writes only when the range changed, and reports
 // whether it did.
 func (s *Store) SetProtocols(ctx context.Context, clinic ids.ID, r wire.Range, stated bool) (bool, error) {
-	var lo, hi *int
+	db := s.db.WithContext(ctx)
+	var res *gorm.DB
 	if stated {
-		lo, hi = &r.Min, &r.Max
+		res = db.Exec(`INSERT INTO clinic_protocols (clinic_id, protocol_min, protocol_max) VALUES (?, ?, ?)
+			ON CONFLICT (clinic_id) DO UPDATE SET protocol_min = EXCLUDED.protocol_min, protocol_max = EXCLUDED.protocol_max
+			WHERE clinic_protocols.protocol_min <> EXCLUDED.protocol_min OR clinic_protocols.protocol_max <> EXCLUDED.protocol_max`,
+			clinic, r.Min, r.Max)
+	} else {
+		res = db.Exec("DELETE FROM clinic_protocols WHERE clinic_id = ?", clinic)
 	}
-	res := s.db.WithContext(ctx).Model(&Clinic{}).
-		Where("id = ? AND (protocol_min IS DISTINCT FROM ? OR protocol_max IS DISTINCT FROM ?)", clinic, lo, hi).
-		Updates(map[string]any{"protocol_min": lo, "protocol_max": hi})
 	if res.Error != nil {
 		return false, fmt.Errorf("store: set protocols: %w", res.Error)
 	}
@@ -124,7 +127,9 @@ func (s *Store) SetProtocols(ctx context.Context, clinic ids.ID, r wire.Range, s
 // clinics a few hundred kilobytes).
 func (s *Store) ClinicStates(ctx context.Context) ([]ClinicState, error) {
 	var cs []ClinicState
-	err := s.db.WithContext(ctx).Model(&Clinic{}).Select("id", "broker_user", "disabled_at", "topology", "protocol_min", "protocol_max").Order("id").Find(&cs).Error
+	err := s.db.WithContext(ctx).Table("clinics").
+		Select("clinics.id, clinics.broker_user, clinics.disabled_at, clinics.topology, cp.protocol_min, cp.protocol_max").
+		Joins("LEFT JOIN clinic_protocols cp ON cp.clinic_id = clinics.id").Order("clinics.id").Scan(&cs).Error
 	if err != nil {
 		return nil, fmt.Errorf("store: clinic states: %w", err)
 	}

@@ -61,13 +61,29 @@ type Clinic struct {
 	Topology int `gorm:"not null;default:0" json:"-"`
 	// ProtocolMin and ProtocolMax are the range of wire protocol versions
 	// the clinic's sc-local last stated (at enrollment, on its pulls and on
-	// its up messages); NULL: it stated none — a release before ranges,
+	// its up messages); nil: it stated none — a release before ranges,
 	// which speaks exactly wire.LegacyProtocol. The cloud sends it the
-	// newest version both speak.
-	ProtocolMin *int      `json:"protocol_min,omitempty"`
-	ProtocolMax *int      `json:"protocol_max,omitempty"`
+	// newest version both speak. They live in their own table,
+	// clinic_protocols (ClinicProtocols), not in clinics: a node of the
+	// release before reads clinics with cached prepared statements of
+	// `SELECT *`, which PostgreSQL refuses ("cached plan must not change
+	// result type") once a column is added under them — during a rolling
+	// upgrade a new table is what an old node never notices.
+	ProtocolMin *int      `gorm:"-" json:"protocol_min,omitempty"`
+	ProtocolMax *int      `gorm:"-" json:"protocol_max,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 }
+
+// ClinicProtocols is the range of protocol versions a clinic stated (no
+// row: none stated).
+type ClinicProtocols struct {
+	ClinicID    ids.ID `gorm:"primaryKey;autoIncrement:false"`
+	ProtocolMin int    `gorm:"not null"`
+	ProtocolMax int    `gorm:"not null"`
+}
+
+// TableName is clinic_protocols.
+func (ClinicProtocols) TableName() string { return "clinic_protocols" }
 
 // Protocols is the range the clinic speaks (wire.Legacy when it stated none).
 func (c Clinic) Protocols() wire.Range { return protocols(c.ProtocolMin, c.ProtocolMax) }

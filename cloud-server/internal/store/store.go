@@ -136,14 +136,46 @@ func (s *Store) ClinicByID(ctx context.Context, id ids.ID) (Clinic, error) {
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return c, ErrUnknownClinic
 	}
-	return c, err
+	if err != nil {
+		return c, err
+	}
+	cs := []Clinic{c}
+	err = s.withProtocols(ctx, cs)
+	return cs[0], err
+}
+
+// withProtocols fills in the protocol ranges the clinics stated.
+func (s *Store) withProtocols(ctx context.Context, cs []Clinic) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	var ps []ClinicProtocols
+	q := s.db.WithContext(ctx)
+	if len(cs) == 1 {
+		q = q.Where("clinic_id = ?", cs[0].ID)
+	}
+	if err := q.Find(&ps).Error; err != nil {
+		return fmt.Errorf("store: clinic protocols: %w", err)
+	}
+	byID := make(map[ids.ID]ClinicProtocols, len(ps))
+	for _, p := range ps {
+		byID[p.ClinicID] = p
+	}
+	for i := range cs {
+		if p, ok := byID[cs[i].ID]; ok {
+			cs[i].ProtocolMin, cs[i].ProtocolMax = &p.ProtocolMin, &p.ProtocolMax
+		}
+	}
+	return nil
 }
 
 // Clinics lists every enrolled clinic.
 func (s *Store) Clinics(ctx context.Context) ([]Clinic, error) {
 	var cs []Clinic
-	err := s.db.WithContext(ctx).Order("id").Find(&cs).Error
-	return cs, err
+	if err := s.db.WithContext(ctx).Order("id").Find(&cs).Error; err != nil {
+		return nil, err
+	}
+	return cs, s.withProtocols(ctx, cs)
 }
 
 // ChangesSince returns the clinic's accepted changes with cloud_seq > since,

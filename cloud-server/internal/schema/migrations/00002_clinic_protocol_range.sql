@@ -1,9 +1,12 @@
 -- +goose Up
--- Clinics state the wire protocol versions they speak (issue 18). NULL: not
--- stated yet (a clinic of a release before ranges: protocol 2 exactly).
-ALTER TABLE clinics ADD COLUMN IF NOT EXISTS protocol_min bigint;
-ALTER TABLE clinics ADD COLUMN IF NOT EXISTS protocol_max bigint;
+-- The wire protocol versions each clinic stated (issue 18); no row: none
+-- stated (a clinic of a release before ranges speaks protocol 2 exactly).
+-- A table of its own, not columns of clinics: nodes of the release before
+-- read clinics with cached prepared `SELECT *` statements, which PostgreSQL
+-- refuses once the table's columns change ("cached plan must not change
+-- result type"), so during a rolling upgrade they would fail until
+-- restarted. A new table is what they never read.
+CREATE TABLE IF NOT EXISTS "clinic_protocols" ("clinic_id" bigint,"protocol_min" bigint NOT NULL,"protocol_max" bigint NOT NULL,PRIMARY KEY ("clinic_id"));
 
 -- +goose Down
-ALTER TABLE clinics DROP COLUMN IF EXISTS protocol_max;
-ALTER TABLE clinics DROP COLUMN IF EXISTS protocol_min;
+DROP TABLE IF EXISTS "clinic_protocols";
