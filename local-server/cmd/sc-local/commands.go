@@ -95,13 +95,15 @@ itself. Flags take one dash or two: -config FILE and --config FILE are the
 same. Installing, enrolling, upgrading, backup and troubleshooting:
 docs/clinic-it.md.`
 
+// A double-click in Explorer runs the server in a console, as it always
+// did, rather than cobra's "this is a command line tool" notice. Set once
+// (a package variable: newRoot runs in parallel tests).
+func init() { cobra.MousetrapHelpText = "" }
+
 // newRoot builds sc-local's command tree. Nothing here reads the config:
 // each command does when it runs, so --help works on a machine that has no
 // config yet.
 func newRoot() *cobra.Command {
-	// A double-click in Explorer runs the server in a console, as it always
-	// did, rather than cobra's "this is a command line tool" notice.
-	cobra.MousetrapHelpText = ""
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "sc-local",
