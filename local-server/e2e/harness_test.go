@@ -78,7 +78,7 @@ func binaries(t *testing.T) (cloud, local string) {
 // allBinaries builds sc-cloud, sc-local and lockd once per test run.
 func allBinaries(t *testing.T) (cloud, local, lockd string) {
 	t.Helper()
-	buildOnce.Do(func() { binDir, buildErr = build("scsync-e2e-bin", "-race") })
+	buildOnce.Do(func() { binDir, buildErr = build("scsync-e2e-bin", raceFlags...) })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
