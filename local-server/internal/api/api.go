@@ -32,6 +32,7 @@ type Server struct {
 	backups    Backups
 	verifier   Verifier
 	notify     func()
+	kick       func()
 	log        *slog.Logger
 	auth       *Auth
 	people     *auth.People
@@ -40,6 +41,25 @@ type Server struct {
 // New returns the API; notify is called after a commit wrote an outbox row.
 func New(st *store.Store, edit *editing.Manager, notify func(), log *slog.Logger) *Server {
 	return &Server{st: st, edit: edit, notify: notify, log: log}
+}
+
+// WithBackfillKick sets what is called after a write that may give the
+// backfill work (a scope change, an import, a record's sync choice); without
+// it notify is. Saves call only notify: waking the backfill on every save
+// made it recount its remaining work for nothing (docs/performance.md).
+func (s *Server) WithBackfillKick(kick func()) *Server {
+	s.kick = kick
+	return s
+}
+
+// backfillWork tells the syncer that the backfill may have new work (and
+// the relay that an outbox row may be waiting).
+func (s *Server) backfillWork() {
+	if s.kick != nil {
+		s.kick()
+		return
+	}
+	s.notify()
 }
 
 // Register mounts the routes on mux. Records live under /v1/{collection},

@@ -191,7 +191,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	ccancel()
 	verifier := verify.New(st, cloud, reg, notes.divergence, log).WithFiles(fileAPI, files, filepath.Join(cfg.DataDir, "files"))
-	apiSrv := api.New(st, edit, sy.Notify, log).WithFiles(files, imports).WithBackfill(func() any { return sy.Backfill() }).
+	apiSrv := api.New(st, edit, sy.Wake, log).WithBackfillKick(sy.Notify).WithFiles(files, imports).WithBackfill(func() any { return sy.Backfill() }).
 		WithBackup(backups).WithVerify(verifier).WithAuth(api.Auth{Sessions: sessions, Audit: auditLog, APIToken: apiTok})
 	apiSrv.Register(mux)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })

@@ -49,7 +49,7 @@ func (s *Store) Importing() bool { return s.importing.Load() > 0 }
 // changes. Either every item is written or none.
 func (s *Store) Import(ctx context.Context, items []Import) ([]ids.ID, error) {
 	out := make([]ids.ID, 0, len(items))
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.write(ctx, func(tx *gorm.DB) error {
 		out = out[:0]
 		now := time.Now().UTC()
 		// The records the items refer to, read in one query per kind; the

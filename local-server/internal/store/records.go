@@ -64,14 +64,29 @@ type Edit struct {
 func createdAt(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // Save writes a local change: the record with its new version, sync state
-// pending, and the change in the outbox, in one transaction.
+// pending, and the change in the outbox, in one transaction (a group commit
+// with the other writes of the moment: commit.go).
 func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 	k, err := opsFor(ed.Kind)
 	if err != nil {
 		return nil, err
 	}
 	var out Record
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.write(ctx, func(tx *gorm.DB) error {
+		var err error
+		out, err = s.saveTx(ctx, tx, k, ed)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
+	}
+	return out, nil
+}
+
+// saveTx is Save's work in tx; ctx gives the person saving.
+func (s *Store) saveTx(ctx context.Context, tx *gorm.DB, k kindOps, ed Edit) (Record, error) {
+	var out Record
+	err := func() error {
 		changeID, err := s.ids.Next()
 		if err != nil {
 			return err
@@ -190,9 +205,9 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		}
 		e.At = createdAt(at)
 		return s.queue(tx, e, LaneLive)
-	})
+	}()
 	if err != nil {
-		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
+		return nil, err
 	}
 	return out, nil
 }

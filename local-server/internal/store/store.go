@@ -86,6 +86,8 @@ type Store struct {
 	// afterBackfillPlan, set by tests, runs between a backfill batch's
 	// read and its write.
 	afterBackfillPlan func()
+	// gc gathers the API's writes into group commits (commit.go).
+	gc *committer
 }
 
 // Open opens (creating if needed) the SQLite database at path for clinic,
@@ -129,7 +131,9 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{db: db, rdb: rdb, path: path, clinic: clinic, ids: gen}, nil
+	s := &Store{db: db, rdb: rdb, path: path, clinic: clinic, ids: gen, gc: newCommitter()}
+	go s.commitLoop()
+	return s, nil
 }
 
 // openConn opens a pool of at most conns connections to dsn.
@@ -152,6 +156,7 @@ func openConn(dsn string, conns int) (*gorm.DB, *sql.DB, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.gc.stop() // after the batch it runs: its writers get their answer
 	var errs []error
 	for _, db := range []*gorm.DB{s.rdb, s.db} {
 		sqlDB, err := db.DB()
