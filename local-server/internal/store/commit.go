@@ -185,3 +185,11 @@ func (s *Store) GroupCommits() (commits, writes int64) {
 	defer s.gc.mu.Unlock()
 	return s.gc.batches, s.gc.writes
 }
+
+// Write runs fn in a group commit with the API's other writes and returns
+// once the commit holding it is durable: for packages keeping their own
+// tables in the clinic's database (the audit log). fn must use only tx and
+// may run twice (see write).
+func (s *Store) Write(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.write(ctx, fn)
+}
