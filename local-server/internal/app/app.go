@@ -268,6 +268,16 @@ func registerStatusMetrics(reg *prometheus.Registry, st *store.Store) {
 		contact:  desc("last_contact_age_seconds", "Seconds since the cloud was last heard from (absent before the first contact)."),
 	}
 	reg.MustRegister(c)
+	// Group commit (docs/performance.md): writes per commit is the mean
+	// batch; the fsyncs are about the commits.
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "group_commits_total",
+			Help: "Transactions the clinic's writer committed for gathered writes (API writes, audit entries, the relay's and the down path's)."},
+			func() float64 { c, _ := st.GroupCommits(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "group_commit_writes_total",
+			Help: "Writes those commits held."},
+			func() float64 { _, w := st.GroupCommits(); return float64(w) }),
+	)
 }
 
 type statusCollector struct {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"gorm.io/gorm"
 )
@@ -86,6 +88,8 @@ func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 // commitLoop runs group commits until the store closes.
 func (s *Store) commitLoop() {
 	defer close(s.gc.stopped)
+	var recent [4]int // the sizes of the last batches
+	n := 0
 	for {
 		var first *writeReq
 		select {
@@ -103,9 +107,33 @@ func (s *Store) commitLoop() {
 				break gather
 			}
 		}
+		// Many writers at once (a recent batch was larger than this one so
+		// far): wait a moment for the others, who are usually a few hundred
+		// microseconds behind, rather than commit each alone. A lone writer
+		// (recent batches of one) never waits.
+		last := slices.Max(recent[:])
+		if len(batch) < last {
+			t := time.NewTimer(linger)
+		wait:
+			for len(batch) < last {
+				select {
+				case r := <-s.gc.reqs:
+					batch = append(batch, r)
+				case <-t.C:
+					break wait
+				}
+			}
+			t.Stop()
+		}
+		recent[n%len(recent)] = len(batch)
+		n++
 		s.commitBatch(batch)
 	}
 }
+
+// linger is the longest a batch waits for the writers a busy moment is
+// expected to bring (the largest of the last few batches).
+const linger = time.Millisecond
 
 // commitBatch runs batch in one transaction and answers each write.
 func (s *Store) commitBatch(batch []*writeReq) {

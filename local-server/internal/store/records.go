@@ -327,7 +327,9 @@ type DownResult struct {
 // after every record it refers to (M26), and the order is cloud_seq.
 func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, error) {
 	var res DownResult
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	// In the group commit of the moment: the cloud's acceptances come back
+	// as fast as the clinic saves.
+	err := s.write(ctx, func(tx *gorm.DB) error {
 		res = DownResult{}
 		cpS, err := s.meta(tx, metaCheckpoint)
 		if err != nil {
