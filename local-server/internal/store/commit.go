@@ -133,7 +133,7 @@ func (s *Store) commitLoop() {
 
 // linger is the longest a batch waits for the writers a busy moment is
 // expected to bring (the largest of the last few batches).
-const linger = time.Millisecond
+const linger = 2 * time.Millisecond
 
 // commitBatch runs batch in one transaction and answers each write.
 func (s *Store) commitBatch(batch []*writeReq) {
