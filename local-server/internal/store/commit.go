@@ -41,6 +41,11 @@ type writeReq struct {
 	ctx  context.Context
 	fn   func(tx *gorm.DB) error
 	done chan error
+	// alone: a large write (an import of thousands of records) that gets
+	// a transaction of its own. Under a savepoint SQLite would journal the
+	// pages it changes a second time, for a rollback that it never needs
+	// alone, and the small writes behind it wait for it anyway.
+	alone bool
 }
 
 // committer gathers writes into group commits.
@@ -74,7 +79,17 @@ func (c *committer) stop() {
 // in a batch, the caller waits for the commit whatever ctx says, so that
 // it never reports as failed a change that was committed.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return s.submit(&writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeAlone is write for a large write: it commits in a transaction of
+// its own, in turn with the group commits.
+func (s *Store) writeAlone(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.submit(&writeReq{ctx: ctx, fn: fn, done: make(chan error, 1), alone: true})
+}
+
+func (s *Store) submit(r *writeReq) error {
+	ctx := r.ctx
 	select {
 	case s.gc.reqs <- r:
 	case <-ctx.Done():
@@ -90,19 +105,35 @@ func (s *Store) commitLoop() {
 	defer close(s.gc.stopped)
 	var recent [4]int // the sizes of the last batches
 	n := 0
+	var held *writeReq // a write that goes alone, taken while gathering: the next batch
 	for {
-		var first *writeReq
-		select {
-		case first = <-s.gc.reqs:
-		case <-s.gc.closing:
-			return
+		first := held
+		held = nil
+		if first == nil {
+			select {
+			case first = <-s.gc.reqs:
+			case <-s.gc.closing:
+				return
+			}
 		}
 		batch := []*writeReq{first}
+		// add takes r into the batch, or holds it for the next one if
+		// either goes alone; false ends the gathering.
+		add := func(r *writeReq) bool {
+			if r.alone || batch[0].alone {
+				held = r
+				return false
+			}
+			batch = append(batch, r)
+			return true
+		}
 	gather:
-		for len(batch) < maxBatch {
+		for len(batch) < maxBatch && !first.alone {
 			select {
 			case r := <-s.gc.reqs:
-				batch = append(batch, r)
+				if !add(r) {
+					break gather
+				}
 			default:
 				break gather
 			}
@@ -111,14 +142,15 @@ func (s *Store) commitLoop() {
 		// far): wait a moment for the others, who are usually a few hundred
 		// microseconds behind, rather than commit each alone. A lone writer
 		// (recent batches of one) never waits.
-		last := slices.Max(recent[:])
-		if len(batch) < last {
+		if last := slices.Max(recent[:]); len(batch) < last && held == nil && !first.alone {
 			t := time.NewTimer(linger)
 		wait:
 			for len(batch) < last {
 				select {
 				case r := <-s.gc.reqs:
-					batch = append(batch, r)
+					if !add(r) {
+						break wait
+					}
 				case <-t.C:
 					break wait
 				}

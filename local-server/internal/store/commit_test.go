@@ -175,3 +175,43 @@ func TestGroupCommitBatchesConcurrentSaves(t *testing.T) {
 		t.Errorf("GroupCommits() = %d commits for %d writes; want fewer commits than writes", commits, writes)
 	}
 }
+
+// TestGroupCommitImportBesideSaves: an import (a write that commits alone)
+// arriving among concurrent saves commits whole, and so do the saves.
+func TestGroupCommitImportBesideSaves(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if _, err := s.Save(ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "saved"}}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	items := make([]Import, 500)
+	for i := range items {
+		items[i] = Import{Kind: wire.KindPatient, Content: records.Patient{Name: "imported"}}
+	}
+	got, err := s.Import(ctx, items)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("save beside an import: %v", err)
+	}
+	if err != nil || len(got) != len(items) {
+		t.Fatalf("Import() = %d ids, %v; want %d, nil", len(got), err, len(items))
+	}
+	names := map[string]int{}
+	for _, n := range patientIDs(t, s) {
+		names[n]++
+	}
+	if names["saved"] != 80 || names["imported"] != 500 {
+		t.Fatalf("patients by name = %v, want 80 saved and 500 imported", names)
+	}
+}
