@@ -121,22 +121,43 @@ func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
 	}
 	in := e
 	err := write(ctx, func(tx *gorm.DB) error {
-		e = in // set anew: write may run fn again
-		h, err := lockHead(tx, e.Chain)
-		if err != nil {
-			return err
-		}
-		e.Seq, e.Prev = h.Seq+1, h.Hash
-		e.Hash = Hash(e)
-		if err := tx.Create(&e).Error; err != nil {
-			return err
-		}
-		return saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+		var err error
+		e, err = appendTx(tx, in)
+		return err
 	})
 	if err != nil {
 		return Entry{}, fmt.Errorf("audit: append: %w", err)
 	}
 	return e, nil
+}
+
+// AppendTx is Append inside the caller's transaction tx on the log's
+// database, so that an entry commits together with the change it records.
+// The caller must serialize its transactions with the log's other writers
+// (on SQLite, one writer connection does; the clinic's group commit).
+func (l *Log) AppendTx(tx *gorm.DB, e Entry) (Entry, error) {
+	if e.At.IsZero() {
+		e.At = l.now()
+	}
+	e.At = e.At.UTC().Truncate(time.Microsecond)
+	e, err := appendTx(tx, e)
+	if err != nil {
+		return Entry{}, fmt.Errorf("audit: append: %w", err)
+	}
+	return e, nil
+}
+
+func appendTx(tx *gorm.DB, e Entry) (Entry, error) {
+	h, err := lockHead(tx, e.Chain)
+	if err != nil {
+		return Entry{}, err
+	}
+	e.Seq, e.Prev = h.Seq+1, h.Hash
+	e.Hash = Hash(e)
+	if err := tx.Create(&e).Error; err != nil {
+		return Entry{}, err
+	}
+	return e, saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
 }
 
 func lockHead(tx *gorm.DB, chain string) (head, error) {

@@ -216,10 +216,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, Content: c})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusCreated)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, Content: c})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	if store.FileOf(rec) != "" {
 		s.reconsiderFiles(r.Context()) // a held upload may be named now
@@ -241,10 +243,12 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusOK)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
@@ -263,10 +267,12 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusOK)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil

@@ -253,3 +253,21 @@ func (s *Store) GroupCommits() (commits, writes int64) {
 func (s *Store) Write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.write(ctx, fn)
 }
+
+type writeHookKey struct{}
+
+// WithWriteHook returns ctx carrying fn: a Save under that ctx calls fn in
+// its own transaction (its savepoint), after its change, with the record
+// saved; if fn fails, the save does too. The API writes a request's audit
+// entry so, together with the change it records.
+func WithWriteHook(ctx context.Context, fn func(tx *gorm.DB, rec Record) error) context.Context {
+	return context.WithValue(ctx, writeHookKey{}, fn)
+}
+
+// writeHook runs ctx's write hook, if any.
+func writeHook(ctx context.Context, tx *gorm.DB, rec Record) error {
+	if fn, ok := ctx.Value(writeHookKey{}).(func(tx *gorm.DB, rec Record) error); ok {
+		return fn(tx, rec)
+	}
+	return nil
+}

@@ -74,8 +74,10 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 	var out Record
 	err = s.write(ctx, func(tx *gorm.DB) error {
 		var err error
-		out, err = s.saveTx(ctx, tx, k, ed)
-		return err
+		if out, err = s.saveTx(ctx, tx, k, ed); err != nil {
+			return err
+		}
+		return writeHook(ctx, tx, out)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
