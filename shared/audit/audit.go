@@ -77,6 +77,19 @@ type Log struct {
 	db  *gorm.DB
 	mu  sync.Mutex
 	now func() time.Time
+	// write, when set, runs Append's transaction (WithWriter).
+	write func(ctx context.Context, fn func(tx *gorm.DB) error) error
+}
+
+// WithWriter makes Append run its writes through write, which must run fn
+// in a transaction on db and return once it is committed, one fn at a time:
+// the clinic's group commit (local-server/internal/store), so that an
+// audited request's entry shares a commit (and an fsync) with the other
+// writes of the moment instead of costing one of its own. Appends then do
+// not hold the log's own lock while they wait: write serializes them.
+func (l *Log) WithWriter(write func(ctx context.Context, fn func(tx *gorm.DB) error) error) *Log {
+	l.write = write
+	return l
 }
 
 // Open returns the log over db's audit tables (made by the database's
@@ -94,28 +107,57 @@ func (l *Log) DB() *gorm.DB { return l.db }
 
 // Append adds e to its chain, setting Seq, At (when zero), Prev and Hash.
 func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
-	l.mu.Lock() // one writer per process; FOR UPDATE on the head serializes nodes
-	defer l.mu.Unlock()
 	if e.At.IsZero() {
 		e.At = l.now()
 	}
 	e.At = e.At.UTC().Truncate(time.Microsecond)
-	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		h, err := lockHead(tx, e.Chain)
-		if err != nil {
-			return err
+	write := l.write
+	if write == nil {
+		l.mu.Lock() // one writer per process; FOR UPDATE on the head serializes nodes
+		defer l.mu.Unlock()
+		write = func(ctx context.Context, fn func(tx *gorm.DB) error) error {
+			return l.db.WithContext(ctx).Transaction(fn)
 		}
-		e.Seq, e.Prev = h.Seq+1, h.Hash
-		e.Hash = Hash(e)
-		if err := tx.Create(&e).Error; err != nil {
-			return err
-		}
-		return saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+	}
+	in := e
+	err := write(ctx, func(tx *gorm.DB) error {
+		var err error
+		e, err = appendTx(tx, in)
+		return err
 	})
 	if err != nil {
 		return Entry{}, fmt.Errorf("audit: append: %w", err)
 	}
 	return e, nil
+}
+
+// AppendTx is Append inside the caller's transaction tx on the log's
+// database, so that an entry commits together with the change it records.
+// The caller must serialize its transactions with the log's other writers
+// (on SQLite, one writer connection does; the clinic's group commit).
+func (l *Log) AppendTx(tx *gorm.DB, e Entry) (Entry, error) {
+	if e.At.IsZero() {
+		e.At = l.now()
+	}
+	e.At = e.At.UTC().Truncate(time.Microsecond)
+	e, err := appendTx(tx, e)
+	if err != nil {
+		return Entry{}, fmt.Errorf("audit: append: %w", err)
+	}
+	return e, nil
+}
+
+func appendTx(tx *gorm.DB, e Entry) (Entry, error) {
+	h, err := lockHead(tx, e.Chain)
+	if err != nil {
+		return Entry{}, err
+	}
+	e.Seq, e.Prev = h.Seq+1, h.Hash
+	e.Hash = Hash(e)
+	if err := tx.Create(&e).Error; err != nil {
+		return Entry{}, err
+	}
+	return e, saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
 }
 
 func lockHead(tx *gorm.DB, chain string) (head, error) {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -138,13 +139,49 @@ func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	slot := &auditSlot{ev: Event{Principal: p, Action: rule.Audit, Path: r.Method + " " + r.URL.Path, Remote: r.RemoteAddr}}
+	r = r.WithContext(context.WithValue(r.Context(), auditSlotKey{}, slot))
 	g.mux.ServeHTTP(rec, r)
+	if slot.done {
+		return // the handler wrote the entry in its write's own transaction
+	}
 	ev := Event{Principal: p, Action: rule.Audit, Collection: r.PathValue("collection"), ID: r.PathValue("id"),
 		Path: r.Method + " " + r.URL.Path, Remote: r.RemoteAddr, Status: rec.status, Request: r}
 	if ev.ID == "" && rec.status == http.StatusCreated {
 		ev.ID = rec.createdID()
 	}
 	g.audit(ev)
+}
+
+// auditSlot is an audited request's pending entry (PendingAudit).
+type auditSlot struct {
+	ev   Event
+	done bool
+}
+
+type auditSlotKey struct{}
+
+// PendingAudit returns the audit event of the audited request ctx belongs
+// to (principal, action, path, remote; the handler fills in the collection,
+// id and status), for a handler that writes the entry in the same
+// transaction as the change it records: the change and its entry then
+// commit together, and cost one commit, not two. ok is false when the
+// request is not audited. After that transaction committed the handler
+// calls Audited, and the guard does not write the entry again.
+func PendingAudit(ctx context.Context) (Event, bool) {
+	slot, ok := ctx.Value(auditSlotKey{}).(*auditSlot)
+	if !ok || slot.done {
+		return Event{}, false
+	}
+	return slot.ev, true
+}
+
+// Audited tells the guard that the request's entry is written (see
+// PendingAudit).
+func Audited(ctx context.Context) {
+	if slot, ok := ctx.Value(auditSlotKey{}).(*auditSlot); ok {
+		slot.done = true
+	}
 }
 
 func (g *Guard) refused(w http.ResponseWriter, r *http.Request, rule Rule, p Principal, e *httpapi.Error) {

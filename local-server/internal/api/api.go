@@ -32,6 +32,7 @@ type Server struct {
 	backups    Backups
 	verifier   Verifier
 	notify     func()
+	kick       func()
 	log        *slog.Logger
 	auth       *Auth
 	people     *auth.People
@@ -40,6 +41,25 @@ type Server struct {
 // New returns the API; notify is called after a commit wrote an outbox row.
 func New(st *store.Store, edit *editing.Manager, notify func(), log *slog.Logger) *Server {
 	return &Server{st: st, edit: edit, notify: notify, log: log}
+}
+
+// WithBackfillKick sets what is called after a write that may give the
+// backfill work (a scope change, an import, a record's sync choice); without
+// it notify is. Saves call only notify: waking the backfill on every save
+// made it recount its remaining work for nothing (docs/performance.md).
+func (s *Server) WithBackfillKick(kick func()) *Server {
+	s.kick = kick
+	return s
+}
+
+// backfillWork tells the syncer that the backfill may have new work (and
+// the relay that an outbox row may be waiting).
+func (s *Server) backfillWork() {
+	if s.kick != nil {
+		s.kick()
+		return
+	}
+	s.notify()
 }
 
 // Register mounts the routes on mux. Records live under /v1/{collection},
@@ -196,10 +216,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, Content: c})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusCreated)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, Content: c})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	if store.FileOf(rec) != "" {
 		s.reconsiderFiles(r.Context()) // a held upload may be named now
@@ -221,10 +243,12 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusOK)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil
@@ -243,10 +267,12 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
+	ctx := s.auditInWrite(r.Context(), r.PathValue("collection"), http.StatusOK)
+	rec, err := s.st.Save(ctx, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	httpapi.WriteJSON(w, http.StatusOK, rec)
 	return nil

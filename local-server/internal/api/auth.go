@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 
+	"gorm.io/gorm"
+
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/audit"
 	"github.com/scsync/scsync/shared/auth"
@@ -123,6 +125,29 @@ func refusedPath(ev auth.Event) string {
 		return ev.Path
 	}
 	return ""
+}
+
+// auditInWrite returns ctx with the audit entry of the request (when it is
+// audited) to be written in the save's own transaction, with status as its
+// outcome: the change and its entry commit together, in one group commit
+// instead of two (docs/performance.md). After the save succeeded, the
+// handler calls auth.Audited(ctx); when it failed, the guard records the
+// refusal as for any call.
+func (s *Server) auditInWrite(ctx context.Context, collection string, status int) context.Context {
+	if s.auth == nil || s.auth.Audit == nil {
+		return ctx
+	}
+	ev, ok := auth.PendingAudit(ctx)
+	if !ok {
+		return ctx
+	}
+	clinic := s.st.Clinic()
+	return store.WithWriteHook(ctx, func(tx *gorm.DB, rec store.Record) error {
+		_, err := s.auth.Audit.AppendTx(tx, audit.Entry{Chain: Chain(clinic), Clinic: clinic, Actor: ev.Principal.Actor(),
+			Username: ev.Principal.Username, Action: ev.Action, Kind: collection, Target: store.RecordMeta(rec).ID.String(),
+			Remote: ev.Remote, Outcome: status})
+		return err
+	})
 }
 
 func (s *Server) record(ctx context.Context, e audit.Entry) {

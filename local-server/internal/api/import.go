@@ -49,7 +49,7 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) error {
 	res, failed, err := s.runImport(r)
 	end()
 	if res.Imported > 0 {
-		s.notify() // the backfill has new history to send
+		s.backfillWork() // the backfill has new history to send
 	}
 	if err == nil {
 		httpapi.WriteJSON(w, http.StatusOK, res)

@@ -52,7 +52,7 @@ func (s *Server) putScope(w http.ResponseWriter, r *http.Request) error {
 	if err := s.st.SetScope(r.Context(), sc); err != nil {
 		return err
 	}
-	s.notify() // the backfill may have new work
+	s.backfillWork() // the backfill may have new work
 	s.reconsiderFiles(r.Context())
 	httpapi.WriteJSON(w, http.StatusOK, ScopeAnswer{Scope: sc, Note: scopeNote})
 	return nil
@@ -80,7 +80,7 @@ func (s *Server) setChoice(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.notify() // an un-sync or re-sync wrote an outbox row
+	s.backfillWork() // a choice may bring a record into scope; an un-sync or re-sync wrote an outbox row
 	s.reconsiderFiles(r.Context())
 	// Synced again: the cloud may have deleted its file after the un-sync's
 	// grace period; checking the upload again sends it if so.

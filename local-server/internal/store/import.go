@@ -46,10 +46,11 @@ func (s *Store) Importing() bool { return s.importing.Load() > 0 }
 // may refer to an earlier one), and returns their ids. Imported records are
 // history, not live changes: they are written excluded and never queued, so
 // the backfill (M8) sends those the scope covers, newest first, behind live
-// changes. Either every item is written or none.
+// changes. Either every item is written or none. An import commits in a
+// transaction of its own, in turn with the group commits of other writes.
 func (s *Store) Import(ctx context.Context, items []Import) ([]ids.ID, error) {
 	out := make([]ids.ID, 0, len(items))
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := s.writeAlone(ctx, func(tx *gorm.DB) error {
 		out = out[:0]
 		now := time.Now().UTC()
 		// The records the items refer to, read in one query per kind; the

@@ -64,14 +64,31 @@ type Edit struct {
 func createdAt(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 // Save writes a local change: the record with its new version, sync state
-// pending, and the change in the outbox, in one transaction.
+// pending, and the change in the outbox, in one transaction (a group commit
+// with the other writes of the moment: commit.go).
 func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 	k, err := opsFor(ed.Kind)
 	if err != nil {
 		return nil, err
 	}
 	var out Record
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.write(ctx, func(tx *gorm.DB) error {
+		var err error
+		if out, err = s.saveTx(ctx, tx, k, ed); err != nil {
+			return err
+		}
+		return writeHook(ctx, tx, out)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
+	}
+	return out, nil
+}
+
+// saveTx is Save's work in tx; ctx gives the person saving.
+func (s *Store) saveTx(ctx context.Context, tx *gorm.DB, k kindOps, ed Edit) (Record, error) {
+	var out Record
+	err := func() error {
 		changeID, err := s.ids.Next()
 		if err != nil {
 			return err
@@ -190,9 +207,9 @@ func (s *Store) Save(ctx context.Context, ed Edit) (Record, error) {
 		}
 		e.At = createdAt(at)
 		return s.queue(tx, e, LaneLive)
-	})
+	}()
 	if err != nil {
-		return nil, fmt.Errorf("store: save %s: %w", ed.Kind, err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -312,7 +329,9 @@ type DownResult struct {
 // after every record it refers to (M26), and the order is cloud_seq.
 func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, error) {
 	var res DownResult
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	// In the group commit of the moment: the cloud's acceptances come back
+	// as fast as the clinic saves.
+	err := s.write(ctx, func(tx *gorm.DB) error {
 		res = DownResult{}
 		cpS, err := s.meta(tx, metaCheckpoint)
 		if err != nil {

@@ -175,7 +175,7 @@ func (s *Store) SetChoice(ctx context.Context, kind wire.Kind, id ids.ID, choice
 		return nil, err
 	}
 	var out Record
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err = s.write(ctx, func(tx *gorm.DB) error {
 		rec := k.newRow()
 		if err := tx.Take(rec, "id = ? AND clinic_id = ?", id, s.clinic).Error; errors.Is(err, gorm.ErrRecordNotFound) {
 			return ErrNotFound

@@ -86,6 +86,8 @@ type Store struct {
 	// afterBackfillPlan, set by tests, runs between a backfill batch's
 	// read and its write.
 	afterBackfillPlan func()
+	// gc gathers the API's writes into group commits (commit.go).
+	gc *committer
 }
 
 // Open opens (creating if needed) the SQLite database at path for clinic,
@@ -129,7 +131,9 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	return &Store{db: db, rdb: rdb, path: path, clinic: clinic, ids: gen}, nil
+	s := &Store{db: db, rdb: rdb, path: path, clinic: clinic, ids: gen, gc: newCommitter()}
+	go s.commitLoop()
+	return s, nil
 }
 
 // openConn opens a pool of at most conns connections to dsn.
@@ -152,6 +156,7 @@ func openConn(dsn string, conns int) (*gorm.DB, *sql.DB, error) {
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.gc.stop() // after the batch it runs: its writers get their answer
 	var errs []error
 	for _, db := range []*gorm.DB{s.rdb, s.db} {
 		sqlDB, err := db.DB()
@@ -187,7 +192,9 @@ func (s *Store) DeleteOutbox(ctx context.Context, ids ...int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	return s.db.WithContext(ctx).Delete(&Outbox{}, ids).Error
+	// In the group commit of the moment: the relay deletes after every
+	// confirmed publish, a commit (and an fsync) of its own otherwise.
+	return s.write(ctx, func(tx *gorm.DB) error { return tx.Delete(&Outbox{}, ids).Error })
 }
 
 // Checkpoint is the last cloud_seq applied here.
@@ -214,7 +221,8 @@ func setMeta(db *gorm.DB, key, value string) error {
 
 // TouchContact records that the cloud was heard from.
 func (s *Store) TouchContact(ctx context.Context) error {
-	return setMeta(s.db.WithContext(ctx), metaLastContact, time.Now().UTC().Format(time.RFC3339Nano))
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	return s.write(ctx, func(tx *gorm.DB) error { return setMeta(tx, metaLastContact, at) })
 }
 
 // privateFiles creates the database file with mode 0600 before SQLite opens
