@@ -23,6 +23,7 @@ import (
 
 type verifyReport struct {
 	Records     int  `json:"records"`
+	CloudCount  int  `json:"cloud_records"`
 	Files       int  `json:"files"`
 	Buckets     int  `json:"differing_buckets"`
 	Equal       bool `json:"equal"`

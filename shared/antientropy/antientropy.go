@@ -98,20 +98,24 @@ func Differing(a, b []string) []int {
 	return out
 }
 
-// Request is the body of POST /v1/clinics/{clinic}/verify. With Hashes
-// (the clinic's Buckets hashes) the cloud answers its own hashes and the
-// records of the first MaxAnswerBuckets buckets that differ; with Want it
-// answers the records of those buckets (a later batch).
+// Request is the body of POST /v1/clinics/{clinic}/verify: exactly one of
+// its fields. With Summary the cloud answers its record count and bucket
+// hashes only, so the clinic can ask before its own scan and the two scans
+// run at once; with Hashes (the clinic's Buckets hashes) the cloud answers
+// its own hashes and the records of the first MaxAnswerBuckets buckets
+// that differ (the first protocol of this route, for clouds that refuse
+// Summary); with Want it answers the records of those buckets.
 type Request struct {
-	Hashes []string `json:"hashes,omitempty"`
-	Want   []int    `json:"want,omitempty"`
+	Summary bool     `json:"summary,omitempty"`
+	Hashes  []string `json:"hashes,omitempty"`
+	Want    []int    `json:"want,omitempty"`
 }
 
 // Answer is the cloud's answer to a Request.
 type Answer struct {
-	// Count, Buckets and Differing answer Hashes: the clinic's record
-	// count in the cloud, the cloud's bucket hashes, and the buckets that
-	// differ from the clinic's.
+	// Count and Buckets answer Summary and Hashes: the clinic's record
+	// count in the cloud and the cloud's bucket hashes; Differing answers
+	// Hashes: the buckets that differ from the clinic's.
 	Count     int      `json:"count"`
 	Buckets   []string `json:"buckets,omitempty"`
 	Differing []int    `json:"differing,omitempty"`

@@ -319,17 +319,24 @@ func (s *Server) digest(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	return nil
 }
 
-// verifyBuckets answers sc-local's anti-entropy (docs/verify.md): given
-// the clinic's bucket hashes, the cloud's, the buckets that differ and the
+// verifyBuckets answers sc-local's anti-entropy (docs/verify.md): asked
+// for a summary, the cloud's record count and bucket hashes; given the
+// clinic's bucket hashes, the cloud's, the buckets that differ and the
 // records of the first of them; given buckets wanted, their records.
 func (s *Server) verifyBuckets(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
 	var req antientropy.Request
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return err
 	}
+	given := 0
+	for _, ok := range []bool{req.Summary, req.Hashes != nil, req.Want != nil} {
+		if ok {
+			given++
+		}
+	}
 	switch {
-	case (req.Hashes == nil) == (req.Want == nil):
-		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "give either hashes or want")
+	case given != 1:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "give one of summary, hashes or want")
 	case req.Hashes != nil && len(req.Hashes) != antientropy.Buckets:
 		return httpapi.Errorf(http.StatusBadRequest, "invalid_bucket", "hashes must hold %d buckets, not %d", antientropy.Buckets, len(req.Hashes))
 	case len(req.Want) > antientropy.MaxAnswerBuckets:

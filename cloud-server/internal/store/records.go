@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -165,6 +166,9 @@ type ListQuery struct {
 	// RetentionState, when set, keeps the records retention marked so
 	// (backed-up, or deleted: then tombstones are included).
 	RetentionState string
+	// Columns, when set, are the only columns read (the rest are left
+	// zero): a scan of every row reads what it needs.
+	Columns []string
 }
 
 // List returns a page of the clinic's records of one kind, in id order.
@@ -197,6 +201,9 @@ func (s *Store) List(ctx context.Context, clinic ids.ID, kind wire.Kind, q ListQ
 	}
 	if q.Limit <= 0 {
 		q.Limit = 100
+	}
+	if q.Columns != nil {
+		db = db.Select(q.Columns)
 	}
 	return k.find(db.Order("id").Limit(q.Limit))
 }
@@ -247,8 +254,16 @@ func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, dige
 	}
 	var mu sync.Mutex
 	return rowscan.Parallel(ctx, digestWorkers(), spans, func(ctx context.Context, sp span) error {
+		k, err := opsFor(sp.kind)
+		if err != nil {
+			return err
+		}
+		cols, err := digestColumns(s.db, k.newRow())
+		if err != nil {
+			return err
+		}
 		fetch := func(after ids.ID, limit int) ([]Record, error) {
-			return s.List(ctx, clinic, sp.kind, ListQuery{After: max(after, sp.lo), Before: sp.hi, Limit: limit, WithDeleted: true})
+			return s.List(ctx, clinic, sp.kind, ListQuery{After: max(after, sp.lo), Before: sp.hi, Limit: limit, WithDeleted: true, Columns: cols})
 		}
 		return rowscan.Walk(ctx, rowscan.PageSize, fetch, func(r Record) ids.ID { return r.meta().ID }, func(r Record) error {
 			m := r.meta()
@@ -263,6 +278,36 @@ func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, dige
 		})
 	})
 }
+
+// digestColumns are the columns of model's table that EachDigest reads:
+// what a digest covers, the content, and the record's place in the change
+// log (entries). A scan of every row reads nothing else; each further
+// column is the database's and the driver's work on every row.
+func digestColumns(db *gorm.DB, model any) ([]string, error) {
+	if cols, ok := digestCols.Load(reflect.TypeOf(model)); ok {
+		return cols.([]string), nil
+	}
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(model); err != nil {
+		return nil, err
+	}
+	var cols []string
+	for _, f := range stmt.Schema.Fields {
+		if f.DBName == "" {
+			continue
+		}
+		if slices.Contains(digestMeta, f.DBName) || (len(f.BindNames) > 1 && f.BindNames[0] == "Data") {
+			cols = append(cols, f.DBName)
+		}
+	}
+	digestCols.Store(reflect.TypeOf(model), cols)
+	return cols, nil
+}
+
+var (
+	digestMeta = []string{"clinic_id", "id", "version", "deleted", "conflict_of", "created_at", "unsynced", "cloud_seq"}
+	digestCols sync.Map // reflect.Type of a model → []string
+)
 
 // digestRanges is how many id ranges EachDigest cuts each kind into, so
 // that uneven ranges still share the work; digestWorkers how many it scans
@@ -297,15 +342,16 @@ func (s *Store) VersionContent(ctx context.Context, clinic ids.ID, kind wire.Kin
 	return records.Decode(kind, []byte(ch.Payload))
 }
 
-// Verify answers a clinic's anti-entropy request (docs/verify.md). With
-// the clinic's bucket hashes it hashes the clinic's records here in one
+// Verify answers a clinic's anti-entropy request (docs/verify.md). Asked
+// for a summary it hashes the clinic's records here in one scan and
+// returns the count and its hashes. With the clinic's bucket hashes it hashes the clinic's records here in one
 // scan (holding only the bucket sums), and returns its hashes, the buckets
 // that differ and the records of the first antientropy.MaxAnswerBuckets of
 // them (a second scan); with Want, the records of those buckets.
 func (s *Store) Verify(ctx context.Context, clinic ids.ID, req antientropy.Request) (antientropy.Answer, error) {
 	var out antientropy.Answer
 	want := req.Want
-	if req.Hashes != nil {
+	if req.Summary || req.Hashes != nil {
 		var set antientropy.Set
 		err := s.EachDigest(ctx, clinic, func(key, digest string, _ Record) error {
 			set.Add(key, digest)
@@ -315,6 +361,10 @@ func (s *Store) Verify(ctx context.Context, clinic ids.ID, req antientropy.Reque
 			return out, err
 		}
 		out.Count, out.Buckets = set.Count(), set.Hashes()
+		if req.Summary {
+			out.Answered, out.Records = []int{}, map[string]antientropy.Entry{}
+			return out, nil
+		}
 		out.Differing = antientropy.Differing(req.Hashes, out.Buckets)
 		want = out.Differing
 	}

@@ -33,6 +33,12 @@ func TestVerifyAnswersTheDifferingBuckets(t *testing.T) {
 	if err := s.EachDigest(ctx, a.ID, func(key, digest string, _ Record) error { set.Add(key, digest); return nil }); err != nil {
 		t.Fatal(err)
 	}
+	// The summary: the cloud's count and hashes, nothing compared.
+	sum, err := s.Verify(ctx, a.ID, antientropy.Request{Summary: true})
+	if err != nil || sum.Count != 300 || !slices.Equal(sum.Buckets, set.Hashes()) || sum.Differing != nil || len(sum.Answered) != 0 || len(sum.Records) != 0 {
+		t.Fatalf("Verify(summary) = count %d, %d differing, %d answered, hashes equal %v, %v; want 300 and the clinic's hashes only",
+			sum.Count, len(sum.Differing), len(sum.Answered), slices.Equal(sum.Buckets, set.Hashes()), err)
+	}
 	ans, err := s.Verify(ctx, a.ID, antientropy.Request{Hashes: set.Hashes()})
 	if err != nil || ans.Count != 300 || len(ans.Differing) != 0 || len(ans.Answered) != 0 || len(ans.Records) != 0 {
 		t.Fatalf("Verify(equal hashes) = %+v, %v; want 300 records, nothing differing", ans, err)
@@ -42,9 +48,12 @@ func TestVerifyAnswersTheDifferingBuckets(t *testing.T) {
 	if err := s.db.Exec("UPDATE patients SET name = 'Tampered' WHERE clinic_id = ? AND id = ?", a.ID, tampered).Error; err != nil {
 		t.Fatal(err)
 	}
-	ans, err = s.Verify(ctx, a.ID, antientropy.Request{Hashes: set.Hashes()})
 	key := "patient/" + tampered.String()
 	want := []int{antientropy.Bucket(key)}
+	if sum, err = s.Verify(ctx, a.ID, antientropy.Request{Summary: true}); err != nil || !slices.Equal(antientropy.Differing(set.Hashes(), sum.Buckets), want) {
+		t.Fatalf("Verify(summary after a tampered row) differs from the clinic in %v (%v); want %v", antientropy.Differing(set.Hashes(), sum.Buckets), err, want)
+	}
+	ans, err = s.Verify(ctx, a.ID, antientropy.Request{Hashes: set.Hashes()})
 	if err != nil || !slices.Equal(ans.Differing, want) || !slices.Equal(ans.Answered, want) {
 		t.Fatalf("Verify(after a tampered row) = differing %v, answered %v, %v; want %v", ans.Differing, ans.Answered, err, want)
 	}

@@ -125,7 +125,7 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// and what it mostly does — a backfill's snapshot reads, verify's scan
 	// of every row — passes over each page once. With 16 MB each, verify of
 	// a million records peaked at 103 MiB of anonymous memory (docs/verify.md).
-	rdsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-8000)&_pragma=mmap_size(0)"
+	rdsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-" + strconv.Itoa(readerCacheKiB) + ")&_pragma=mmap_size(0)"
 	rdb, _, err := openConn(rdsn, 2)
 	if err != nil {
 		_ = sqlDB.Close()
@@ -135,6 +135,10 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	go s.commitLoop()
 	return s, nil
 }
+
+// readerCacheKiB is the page cache of each read-only connection (KiB);
+// a scan of every row (verify) shrinks it while it runs (scanCacheKiB).
+const readerCacheKiB = 8000
 
 // openConn opens a pool of at most conns connections to dsn.
 func openConn(dsn string, conns int) (*gorm.DB, *sql.DB, error) {

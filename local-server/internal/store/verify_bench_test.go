@@ -1,8 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,7 +23,8 @@ import (
 // BenchmarkVerifyScan is the clinic's half of an anti-entropy run: every
 // record's digest added into the bucket sums (EachDigest into an
 // antientropy.Set). SCSYNC_VERIFY_DB names an existing sc-local database
-// to scan (SCSYNC_VERIFY_CLINIC its clinic), e.g. a copy of the verify
+// to scan (SCSYNC_VERIFY_CLINIC its clinic; a path that does not exist yet
+// is created with SCSYNC_VERIFY_SEED studies, default a million, and kept), e.g. a copy of the verify
 // benchmark's at a million records; without it, 20,000 imported studies.
 // It reports records/s, the peak Go heap in use and the peak anonymous
 // resident memory of the process, both sampled during the scan, and the
@@ -28,7 +32,26 @@ import (
 func BenchmarkVerifyScan(b *testing.B) {
 	ctx := context.Background()
 	var s *Store
-	if path := os.Getenv("SCSYNC_VERIFY_DB"); path != "" {
+	path := os.Getenv("SCSYNC_VERIFY_DB")
+	if _, err := os.Stat(path); path != "" && errors.Is(err, fs.ErrNotExist) {
+		// A database to keep for later runs: SCSYNC_VERIFY_SEED studies
+		// (default a million), synced, of the test clinic.
+		n, err := strconv.Atoi(cmp.Or(os.Getenv("SCSYNC_VERIFY_SEED"), "1000000"))
+		if err != nil {
+			b.Fatalf("SCSYNC_VERIFY_SEED: %v", err)
+		}
+		gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: path + ".ids"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if s, err = Open(path, clinic, gen); err != nil {
+			b.Fatal(err)
+		}
+		seedStudies(b, s, n)
+		b.Logf("seeded %d studies into %s (SCSYNC_VERIFY_CLINIC=%d)", n, path, clinic)
+		_ = s.Close()
+	}
+	if path != "" {
 		c, err := strconv.ParseInt(os.Getenv("SCSYNC_VERIFY_CLINIC"), 10, 64)
 		if err != nil {
 			b.Fatalf("SCSYNC_VERIFY_CLINIC: %v", err)

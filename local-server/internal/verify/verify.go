@@ -9,9 +9,11 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -111,6 +113,16 @@ func New(st *store.Store, cloud Cloud, reg prometheus.Registerer, notify func(Re
 func (v *Verifier) Run(ctx context.Context, repair bool) (Report, error) {
 	start := time.Now()
 	rep := Report{At: start.UTC(), Repair: repair}
+	// The cloud scans its copy while this side scans its own: its bucket
+	// hashes are asked for first, so the run takes the longer of the two
+	// scans, not their sum.
+	summary := make(chan cloudSummary, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		ans, err := v.cloud.Verify(sctx, antientropy.Request{Summary: true})
+		summary <- cloudSummary{ans, err, time.Now()}
+	}()
 	// One scan: each record's digest is added into its bucket's sum and
 	// dropped, so equal sides cost the bucket sums and nothing per record.
 	var set antientropy.Set
@@ -130,31 +142,41 @@ func (v *Verifier) Run(ctx context.Context, repair bool) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
 	}
-	asked := time.Now()
-	ans, err := v.cloud.Verify(ctx, antientropy.Request{Hashes: set.Hashes()})
-	if err != nil {
-		return rep, fmt.Errorf("verify: cloud: %w", err)
+	sum := <-summary
+	var ans antientropy.Answer
+	var todo []int
+	switch {
+	case sum.err == nil && len(sum.ans.Buckets) == antientropy.Buckets:
+		rep.CloudCount = sum.ans.Count
+		todo = antientropy.Differing(set.Hashes(), sum.ans.Buckets)
+	case sum.err == nil || olderCloud(sum.err):
+		// A cloud of the previous release refuses the summary (or, had
+		// it ignored the field, answered no hashes): it compares.
+		if ans, err = v.cloud.Verify(ctx, antientropy.Request{Hashes: set.Hashes()}); err != nil {
+			return rep, fmt.Errorf("verify: cloud: %w", err)
+		}
+		sum.at = time.Now()
+		rep.CloudCount, todo = ans.Count, ans.Differing
+	default:
+		return rep, fmt.Errorf("verify: cloud: %w", sum.err)
 	}
-	answered := time.Now()
-	rep.Records, rep.CloudCount, rep.Buckets = set.Count(), ans.Count, len(ans.Differing)
-	// The first answer holds the records of the first differing buckets;
-	// the rest are asked for in batches of the same size.
-	todo := ans.Differing
+	rep.Records, rep.Buckets = set.Count(), len(todo)
+	// An answer holds the records of at most MaxAnswerBuckets buckets:
+	// the differing ones are asked for in batches of that size.
 	for len(todo) > 0 {
 		if len(ans.Answered) == 0 {
-			return rep, fmt.Errorf("verify: cloud: no records for buckets %v", todo[:min(len(todo), 8)])
+			if ans, err = v.cloud.Verify(ctx, antientropy.Request{Want: todo[:min(len(todo), antientropy.MaxAnswerBuckets)]}); err != nil {
+				return rep, fmt.Errorf("verify: cloud: %w", err)
+			}
+			if len(ans.Answered) == 0 {
+				return rep, fmt.Errorf("verify: cloud: no records for buckets %v", todo[:min(len(todo), 8)])
+			}
 		}
 		if err := v.compare(ctx, &rep, ans, inFlight, checkpoint, repair); err != nil {
 			return rep, err
 		}
 		todo = slices.DeleteFunc(todo, func(b int) bool { return slices.Contains(ans.Answered, b) })
-		if len(todo) == 0 {
-			break
-		}
-		ans, err = v.cloud.Verify(ctx, antientropy.Request{Want: todo[:min(len(todo), antientropy.MaxAnswerBuckets)]})
-		if err != nil {
-			return rep, fmt.Errorf("verify: cloud: %w", err)
-		}
+		ans = antientropy.Answer{}
 	}
 	if v.fqueue != nil {
 		if err := v.sweepFiles(ctx, &rep, repair); err != nil {
@@ -175,11 +197,26 @@ func (v *Verifier) Run(ctx context.Context, repair bool) (Report, error) {
 		}
 	} else {
 		// Where the time went: this side's scan, the cloud's answer
-		// (its own scan), the rest (differing buckets, files).
+		// (its own scan, at the same time), the rest (files).
 		v.log.Info("clinic and cloud verified equal", "records", rep.Records, "seconds", rep.Seconds,
-			"scan_seconds", scanned.Sub(start).Seconds(), "cloud_seconds", answered.Sub(asked).Seconds())
+			"scan_seconds", scanned.Sub(start).Seconds(), "cloud_seconds", sum.at.Sub(start).Seconds())
 	}
 	return rep, nil
+}
+
+// cloudSummary is the cloud's answer to the summary asked for at the
+// start of a run, and when it came.
+type cloudSummary struct {
+	ans antientropy.Answer
+	err error
+	at  time.Time
+}
+
+// olderCloud tells whether err is a cloud's refusal of a request it does
+// not know (a release before the summary request decodes strictly).
+func olderCloud(err error) bool {
+	var ae *cloudapi.Error
+	return errors.As(err, &ae) && ae.Status == http.StatusBadRequest
 }
 
 // compare looks inside the buckets of one answer: the clinic's digests of
