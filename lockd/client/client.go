@@ -33,6 +33,11 @@ const DefaultTimeout = 10 * time.Second
 // connection beyond it is still made, just not kept.
 const MaxIdleConns = 64
 
+// DefaultTransport is the transport of the clients New makes without an
+// *http.Client: one pool of connections per process, as net/http's own
+// DefaultTransport, but keeping MaxIdleConns of them per host.
+var DefaultTransport = NewTransport(nil)
+
 // NewTransport returns the HTTP transport a lockd client should use: the
 // default transport's dialer, proxy and timeouts, with tlsConfig (may be
 // nil) and MaxIdleConns idle connections kept per host.
@@ -57,11 +62,11 @@ type Client struct {
 
 // New returns a client of the lockd at baseURL ("https://lockd.example:8090")
 // that authenticates with the bearer token. hc may be nil: the client then
-// uses NewTransport(nil) and DefaultTimeout. A caller passing its own client
+// uses DefaultTransport and DefaultTimeout. A caller passing its own client
 // should give it NewTransport's pool (or one as large as its concurrency).
 func New(baseURL, token string, hc *http.Client) *Client {
 	if hc == nil {
-		hc = &http.Client{Transport: NewTransport(nil), Timeout: DefaultTimeout}
+		hc = &http.Client{Transport: DefaultTransport, Timeout: DefaultTimeout}
 	}
 	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc}
 }

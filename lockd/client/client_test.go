@@ -130,14 +130,18 @@ func TestUnreachable(t *testing.T) {
 // made with New(…, nil) open about 16 connections in all, not one per
 // request (net/http's default keeps only 2 idle per host).
 func TestConnectionsReused(t *testing.T) {
-	srv := answer(200, `{"resource":"p/1","released":true}`)
-	defer srv.Close()
 	var opened atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			opened.Add(1)
 		}
 	}
+	srv.Start()
+	defer srv.Close()
 	c := New(srv.URL, "tok", nil)
 	const workers, each = 16, 50
 	var wg sync.WaitGroup
