@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,4 +124,40 @@ func TestUnreachable(t *testing.T) {
 	if _, err := New(slow.URL, "tok", nil).Inspect(ctx, 42, "p/1"); err == nil || errors.Is(err, ErrUnavailable) {
 		t.Errorf("Inspect with a canceled context err = %v, want a non-unavailable error", err)
 	}
+}
+
+// TestConnectionsReused: 16 goroutines releasing at once through a client
+// made with New(…, nil) open about 16 connections in all, not one per
+// request (net/http's default keeps only 2 idle per host).
+func TestConnectionsReused(t *testing.T) {
+	var opened atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	const workers, each = 16, 50
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				if err := c.Release(context.Background(), lockapi.ReleaseRequest{Resource: "p/1", Token: 1, Secret: "s"}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := opened.Load(); n > 2*workers {
+		t.Errorf("%d connections opened for %d requests from %d goroutines, want at most %d", n, workers*each, workers, 2*workers)
+	}
+	t.Logf("%d connections for %d requests", opened.Load(), workers*each)
 }

@@ -127,8 +127,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	var locker editing.Locker = editing.NoLocker{}
 	if cfg.Lockd.URL != "" {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = clientTLS.Clone()
+		tr := lockclient.NewTransport(clientTLS)
 		locker = lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, &http.Client{Transport: tr, Timeout: lockclient.DefaultTimeout}).Locker()
 		health.AddOptional("lockd", func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") })
 	}

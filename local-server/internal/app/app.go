@@ -114,7 +114,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	var locker editing.Locker = editing.NoLocker{}
 	var lockdPing func(context.Context) error
 	if cfg.Lockd.URL != "" {
-		lc := lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, tlsHTTP(lockclient.DefaultTimeout))
+		lc := lockclient.New(cfg.Lockd.URL, cfg.Lockd.Token, &http.Client{Transport: lockclient.NewTransport(clientTLS), Timeout: lockclient.DefaultTimeout})
 		locker = lc.Locker()
 		lockdPing = func(ctx context.Context) error { return httpapi.PingURL(ctx, cfg.Lockd.URL+"/readyz") }
 	}

@@ -588,14 +588,38 @@ func TestStallWatchdog(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	t.Parallel()
 	l := newLimiter(4 << 20) // 4 MiB/s
+	// Idle time up to the burst (250 ms: 1 MiB at 4 MiB/s) is made up at
+	// once, not lost.
 	start := time.Now()
+	for range 16 {
+		if err := l.wait(context.Background(), 64<<10); err != nil { // 1 MiB
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d > 150*time.Millisecond {
+		t.Errorf("the first 1 MiB (the burst after idling) took %s, want at once", d)
+	}
+	// Beyond it, the rate holds.
+	start = time.Now()
 	for range 32 {
 		if err := l.wait(context.Background(), 64<<10); err != nil { // 2 MiB in all
 			t.Fatal(err)
 		}
 	}
-	if d := time.Since(start); d < 400*time.Millisecond || d > 2*time.Second {
+	if d := time.Since(start); d < 450*time.Millisecond || d > 2*time.Second {
 		t.Errorf("2 MiB at 4 MiB/s took %s, want about 0.5s", d)
+	}
+	// No more than the burst is ever made up: after a long idle time the
+	// next 2 MiB still take 0.5 s - 0.25 s at least.
+	time.Sleep(600 * time.Millisecond)
+	start = time.Now()
+	for range 32 {
+		if err := l.wait(context.Background(), 64<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("2 MiB at 4 MiB/s after idling took %s, want at least 0.25s (burst capped)", d)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -733,4 +757,101 @@ func TestFetchDoesNotDownloadTheClinicsOwnFile(t *testing.T) {
 	if n := downloads(sha3); n != 1 {
 		t.Fatalf("downloads of a file the clinic lacks = %d, want 1", n)
 	}
+}
+
+// countingCloud counts the part-URL requests a worker makes.
+type countingCloud struct {
+	Cloud
+	requests, urls atomic.Int64
+}
+
+func (c *countingCloud) PartURLs(ctx context.Context, sha string, parts []int) (filekey.PartURLsResponse, error) {
+	c.requests.Add(1)
+	c.urls.Add(int64(len(parts)))
+	return c.Cloud.PartURLs(ctx, sha, parts)
+}
+
+// TestBandwidthCapUsed: with the clinic's cap at 100 Mbit/s, the upload
+// uses at least 95% of it while its parts are going out (the gaps between
+// parts — URL requests, commits — are made up by the limiter's burst), and
+// never more than the cap; part URLs come in batches, not one request per
+// part.
+//
+// Not parallel: beside the package's other uploads (the 1 GiB one) on a
+// small machine, the sender itself could fall behind the cap, which is not
+// what this measures.
+func TestBandwidthCapUsed(t *testing.T) {
+	c := startCloud(t, cloudOpts{})
+	const capBps = 100_000_000 / 8 // 100 Mbit/s
+	cc := &countingCloud{Cloud: c.Client}
+	w := New(openDB(t, filepath.Join(t.TempDir(), "clinic.db")), cc, Options{BytesPerSecond: capBps, PartConcurrency: 2, RetryBase: 50 * time.Millisecond}, nil)
+	ctx := context.Background()
+	size := 48 * filekey.MiB // 6 parts of 8 MiB, ≈4 s at the cap
+	src, _ := makeFile(t, t.TempDir(), size)
+	up, err := w.EnqueueUpload(ctx, Upload{Path: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Watch the live byte count: the first and the last byte sent.
+	var first, last time.Time
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		tick := time.NewTicker(2 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			w.mu.Lock()
+			live := w.running[up.ID]
+			w.mu.Unlock()
+			if live == nil {
+				continue
+			}
+			n := live.Load()
+			if n > 0 && first.IsZero() {
+				first = time.Now()
+			}
+			if n >= size && last.IsZero() {
+				last = time.Now()
+			}
+		}
+	}()
+	err = w.Process(ctx, up.ID)
+	close(stop)
+	<-watched
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.IsZero() || last.IsZero() {
+		t.Fatal("the live byte count never showed the upload")
+	}
+	// The limiter lets the first burst (250 ms of the rate) through at once.
+	sending := last.Sub(first)
+	ideal := time.Duration(float64(size)/capBps*float64(time.Second)) - limiterBurst
+	used := float64(ideal) / float64(sending)
+	t.Logf("%d MiB sent in %s at a cap of 100 Mbit/s: %.1f%% of the cap (load %s); %d part-URL requests for %d parts",
+		size>>20, sending.Round(time.Millisecond), used*100, loadAvg(), cc.requests.Load(), w.PartsSent())
+	if used < 0.95 {
+		t.Errorf("used %.1f%% of the bandwidth cap, want ≥ 95%%", used*100)
+	}
+	if used > 1.05 {
+		t.Errorf("sent at %.1f%% of the bandwidth cap, want ≤ 100%%", used*100)
+	}
+	if got := cc.requests.Load(); got != 1 {
+		t.Errorf("%d part-URL requests for 6 parts, want 1 (one batch)", got)
+	}
+}
+
+// loadAvg is the 1-minute load average (Linux), for the log.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }

@@ -59,6 +59,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	health.Register(mux)
 	mux.Handle("GET /metrics", telemetry.Handler(reg))
+	if telemetry.MountPprof(mux) {
+		log.Warn("profiling endpoints are on (/debug/pprof/, SCSYNC_PPROF=1)")
+	}
 	apiSrv.Register(mux)
 	mux.HandleFunc("/", api.NotFound)
 

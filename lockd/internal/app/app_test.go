@@ -109,6 +109,7 @@ func start(t *testing.T, cfg config.Config, logs io.Writer) string {
 		// Connections a client dialled but never used would hold up the
 		// graceful shutdown for 5s (net/http treats them as active).
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		client.DefaultTransport.CloseIdleConnections()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
