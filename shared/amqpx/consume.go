@@ -53,6 +53,17 @@ type Handler func(ctx context.Context, d Delivery) error
 // requeued. A queue without a DeadLetterExchange rejects it without requeue.
 // Any other error requeues the message after a short pause.
 func (c *Client) Consume(ctx context.Context, queue string, h Handler) error {
+	return c.consume(ctx, queue, func(ctx context.Context, s *session, ch *amqp.Channel, deliveries <-chan amqp.Delivery, d amqp.Delivery) {
+		c.handle(ctx, s, queue, h, d)
+	}, c.cfg.Prefetch)
+}
+
+// deliveryFunc handles the delivery d just received (and may take more from
+// deliveries); it settles what it took.
+type deliveryFunc func(ctx context.Context, s *session, ch *amqp.Channel, deliveries <-chan amqp.Delivery, d amqp.Delivery)
+
+// consume is Consume with what is done with each delivery, and the prefetch.
+func (c *Client) consume(ctx context.Context, queue string, f deliveryFunc, prefetch int) error {
 	var stale *session
 	attempt := 0
 	for {
@@ -63,7 +74,7 @@ func (c *Client) Consume(ctx context.Context, queue string, h Handler) error {
 			}
 			return err
 		}
-		subscribed, err := c.consumeOn(ctx, s, queue, h)
+		subscribed, err := c.consumeOn(ctx, s, queue, f, prefetch)
 		if ctx.Err() != nil {
 			return nil //nolint:nilerr // a cancelled ctx is a normal stop
 		}
@@ -90,7 +101,7 @@ func (c *Client) Consume(ctx context.Context, queue string, h Handler) error {
 
 // consumeOn subscribes on s and handles deliveries until the subscription or
 // ctx ends. subscribed reports whether the subscription was established.
-func (c *Client) consumeOn(ctx context.Context, s *session, queue string, h Handler) (subscribed bool, err error) {
+func (c *Client) consumeOn(ctx context.Context, s *session, queue string, f deliveryFunc, prefetch int) (subscribed bool, err error) {
 	ch, err := s.conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open consumer channel: %w", err)
@@ -98,7 +109,7 @@ func (c *Client) consumeOn(ctx context.Context, s *session, queue string, h Hand
 	// Closing the channel hands unacked deliveries back to the queue.
 	defer func() { _ = ch.Close() }()
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
-	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
+	if err := ch.Qos(prefetch, 0, false); err != nil {
 		return false, fmt.Errorf("set prefetch: %w", err)
 	}
 	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
@@ -121,7 +132,7 @@ func (c *Client) consumeOn(ctx context.Context, s *session, queue string, h Hand
 				}
 				return true, fmt.Errorf("subscription ended: %w", ErrClosed)
 			}
-			c.handle(ctx, s, queue, h, d)
+			f(ctx, s, ch, deliveries, d)
 		}
 	}
 }
@@ -152,7 +163,12 @@ func (c *Client) runHandler(ctx context.Context, queue string, h Handler, d amqp
 			err = Poison(fmt.Errorf("handler panic: %v", r))
 		}
 	}()
-	return h(ctx, Delivery{
+	return h(ctx, delivery(d))
+}
+
+// delivery is d as handlers see it.
+func delivery(d amqp.Delivery) Delivery {
+	return Delivery{
 		Body:            d.Body,
 		ContentType:     d.ContentType,
 		ContentEncoding: d.ContentEncoding,
@@ -164,7 +180,7 @@ func (c *Client) runHandler(ctx context.Context, queue string, h Handler, d amqp
 		Headers:         maps.Clone(map[string]any(d.Headers)),
 		Redelivered:     d.Redelivered,
 		Timestamp:       d.Timestamp,
-	})
+	}
 }
 
 // deadLetter moves a poison message to the queue's dead-letter exchange.

@@ -111,6 +111,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	rep := replicate.New(st, broker, log, reg)
 	rep.SetShards(cfg.AMQP.UpShards)
+	rep.SetAcceptBatch(cfg.AMQP.AcceptBatch)
 
 	health := httpapi.NewHealth()
 	health.Add("postgres", st.Ping)

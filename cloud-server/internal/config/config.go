@@ -46,6 +46,10 @@ type Config struct {
 		// time. Every node of a deployment must use the same number;
 		// changing it needs a drain (docs/cloud-ops.md).
 		UpShards int `yaml:"up_shards"`
+		// AcceptBatch is how many up messages of a shard a node accepts
+		// in one PostgreSQL transaction (and settles with one ack); 1
+		// accepts each alone. The shard's prefetch is twice this.
+		AcceptBatch int `yaml:"accept_batch"`
 		// ManagementURL (RabbitMQ's HTTP management API) with
 		// ManagementUser/ManagementPassword turns on per-clinic broker
 		// identities: enrollment creates each clinic's user, permissions
@@ -138,6 +142,7 @@ func Default() Config {
 	c.AMQP.URL = "amqp://guest:guest@127.0.0.1:5672/"
 	c.AMQP.Prefetch = 64
 	c.AMQP.UpShards = wire.DefaultUpShards
+	c.AMQP.AcceptBatch = 256
 	c.Redis.Addr = "127.0.0.1:6379"
 	c.Redis.Prefix = "scsync:"
 	c.Redis.LeaseTTL = 30 * time.Second
@@ -222,6 +227,9 @@ func (c Config) Validate() error {
 	}
 	if c.AMQP.Prefetch < 1 || c.AMQP.Prefetch > 10000 {
 		errs = append(errs, errors.New("amqp.prefetch must be 1..10000"))
+	}
+	if c.AMQP.AcceptBatch < 1 || c.AMQP.AcceptBatch > 10000 {
+		errs = append(errs, errors.New("amqp.accept_batch must be 1..10000"))
 	}
 	if c.Redis.LeaseTTL < 3*time.Second {
 		errs = append(errs, errors.New("redis.lease_ttl must be at least 3s"))

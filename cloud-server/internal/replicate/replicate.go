@@ -51,6 +51,7 @@ type Broker interface {
 	DeclareOnce(ctx context.Context, t amqpx.Topology) error
 	Publish(ctx context.Context, exchange, key string, m amqpx.Message) error
 	Consume(ctx context.Context, queue string, h amqpx.Handler) error
+	ConsumeBatch(ctx context.Context, queue string, size int, h amqpx.BatchHandler) error
 	Inspect(ctx context.Context, queue string) (amqpx.QueueState, bool, error)
 	Unbind(ctx context.Context, b amqpx.Binding) error
 	DeleteQueue(ctx context.Context, queue string) (int, error)
@@ -64,6 +65,8 @@ type Replicator struct {
 	log    *slog.Logger
 	wake   chan struct{}
 	shards int
+	// batch is how many up messages of a shard are accepted together.
+	batch int
 	// identities: clinics have their own broker identities (SetIdentities).
 	identities bool
 
@@ -78,6 +81,8 @@ type Replicator struct {
 	parked     prometheus.Counter
 	unroutable prometheus.Counter
 	poisoned   *prometheus.CounterVec
+	together   prometheus.Histogram
+	fallbacks  prometheus.Counter
 	pending    prometheus.Gauge
 	migrated   *prometheus.CounterVec
 	// downProto counts down messages by the protocol version they were
@@ -118,6 +123,14 @@ func (r *Replicator) OnAccepted(f func([]wire.Envelope)) { r.onAccepted = f }
 // identities (amqp.management_url is set). Call before Run.
 func (r *Replicator) SetIdentities(on bool) { r.identities = on }
 
+// DefaultAcceptBatch is how many up messages of a shard a node accepts in
+// one PostgreSQL transaction by default (amqp.accept_batch).
+const DefaultAcceptBatch = 256
+
+// SetAcceptBatch sets how many up messages of a shard are accepted together
+// (amqp.accept_batch; 1 accepts each message alone). Call before Run.
+func (r *Replicator) SetAcceptBatch(n int) { r.batch = max(n, 1) }
+
 // SetShards sets the number of up shards (amqp.up_shards; default
 // wire.DefaultUpShards). Call before Run.
 func (r *Replicator) SetShards(n int) { r.shards = max(n, 1) }
@@ -125,7 +138,7 @@ func (r *Replicator) SetShards(n int) { r.shards = max(n, 1) }
 // New returns a Replicator. reg may be nil.
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
 	r := &Replicator{
-		st: st, broker: broker, log: log, wake: make(chan struct{}, 1), shards: wire.DefaultUpShards,
+		st: st, broker: broker, log: log, wake: make(chan struct{}, 1), shards: wire.DefaultUpShards, batch: DefaultAcceptBatch,
 		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, protocols: map[ids.ID]statedRange{}, fresh: make(chan struct{}, 1),
 		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
 		redeliver:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
@@ -134,15 +147,19 @@ func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Regist
 		parked:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_parked_total", Help: "Clinic changes parked until a record they refer to arrives."}),
 		unroutable: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_unroutable_total", Help: "Down messages the broker could route to no queue (a clinic without a down queue); the clinic pulls those changes."}),
 		poisoned:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_rejected_total", Help: "Up messages dead-lettered, by reason."}, []string{"reason"}),
-		pending:    prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinics_topology_pending", Help: "Clinics whose broker topology is not set up (or migrated) yet, as this node last counted."}),
-		migrated:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "legacy_queues_migrated_total", Help: "Per-clinic quorum queues of earlier versions drained and deleted (up) or replaced (down) by this node."}, []string{"queue"}),
+		together: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "scsync", Subsystem: "cloud", Name: "accept_batch_messages",
+			Help: "Up messages accepted together in one PostgreSQL transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "accept_batch_fallbacks_total",
+			Help: "Batches of up messages whose transaction failed and that were accepted again one message at a time."}),
+		pending:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinics_topology_pending", Help: "Clinics whose broker topology is not set up (or migrated) yet, as this node last counted."}),
+		migrated: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "legacy_queues_migrated_total", Help: "Per-clinic quorum queues of earlier versions drained and deleted (up) or replaced (down) by this node."}, []string{"queue"}),
 		downProto: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_messages_total",
 			Help: "Down messages published, by the wire protocol version they were converted to (the newest the clinic speaks)."}, []string{"protocol"}),
 		incompatible: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "down_incompatible_total",
 			Help: "Down messages not sent because the clinic speaks no protocol version this node speaks (upgrade the clinic)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.unroutable, r.poisoned, r.pending, r.migrated, r.downProto, r.incompatible)
+		reg.MustRegister(r.accepted, r.redeliver, r.relayed, r.conflicts, r.parked, r.unroutable, r.poisoned, r.together, r.fallbacks, r.pending, r.migrated, r.downProto, r.incompatible)
 	}
 	return r
 }
@@ -208,9 +225,9 @@ func (r *Replicator) Run(ctx context.Context) error {
 }
 
 func (r *Replicator) consume(ctx context.Context, queue string) {
-	h := r.handler(queue)
+	h := r.batchHandler(queue)
 	for ctx.Err() == nil {
-		if err := r.broker.Consume(ctx, queue, h); err != nil && ctx.Err() == nil {
+		if err := r.broker.ConsumeBatch(ctx, queue, r.batch, h); err != nil && ctx.Err() == nil {
 			r.log.Warn("consumer stopped", "queue", queue, "err", err)
 			sleep(ctx, time.Second)
 		}
@@ -514,30 +531,8 @@ func (r *Replicator) publisher(ctx context.Context, clinic ids.ID, d amqpx.Deliv
 // the batch is applied; a database error is transient (the message is
 // redelivered; the apply is idempotent).
 func (r *Replicator) handleUp(ctx context.Context, queue string, clinic ids.ID, d amqpx.Delivery) error {
-	b, err := wire.Decode(d.Body, d.ContentEncoding)
+	b, err := r.checkUp(ctx, queue, clinic, d)
 	if err != nil {
-		r.poisoned.WithLabelValues("malformed").Inc()
-		return amqpx.Poison(err)
-	}
-	if b.Clinic != clinic {
-		r.poisoned.WithLabelValues("foreign_clinic").Inc()
-		return amqpx.Poison(fmt.Errorf("message for clinic %s arrived with the routing key of clinic %s", b.Clinic, clinic))
-	}
-	switch err := r.publisher(ctx, clinic, d); {
-	case errors.Is(err, store.ErrUnknownClinic):
-		r.poisoned.WithLabelValues("unknown_clinic").Inc()
-		return amqpx.Poison(err)
-	case amqpx.IsPoison(err):
-		r.poisoned.WithLabelValues("foreign_publisher").Inc()
-		return err
-	case err != nil:
-		return err
-	}
-	if err := r.noteProtocols(ctx, clinic, d); err != nil {
-		if errors.Is(err, store.ErrUnknownClinic) {
-			r.poisoned.WithLabelValues("unknown_clinic").Inc()
-			return amqpx.Poison(err)
-		}
 		return err
 	}
 	start := time.Now()
@@ -547,17 +542,69 @@ func (r *Replicator) handleUp(ctx context.Context, queue string, clinic ids.ID, 
 	case errors.Is(err, store.ErrUnknownClinic):
 		r.poisoned.WithLabelValues("unknown_clinic").Inc()
 		return amqpx.Poison(err)
+	case store.IsRefusedContent(err):
+		r.poisoned.WithLabelValues("refused_content").Inc()
+		return amqpx.Poison(err)
 	case err != nil:
 		return err
 	}
+	if err := r.rejected(ctx, queue, clinic, res); err != nil {
+		return err
+	}
+	r.applied(res)
+	return nil
+}
+
+// checkUp decodes an up message of clinic and checks that it is the
+// clinic's: a Poison error (counted) when it never can be accepted, another
+// error when the check could not be made (try again).
+func (r *Replicator) checkUp(ctx context.Context, queue string, clinic ids.ID, d amqpx.Delivery) (wire.Batch, error) {
+	b, err := wire.Decode(d.Body, d.ContentEncoding)
+	if err != nil {
+		r.poisoned.WithLabelValues("malformed").Inc()
+		return b, amqpx.Poison(err)
+	}
+	if b.Clinic != clinic {
+		r.poisoned.WithLabelValues("foreign_clinic").Inc()
+		return b, amqpx.Poison(fmt.Errorf("message for clinic %s arrived with the routing key of clinic %s", b.Clinic, clinic))
+	}
+	switch err := r.publisher(ctx, clinic, d); {
+	case errors.Is(err, store.ErrUnknownClinic):
+		r.poisoned.WithLabelValues("unknown_clinic").Inc()
+		return b, amqpx.Poison(err)
+	case amqpx.IsPoison(err):
+		r.poisoned.WithLabelValues("foreign_publisher").Inc()
+		return b, err
+	case err != nil:
+		return b, err
+	}
+	if err := r.noteProtocols(ctx, clinic, d); err != nil {
+		if errors.Is(err, store.ErrUnknownClinic) {
+			r.poisoned.WithLabelValues("unknown_clinic").Inc()
+			return b, amqpx.Poison(err)
+		}
+		return b, err
+	}
+	return b, nil
+}
+
+// rejected dead-letters the changes of res the store refused, each alone
+// with its reason. An error means one could not be: the message is
+// redelivered, which applies nothing twice and dead-letters again.
+func (r *Replicator) rejected(ctx context.Context, queue string, clinic ids.ID, res store.UpResult) error {
 	for _, rj := range res.Rejected {
 		if err := r.deadLetter(ctx, queue, clinic, rj); err != nil {
-			// Redelivery applies nothing twice and dead-letters again.
 			return fmt.Errorf("dead-letter rejected change %s: %w", rj.Change.ChangeID, err)
 		}
 		r.poisoned.WithLabelValues("invalid_change").Inc()
 		r.log.Warn("change rejected", "clinic", clinic, "change", rj.Change.ChangeID, "kind", rj.Change.Kind, "err", rj.Err)
 	}
+	return nil
+}
+
+// applied tells viewers and the relay about what a commit accepted, and
+// counts it.
+func (r *Replicator) applied(res store.UpResult) {
 	if r.onAccepted != nil && len(res.Changes) > 0 {
 		r.onAccepted(res.Changes)
 	}
@@ -568,7 +615,123 @@ func (r *Replicator) handleUp(ctx context.Context, queue string, clinic ids.ID, 
 	if res.Accepted > 0 {
 		r.Notify()
 	}
-	return nil
+}
+
+// maxTxChanges bounds the changes one accept transaction takes from a
+// batch of messages (a single larger message still goes alone), so that a
+// clinic's row lock is not held for long by a backfill's burst.
+const maxTxChanges = 5000
+
+// batchHandler accepts the messages of an up shard taken together: each is
+// checked alone (one that is poison is dead-lettered alone), and the rest
+// are applied in as few PostgreSQL transactions as maxTxChanges allows —
+// each clinic's changes in the order of its messages, under its row lock,
+// cloud_seq handed out in that order. The deliveries are acked (by the
+// caller) only after the commit that holds their changes. When a
+// transaction fails, its messages are applied again one at a time, so one
+// message that cannot be applied does not hold up the others; a clinic
+// whose message failed transiently has its later messages of the batch
+// tried again too, after it, so its order holds.
+func (r *Replicator) batchHandler(queue string) amqpx.BatchHandler {
+	single := r.handler(queue)
+	return func(ctx context.Context, ds []amqpx.Delivery) []error {
+		out := make([]error, len(ds))
+		if len(ds) == 1 {
+			out[0] = single(ctx, ds[0])
+			return out
+		}
+		type msg struct {
+			i      int
+			clinic ids.ID
+			b      wire.Batch
+		}
+		held := map[ids.ID]error{} // clinics whose order a transient failure holds
+		var ok []msg
+		for i, d := range ds {
+			clinic, isClinic := wire.ClinicOfKey(d.RoutingKey)
+			if !isClinic {
+				r.poisoned.WithLabelValues("foreign_key").Inc()
+				out[i] = amqpx.Poison(fmt.Errorf("routing key %q on %s names no clinic", d.RoutingKey, queue))
+				continue
+			}
+			if err := held[clinic]; err != nil {
+				out[i] = err
+				continue
+			}
+			b, err := r.checkUp(ctx, queue, clinic, d)
+			if err != nil {
+				if !amqpx.IsPoison(err) {
+					held[clinic] = err
+				}
+				out[i] = err
+				continue
+			}
+			ok = append(ok, msg{i, clinic, b})
+		}
+		for len(ok) > 0 {
+			n, changes := 0, 0
+			for n < len(ok) && (n == 0 || changes+len(ok[n].b.Changes) <= maxTxChanges) {
+				changes += len(ok[n].b.Changes)
+				n++
+			}
+			var chunk []msg
+			for _, m := range ok[:n] {
+				if err := held[m.clinic]; err != nil {
+					out[m.i] = err
+					continue
+				}
+				chunk = append(chunk, m)
+			}
+			ok = ok[n:]
+			var groups []store.ClinicChanges
+			at := map[ids.ID]int{}
+			for _, m := range chunk {
+				g, seen := at[m.clinic]
+				if !seen {
+					g = len(groups)
+					at[m.clinic] = g
+					groups = append(groups, store.ClinicChanges{Clinic: m.clinic})
+				}
+				groups[g].Changes = append(groups[g].Changes, m.b.Changes...)
+			}
+			if len(groups) == 0 {
+				continue
+			}
+			start := time.Now()
+			res, err := r.st.ApplyUpMany(ctx, groups)
+			r.log.Debug("up messages applied together", "queue", queue, "messages", len(chunk), "clinics", len(groups), "changes", changes, "took", time.Since(start), "err", err)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fallbacks.Inc()
+					r.log.Warn("accepting messages together failed; accepting them one at a time", "queue", queue, "messages", len(chunk), "err", err)
+				}
+				for _, m := range chunk {
+					if err := held[m.clinic]; err != nil {
+						out[m.i] = err
+						continue
+					}
+					out[m.i] = r.handleUp(ctx, queue, m.clinic, ds[m.i])
+					if out[m.i] != nil && !amqpx.IsPoison(out[m.i]) {
+						held[m.clinic] = out[m.i]
+					}
+				}
+				continue
+			}
+			r.together.Observe(float64(len(chunk)))
+			for g, gr := range groups {
+				if err := r.rejected(ctx, queue, gr.Clinic, res[g]); err != nil {
+					// Its messages come again: nothing is applied twice,
+					// the rejected changes are dead-lettered again.
+					held[gr.Clinic] = err
+				}
+				r.applied(res[g])
+			}
+			for _, m := range chunk {
+				out[m.i] = held[m.clinic]
+			}
+		}
+		return out
+	}
 }
 
 // deadLetter publishes one rejected change, alone, to the dead-letter
@@ -593,12 +756,17 @@ func (r *Replicator) deadLetter(ctx context.Context, queue string, clinic ids.ID
 	})
 }
 
+// relayLimit is how many outbox rows one relay round takes: two full down
+// messages of a clinic's backfill, or that many clinics' single changes
+// (published concurrently by RelayBatch).
+const relayLimit = 2 * wire.MaxBatch
+
 // relay publishes accepted changes down, oldest first, until ctx ends.
 func (r *Replicator) relay(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for ctx.Err() == nil {
-		n, err := r.st.RelayBatch(ctx, 200, r.publishDown)
+		n, err := r.st.RelayBatch(ctx, relayLimit, r.publishDown)
 		if err != nil && ctx.Err() == nil {
 			r.log.Warn("relay batch failed", "err", err)
 			sleep(ctx, time.Second)

@@ -55,46 +55,88 @@ type clinicTx struct {
 }
 
 func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicTx) error) error {
+	return s.inClinics(ctx, []ids.ID{clinic}, func(cts []*clinicTx) error { return fn(cts[0]) })
+}
+
+// inClinics is inClinic for several clinics (distinct) in one transaction:
+// their rows are locked in id order (so two such transactions, or one and
+// a single clinic's, cannot deadlock), cts follow clinics' order, and what
+// they wrote is flushed together: a statement per table for all of them.
+func (s *Store) inClinics(ctx context.Context, clinics []ids.ID, fn func(cts []*clinicTx) error) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var c Clinic
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Take(&c, "id = ?", clinic).Error
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return ErrUnknownClinic
+		var cs []Clinic
+		q := tx.Clauses(clause.Locking{Strength: "UPDATE"})
+		if len(clinics) == 1 {
+			q = q.Where("id = ?", clinics[0])
+		} else {
+			q = q.Where("id IN ?", clinics).Order("id")
 		}
-		if err != nil {
+		if err := q.Find(&cs).Error; err != nil {
 			return err
 		}
-		ct := &clinicTx{s: s, tx: tx, c: c, res: &UpResult{}}
-		start := c.LastSeq
-		if err := fn(ct); err != nil {
+		byID := make(map[ids.ID]Clinic, len(cs))
+		for _, c := range cs {
+			byID[c.ID] = c
+		}
+		cts := make([]*clinicTx, len(clinics))
+		start := make([]int64, len(clinics))
+		for i, id := range clinics {
+			c, ok := byID[id]
+			if !ok {
+				return fmt.Errorf("%w: %s", ErrUnknownClinic, id)
+			}
+			cts[i] = &clinicTx{s: s, tx: tx, c: c, res: &UpResult{}}
+			start[i] = c.LastSeq
+		}
+		if err := fn(cts); err != nil {
 			return err
 		}
-		if err := ct.flush(); err != nil {
+		if err := flushAll(tx, cts); err != nil {
 			return err
 		}
-		if ct.c.LastSeq == start {
+		var moved, seqs []int64
+		for i, ct := range cts {
+			if ct.c.LastSeq != start[i] {
+				moved = append(moved, int64(ct.c.ID))
+				seqs = append(seqs, ct.c.LastSeq)
+			}
+		}
+		switch len(moved) {
+		case 0:
 			return nil
+		case 1:
+			return tx.Model(&Clinic{}).Where("id = ?", moved[0]).Update("last_seq", seqs[0]).Error
 		}
-		return tx.Model(&Clinic{}).Where("id = ?", clinic).Update("last_seq", ct.c.LastSeq).Error
+		return tx.Exec("UPDATE clinics SET last_seq = v.s FROM unnest(?::bigint[], ?::bigint[]) AS v(id, s) WHERE clinics.id = v.id",
+			pgArray(moved), pgArray(seqs)).Error
 	})
 }
 
-// flush writes the records, changes and outbox rows the transaction made.
-func (ct *clinicTx) flush() error {
-	if err := ct.flushCreated(); err != nil {
+// flushAll writes the records, changes and outbox rows that cts (sharing
+// tx) made: a statement per table (and per thousand rows).
+func flushAll(tx *gorm.DB, cts []*clinicTx) error {
+	var created []Record
+	var changes []Change
+	var outbox []Outbox
+	for _, ct := range cts {
+		created = append(created, ct.created...)
+		changes = append(changes, ct.changes...)
+		outbox = append(outbox, ct.outbox...)
+		ct.created, ct.isCreated, ct.changes, ct.outbox = nil, nil, nil, nil
+	}
+	if err := createRecords(tx, created); err != nil {
 		return err
 	}
-	if len(ct.changes) > 0 {
-		if err := ct.tx.CreateInBatches(ct.changes, 500).Error; err != nil {
+	if len(changes) > 0 {
+		if err := tx.CreateInBatches(changes, 500).Error; err != nil {
 			return err
 		}
 	}
-	if len(ct.outbox) > 0 {
-		if err := ct.tx.CreateInBatches(ct.outbox, 1000).Error; err != nil {
+	if len(outbox) > 0 {
+		if err := tx.CreateInBatches(outbox, 1000).Error; err != nil {
 			return err
 		}
 	}
-	ct.changes, ct.outbox = nil, nil
 	return nil
 }
 
@@ -104,9 +146,18 @@ func (ct *clinicTx) flushCreated() error {
 	if len(ct.created) == 0 {
 		return nil
 	}
+	if err := createRecords(ct.tx, ct.created); err != nil {
+		return err
+	}
+	ct.created, ct.isCreated = nil, nil
+	return nil
+}
+
+// createRecords inserts rs, a statement per kind (and per thousand).
+func createRecords(tx *gorm.DB, rs []Record) error {
 	byKind := map[wire.Kind][]Record{}
 	var order []wire.Kind
-	for _, r := range ct.created {
+	for _, r := range rs {
 		k := r.meta().Kind
 		if byKind[k] == nil {
 			order = append(order, k)
@@ -118,64 +169,93 @@ func (ct *clinicTx) flushCreated() error {
 		if err != nil {
 			return err
 		}
-		if err := k.createAll(ct.tx, byKind[kind]); err != nil {
+		if err := k.createAll(tx, byKind[kind]); err != nil {
 			return err
 		}
 	}
-	ct.created, ct.isCreated = nil, nil
 	return nil
 }
 
-// prime reads, in a few statements, what applying changes will ask: which
-// change ids are known, and the records they change and refer to.
-func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) error {
-	ct.seen = map[ids.ID]bool{}
-	ct.recs = map[records.Ref]Record{}
-	ct.stored = map[records.Ref]string{}
-	if len(changes) == 0 {
-		return nil
+// primeAll primes cts (sharing tx; changes[i] and contents[i] are cts[i]'s)
+// in a few statements for all of them: whether each clinic has parked
+// changes, which change ids are known, and the records the changes change
+// and refer to.
+func primeAll(tx *gorm.DB, cts []*clinicTx, changes [][]wire.Envelope, contents [][]records.Content) error {
+	type key struct {
+		clinic ids.ID
+		ref    records.Ref
 	}
-	changeIDs := make([]ids.ID, len(changes))
-	byKind := map[wire.Kind][]ids.ID{}
-	want := map[records.Ref]bool{}
-	add := func(r records.Ref) {
-		if !want[r] {
-			want[r] = true
-			byKind[r.Kind] = append(byKind[r.Kind], r.ID)
+	byID := make(map[ids.ID]*clinicTx, len(cts))
+	var clinicList, changeClinics, changeIDs []int64
+	kindClinics := map[wire.Kind][]int64{}
+	kindIDs := map[wire.Kind][]int64{}
+	want := map[key]bool{}
+	for i, ct := range cts {
+		ct.seen = map[ids.ID]bool{}
+		ct.recs = map[records.Ref]Record{}
+		ct.stored = map[records.Ref]string{}
+		no := false
+		ct.anyParked = &no
+		byID[ct.c.ID] = ct
+		clinicList = append(clinicList, int64(ct.c.ID))
+		add := func(r records.Ref) {
+			if k := (key{ct.c.ID, r}); !want[k] {
+				want[k] = true
+				kindClinics[r.Kind] = append(kindClinics[r.Kind], int64(ct.c.ID))
+				kindIDs[r.Kind] = append(kindIDs[r.Kind], int64(r.ID))
+			}
 		}
-	}
-	for i, e := range changes {
-		changeIDs[i] = e.ChangeID
-		add(records.Ref{Kind: e.Kind, ID: e.RecordID})
-		if contents[i] != nil {
-			for _, r := range contents[i].Refs() {
-				add(r)
+		for j, e := range changes[i] {
+			changeClinics = append(changeClinics, int64(ct.c.ID))
+			changeIDs = append(changeIDs, int64(e.ChangeID))
+			add(records.Ref{Kind: e.Kind, ID: e.RecordID})
+			if contents[i][j] != nil {
+				for _, r := range contents[i][j].Refs() {
+					add(r)
+				}
 			}
 		}
 	}
+	var parked []ids.ID
+	if err := tx.Raw("SELECT u.c FROM unnest(?::bigint[]) AS u(c) WHERE EXISTS (SELECT 1 FROM parked WHERE clinic_id = u.c)",
+		pgArray(clinicList)).Scan(&parked).Error; err != nil {
+		return err
+	}
+	for _, c := range parked {
+		yes := true
+		byID[c].anyParked = &yes
+	}
+	if len(changeIDs) == 0 {
+		return nil
+	}
 	for _, table := range []string{"changes", "parked"} {
-		var known []ids.ID
-		if err := keysIn(ct.tx, table, "change_id", "change_id", ct.c.ID, changeIDs).Scan(&known).Error; err != nil {
+		var known []struct {
+			ClinicID ids.ID
+			ChangeID ids.ID
+		}
+		if err := pairsIn(tx, table, "clinic_id, change_id", "change_id", changeClinics, changeIDs).Scan(&known).Error; err != nil {
 			return err
 		}
-		for _, id := range known {
-			ct.seen[id] = true
+		for _, k := range known {
+			byID[k.ClinicID].seen[k.ChangeID] = true
 		}
 	}
-	for kind, idList := range byKind {
+	for kind, idList := range kindIDs {
 		k, err := opsFor(kind)
 		if err != nil {
 			continue // an unknown kind: its change is rejected on its own
 		}
-		for _, id := range idList {
-			ct.recs[records.Ref{Kind: kind, ID: id}] = nil
+		for i, id := range idList {
+			byID[ids.ID(kindClinics[kind][i])].recs[records.Ref{Kind: kind, ID: ids.ID(id)}] = nil
 		}
-		rows, err := k.find(keysIn(ct.tx, k.spec.Table, "*", "id", ct.c.ID, idList))
+		rows, err := k.find(pairsIn(tx, k.spec.Table, "*", "id", kindClinics[kind], idList))
 		if err != nil {
 			return err
 		}
 		for _, r := range rows {
-			ref := records.Ref{Kind: kind, ID: r.meta().ID}
+			m := r.meta()
+			ct := byID[m.ClinicID]
+			ref := records.Ref{Kind: kind, ID: m.ID}
 			ct.recs[ref] = r
 			ct.stored[ref] = FileSHA(r.content())
 		}
@@ -183,14 +263,20 @@ func (ct *clinicTx) prime(changes []wire.Envelope, contents []records.Content) e
 	return nil
 }
 
-// keysIn selects cols of the rows of table whose (clinic_id, col) is
-// (clinic, one of keys), probing the (clinic_id, col) index once per key.
-// Written "clinic_id = ? AND col IN ?" the plan depends on the clinic's
-// estimated row count, and for a clinic the statistics do not know yet (a
-// new clinic's first backfill) PostgreSQL scans every row of the clinic and
-// filters: each batch's lookups got slower as the clinic grew. A lateral
-// lookup per key can only be planned as an index probe.
-func keysIn[K ~int64](tx *gorm.DB, table, cols, col string, clinic ids.ID, keys []K) *gorm.DB {
+// pairsIn selects cols of the rows of table whose (clinic_id, col) is one
+// of the pairs (clinics[i], keys[i]), probing the (clinic_id, col) index
+// once per pair. Written "clinic_id = ? AND col IN ?" the plan depends on
+// the clinic's estimated row count, and for a clinic the statistics do not
+// know yet (a new clinic's first backfill) PostgreSQL scans every row of
+// the clinic and filters: each batch's lookups got slower as the clinic
+// grew. A lateral lookup per pair can only be planned as an index probe.
+func pairsIn(tx *gorm.DB, table, cols, col string, clinics, keys []int64) *gorm.DB {
+	return tx.Raw("SELECT r.* FROM unnest(?::bigint[], ?::bigint[]) AS u(c, k) CROSS JOIN LATERAL (SELECT "+cols+" FROM "+table+
+		" WHERE clinic_id = u.c AND "+col+" = u.k) AS r", pgArray(clinics), pgArray(keys))
+}
+
+// pgArray is keys as a PostgreSQL array literal ({1,2,3}).
+func pgArray[K ~int64](keys []K) string {
 	var b strings.Builder
 	b.WriteByte('{')
 	for i, k := range keys {
@@ -200,8 +286,7 @@ func keysIn[K ~int64](tx *gorm.DB, table, cols, col string, clinic ids.ID, keys 
 		b.WriteString(strconv.FormatInt(int64(k), 10))
 	}
 	b.WriteByte('}')
-	return tx.Raw("SELECT r.* FROM unnest(?::bigint[]) AS u(k) CROSS JOIN LATERAL (SELECT "+cols+" FROM "+table+
-		" WHERE clinic_id = ? AND "+col+" = u.k) AS r", b.String(), clinic)
+	return b.String()
 }
 
 // hasParked reports whether the clinic may have parked changes.
@@ -390,42 +475,81 @@ type Rejected struct {
 // (DESIGN.md, Replication). Each accepted change gets the next cloud_seq and
 // an outbox row. A database error aborts the whole batch (it is retried).
 func (s *Store) ApplyUp(ctx context.Context, clinic ids.ID, changes []wire.Envelope) (UpResult, error) {
+	res, err := s.ApplyUpMany(ctx, []ClinicChanges{{Clinic: clinic, Changes: changes}})
+	if err != nil {
+		return UpResult{}, err
+	}
+	return res[0], nil
+}
+
+// ClinicChanges is one clinic's changes, in the order it sent them.
+type ClinicChanges struct {
+	Clinic  ids.ID
+	Changes []wire.Envelope
+}
+
+// ApplyUpMany is ApplyUp for several clinics (each at most once) in one
+// transaction, so that many small messages cost one commit and a few
+// statements rather than a transaction each: each clinic's changes are
+// applied in order under its row lock, exactly as ApplyUp applies them,
+// and what they write is inserted together. The results follow batches'
+// order. Any error (an unknown clinic among them: ErrUnknownClinic)
+// aborts all of them; the caller can then apply them one clinic at a time.
+func (s *Store) ApplyUpMany(ctx context.Context, batches []ClinicChanges) ([]UpResult, error) {
 	type item struct {
 		e wire.Envelope
 		c records.Content
 	}
-	var rejected []Rejected
-	items := make([]item, 0, len(changes))
-	for _, e := range changes {
-		c, err := checkUp(clinic, e)
-		if err != nil {
-			rejected = append(rejected, Rejected{Change: e, Err: err})
-			continue
+	clinics := make([]ids.ID, len(batches))
+	rejected := make([][]Rejected, len(batches))
+	items := make([][]item, len(batches))
+	seen := make(map[ids.ID]bool, len(batches))
+	for i, b := range batches {
+		if seen[b.Clinic] {
+			return nil, fmt.Errorf("store: apply up: clinic %s twice in one batch", b.Clinic)
 		}
-		items = append(items, item{e, c})
+		seen[b.Clinic] = true
+		clinics[i] = b.Clinic
+		items[i] = make([]item, 0, len(b.Changes))
+		for _, e := range b.Changes {
+			c, err := checkUp(b.Clinic, e)
+			if err != nil {
+				rejected[i] = append(rejected[i], Rejected{Change: e, Err: err})
+				continue
+			}
+			items[i] = append(items[i], item{e, c})
+		}
 	}
-	var res UpResult
-	err := s.inClinic(ctx, clinic, func(ct *clinicTx) error {
-		es := make([]wire.Envelope, len(items))
-		cs := make([]records.Content, len(items))
-		for i, it := range items {
-			es[i], cs[i] = it.e, it.c
-		}
-		if err := ct.prime(es, cs); err != nil {
-			return err
-		}
-		for _, it := range items {
-			if err := ct.applyUp(it.e, it.c); err != nil {
-				return fmt.Errorf("change %s: %w", it.e.ChangeID, err)
+	res := make([]UpResult, len(batches))
+	err := s.inClinics(ctx, clinics, func(cts []*clinicTx) error {
+		es := make([][]wire.Envelope, len(cts))
+		cs := make([][]records.Content, len(cts))
+		for i := range cts {
+			es[i] = make([]wire.Envelope, len(items[i]))
+			cs[i] = make([]records.Content, len(items[i]))
+			for j, it := range items[i] {
+				es[i][j], cs[i][j] = it.e, it.c
 			}
 		}
-		res = *ct.res
+		if err := primeAll(cts[0].tx, cts, es, cs); err != nil {
+			return err
+		}
+		for i, ct := range cts {
+			for _, it := range items[i] {
+				if err := ct.applyUp(it.e, it.c); err != nil {
+					return fmt.Errorf("clinic %s change %s: %w", ct.c.ID, it.e.ChangeID, err)
+				}
+			}
+			res[i] = *ct.res
+		}
 		return nil
 	})
 	if err != nil {
-		return UpResult{}, fmt.Errorf("store: apply up: %w", err)
+		return nil, fmt.Errorf("store: apply up: %w", err)
 	}
-	res.Rejected = rejected
+	for i := range res {
+		res[i].Rejected = rejected[i]
+	}
 	return res, nil
 }
 

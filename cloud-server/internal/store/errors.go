@@ -1,6 +1,11 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 var (
 	// ErrNotFound: no such record (or clinic) for this caller.
@@ -29,3 +34,12 @@ var (
 // ErrInvalidRetention: a retention policy that is not one of the modes, or
 // a day count out of range.
 var ErrInvalidRetention = errors.New("store: invalid retention policy")
+
+// IsRefusedContent reports whether err is PostgreSQL refusing the data a
+// change carries (SQLSTATE class 22, data exception: a NUL byte in a text,
+// a value out of range…). Applying the same change again fails the same
+// way, so its message is poison, not a transient failure.
+func IsRefusedContent(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22")
+}

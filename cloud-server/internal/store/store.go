@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -219,11 +220,15 @@ func (ch Change) Envelope() wire.Envelope {
 }
 
 // RelayBatch hands up to limit unpublished changes to publish, in outbox
-// order, grouped into batches of one clinic's consecutive changes (at most
+// order, grouped into batches of one clinic's changes (at most
 // wire.MaxBatch each), holding their outbox rows locked so other nodes skip
-// them. The rows of the batches publish confirmed are deleted; the first
-// failure ends the round and the rest stay for the next. It returns how many
-// changes were published.
+// them. Different clinics' batches are published concurrently (publish must
+// be safe for that; up to relayParallel at a time), so that a round over
+// many clinics with a change each costs about one confirm round trip, not
+// one per clinic; a clinic's own batches go one after another, in order,
+// and its first failure holds back the rest of its batches. The rows of the
+// batches published confirmed are deleted. It returns how many changes were
+// published (an error only when none was).
 func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.Context, wire.Batch) error) (int, error) {
 	done := 0
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -232,39 +237,83 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.
 			Order("id").Limit(limit).Find(&rows).Error; err != nil {
 			return err
 		}
-		var perr error
-		var sent []int64
-		for len(rows) > 0 && perr == nil {
-			n := 1
-			for n < len(rows) && n < wire.MaxBatch && rows[n].ClinicID == rows[0].ClinicID {
-				n++
+		if len(rows) == 0 {
+			return nil
+		}
+		clinics := make([]int64, len(rows))
+		seqs := make([]int64, len(rows))
+		for i, o := range rows {
+			clinics[i], seqs[i] = int64(o.ClinicID), o.CloudSeq
+		}
+		var chs []Change
+		if err := pairsIn(tx, "changes", "*", "cloud_seq", clinics, seqs).Find(&chs).Error; err != nil {
+			return err
+		}
+		type key struct {
+			clinic ids.ID
+			seq    int64
+		}
+		byKey := make(map[key]*Change, len(chs))
+		for i := range chs {
+			byKey[key{chs[i].ClinicID, chs[i].CloudSeq}] = &chs[i]
+		}
+		// Each clinic's rows, in outbox order, cut into batches.
+		type group struct {
+			rows  []Outbox
+			batch wire.Batch
+		}
+		var order []ids.ID
+		perClinic := map[ids.ID][]*group{}
+		for _, o := range rows {
+			gs := perClinic[o.ClinicID]
+			if len(gs) == 0 {
+				order = append(order, o.ClinicID)
 			}
-			group := rows[:n]
-			rows = rows[n:]
-			seqs := make([]int64, len(group))
-			for i, o := range group {
-				seqs[i] = o.CloudSeq
+			if len(gs) == 0 || len(gs[len(gs)-1].rows) >= wire.MaxBatch {
+				gs = append(gs, &group{batch: wire.NewBatch(o.ClinicID)})
+				perClinic[o.ClinicID] = gs
 			}
-			var chs []Change
-			if err := keysIn(tx, "changes", "*", "cloud_seq", group[0].ClinicID, seqs).Find(&chs).Error; err != nil {
-				perr = err
-				break
-			}
-			slices.SortFunc(chs, func(a, b Change) int { return cmp.Compare(a.CloudSeq, b.CloudSeq) })
-			b := wire.NewBatch(group[0].ClinicID)
-			for _, ch := range chs {
-				b.Changes = append(b.Changes, ch.Envelope())
-			}
-			if len(b.Changes) > 0 {
-				if err := publish(ctx, b); err != nil {
-					perr = err
-					break
-				}
-			}
-			for _, o := range group {
-				sent = append(sent, o.ID)
+			g := gs[len(gs)-1]
+			g.rows = append(g.rows, o)
+			if ch := byKey[key{o.ClinicID, o.CloudSeq}]; ch != nil {
+				g.batch.Changes = append(g.batch.Changes, ch.Envelope())
 			}
 		}
+		for _, gs := range perClinic {
+			for _, g := range gs {
+				slices.SortFunc(g.batch.Changes, func(a, b wire.Envelope) int { return cmp.Compare(a.CloudSeq, b.CloudSeq) })
+			}
+		}
+		var (
+			mu   sync.Mutex
+			sent []int64
+			perr error
+			wg   sync.WaitGroup
+			sem  = make(chan struct{}, relayParallel)
+		)
+		for _, c := range order {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(gs []*group) {
+				defer func() { <-sem; wg.Done() }()
+				for _, g := range gs {
+					if len(g.batch.Changes) > 0 {
+						if err := publish(ctx, g.batch); err != nil {
+							mu.Lock()
+							perr = cmp.Or(perr, err)
+							mu.Unlock()
+							return
+						}
+					}
+					mu.Lock()
+					for _, o := range g.rows {
+						sent = append(sent, o.ID)
+					}
+					mu.Unlock()
+				}
+			}(perClinic[c])
+		}
+		wg.Wait()
 		if len(sent) > 0 {
 			if err := tx.Delete(&Outbox{}, sent).Error; err != nil {
 				return err
@@ -278,6 +327,10 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.
 	})
 	return done, err
 }
+
+// relayParallel is how many clinics' down batches RelayBatch publishes at
+// once.
+const relayParallel = 64
 
 // OutboxLen counts unpublished changes (a metric and a test hook).
 func (s *Store) OutboxLen(ctx context.Context) (int64, error) {

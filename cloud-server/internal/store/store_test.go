@@ -201,10 +201,13 @@ func TestRelayBatchKeepsUnpublished(t *testing.T) {
 		applyUp(t, s, 200, change(200, ids.ID(20+i), ids.ID(60+i), version.V{}, version.First, "p"))
 	}
 	var got []string
+	var mu sync.Mutex // RelayBatch publishes clinics concurrently
 	n, err := s.RelayBatch(ctx, 10, func(_ context.Context, b wire.Batch) error {
 		if b.Clinic == 200 {
 			return errors.New("broker went away")
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		for _, e := range b.Changes {
 			got = append(got, fmt.Sprintf("%s:%d", b.Clinic, e.CloudSeq))
 		}
