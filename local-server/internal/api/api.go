@@ -59,6 +59,7 @@ func (s *Server) Register(mux httpapi.Router) {
 	s.registerBackup(mux)
 	s.registerVerify(mux)
 	s.registerPeople(mux)
+	s.registerSearch(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
