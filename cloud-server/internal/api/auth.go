@@ -30,6 +30,13 @@ func (s *Server) WithAuth(sessions *auth.Sessions, log *audit.Log) *Server {
 			}
 			s.record(r.Context(), clinic, audit.Entry{Actor: p.Actor(), Username: p.Username, Action: action, Kind: "users",
 				Target: target, Remote: r.RemoteAddr, Outcome: status})
+		},
+		ClinicName: func(ctx context.Context, clinic ids.ID) string {
+			c, err := s.st.ClinicByID(ctx, clinic)
+			if err != nil {
+				return ""
+			}
+			return c.Name
 		}}
 	return s
 }

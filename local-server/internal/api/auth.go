@@ -21,6 +21,9 @@ type Auth struct {
 	Sessions *auth.Sessions
 	Audit    *audit.Log
 	APIToken string
+	// ClinicName is the clinic's name (config clinic.name, from enrollment),
+	// shown in the viewer's title; "" for none.
+	ClinicName string
 }
 
 // WithAuth enables login, the users and audit routes, and the guard's
@@ -31,7 +34,8 @@ func (s *Server) WithAuth(a Auth) *Server {
 		Audit: func(r *http.Request, p auth.Principal, action, target string, status int) {
 			s.record(r.Context(), audit.Entry{Actor: p.Actor(), Username: p.Username, Action: action, Kind: "users",
 				Target: target, Remote: r.RemoteAddr, Outcome: status})
-		}}
+		},
+		ClinicName: func(context.Context, ids.ID) string { return a.ClinicName }}
 	return s
 }
 
