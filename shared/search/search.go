@@ -150,7 +150,7 @@ func Key(by, name, chartNo, birthDate string) string {
 
 // Page is one page of results.
 type Page[T any] struct {
-	Items []T  `json:"items"`
+	Items []T    `json:"items"`
 	By    string `json:"by"`
 	// Next is the after of the next page; "" when this is the last.
 	Next string `json:"next,omitempty"`
