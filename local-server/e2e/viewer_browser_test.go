@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"image"
+	"image/color"
+	pngenc "image/png"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -115,7 +119,8 @@ func TestViewerWorkflow(t *testing.T) {
 	s.localEnv = []string{"SC_LOCAL_LOCKD_URL=http://" + lockAddr, "SC_LOCAL_LOCKD_TOKEN=" + clinicTok, "SC_LOCAL_CLINIC_NAME=Gangneung Dental"}
 	amqpURL, amqpLink := viaProxy(t, s.amqpURL)
 	cloudURL, apiLink := viaProxy(t, s.cloud[0])
-	s.startLocalVia(t, c, t.TempDir(), amqpURL, cloudURL)
+	dataDir := t.TempDir()
+	s.startLocalVia(t, c, dataDir, amqpURL, cloudURL)
 	cloud := cloudSide(s.cloud[0], c)
 
 	// 10,000 patients imported (history, sent by the backfill), and the one
@@ -139,6 +144,24 @@ func TestViewerWorkflow(t *testing.T) {
 	mustCreate("studies", map[string]any{"patient_id": p.ID, "study_date": "2026-11-02", "description": "Implant planning"}, &st)
 	mustCreate("images", map[string]any{"study_id": st.ID, "modality": "PANO", "study_date": "2026-11-02", "file_name": "pano.png"}, &img)
 	mustCreate("reports", map[string]any{"study_id": st.ID, "title": "Findings", "body": "No caries.", "status": "final"}, &rep)
+	// The image's original: a PNG the imaging device wrote.
+	pano := image.NewGray(image.Rect(0, 0, 1200, 600))
+	for y := range 600 {
+		for x := range 1200 {
+			pano.SetGray(x, y, color.Gray{Y: uint8((x/4 + y/8) % 256)})
+		}
+	}
+	var png bytes.Buffer
+	if err := pngenc.Encode(&png, pano); err != nil {
+		t.Fatal(err)
+	}
+	panoPath := filepath.Join(t.TempDir(), "pano.png")
+	if err := os.WriteFile(panoPath, png.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := call(t, "POST", c.base+"/v1/files", "", map[string]any{"path": panoPath, "image_id": img.ID, "content_type": "image/png"}, nil); code != 202 {
+		t.Fatalf("import the image's file: %d", code)
+	}
 	testenv.CheckFor(t, 90*time.Second, 300*time.Millisecond, func() error {
 		var got patient
 		if code := call(t, "GET", cloud.prefix+"reports/"+rep.ID, cloud.token, nil, &got); code != 200 {
@@ -191,7 +214,15 @@ func TestViewerWorkflow(t *testing.T) {
 	click(t, local, studyRow+" .open")
 	waitText(t, local, "study detail", "#detail-title", "Implant planning")
 	waitText(t, local, "breadcrumb", "#crumbs", "Hana Seo")
-	waitText(t, local, "the study's image", `#children tr[data-kind="image"][data-id="`+img.ID+`"] .title`, "pano.png")
+	imgRow := `#children tr[data-kind="image"][data-id="` + img.ID + `"]`
+	waitText(t, local, "the study's image", imgRow+" .title", "pano.png")
+	waitJS(t, local, "the image's thumbnail", `(() => { const i = document.querySelector('`+imgRow+` img.thumb'); return !!i && i.complete && i.naturalWidth === 256 && i.naturalHeight === 128; })()`)
+	if got, err := os.ReadFile(panoPath); err != nil || !bytes.Equal(got, png.Bytes()) {
+		t.Errorf("the original changed after its thumbnail was made (%v)", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dataDir, "thumbnails", "*.jpg")); len(m) != 1 {
+		t.Errorf("thumbnail cache holds %v, want one thumbnail", m)
+	}
 	waitText(t, local, "the study's report", `#children tr[data-kind="report"][data-id="`+rep.ID+`"] .title`, "Findings")
 	screenshot(t, local, "study")
 	waitJS(t, local, "breadcrumb link", `!!document.querySelector('#crumbs a:nth-of-type(2)')`)

@@ -249,6 +249,18 @@
     return tr;
   }
 
+  // thumbnail is an image record's picture, made by the server that holds
+  // the file (the clinic; the cloud's are not made yet); hidden when there
+  // is none (not a PNG, JPEG or GIF, or the file is not here).
+  function thumbnail(rec, cls) {
+    const d = rec.data || {};
+    if (rec.kind !== 'image' || !d.sha256 || cfg.side !== 'local') return null;
+    const img = el('img', { class: cls, alt: 'Thumbnail of ' + titleOf(rec), loading: 'lazy', decoding: 'async' });
+    img.addEventListener('error', () => img.remove());
+    img.src = apiPrefix + 'images/' + encodeURIComponent(rec.id) + '/thumbnail';
+    return img;
+  }
+
   function fillRow(tr, rec) {
     const title = titleOf(rec);
     const d = rec.data || {};
@@ -257,7 +269,10 @@
       ev.preventDefault();
       openDetail(rec.kind, rec.id);
     });
-    tr.querySelector('.title').replaceChildren(link);
+    const old = tr.querySelector('.title img.thumb');
+    const pic = old && old.dataset.sha === d.sha256 ? old : thumbnail(rec, 'thumb');
+    if (pic) pic.dataset.sha = d.sha256;
+    tr.querySelector('.title').replaceChildren(...(pic ? [pic, link] : [link]));
     const extras = tr.querySelectorAll('.extra');
     const vals =
       rec.kind === 'patient' ? [d.chart_no, d.birth_date] : rec.kind === 'study' ? [d.study_date] : rec.kind === 'image' ? [d.modality] : [];
@@ -487,7 +502,7 @@
 
   function fillDetail(rec) {
     if (!state.detail || state.detail.kind !== rec.kind || state.detail.id !== rec.id) return;
-    const kindLabel = (LABELS[collectionOf(rec.kind)] || rec.kind).replace(/s$/, '');
+    const kindLabel = String(rec.kind).charAt(0).toUpperCase() + String(rec.kind).slice(1).replace(/_/g, ' ');
     $('detail-title').textContent = kindLabel + ': ' + titleOf(rec);
     $('detail-version').textContent = 'Version ' + (rec.version || '?');
     paintSync($('detail-sync'), rec);
@@ -497,7 +512,11 @@
     const file = $('detail-file');
     if (d.sha256) {
       file.hidden = false;
-      file.replaceChildren(el('span', { text: 'File ' + (d.file_name || d.name || d.title || '') + ' · ' + bytes(d.size) + ' · sha256 ' + d.sha256.slice(0, 12) + '…' }));
+      const pic = thumbnail(rec, 'thumb-large');
+      file.replaceChildren(
+        ...(pic ? [pic] : []),
+        el('span', { text: 'File ' + (d.file_name || d.name || d.title || '') + ' · ' + bytes(d.size) + ' · sha256 ' + d.sha256.slice(0, 12) + '…' }),
+      );
     } else file.hidden = true;
   }
 
