@@ -93,19 +93,25 @@ func TestSearchPatients(t *testing.T) {
 	// Every field's search is a range of its index, never a scan.
 	for by, key := range searchKey {
 		var plan []string
-		rows, err := s.rdb.Raw("EXPLAIN QUERY PLAN SELECT * FROM patients WHERE deleted = 0 AND "+key+" >= ? AND "+key+" < ? AND ("+key+", id) > (?, ?) ORDER BY "+key+", id LIMIT 50", "a", "b", "a", 1).Rows()
+		err := func() error {
+			rows, err := s.rdb.Raw("EXPLAIN QUERY PLAN SELECT * FROM patients WHERE deleted = 0 AND "+key+" >= ? AND "+key+" < ? AND ("+key+", id) > (?, ?) ORDER BY "+key+", id LIMIT 50", "a", "b", "a", 1).Rows()
+			if err != nil {
+				return err
+			}
+			defer func() { _ = rows.Close() }()
+			for rows.Next() {
+				var id, parent, notused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+					return err
+				}
+				plan = append(plan, detail)
+			}
+			return rows.Err()
+		}()
 		if err != nil {
 			t.Fatal(err)
 		}
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		_ = rows.Close()
 		if p := strings.Join(plan, "; "); !strings.Contains(p, "USING INDEX patients_search_"+by) || strings.Contains(p, "TEMP B-TREE") {
 			t.Errorf("search by %s plan = %q, want a range of patients_search_%s and no sort", by, p, by)
 		}
