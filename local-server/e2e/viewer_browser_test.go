@@ -248,6 +248,22 @@ func TestViewerWorkflow(t *testing.T) {
 	waitText(t, remote, "cloud page: new version", row+" .version", "2.0")
 	waitText(t, remote, "cloud page: new name", row+" .title", "Hana Seo-Park")
 	screenshot(t, remote, "cloud-saved")
+	// The cloud's page shows the image's thumbnail too, made from S3.
+	setField(t, remote, "#search-q", "C-777777")
+	click(t, remote, "#search-go")
+	click(t, remote, row+" .open")
+	click(t, remote, `#children tr[data-kind="study"][data-id="`+st.ID+`"] .open`)
+	testenv.CheckFor(t, 90*time.Second, time.Second, func() error {
+		var ok bool
+		cctx, cancel := context.WithTimeout(remote, 10*time.Second)
+		defer cancel()
+		// Reload the study until the file is in the cloud and its thumbnail loads.
+		js := `(() => { const i = document.querySelector('` + imgRow + ` img.thumb'); if (i && i.complete && i.naturalWidth === 256) return true; document.getElementById('reload').click(); return false; })()`
+		if err := chromedp.Run(cctx, chromedp.Evaluate(js, &ok)); err != nil || !ok {
+			return fmt.Errorf("the cloud page shows no thumbnail yet (%v)", err)
+		}
+		return nil
+	})
 	click(t, local, "#close")
 	waitJS(t, local, "editor closed", `document.getElementById('edit-panel').hidden`)
 

@@ -101,6 +101,7 @@ func Policy() auth.Policy {
 		"GET " + c + "{collection}/{id}":                    m(v, "read"), // the machine too: verify compares single records
 		"GET " + c + "{collection}/{id}/versions":           r(v, "versions"),
 		"GET " + c + "{collection}/{id}/versions/{version}": r(v, "version.read"),
+		"GET " + c + "images/{id}/thumbnail":                r(v, ""),
 		"GET " + c + "patients/search":                      r(v, "search"),
 		"POST " + c + "{collection}":                        r(e, "create"),
 		"PUT " + c + "{collection}/{id}":                    r(e, "update"),

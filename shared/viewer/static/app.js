@@ -249,12 +249,12 @@
     return tr;
   }
 
-  // thumbnail is an image record's picture, made by the server that holds
-  // the file (the clinic; the cloud's are not made yet); hidden when there
-  // is none (not a PNG, JPEG or GIF, or the file is not here).
+  // thumbnail is an image record's picture, made by the server from the
+  // file it holds (the clinic's disk, the cloud's S3); hidden when there is
+  // none (not a PNG, JPEG or GIF, or the file is not there yet).
   function thumbnail(rec, cls) {
     const d = rec.data || {};
-    if (rec.kind !== 'image' || !d.sha256 || cfg.side !== 'local') return null;
+    if (rec.kind !== 'image' || !d.sha256) return null;
     const img = el('img', { class: cls, alt: 'Thumbnail of ' + titleOf(rec), loading: 'lazy', decoding: 'async' });
     img.addEventListener('error', () => img.remove());
     img.src = apiPrefix + 'images/' + encodeURIComponent(rec.id) + '/thumbnail';
