@@ -9,6 +9,8 @@ import (
 	"image"
 	"image/color"
 	pngenc "image/png"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -253,17 +255,25 @@ func TestViewerWorkflow(t *testing.T) {
 	click(t, remote, "#search-go")
 	click(t, remote, row+" .open")
 	click(t, remote, `#children tr[data-kind="study"][data-id="`+st.ID+`"] .open`)
-	testenv.CheckFor(t, 90*time.Second, time.Second, func() error {
-		var ok bool
-		cctx, cancel := context.WithTimeout(remote, 10*time.Second)
-		defer cancel()
-		// Reload the study until the file is in the cloud and its thumbnail loads.
-		js := `(() => { const i = document.querySelector('` + imgRow + ` img.thumb'); if (i && i.complete && i.naturalWidth === 256) return true; document.getElementById('reload').click(); return false; })()`
-		if err := chromedp.Run(cctx, chromedp.Evaluate(js, &ok)); err != nil || !ok {
-			return fmt.Errorf("the cloud page shows no thumbnail yet (%v)", err)
+	testenv.CheckFor(t, 90*time.Second, 500*time.Millisecond, func() error {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, cloud.prefix+"images/"+img.ID+"/thumbnail", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+cloud.token)
+		resp, err := httpc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/jpeg" {
+			return fmt.Errorf("cloud thumbnail: %d %s", resp.StatusCode, b)
 		}
 		return nil
 	})
+	click(t, remote, "#reload")
+	waitJS(t, remote, "the cloud page's thumbnail", `(() => { const i = document.querySelector('`+imgRow+` img.thumb'); return !!i && i.complete && i.naturalWidth === 256; })()`)
 	click(t, local, "#close")
 	waitJS(t, local, "editor closed", `document.getElementById('edit-panel').hidden`)
 
