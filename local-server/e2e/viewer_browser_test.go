@@ -274,6 +274,7 @@ func TestViewerWorkflow(t *testing.T) {
 	})
 	click(t, remote, "#reload")
 	waitJS(t, remote, "the cloud page's thumbnail", `(() => { const i = document.querySelector('`+imgRow+` img.thumb'); return !!i && i.complete && i.naturalWidth === 256; })()`)
+	click(t, remote, "#detail-back")
 	click(t, local, "#close")
 	waitJS(t, local, "editor closed", `document.getElementById('edit-panel').hidden`)
 
