@@ -67,6 +67,28 @@ test: stack-up ## run every module's tests (with -race where a C compiler is ins
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
 
+# The viewer's Chromium tests (build tag browser, local-server/e2e/viewer*_test.go):
+# apart from `make test` so a fresh Debian without chromium still passes it.
+# As root, a missing chromium is installed with apt; otherwise, and if that
+# fails, the target fails under CI=true (the tests refuse to skip there).
+# VIEWER_SCREENSHOTS=docs/viewer also writes the pages' screenshots.
+BROWSER_TIMEOUT ?= 15m
+test-browser: stack-up ## the viewer tested in headless Chromium (chromedp; installs Debian's chromium when root), a few minutes
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "== installing chromium (apt-get)"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null || \
+			{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null; } || true; \
+		fi; \
+	fi; \
+	if ! command -v chromium >/dev/null 2>&1; then \
+		echo "test-browser: chromium is not installed and could not be (apt-get install chromium as root)"; \
+		if [ "$${CI:-}" = true ]; then exit 1; fi; \
+	fi
+	@$(STACK_ENV); export CI=$${CI:-}; \
+	if [ -n "$(VIEWER_SCREENSHOTS)" ]; then mkdir -p "$(VIEWER_SCREENSHOTS)"; export VIEWER_SCREENSHOTS="$(abspath $(VIEWER_SCREENSHOTS))"; fi; \
+	cd local-server && go test -tags browser -count=1 -timeout $(BROWSER_TIMEOUT) -parallel 2 -run '^TestViewer' ./e2e/
+
 modules: ## each module builds and vets on its own (GOWORK=off), sc-local cross-compiles
 	@for m in $(MODULES); do \
 		echo "== $$m (GOWORK=off)"; \
@@ -132,4 +154,4 @@ deploy-check: ## check deployments/: compose file, Helm chart, alert rules, dash
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help stack-up stack-down stack-status build build-windows package package-linux package-windows test modules lint vulncheck fuzz chaos bench bench-scale bench-scale-10k bench-verify demo demo-check deploy-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows package package-linux package-windows test test-browser modules lint vulncheck fuzz chaos bench bench-scale bench-scale-10k bench-verify demo demo-check deploy-check clean

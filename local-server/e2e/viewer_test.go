@@ -1,3 +1,5 @@
+//go:build browser
+
 package e2e
 
 import (
@@ -271,6 +273,9 @@ func TestViewerPagesLive(t *testing.T) {
 	waitText(t, local, "clinic page version", row+" .version", "2.0")
 	waitText(t, local, "clinic page title", row+" .title", "Edited in the cloud")
 	click(t, remote, "#close")
+	// The cloud's session is closed (its lock released) once the page
+	// closed its editor: only then may the clinic take the lock.
+	waitJS(t, remote, "cloud editor closed", `document.getElementById('edit-panel').hidden`)
 
 	// The clinic edits: the cloud sees it live.
 	testenv.CheckFor(t, 30*time.Second, 200*time.Millisecond, func() error {

@@ -37,6 +37,9 @@ type People struct {
 	// Factors, when set, says which accounts of clinic have a confirmed
 	// second factor (shown by ListUsers).
 	Factors func(ctx context.Context, clinic ids.ID) (map[ids.ID]bool, error)
+	// ClinicName, when set, names the caller's clinic in GET /v1/me (the
+	// viewer's title).
+	ClinicName func(ctx context.Context, clinic ids.ID) string
 }
 
 type loginReq struct {
@@ -127,9 +130,15 @@ func (pp *People) Logout(w http.ResponseWriter, r *http.Request) error {
 // Me is who the caller is.
 func (pp *People) Me(w http.ResponseWriter, r *http.Request) error {
 	p := From(r.Context())
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"kind": p.Kind, "user_id": p.UserID, "username": p.Username,
+	out := map[string]any{"kind": p.Kind, "user_id": p.UserID, "username": p.Username,
 		"role": p.Role.String(), "clinic": p.Clinic, "idle_seconds": int(pp.Sessions.Idle().Seconds()),
-		"totp_enrolment_required": p.MustEnrol})
+		"totp_enrolment_required": p.MustEnrol}
+	if pp.ClinicName != nil && p.Clinic != 0 {
+		if name := pp.ClinicName(r.Context(), p.Clinic); name != "" {
+			out["clinic_name"] = name
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -74,6 +74,17 @@ type Hub struct {
 	count   int     // events in ring
 	ring    []entry // event seq lives at ring[seq % len(ring)]
 	clients map[*subscriber]struct{}
+	// editing is who edits what now, per clinic and "kind/record": the
+	// last editing event of each open session, which a client connecting
+	// without a resume position is sent after its reset (so "Editing by
+	// …" shows on load, not at the next event). A closed event removes it.
+	editing map[ids.ID]map[string]presence
+}
+
+// presence is an open edit session as its editing event told it.
+type presence struct {
+	session string
+	data    []byte
 }
 
 // entry is a numbered event, encoded once for all its clients.
@@ -112,6 +123,7 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 		last:    time.Now().UnixMicro(),
 		ring:    make([]entry, cfg.Buffer),
 		clients: map[*subscriber]struct{}{},
+		editing: map[ids.ID]map[string]presence{},
 	}
 }
 
@@ -136,6 +148,7 @@ func (h *Hub) Publish(e Event) {
 		return
 	}
 	h.ring[h.last%int64(len(h.ring))] = entry{clinic: e.Clinic, data: data}
+	h.trackLocked(e, data)
 	if h.count < len(h.ring) {
 		h.count++
 	}
@@ -149,6 +162,44 @@ func (h *Hub) Publish(e Event) {
 			h.dropLocked(s, errTooSlow)
 		}
 	}
+}
+
+// trackLocked keeps h.editing up to date with e. A close of another
+// session than the one shown (events of two sides can cross) is ignored.
+func (h *Hub) trackLocked(e Event, data []byte) {
+	key := e.Kind + "/" + e.Record.String()
+	switch e.Type {
+	case TypeEditing:
+		m := h.editing[e.Clinic]
+		if m == nil {
+			m = map[string]presence{}
+			h.editing[e.Clinic] = m
+		}
+		m[key] = presence{session: e.Session, data: data}
+	case TypeClosed:
+		m := h.editing[e.Clinic]
+		if cur, ok := m[key]; ok && (cur.session == "" || e.Session == "" || cur.session == e.Session) {
+			delete(m, key)
+			if len(m) == 0 {
+				delete(h.editing, e.Clinic)
+			}
+		}
+	}
+}
+
+// Editing returns the editing events of clinic's open sessions, as a new
+// client is sent them.
+func (h *Hub) Editing(clinic ids.ID) []Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Event, 0, len(h.editing[clinic]))
+	for _, p := range h.editing[clinic] {
+		var e Event
+		if json.Unmarshal(p.data, &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // dropLocked removes s and ends its stream with cause.
@@ -263,6 +314,10 @@ func (h *Hub) subscribe(clinic ids.ID, since int64, resume bool) (*subscriber, [
 	} else {
 		data, _ := json.Marshal(Event{Seq: h.last, Type: TypeReset, Clinic: clinic, At: time.Now().UTC()})
 		backlog = [][]byte{data}
+		// Then who is editing now: a reset client knows nothing yet.
+		for _, p := range h.editing[clinic] {
+			backlog = append(backlog, p.data)
+		}
 	}
 	h.clients[s] = struct{}{}
 	return s, backlog

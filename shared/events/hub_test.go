@@ -540,3 +540,37 @@ func TestRequestToken(t *testing.T) {
 		})
 	}
 }
+
+// TestHubEditingOnConnect: a client connecting without a position is sent,
+// after its reset, the editing event of every open session of its clinic
+// (not another clinic's, not a closed one), so "Editing by …" shows on load.
+func TestHubEditingOnConnect(t *testing.T) {
+	t.Parallel()
+	hs := startHub(t, HubConfig{})
+	editing := func(clinic ids.ID, rec int, session string) Event {
+		return Event{Type: TypeEditing, Clinic: clinic, Kind: "patient", Record: ids.ID(rec), Side: SideCloud, User: "dr.kim", Session: session}
+	}
+	hs.Publish(editing(clinicA, 1, "s1"))
+	hs.Publish(editing(clinicA, 2, "s2"))
+	hs.Publish(editing(clinicB, 3, "s3"))
+	hs.Publish(Event{Type: TypeClosed, Clinic: clinicA, Kind: "patient", Record: 2, Session: "s2", Reason: ReasonReleased})
+	// A late close of an earlier session leaves the current one shown.
+	hs.Publish(Event{Type: TypeClosed, Clinic: clinicA, Kind: "patient", Record: 1, Session: "s0", Reason: ReasonExpired})
+
+	c := hs.dial(t, clinicA, -1)
+	readReset(t, c)
+	e := read(t, c)
+	if e.Type != TypeEditing || e.Record != 1 || e.Session != "s1" || e.User != "dr.kim" || e.Side != SideCloud {
+		t.Fatalf("after reset got %+v, want the editing event of record 1 (session s1)", e)
+	}
+	if got := hs.Editing(clinicA); len(got) != 1 || got[0].Record != 1 {
+		t.Errorf("Editing(A) = %+v, want record 1 only", got)
+	}
+	if got := hs.Editing(clinicB); len(got) != 1 || got[0].Record != 3 {
+		t.Errorf("Editing(B) = %+v, want record 3 only", got)
+	}
+	hs.Publish(ev(clinicA, 9))
+	if e := read(t, c); e.Type != TypeSaved || e.Record != 9 {
+		t.Fatalf("then got %+v, want the live saved event of record 9", e)
+	}
+}

@@ -1,7 +1,12 @@
-// Package viewer is the small web page both servers serve (M11, M13, M16):
-// a clinic's records with a live mode badge each ("Editing by cloud
-// (dr.kim)", "Saved", "Closed (idle)", "Uploading 45%", "Conflict"), and a
-// JSON editor that takes the record's lock through the server.
+// Package viewer is the web page both servers serve (M11, M13–M16, M18,
+// issue 21; docs/viewer.md describes it for people): find a patient by
+// name, chart number or birth date; browse patient → studies → images and
+// reports; each record's sync state and live mode badge ("Editing by cloud
+// (dr.kim)", "Editing by me", "Saved", "Closed (idle)", "Uploading 45%",
+// "Conflict"); a form editor generated from the record kind's fields (Kinds)
+// that takes the record's lock through the server; version history with a
+// diff and rollback; and keep-both conflicts side by side with a way to
+// resolve them.
 //
 // The page is plain HTML, CSS and dependency-free JavaScript embedded in the
 // binary; it loads nothing from elsewhere. Handler serves it at whatever
@@ -20,6 +25,9 @@
 //	sc-local:  http://host/viewer/            Config{Side: "local", APIPrefix: "/v1/", EventsPath: "/v1/events"}
 //	sc-cloud:  http://host/viewer/?clinic=ID  Config{Side: "cloud", APIPrefix: "/v1/clinics/{clinic}/", EventsPath: "/v1/clinics/{clinic}/events"}
 //
+// The title is Config.Title until the login: then the clinic's name that
+// GET /v1/me answers (clinic_name) with "scsync clinic" or "scsync cloud".
+//
 // # Login
 //
 // The page asks GET /v1/me who is logged in; on 401 it shows the login form
@@ -35,46 +43,64 @@
 // without a factor gets a session that may only enrol one: GET /v1/me says
 // totp_enrolment_required, and the page shows the #totp-enrol form (POST
 // /v1/me/totp for the key, #totp-secret and the #totp-url otpauth link;
-// #totp-enrol-code and #totp-enrol-confirm post /v1/me/totp/confirm). An API token (an operator's) may still be given in the URL
-// fragment #token=TOK, which browsers never send to a server: the page keeps
-// it in sessionStorage, removes the fragment, and sends it as
-// "Authorization: Bearer" and as the events URL's access_token.
+// #totp-enrol-code and #totp-enrol-confirm post /v1/me/totp/confirm). An
+// operator's API token may still be given in the URL fragment #token=TOK,
+// which browsers never send to a server: the page keeps it in
+// sessionStorage, removes the fragment, and sends it as "Authorization:
+// Bearer" and as the events URL's access_token. There is no token field.
 //
 // # REST API the page uses ({p} = APIPrefix, {c} = collection)
 //
-// As docs/editing.md describes it:
-//
-//	GET  {p}{c}?limit=100        → {"items":[record…],"next":"…"}
+//	GET  {p}patients/search?q=&by=&limit=50&after=   → {"items":[patient…],"by","next"}
+//	GET  {p}{c}?limit=50[&after=][&parent=ID]        → {"items":[record…],"next":"…"}
+//	GET  {p}{c}?sync_state=conflict (clinic) | ?conflict=true (cloud)
 //	GET  {p}{c}/{id}             → record
-//	POST {p}{c}/{id}/edit        {"client","user"[,"anyway":true]}
+//	GET  {p}{c}/{id}/versions    → {"items":[version…]}
+//	GET  {p}{c}/{id}/versions/{v} → {"version","data"}
+//	POST {p}{c}/{id}/edit        {"client"[,"anyway":true]}
 //	                             → 200 {"session","fence","version","expires_at","unfenced","heartbeat_ms","idle_warn_after_ms",…}
 //	                             → 409 {"code":"locked","holder":{"side","user"}}
 //	                             → 503 {"code":"lock_unavailable","options":["edit_anyway","view_only"]}
-//	POST {p}{c}/{id}/heartbeat   {"session","activity"}   every heartbeat_ms while open;
-//	                             activity: the user typed or moved since the last one
+//	POST {p}{c}/{id}/heartbeat   {"session","activity"}   every heartbeat_ms while open
 //	POST {p}{c}/{id}/save        {"session","data"} → {"session","version","record"}
+//	POST {p}{c}/{id}/rollback    {"session","version"} → {"session","version","record"}
 //	POST {p}{c}/{id}/close       {"session"}
+//	DELETE {p}{c}/{id}?base_version=V   (a conflict copy not kept)
 //
-// A record is {"id","kind","version","origin","deleted","sync_state","data"}.
-// Errors are {"code","message"} and are shown as text; a heartbeat or save
-// answered 404 no_session or 409 lock_lost ends the session (the editor
-// keeps its text so it can be copied). Leaving the page closes the session.
+// A record is {"id","kind","version","origin","deleted","sync_state" (clinic)
+// or "conflict" (cloud),"conflict_of","data"}. Errors are {"code","message"}
+// and are shown as text; a heartbeat or save answered 404 no_session or 409
+// lock_lost ends the session (the form keeps its content). Leaving the page
+// closes the session. Rollback and conflict resolution save through a
+// one-save edit session of their own (or the one open on the record).
 //
 // # Live events
 //
 // The page opens a WebSocket on EventsPath?since=<last seq>&access_token=…,
-// reconnects with backoff and resumes; on reset it reloads the list. The
-// mode texts mirror events.Label.
+// reconnects with backoff and resumes; on reset it reloads the list, and the
+// server follows the reset with the editing event of every open session
+// (events.Hub), so who is editing shows on load. The mode texts mirror
+// events.Label; "Saved" stays a minute after a save.
 //
 // # DOM contract (for tests)
 //
-// Each record row is <tr data-id="ID"> with cells of class title, version and
-// mode, and a button of class edit. The editor is the textarea #editor with
+// Each record row is <tr data-kind="KIND" data-id="ID"> with cells of class
+// title (a link opening the record), version, sync and mode, and buttons of
+// class open and edit; the list is #rows (#more loads the next page), the
+// search form #search with #search-q, #search-by and #search-go. The record
+// view is #detail (#crumbs, #detail-title, #detail-sync, #detail-mode,
+// #detail-edit, #detail-history, #detail-fields, #children with a table per
+// child kind). The editor is the form #edit-form (an input #field-NAME per
+// field) with the JSON textarea #editor (its content wins when edited),
 // buttons #save and #close; #unfenced-warning and #idle-warning are banners;
 // the lock-unavailable choice is the <dialog id="lock-dialog"> with buttons
-// #edit-anyway and #view-only; #collection selects the collection, #user
-// shows who is logged in (edit sessions take the person from the login, not
-// from the page), #status and #error show messages, #conn the live state.
+// #edit-anyway and #view-only. History is #history-panel: rows
+// <tr data-version="A.B"> in #history-rows with buttons diff and rollback;
+// #diff the comparison. A conflict is #conflict-panel (#conflict-mine,
+// #conflict-other, #resolve-keep-this, #resolve-use-copy,
+// #resolve-keep-both). #collection selects a kind, #conflicts lists its
+// conflicts, #user shows who is logged in, #status and #error show
+// messages, #conn the live state.
 package viewer
 
 import (
@@ -155,7 +181,11 @@ func Handler(cfg Config) http.Handler {
 		cfg.Title = "scsync viewer (" + cfg.Side + ")"
 	}
 	var index bytes.Buffer
-	if err := page.Execute(&index, cfg); err != nil {
+	data := struct {
+		Config
+		Kinds string
+	}{cfg, kindsJSON()}
+	if err := page.Execute(&index, data); err != nil {
 		panic(fmt.Errorf("viewer: render page: %w", err))
 	}
 	assets := map[string]asset{

@@ -135,7 +135,11 @@ func TestDOMContract(t *testing.T) {
 	js := string(mustRead("static/app.js"))
 	for _, id := range []string{
 		"editor", "save", "close", "edit-anyway", "view-only", "lock-dialog", "unfenced-warning",
-		"idle-warning", "collection", "user", "token", "rows", "status", "error", "conn",
+		"idle-warning", "collection", "user", "rows", "status", "error", "conn",
+		"search", "search-q", "search-by", "search-go", "more", "detail", "crumbs", "detail-title", "detail-sync",
+		"detail-mode", "detail-edit", "detail-history", "detail-fields", "children", "edit-form", "history-panel",
+		"history-rows", "diff", "conflict-panel", "conflict-mine", "conflict-other", "resolve-keep-this",
+		"resolve-use-copy", "resolve-keep-both", "conflicts", "title",
 		"login", "login-username", "login-password", "login-code-row", "login-code", "login-submit", "login-error",
 		"totp-enrol", "totp-secret", "totp-url", "totp-enrol-code", "totp-enrol-confirm",
 	} {
@@ -155,8 +159,8 @@ func TestDOMContract(t *testing.T) {
 		}
 	}
 	for _, s := range []string{
-		"tr.dataset.id", "['title', 'version', 'mode']", "edit.className = 'edit'",
-		"'?limit=100'", "'/edit'", "'/save'", "'/heartbeat'", "'/close'", "body.anyway = true",
+		"tr.dataset.id", "edit.className = 'edit'", "'patients/search?'", "'/versions'", "'/rollback'",
+		"'Editing by me'", "clinic_name", "SAVED_SHOWN_MS", "'?limit=100&parent='", "'/edit'", "'/save'", "'/heartbeat'", "'/close'", "body.anyway = true",
 		"'locked'", "'lock_unavailable'", "holder", "access_token", "'since'", "case 'reset'",
 		"case 'editing'", "case 'saved'", "case 'closed'", "case 'idle_warning'", "case 'changed'",
 		"case 'conflict'", "case 'transfer'", "sync_state === 'conflict'", "heartbeat_ms", "activity",
@@ -167,6 +171,10 @@ func TestDOMContract(t *testing.T) {
 		if !strings.Contains(js, s) {
 			t.Errorf("app.js does not contain %q", s)
 		}
+	}
+	// The clinic does not use API tokens on its page (persons log in).
+	if strings.Contains(html, `id="token"`) {
+		t.Error(`index.html still has the "Access token" field`)
 	}
 	// Loopback only: nothing may load from elsewhere.
 	external := regexp.MustCompile(`(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/`)

@@ -86,6 +86,7 @@ func (s *Server) Register(mux httpapi.Router) {
 	s.registerIdentity(mux)
 	s.registerPeople(mux)
 	s.registerTOTP(mux)
+	s.registerSearch(mux)
 }
 
 type handler = func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error

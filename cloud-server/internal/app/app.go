@@ -188,6 +188,13 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	for _, rt := range fileSvc.Routes() {
 		mux.HandleFunc(rt.Pattern, apiSrv.Clinic(rt.Handler))
 	}
+	apiSrv.RegisterThumbnails(mux, func(ctx context.Context, clinic ids.ID, sha string) ([]byte, error) {
+		b, err := fileSvc.Thumbnail(ctx, clinic, sha)
+		if errors.Is(err, files.ErrNoThumbnail) || errors.Is(err, files.ErrNotFound) {
+			return nil, api.ErrNoThumbnail
+		}
+		return b, err
+	})
 	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep,
 		ServerSideEncryption: cfg.Files.ServerSideEncryption}, st.DB(), files.NewS3Client(blobCfg), gen, log)
 	if err != nil {

@@ -52,6 +52,7 @@ type Service struct {
 	now     func() time.Time
 
 	reqBytes, respBytes, verifyBytes atomic.Int64
+	thumbs                           thumbCache
 }
 
 // New returns the service. s3c is the S3 client of the cloud (see

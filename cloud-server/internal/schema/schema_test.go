@@ -170,7 +170,8 @@ func columns(t *testing.T, db *sql.DB) map[string][]string {
 
 // sinceRelease is the previous release's catalog with what the migrations
 // since add (a catalog line each): 00002 the clinics' protocol ranges
-// (a new table, empty in an old database: no clinic stated one yet).
+// (a new table, empty in an old database: no clinic stated one yet), 00003
+// the patient search indexes.
 func sinceRelease(prev []string) []string {
 	out := append(slices.Clone(prev), addedSinceRelease...)
 	sort.Strings(out)
@@ -183,6 +184,9 @@ var addedSinceRelease = []string{
 	"?column?=string:column table_name=string:clinic_protocols column_name=string:protocol_min ordinal_position=int64:2 data_type=string:bigint coalesce=int64:0 is_nullable=string:NO coalesce=string:",
 	"?column?=string:constraint conrelid=string:clinic_protocols conname=string:clinic_protocols_pkey contype=string:p pg_get_constraintdef=string:PRIMARY KEY (clinic_id)",
 	"?column?=string:index tablename=string:clinic_protocols indexname=string:clinic_protocols_pkey indexdef=string:CREATE UNIQUE INDEX clinic_protocols_pkey ON public.clinic_protocols USING btree (clinic_id)",
+	`?column?=string:index tablename=string:patients indexname=string:patients_search_birth_date indexdef=string:CREATE INDEX patients_search_birth_date ON public.patients USING btree (clinic_id, birth_date COLLATE "C", id)`,
+	`?column?=string:index tablename=string:patients indexname=string:patients_search_chart_no indexdef=string:CREATE INDEX patients_search_chart_no ON public.patients USING btree (clinic_id, lower((chart_no COLLATE "C")), id)`,
+	`?column?=string:index tablename=string:patients indexname=string:patients_search_name indexdef=string:CREATE INDEX patients_search_name ON public.patients USING btree (clinic_id, lower((name COLLATE "C")), id)`,
 }
 
 func version(t *testing.T, db *sql.DB) (current, newest int64) {

@@ -18,6 +18,7 @@ import (
 	"github.com/scsync/scsync/shared/editing"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/thumb"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -36,6 +37,9 @@ type Server struct {
 	log        *slog.Logger
 	auth       *Auth
 	people     *auth.People
+	// filesDir and thumbs serve image thumbnails (WithThumbnails).
+	filesDir string
+	thumbs   *thumb.Cache
 }
 
 // New returns the API; notify is called after a commit wrote an outbox row.
@@ -79,6 +83,8 @@ func (s *Server) Register(mux httpapi.Router) {
 	s.registerBackup(mux)
 	s.registerVerify(mux)
 	s.registerPeople(mux)
+	s.registerSearch(mux)
+	s.registerThumbnails(mux)
 }
 
 func (s *Server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {

@@ -23,6 +23,9 @@ type Auth struct {
 	Sessions *auth.Sessions
 	Audit    *audit.Log
 	APIToken string
+	// ClinicName is the clinic's name (config clinic.name, from enrollment),
+	// shown in the viewer's title; "" for none.
+	ClinicName string
 }
 
 // WithAuth enables login, the users and audit routes, and the guard's
@@ -33,7 +36,8 @@ func (s *Server) WithAuth(a Auth) *Server {
 		Audit: func(r *http.Request, p auth.Principal, action, target string, status int) {
 			s.record(r.Context(), audit.Entry{Actor: p.Actor(), Username: p.Username, Action: action, Kind: "users",
 				Target: target, Remote: r.RemoteAddr, Outcome: status})
-		}}
+		},
+		ClinicName: func(context.Context, ids.ID) string { return a.ClinicName }}
 	return s
 }
 
@@ -47,45 +51,48 @@ func Policy() auth.Policy {
 	v, e, a := auth.RoleViewer, auth.RoleEditor, auth.RoleAdmin
 	r := func(min auth.Role, action string) auth.Rule { return auth.Rule{Min: min, Audit: action} }
 	p := auth.Policy{
-		"GET /v1/status":                       r(v, ""),
-		"GET /v1/digest":                       r(v, ""),
-		"GET /v1/me":                           r(v, ""),
-		"POST /v1/logout":                      r(v, ""),
-		"GET /v1/events":                       r(v, ""),
-		"GET /v1/{collection}":                 r(v, "list"),
-		"GET /v1/{collection}/{id}":            r(v, "read"),
-		"GET /v1/{collection}/{id}/versions":   r(v, "versions"),
-		"GET /v1/editing":                      r(v, ""),
-		"GET /v1/files":                        r(v, ""),
-		"GET /v1/files/{id}":                   r(v, ""),
-		"GET /v1/scope":                        r(v, ""),
-		"GET /v1/backfill":                     r(v, ""),
-		"GET /v1/backup":                       r(v, ""),
-		"POST /v1/{collection}":                r(e, "create"),
-		"PUT /v1/{collection}/{id}":            r(e, "update"),
-		"DELETE /v1/{collection}/{id}":         r(e, "delete"),
-		"POST /v1/{collection}/{id}/edit":      r(e, "edit.open"),
-		"POST /v1/{collection}/{id}/heartbeat": r(e, ""),
-		"POST /v1/{collection}/{id}/save":      r(e, "edit.save"),
-		"POST /v1/{collection}/{id}/rollback":  r(e, "edit.rollback"),
-		"POST /v1/{collection}/{id}/close":     r(e, "edit.close"),
-		"POST /v1/files":                       r(e, "file.import"),
-		"POST /v1/import":                      r(a, "import"),
-		"PUT /v1/scope":                        r(a, "scope.set"),
-		"PUT /v1/{collection}/{id}/sync":       r(a, "sync.choice"),
-		"POST /v1/{collection}/{id}/unsync":    r(a, "unsync"),
-		"POST /v1/backup":                      r(a, "backup"),
-		"POST /v1/verify":                      r(a, "verify"),
-		"GET /v1/users":                        r(a, ""),
-		"POST /v1/users":                       r(a, ""),
-		"PUT /v1/users/{id}":                   r(a, ""),
-		"GET /v1/audit":                        r(a, ""),
-		"GET /v1/audit/verify":                 r(a, ""),
-		"GET /debug/pprof/":                    r(a, ""),
-		"GET /debug/pprof/cmdline":             r(a, ""),
-		"GET /debug/pprof/profile":             r(a, ""),
-		"GET /debug/pprof/symbol":              r(a, ""),
-		"GET /debug/pprof/trace":               r(a, ""),
+		"GET /v1/status":                               r(v, ""),
+		"GET /v1/digest":                               r(v, ""),
+		"GET /v1/me":                                   r(v, ""),
+		"POST /v1/logout":                              r(v, ""),
+		"GET /v1/events":                               r(v, ""),
+		"GET /v1/{collection}":                         r(v, "list"),
+		"GET /v1/{collection}/{id}":                    r(v, "read"),
+		"GET /v1/{collection}/{id}/versions":           r(v, "versions"),
+		"GET /v1/{collection}/{id}/versions/{version}": r(v, "version.read"),
+		"GET /v1/images/{id}/thumbnail":                r(v, ""),
+		"GET /v1/patients/search":                      r(v, "search"),
+		"GET /v1/editing":                              r(v, ""),
+		"GET /v1/files":                                r(v, ""),
+		"GET /v1/files/{id}":                           r(v, ""),
+		"GET /v1/scope":                                r(v, ""),
+		"GET /v1/backfill":                             r(v, ""),
+		"GET /v1/backup":                               r(v, ""),
+		"POST /v1/{collection}":                        r(e, "create"),
+		"PUT /v1/{collection}/{id}":                    r(e, "update"),
+		"DELETE /v1/{collection}/{id}":                 r(e, "delete"),
+		"POST /v1/{collection}/{id}/edit":              r(e, "edit.open"),
+		"POST /v1/{collection}/{id}/heartbeat":         r(e, ""),
+		"POST /v1/{collection}/{id}/save":              r(e, "edit.save"),
+		"POST /v1/{collection}/{id}/rollback":          r(e, "edit.rollback"),
+		"POST /v1/{collection}/{id}/close":             r(e, "edit.close"),
+		"POST /v1/files":                               r(e, "file.import"),
+		"POST /v1/import":                              r(a, "import"),
+		"PUT /v1/scope":                                r(a, "scope.set"),
+		"PUT /v1/{collection}/{id}/sync":               r(a, "sync.choice"),
+		"POST /v1/{collection}/{id}/unsync":            r(a, "unsync"),
+		"POST /v1/backup":                              r(a, "backup"),
+		"POST /v1/verify":                              r(a, "verify"),
+		"GET /v1/users":                                r(a, ""),
+		"POST /v1/users":                               r(a, ""),
+		"PUT /v1/users/{id}":                           r(a, ""),
+		"GET /v1/audit":                                r(a, ""),
+		"GET /v1/audit/verify":                         r(a, ""),
+		"GET /debug/pprof/":                            r(a, ""),
+		"GET /debug/pprof/cmdline":                     r(a, ""),
+		"GET /debug/pprof/profile":                     r(a, ""),
+		"GET /debug/pprof/symbol":                      r(a, ""),
+		"GET /debug/pprof/trace":                       r(a, ""),
 	}
 	for _, pat := range PublicRoutes {
 		p[pat] = auth.Rule{Public: true}

@@ -195,7 +195,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	ccancel()
 	verifier := verify.New(st, cloud, reg, notes.divergence, log).WithFiles(fileAPI, files, filepath.Join(cfg.DataDir, "files"))
 	apiSrv := api.New(st, edit, sy.Wake, log).WithBackfillKick(sy.Notify).WithFiles(files, imports).WithBackfill(func() any { return sy.Backfill() }).
-		WithBackup(backups).WithVerify(verifier).WithAuth(api.Auth{Sessions: sessions, Audit: auditLog, APIToken: apiTok})
+		WithBackup(backups).WithVerify(verifier).
+		WithThumbnails(filepath.Join(cfg.DataDir, "files"), filepath.Join(cfg.DataDir, "thumbnails")).WithAuth(api.Auth{Sessions: sessions, Audit: auditLog, APIToken: apiTok, ClinicName: cfg.Clinic.Name})
 	apiSrv.Register(mux)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { hub.ServeWS(w, r, clinic) })
 	mux.Handle("GET /viewer/", viewer.Handler(viewer.Config{Side: events.SideLocal, APIPrefix: "/v1/", EventsPath: "/v1/events",

@@ -97,6 +97,9 @@ func Enroll(ctx context.Context, w io.Writer, path, cloudURL, token string) erro
 	}
 	set(doc, []string{"clinic", "id"}, got.ID)
 	set(doc, []string{"clinic", "node"}, strconv.FormatInt(got.NodeID, 10))
+	if got.Name != "" {
+		set(doc, []string{"clinic", "name"}, got.Name)
+	}
 	set(doc, []string{"cloud", "url"}, cloudURL)
 	set(doc, []string{"cloud", "token"}, got.Token)
 	wrote := []string{"clinic.id", "clinic.node", "cloud.url", "cloud.token"}

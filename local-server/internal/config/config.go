@@ -40,6 +40,9 @@ type Config struct {
 	Clinic     struct {
 		ID   int64 `yaml:"id"`
 		Node int64 `yaml:"node"`
+		// Name is the clinic's name, shown in the viewer's title (written
+		// by enrollment; optional).
+		Name string `yaml:"name"`
 	} `yaml:"clinic"`
 	Cloud struct {
 		URL       string        `yaml:"url"`

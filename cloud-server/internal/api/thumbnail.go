@@ -1,0 +1,57 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/scsync/scsync/cloud-server/internal/store"
+	"github.com/scsync/scsync/shared/httpapi"
+	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
+)
+
+// ErrNoThumbnail is what a Thumbnails function returns for a file without
+// one (not a picture, not present, too large).
+var ErrNoThumbnail = errors.New("api: no thumbnail")
+
+// Thumbnails makes the thumbnail of clinic's file sha (files.Service).
+type Thumbnails func(ctx context.Context, clinic ids.ID, sha string) ([]byte, error)
+
+var errNoThumbnail = httpapi.Errorf(http.StatusNotFound, "no_thumbnail", "no thumbnail: the original is not a PNG, JPEG or GIF picture, or not in the cloud")
+
+// RegisterThumbnails mounts GET /v1/clinics/{clinic}/images/{id}/thumbnail
+// under the clinic's authorization.
+func (s *Server) RegisterThumbnails(mux httpapi.Router, makeThumb Thumbnails) {
+	mux.HandleFunc("GET /v1/clinics/{clinic}/images/{id}/thumbnail", s.clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+		id, err := httpapi.RecordID(r)
+		if err != nil {
+			return err
+		}
+		rec, err := s.st.Get(r.Context(), clinic, wire.KindImage, id)
+		if err != nil {
+			return err
+		}
+		row, ok := rec.(*store.Row[records.Image])
+		if !ok || row.Deleted || row.Data.SHA256 == "" {
+			return errNoThumbnail
+		}
+		b, err := makeThumb(r.Context(), clinic, row.Data.SHA256)
+		if errors.Is(err, ErrNoThumbnail) {
+			return errNoThumbnail
+		}
+		if err != nil {
+			return err
+		}
+		h := w.Header()
+		h.Set("Content-Type", "image/jpeg")
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		h.Set("Cache-Control", "private, max-age=86400")
+		h.Set("ETag", `"`+row.Data.SHA256+`"`)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b)
+		return nil
+	}))
+}
