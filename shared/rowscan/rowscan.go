@@ -6,9 +6,13 @@ package rowscan
 
 import (
 	"context"
+	"reflect"
+	"slices"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+	"gorm.io/gorm"
 )
 
 // PageSize is the default number of rows per page.
@@ -100,3 +104,37 @@ func Parallel[P any](ctx context.Context, workers int, parts []P, fn func(ctx co
 	}
 	return g.Wait()
 }
+
+// Columns lists the columns of model's table (as db's gorm maps it) that
+// a scan of every row needs: those named in meta, and every column of the
+// embedded struct field named embedded. Reading only them spares the
+// database and the driver the rest of each row. Cached per model and
+// arguments.
+func Columns(db *gorm.DB, model any, embedded string, meta ...string) ([]string, error) {
+	key := columnsKey{reflect.TypeOf(model), embedded, strings.Join(meta, ",")}
+	if cols, ok := columnCache.Load(key); ok {
+		return cols.([]string), nil
+	}
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(model); err != nil {
+		return nil, err
+	}
+	var cols []string
+	for _, f := range stmt.Schema.Fields {
+		if f.DBName == "" {
+			continue
+		}
+		if slices.Contains(meta, f.DBName) || (len(f.BindNames) > 1 && f.BindNames[0] == embedded) {
+			cols = append(cols, f.DBName)
+		}
+	}
+	columnCache.Store(key, cols)
+	return cols, nil
+}
+
+type columnsKey struct {
+	model          reflect.Type
+	embedded, meta string
+}
+
+var columnCache sync.Map // columnsKey → []string

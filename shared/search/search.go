@@ -14,12 +14,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
+	"gorm.io/gorm"
+
+	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 )
 
@@ -170,4 +174,30 @@ func FromURL(v url.Values) (Query, error) {
 		}
 	}
 	return Parse(v.Get("by"), v.Get("q"), v.Get("after"), limit)
+}
+
+// Scope narrows db (already limited to one clinic's live patients) to the
+// page q asks for over the folded column key: the prefix as a range of
+// its index, the rows after the cursor, in (key, id) order, q.Limit of
+// them (DefaultLimit when unset). Both stores run it, so both page alike.
+func Scope(db *gorm.DB, key string, q Query) *gorm.DB {
+	if q.Limit <= 0 {
+		q.Limit = DefaultLimit
+	}
+	if q.Prefix != "" {
+		db = db.Where(key+" >= ? AND "+key+" < ?", q.Prefix, Upper(q.Prefix))
+	}
+	if !q.After.IsZero() {
+		db = db.Where("("+key+", id) > (?, ?)", q.After.Key, q.After.ID)
+	}
+	return db.Order(key + ", id").Limit(q.Limit)
+}
+
+// HTTPError maps an invalid query to a 400 (code bad_request) with what
+// was wrong; other errors pass through.
+func HTTPError(err error) error {
+	if errors.Is(err, ErrInvalid) {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%s", strings.TrimSuffix(err.Error(), ": "+ErrInvalid.Error()))
+	}
+	return err
 }

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
@@ -20,21 +18,14 @@ func (s *Server) registerSearch(mux httpapi.Router) {
 	mux.HandleFunc("GET /v1/clinics/{clinic}/{collection}/{id}/versions/{version}", s.clinic(s.versionContent))
 }
 
-func searchErr(err error) error {
-	if errors.Is(err, search.ErrInvalid) {
-		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%s", strings.TrimSuffix(err.Error(), ": "+search.ErrInvalid.Error()))
-	}
-	return err
-}
-
 func (s *Server) searchPatients(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
 	q, err := search.FromURL(r.URL.Query())
 	if err != nil {
-		return searchErr(err)
+		return search.HTTPError(err)
 	}
 	rs, next, err := s.st.SearchPatients(r.Context(), clinic, q)
 	if err != nil {
-		return searchErr(err)
+		return search.HTTPError(err)
 	}
 	page := search.Page[store.Record]{Items: rs, By: q.By}
 	if page.Items == nil {

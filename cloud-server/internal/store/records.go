@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"runtime"
 	"slices"
 	"sync"
@@ -258,7 +257,7 @@ func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, dige
 		if err != nil {
 			return err
 		}
-		cols, err := digestColumns(s.db, k.newRow())
+		cols, err := rowscan.Columns(s.db, k.newRow(), "Data", digestMeta...)
 		if err != nil {
 			return err
 		}
@@ -279,35 +278,9 @@ func (s *Store) EachDigest(ctx context.Context, clinic ids.ID, fn func(key, dige
 	})
 }
 
-// digestColumns are the columns of model's table that EachDigest reads:
-// what a digest covers, the content, and the record's place in the change
-// log (entries). A scan of every row reads nothing else; each further
-// column is the database's and the driver's work on every row.
-func digestColumns(db *gorm.DB, model any) ([]string, error) {
-	if cols, ok := digestCols.Load(reflect.TypeOf(model)); ok {
-		return cols.([]string), nil
-	}
-	stmt := &gorm.Statement{DB: db}
-	if err := stmt.Parse(model); err != nil {
-		return nil, err
-	}
-	var cols []string
-	for _, f := range stmt.Schema.Fields {
-		if f.DBName == "" {
-			continue
-		}
-		if slices.Contains(digestMeta, f.DBName) || (len(f.BindNames) > 1 && f.BindNames[0] == "Data") {
-			cols = append(cols, f.DBName)
-		}
-	}
-	digestCols.Store(reflect.TypeOf(model), cols)
-	return cols, nil
-}
-
-var (
-	digestMeta = []string{"clinic_id", "id", "version", "deleted", "conflict_of", "created_at", "unsynced", "cloud_seq"}
-	digestCols sync.Map // reflect.Type of a model → []string
-)
+// digestMeta are the metadata columns EachDigest reads besides the
+// content (rowscan.Columns): what a digest covers and what decides it.
+var digestMeta = []string{"clinic_id", "id", "version", "deleted", "conflict_of", "created_at", "unsynced", "cloud_seq"}
 
 // digestRanges is how many id ranges EachDigest cuts each kind into, so
 // that uneven ranges still share the work; digestWorkers how many it scans

@@ -34,14 +34,7 @@ func (s *Store) SearchPatients(ctx context.Context, clinic ids.ID, q search.Quer
 	if q.Limit <= 0 {
 		q.Limit = search.DefaultLimit
 	}
-	db := s.db.WithContext(ctx).Where("clinic_id = ? AND NOT deleted", clinic)
-	if q.Prefix != "" {
-		db = db.Where(key+" >= ? AND "+key+" < ?", q.Prefix, search.Upper(q.Prefix))
-	}
-	if !q.After.IsZero() {
-		db = db.Where("("+key+", id) > (?, ?)", q.After.Key, q.After.ID)
-	}
-	rs, err := k.find(db.Order(key + ", id").Limit(q.Limit))
+	rs, err := k.find(search.Scope(s.db.WithContext(ctx).Where("clinic_id = ? AND NOT deleted", clinic), key, q))
 	if err != nil || len(rs) < q.Limit {
 		return rs, search.Cursor{}, err
 	}

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
@@ -18,22 +16,14 @@ func (s *Server) registerSearch(mux httpapi.Router) {
 	mux.HandleFunc("GET /v1/{collection}/{id}/versions/{version}", s.wrap(s.versionContent))
 }
 
-// searchErr maps a search's invalid query to 400.
-func searchErr(err error) error {
-	if errors.Is(err, search.ErrInvalid) {
-		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%s", strings.TrimSuffix(err.Error(), ": "+search.ErrInvalid.Error()))
-	}
-	return err
-}
-
 func (s *Server) searchPatients(w http.ResponseWriter, r *http.Request) error {
 	q, err := search.FromURL(r.URL.Query())
 	if err != nil {
-		return searchErr(err)
+		return search.HTTPError(err)
 	}
 	rs, next, err := s.st.SearchPatients(r.Context(), q)
 	if err != nil {
-		return searchErr(err)
+		return search.HTTPError(err)
 	}
 	page := search.Page[store.Record]{Items: rs, By: q.By}
 	if page.Items == nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -668,7 +667,7 @@ func (s *Store) idBounds(ctx context.Context, kind wire.Kind) (lo, hi ids.ID, ok
 // context).
 func (s *Store) digestSpan(conn *gorm.DB, kind wire.Kind, lo, hi ids.ID, fn func(key, digest string) error) error {
 	k := kinds[kind]
-	cols, err := digestColumns(conn, k.model)
+	cols, err := rowscan.Columns(conn, k.model, "Data", digestMeta...)
 	if err != nil {
 		return err
 	}
@@ -693,37 +692,9 @@ func (s *Store) digestSpan(conn *gorm.DB, kind wire.Kind, lo, hi ids.ID, fn func
 	})
 }
 
-// digestColumns are the columns of model's table a digest reads: the
-// metadata it covers and the content. A scan of every row reads nothing
-// else; each further column is work for the driver on every row (the
-// bookkeeping times alone, parsed from text, were a tenth of the scan).
-func digestColumns(db *gorm.DB, model any) ([]string, error) {
-	if cols, ok := digestCols.Load(reflect.TypeOf(model)); ok {
-		return cols.([]string), nil
-	}
-	stmt := &gorm.Statement{DB: db}
-	if err := stmt.Parse(model); err != nil {
-		return nil, err
-	}
-	var cols []string
-	for _, f := range stmt.Schema.Fields {
-		if f.DBName == "" {
-			continue
-		}
-		if slices.Contains(digestMeta, f.DBName) || (len(f.BindNames) > 1 && f.BindNames[0] == "Data") {
-			cols = append(cols, f.DBName)
-		}
-	}
-	digestCols.Store(reflect.TypeOf(model), cols)
-	return cols, nil
-}
-
-var (
-	// digestMeta are the metadata columns a digest covers (or decides
-	// with: an excluded record's is its cloud version's tombstone).
-	digestMeta = []string{"id", "version", "deleted", "conflict_of", "created_at", "sync_state", "queued", "cloud_version"}
-	digestCols sync.Map // reflect.Type of a model → []string
-)
+// digestMeta are the metadata columns EachDigest reads besides the
+// content (rowscan.Columns): what a digest covers and what decides it.
+var digestMeta = []string{"id", "version", "deleted", "conflict_of", "created_at", "sync_state", "queued", "cloud_version"}
 
 // keepVersion records e's version of its record in the version history,
 // once (an acceptance of a version saved here adds nothing).

@@ -31,14 +31,7 @@ func (s *Store) SearchPatients(ctx context.Context, q search.Query) ([]Record, s
 	if q.Limit <= 0 {
 		q.Limit = search.DefaultLimit
 	}
-	db := s.rdb.WithContext(ctx).Where("deleted = ?", false)
-	if q.Prefix != "" {
-		db = db.Where(key+" >= ? AND "+key+" < ?", q.Prefix, search.Upper(q.Prefix))
-	}
-	if !q.After.IsZero() {
-		db = db.Where("("+key+", id) > (?, ?)", q.After.Key, q.After.ID)
-	}
-	rs, err := k.find(db.Order(key + ", id").Limit(q.Limit))
+	rs, err := k.find(search.Scope(s.rdb.WithContext(ctx).Where("deleted = ?", false), key, q))
 	if err != nil || len(rs) < q.Limit {
 		return rs, search.Cursor{}, err
 	}
