@@ -2,8 +2,11 @@ package search
 
 import (
 	"errors"
+	"net/http"
 	"net/url"
 	"testing"
+
+	"github.com/scsync/scsync/shared/httpapi"
 )
 
 func TestParse(t *testing.T) {
@@ -40,5 +43,20 @@ func TestParse(t *testing.T) {
 	}
 	if Upper("kim") <= "kim zzz" || Upper("kim") <= "kim\uffff" {
 		t.Error("Upper(kim) does not bound every key starting with kim")
+	}
+}
+
+// TestHTTPError: an invalid query is a 400 bad_request saying what was
+// wrong (without the sentinel's text); any other error passes through.
+func TestHTTPError(t *testing.T) {
+	t.Parallel()
+	_, err := FromURL(url.Values{"limit": {"many"}})
+	var he *httpapi.Error
+	if !errors.As(HTTPError(err), &he) || he.Status != http.StatusBadRequest || he.Code != httpapi.CodeBadRequest || he.Message != "limit must be a number" {
+		t.Fatalf("HTTPError(%v) = %#v, want 400 bad_request \"limit must be a number\"", err, he)
+	}
+	other := errors.New("database is gone")
+	if got := HTTPError(other); got != other {
+		t.Fatalf("HTTPError(%v) = %v, want it unchanged", other, got)
 	}
 }
