@@ -56,7 +56,7 @@ func TestHTTPError(t *testing.T) {
 		t.Fatalf("HTTPError(%v) = %#v, want 400 bad_request \"limit must be a number\"", err, he)
 	}
 	other := errors.New("database is gone")
-	if got := HTTPError(other); got != other {
+	if got := HTTPError(other); !errors.Is(got, other) || errors.As(got, &he) {
 		t.Fatalf("HTTPError(%v) = %v, want it unchanged", other, got)
 	}
 }
