@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"testing"
 	"time"
@@ -227,6 +228,18 @@ func TestViewerWorkflow(t *testing.T) {
 	}
 	waitText(t, local, "the study's report", `#children tr[data-kind="report"][data-id="`+rep.ID+`"] .title`, "Findings")
 	screenshot(t, local, "study")
+	// The image's page links its full file, served unchanged.
+	click(t, local, imgRow+" .open")
+	waitText(t, local, "image detail", "#detail-title", "pano.png")
+	waitJS(t, local, "the full file through the page's link", fmt.Sprintf(`(() => {
+		const a = document.querySelector('#detail-file a.original');
+		if (!a) return false;
+		if (window.__orig === undefined) {
+			window.__orig = '';
+			fetch(a.href).then(async r => { window.__orig = r.status + ':' + (await r.arrayBuffer()).byteLength; });
+		}
+		return window.__orig === '200:%d';
+	})()`, png.Len()))
 	waitJS(t, local, "breadcrumb link", `!!document.querySelector('#crumbs a:nth-of-type(2)')`)
 	click(t, local, "#crumbs a:nth-of-type(2)")
 	waitText(t, local, "back at the patient", "#detail-title", "Hana Seo")
@@ -272,6 +285,35 @@ func TestViewerWorkflow(t *testing.T) {
 		}
 		return nil
 	})
+	// The cloud's link to the full file: a redirect to a presigned GET in
+	// S3 (followed without the person's credentials, as a browser does
+	// with its cookie), whose bytes are the original's.
+	func() {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, cloud.prefix+"images/"+img.ID+"/original", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+cloud.token)
+		noFollow := &http.Client{Transport: httpc.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusFound || !regexp.MustCompile(`[?&]X-Amz-Signature=`).MatchString(loc) {
+			t.Fatalf("cloud original: %d to %q, want 302 to a presigned URL", resp.StatusCode, loc)
+		}
+		got, err := httpc.Get(loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer got.Body.Close()
+		b, _ := io.ReadAll(got.Body)
+		if got.StatusCode != http.StatusOK || !bytes.Equal(b, png.Bytes()) {
+			t.Errorf("cloud original from S3: %d, %d bytes; want 200 and the original's %d", got.StatusCode, len(b), png.Len())
+		}
+	}()
 	click(t, remote, "#reload")
 	waitJS(t, remote, "the cloud page's thumbnail", `(() => { const i = document.querySelector('`+imgRow+` img.thumb'); return !!i && i.complete && i.naturalWidth === 256; })()`)
 	click(t, remote, "#detail-back")

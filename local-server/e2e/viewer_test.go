@@ -205,6 +205,10 @@ func loginPageTOTP(t *testing.T, ctx context.Context, user, pw string, f enrolle
 // while it still has a record open), then clicks it.
 func click(t *testing.T, ctx context.Context, sel string) {
 	t.Helper()
+	// The element is looked up and clicked again when the page redrew it
+	// between the two (a list re-rendered by a search that just came back:
+	// "Could not find node with given id").
+	var failed error
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
 		var enabled bool
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -216,12 +220,17 @@ func click(t *testing.T, ctx context.Context, sel string) {
 		if !enabled {
 			return fmt.Errorf("%s is missing or disabled", sel)
 		}
+		cctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		err := chromedp.Run(cctx, chromedp.Click(sel, chromedp.ByQuery))
+		if err != nil && strings.Contains(err.Error(), "Could not find node") {
+			return fmt.Errorf("click %s: %w", sel, err) // gone before the click: again
+		}
+		failed = err // clicked, or failed in a way a second click could double
 		return nil
 	})
-	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := chromedp.Run(cctx, chromedp.Click(sel, chromedp.ByQuery)); err != nil {
-		t.Fatalf("click %s: %v", sel, err)
+	if failed != nil {
+		t.Fatalf("click %s: %v", sel, failed)
 	}
 }
 

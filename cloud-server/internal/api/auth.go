@@ -102,6 +102,7 @@ func Policy() auth.Policy {
 		"GET " + c + "{collection}/{id}/versions":           r(v, "versions"),
 		"GET " + c + "{collection}/{id}/versions/{version}": r(v, "version.read"),
 		"GET " + c + "images/{id}/thumbnail":                r(v, ""),
+		"GET " + c + "images/{id}/original":                 r(v, "file.download"),
 		"GET " + c + "patients/search":                      r(v, "search"),
 		"POST " + c + "{collection}":                        r(e, "create"),
 		"PUT " + c + "{collection}/{id}":                    r(e, "update"),

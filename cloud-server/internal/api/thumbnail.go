@@ -55,3 +55,35 @@ func (s *Server) RegisterThumbnails(mux httpapi.Router, makeThumb Thumbnails) {
 		return nil
 	}))
 }
+
+// Originals presigns a GET of clinic's file sha (files.Service.DownloadURL),
+// its errors already API errors.
+type Originals func(ctx context.Context, clinic ids.ID, sha string) (url string, err error)
+
+// RegisterOriginals mounts GET /v1/clinics/{clinic}/images/{id}/original
+// under the clinic's authorization: a redirect to a short-lived presigned
+// GET of the image's file, so its bytes go from S3 to the browser, not
+// through the node.
+func (s *Server) RegisterOriginals(mux httpapi.Router, presign Originals) {
+	mux.HandleFunc("GET /v1/clinics/{clinic}/images/{id}/original", s.clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+		id, err := httpapi.RecordID(r)
+		if err != nil {
+			return err
+		}
+		rec, err := s.st.Get(r.Context(), clinic, wire.KindImage, id)
+		if err != nil {
+			return err
+		}
+		row, ok := rec.(*store.Row[records.Image])
+		if !ok || row.Deleted || row.Data.SHA256 == "" {
+			return httpapi.Errorf(http.StatusNotFound, "no_file", "the image has no file in the cloud")
+		}
+		url, err := presign(r.Context(), clinic, row.Data.SHA256)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Cache-Control", "no-store") // a presigned URL
+		http.Redirect(w, r, url, http.StatusFound)
+		return nil
+	}))
+}

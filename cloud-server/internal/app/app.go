@@ -195,6 +195,13 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		}
 		return b, err
 	})
+	apiSrv.RegisterOriginals(mux, func(ctx context.Context, clinic ids.ID, sha string) (string, error) {
+		d, err := fileSvc.DownloadURL(ctx, clinic, sha)
+		if err != nil {
+			return "", files.APIError(err)
+		}
+		return d.Get.URL, nil
+	})
 	backupSvc, err := backups.New(backups.Config{Bucket: cfg.S3.Bucket, Keep: cfg.Backups.Keep,
 		ServerSideEncryption: cfg.Files.ServerSideEncryption}, st.DB(), files.NewS3Client(blobCfg), gen, log)
 	if err != nil {

@@ -61,6 +61,7 @@ func Policy() auth.Policy {
 		"GET /v1/{collection}/{id}/versions":           r(v, "versions"),
 		"GET /v1/{collection}/{id}/versions/{version}": r(v, "version.read"),
 		"GET /v1/images/{id}/thumbnail":                r(v, ""),
+		"GET /v1/images/{id}/original":                 r(v, "file.download"),
 		"GET /v1/patients/search":                      r(v, "search"),
 		"GET /v1/editing":                              r(v, ""),
 		"GET /v1/files":                                r(v, ""),

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/local-server/internal/transfer"
 	"github.com/scsync/scsync/shared/httpapi"
+	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/thumb"
 	"github.com/scsync/scsync/shared/wire"
 )
@@ -28,6 +31,55 @@ func (s *Server) registerThumbnails(mux httpapi.Router) {
 		return
 	}
 	mux.HandleFunc("GET /v1/images/{id}/thumbnail", s.wrap(s.thumbnail))
+	mux.HandleFunc("GET /v1/images/{id}/original", s.wrap(s.original))
+}
+
+var errNoOriginal = httpapi.Errorf(http.StatusNotFound, "no_file", "the image's file is not on this server")
+
+// original answers GET /v1/images/{id}/original: the image's file as this
+// clinic holds it (downloaded, or where its import read it), unchanged,
+// shown in the browser where it can be (ranges answered).
+func (s *Server) original(w http.ResponseWriter, r *http.Request) error {
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return err
+	}
+	rec, err := s.st.Get(r.Context(), wire.KindImage, id)
+	if err != nil {
+		return err
+	}
+	sha := store.FileOf(rec)
+	if sha == "" || store.RecordMeta(rec).Deleted {
+		return errNoOriginal
+	}
+	rc, err := s.openOriginal(r, sha)
+	if errors.Is(err, os.ErrNotExist) {
+		return errNoOriginal
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rc.Close() }()
+	f, ok := rc.(*os.File)
+	if !ok {
+		return errNoOriginal
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	img, _ := store.RecordContent(rec).(records.Image)
+	name := cmp.Or(filepath.Base(img.FileName), sha)
+	h := w.Header()
+	if img.ContentType != "" {
+		h.Set("Content-Type", img.ContentType)
+	}
+	h.Set("Content-Disposition", mime.FormatMediaType("inline", map[string]string{"filename": name}))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "sandbox") // never run what a file holds
+	h.Set("Cache-Control", "private, no-cache")
+	http.ServeContent(w, r, name, st.ModTime(), f)
+	return nil
 }
 
 var errNoThumbnail = httpapi.Errorf(http.StatusNotFound, "no_thumbnail", "no thumbnail: the original is not a PNG, JPEG or GIF picture, or not on this server")

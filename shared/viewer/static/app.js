@@ -513,9 +513,15 @@
     if (d.sha256) {
       file.hidden = false;
       const pic = thumbnail(rec, 'thumb-large');
+      // The full file: the clinic streams it from its disk; the cloud
+      // redirects to a presigned GET in S3.
+      const full = rec.kind === 'image'
+        ? [el('a', { class: 'original', href: apiPrefix + 'images/' + encodeURIComponent(rec.id) + '/original', target: '_blank', rel: 'noopener', text: 'Open the full file' })]
+        : [];
       file.replaceChildren(
         ...(pic ? [pic] : []),
         el('span', { text: 'File ' + (d.file_name || d.name || d.title || '') + ' · ' + bytes(d.size) + ' · sha256 ' + d.sha256.slice(0, 12) + '…' }),
+        ...full,
       );
     } else file.hidden = true;
   }
