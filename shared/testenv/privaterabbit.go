@@ -230,6 +230,7 @@ func (r *PrivateRabbit) boot() error {
 	if err != nil {
 		return err
 	}
+	raiseFileLimit()
 	r.cmd = exec.CommandContext(context.Background(), r.bin)
 	r.cmd.Env = append(os.Environ(), r.env...)
 	r.cmd.Stdout, r.cmd.Stderr = out, out
