@@ -87,7 +87,7 @@ test-browser: stack-up ## the viewer tested in headless Chromium (chromedp; inst
 	fi
 	@$(STACK_ENV); export CI=$${CI:-}; \
 	if [ -n "$(VIEWER_SCREENSHOTS)" ]; then mkdir -p "$(VIEWER_SCREENSHOTS)"; export VIEWER_SCREENSHOTS="$(abspath $(VIEWER_SCREENSHOTS))"; fi; \
-	cd local-server && go test -tags browser -count=1 -timeout $(BROWSER_TIMEOUT) -parallel 2 -run '^TestViewer' ./e2e/
+	cd local-server && go test -tags browser -count=1 -timeout $(BROWSER_TIMEOUT) -parallel 1 -run '^TestViewer' ./e2e/
 
 modules: ## each module builds and vets on its own (GOWORK=off), sc-local cross-compiles
 	@for m in $(MODULES); do \
