@@ -201,3 +201,16 @@ func HTTPError(err error) error {
 	}
 	return err
 }
+
+// NewPage is the answer holding items (never null in JSON) and, when there
+// is a next page, its cursor.
+func NewPage[T any](items []T, by string, next Cursor) Page[T] {
+	p := Page[T]{Items: items, By: by}
+	if p.Items == nil {
+		p.Items = []T{}
+	}
+	if !next.IsZero() {
+		p.Next = next.Encode()
+	}
+	return p
+}

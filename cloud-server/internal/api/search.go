@@ -3,7 +3,6 @@ package api
 import (
 	"net/http"
 
-	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/search"
@@ -27,14 +26,7 @@ func (s *Server) searchPatients(w http.ResponseWriter, r *http.Request, clinic i
 	if err != nil {
 		return search.HTTPError(err)
 	}
-	page := search.Page[store.Record]{Items: rs, By: q.By}
-	if page.Items == nil {
-		page.Items = []store.Record{}
-	}
-	if !next.IsZero() {
-		page.Next = next.Encode()
-	}
-	httpapi.WriteJSON(w, http.StatusOK, page)
+	httpapi.WriteJSON(w, http.StatusOK, search.NewPage(rs, q.By, next))
 	return nil
 }
 

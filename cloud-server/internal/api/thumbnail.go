@@ -26,19 +26,11 @@ var errNoThumbnail = httpapi.Errorf(http.StatusNotFound, "no_thumbnail", "no thu
 // under the clinic's authorization.
 func (s *Server) RegisterThumbnails(mux httpapi.Router, makeThumb Thumbnails) {
 	mux.HandleFunc("GET /v1/clinics/{clinic}/images/{id}/thumbnail", s.clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-		id, err := httpapi.RecordID(r)
+		sha, err := s.imageFile(r, clinic, errNoThumbnail)
 		if err != nil {
 			return err
 		}
-		rec, err := s.st.Get(r.Context(), clinic, wire.KindImage, id)
-		if err != nil {
-			return err
-		}
-		row, ok := rec.(*store.Row[records.Image])
-		if !ok || row.Deleted || row.Data.SHA256 == "" {
-			return errNoThumbnail
-		}
-		b, err := makeThumb(r.Context(), clinic, row.Data.SHA256)
+		b, err := makeThumb(r.Context(), clinic, sha)
 		if errors.Is(err, ErrNoThumbnail) {
 			return errNoThumbnail
 		}
@@ -49,7 +41,7 @@ func (s *Server) RegisterThumbnails(mux httpapi.Router, makeThumb Thumbnails) {
 		h.Set("Content-Type", "image/jpeg")
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		h.Set("Cache-Control", "private, max-age=86400")
-		h.Set("ETag", `"`+row.Data.SHA256+`"`)
+		h.Set("ETag", `"`+sha+`"`)
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(b)
 		return nil
@@ -66,19 +58,11 @@ type Originals func(ctx context.Context, clinic ids.ID, sha string) (url string,
 // through the node.
 func (s *Server) RegisterOriginals(mux httpapi.Router, presign Originals) {
 	mux.HandleFunc("GET /v1/clinics/{clinic}/images/{id}/original", s.clinic(func(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
-		id, err := httpapi.RecordID(r)
+		sha, err := s.imageFile(r, clinic, errNoFile)
 		if err != nil {
 			return err
 		}
-		rec, err := s.st.Get(r.Context(), clinic, wire.KindImage, id)
-		if err != nil {
-			return err
-		}
-		row, ok := rec.(*store.Row[records.Image])
-		if !ok || row.Deleted || row.Data.SHA256 == "" {
-			return httpapi.Errorf(http.StatusNotFound, "no_file", "the image has no file in the cloud")
-		}
-		url, err := presign(r.Context(), clinic, row.Data.SHA256)
+		url, err := presign(r.Context(), clinic, sha)
 		if err != nil {
 			return err
 		}
@@ -86,4 +70,24 @@ func (s *Server) RegisterOriginals(mux httpapi.Router, presign Originals) {
 		http.Redirect(w, r, url, http.StatusFound)
 		return nil
 	}))
+}
+
+var errNoFile = httpapi.Errorf(http.StatusNotFound, "no_file", "the image has no file in the cloud")
+
+// imageFile is the sha256 of the file of clinic's image {id}; none (no
+// file, or a tombstone) is the error none.
+func (s *Server) imageFile(r *http.Request, clinic ids.ID, none error) (string, error) {
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return "", err
+	}
+	rec, err := s.st.Get(r.Context(), clinic, wire.KindImage, id)
+	if err != nil {
+		return "", err
+	}
+	row, ok := rec.(*store.Row[records.Image])
+	if !ok || row.Deleted || row.Data.SHA256 == "" {
+		return "", none
+	}
+	return row.Data.SHA256, nil
 }

@@ -34,23 +34,33 @@ func (s *Server) registerThumbnails(mux httpapi.Router) {
 	mux.HandleFunc("GET /v1/images/{id}/original", s.wrap(s.original))
 }
 
+// imageFile is the image record of the request's {id} and its file's
+// sha256; none (no file, or a tombstone) is the error none.
+func (s *Server) imageFile(r *http.Request, none error) (store.Record, string, error) {
+	id, err := httpapi.RecordID(r)
+	if err != nil {
+		return nil, "", err
+	}
+	rec, err := s.st.Get(r.Context(), wire.KindImage, id)
+	if err != nil {
+		return nil, "", err
+	}
+	sha := store.FileOf(rec)
+	if sha == "" || store.RecordMeta(rec).Deleted {
+		return nil, "", none
+	}
+	return rec, sha, nil
+}
+
 var errNoOriginal = httpapi.Errorf(http.StatusNotFound, "no_file", "the image's file is not on this server")
 
 // original answers GET /v1/images/{id}/original: the image's file as this
 // clinic holds it (downloaded, or where its import read it), unchanged,
 // shown in the browser where it can be (ranges answered).
 func (s *Server) original(w http.ResponseWriter, r *http.Request) error {
-	id, err := httpapi.RecordID(r)
+	rec, sha, err := s.imageFile(r, errNoOriginal)
 	if err != nil {
 		return err
-	}
-	rec, err := s.st.Get(r.Context(), wire.KindImage, id)
-	if err != nil {
-		return err
-	}
-	sha := store.FileOf(rec)
-	if sha == "" || store.RecordMeta(rec).Deleted {
-		return errNoOriginal
 	}
 	rc, err := s.openOriginal(r, sha)
 	if errors.Is(err, os.ErrNotExist) {
@@ -87,17 +97,9 @@ var errNoThumbnail = httpapi.Errorf(http.StatusNotFound, "no_thumbnail", "no thu
 // thumbnail answers GET /v1/images/{id}/thumbnail: a JPEG of at most
 // thumb.Size pixels, cached; the original is never written.
 func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) error {
-	id, err := httpapi.RecordID(r)
+	_, sha, err := s.imageFile(r, errNoThumbnail)
 	if err != nil {
 		return err
-	}
-	rec, err := s.st.Get(r.Context(), wire.KindImage, id)
-	if err != nil {
-		return err
-	}
-	sha := store.FileOf(rec)
-	if sha == "" || store.RecordMeta(rec).Deleted {
-		return errNoThumbnail
 	}
 	b, err := s.thumbs.Get(sha, func() (io.ReadCloser, error) { return s.openOriginal(r, sha) })
 	if errors.Is(err, thumb.ErrNoThumbnail) || errors.Is(err, thumb.ErrMismatch) {
