@@ -31,6 +31,11 @@ type Config struct {
 	// TLS is used for amqps:// URLs (nil: the system's roots); tlsx.Client
 	// builds one trusting a private CA.
 	TLS *tls.Config
+	// OnSubscribe, when set, is called each time a consumer's subscription
+	// to queue is established: at start and again after every reconnect. A
+	// consumer of transient messages, which a broker restart loses, re-reads
+	// its source of truth there.
+	OnSubscribe func(queue string)
 }
 
 // withDefaults returns cfg with zero fields set to their defaults, or an

@@ -3,6 +3,7 @@ package amqpx
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -27,12 +28,12 @@ func TestConfigDefaults(t *testing.T) {
 		ReconnectMax:   30 * time.Second,
 		ConfirmTimeout: 30 * time.Second,
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("withDefaults() = %+v, want %+v", got, want)
 	}
 	// Set values are kept.
 	set := Config{URL: testURL, Prefetch: 5, Heartbeat: 2 * time.Second, ReconnectMin: time.Second, ReconnectMax: time.Second, ConfirmTimeout: time.Second}
-	if got, _ := set.withDefaults(); got != set {
+	if got, _ := set.withDefaults(); !reflect.DeepEqual(got, set) {
 		t.Errorf("withDefaults() = %+v, want %+v", got, set)
 	}
 }

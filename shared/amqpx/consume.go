@@ -117,6 +117,9 @@ func (c *Client) consumeOn(ctx context.Context, s *session, queue string, f deli
 		return false, fmt.Errorf("subscribe: %w", err)
 	}
 	c.log.Info("amqp consumer started", "queue", queue)
+	if c.cfg.OnSubscribe != nil {
+		c.cfg.OnSubscribe(queue)
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -31,16 +31,26 @@ type testClient struct {
 // (checking that Run returns nil promptly) when the test ends.
 func startClient(t *testing.T, topo Topology) *testClient {
 	t.Helper()
+	return startClientWith(t, topo, nil)
+}
+
+// startClientWith is startClient with the Config changed by edit first.
+func startClientWith(t *testing.T, topo Topology, edit func(*Config)) *testClient {
+	t.Helper()
 	url, vhost := testenv.RabbitVhost(t)
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	c, err := New(Config{
+	cfg := Config{
 		URL:            url,
 		ConnectionName: t.Name(),
 		ReconnectMin:   50 * time.Millisecond,
 		ReconnectMax:   time.Second,
 		ConfirmTimeout: 10 * time.Second,
-	}, topo, log, reg)
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	c, err := New(cfg, topo, log, reg)
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
 	}
@@ -611,4 +621,57 @@ func TestDeclareRedeclaredAfterReconnect(t *testing.T) {
 	if err := tc.Publish(t.Context(), "late", "", Message{Body: []byte("x")}); err != nil {
 		t.Errorf("Publish(late) after reconnect = %v, want nil (binding re-declared)", err)
 	}
+}
+
+// A Transient message goes with delivery mode 1, the default with mode 2;
+// OnSubscribe runs at each subscription, the first and the one after a
+// reconnect.
+func TestTransientAndOnSubscribe(t *testing.T) {
+	t.Parallel()
+	var subscribed atomic.Int32
+	tc := startClientWith(t, Topology{Queues: []Queue{{Name: "q"}, {Name: "modes"}}}, func(c *Config) {
+		c.OnSubscribe = func(queue string) {
+			if queue == "q" {
+				subscribed.Add(1)
+			}
+		}
+	})
+	for _, transient := range []bool{true, false} {
+		if err := tc.Publish(t.Context(), "", "modes", Message{Body: []byte("x"), Transient: transient}); err != nil {
+			t.Fatalf("Publish(Transient: %v) = %v", transient, err)
+		}
+	}
+	conn, err := amqp.Dial(tc.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []uint8{amqp.Transient, amqp.Persistent} {
+		d, ok, err := ch.Get("modes", true)
+		if err != nil || !ok {
+			t.Fatalf("Get(modes) = ok %v, %v", ok, err)
+		}
+		if d.DeliveryMode != want {
+			t.Errorf("delivery mode = %d, want %d", d.DeliveryMode, want)
+		}
+	}
+
+	tc.consume("q", func(context.Context, Delivery) error { return nil })
+	testenv.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := subscribed.Load(); n != 1 {
+			return fmt.Errorf("OnSubscribe called %d times, want 1", n)
+		}
+		return nil
+	})
+	testenv.RabbitCloseConnections(t, tc.vhost)
+	testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n := subscribed.Load(); n != 2 {
+			return fmt.Errorf("OnSubscribe called %d times after a reconnect, want 2", n)
+		}
+		return nil
+	})
 }

@@ -30,6 +30,11 @@ type Message struct {
 	// Expiration is the message's time-to-live in a queue (0: none); the
 	// broker drops it unread after that.
 	Expiration time.Duration
+	// Transient publishes with delivery mode 1: the broker keeps the message
+	// in memory only (a restart loses it) and a classic queue holding it keeps
+	// no file open. For messages another path recovers (the clinics' down
+	// messages: the change log and its pull API) or that expire anyway.
+	Transient bool
 }
 
 // Publish sends m to exchange with routing key and returns nil only after the
@@ -94,7 +99,7 @@ func (c *Client) publishConfirmed(ctx context.Context, s *session, exchange, key
 		Headers:         amqp.Table(m.Headers),
 		ContentType:     m.ContentType,
 		ContentEncoding: m.ContentEncoding,
-		DeliveryMode:    amqp.Persistent,
+		DeliveryMode:    deliveryMode(m.Transient),
 		MessageId:       m.MessageID,
 		Timestamp:       m.Timestamp,
 		Type:            m.Type,
@@ -281,4 +286,12 @@ func expiration(d time.Duration) string {
 		return ""
 	}
 	return strconv.FormatInt(max(d.Milliseconds(), 1), 10)
+}
+
+// deliveryMode is the AMQP delivery mode of a message (Message.Transient).
+func deliveryMode(transient bool) uint8 {
+	if transient {
+		return amqp.Transient
+	}
+	return amqp.Persistent
 }

@@ -354,6 +354,7 @@ func (b *Bus) send(ctx context.Context, ms []outgoing) {
 		Type:        MessageType,
 		UserID:      b.cfg.UserID,
 		Expiration:  EventTTL,
+		Transient:   true, // live only: nothing to keep across a broker restart
 		Headers:     map[string]any{originHeader: b.origin},
 		Timestamp:   ms[0].at,
 	})

@@ -813,6 +813,13 @@ func (r *Replicator) publishDown(ctx context.Context, b wire.Batch) error {
 		err := r.broker.Publish(pctx, wire.DownExchange, wire.DownKey(b.Clinic), amqpx.Message{
 			Body: m.Body, ContentType: wire.ContentType, ContentEncoding: m.ContentEncoding, Type: string(wire.TypeApplied),
 			Headers: wire.Local().Headers(),
+			// Transient: a clinic's down queue holding it keeps no file
+			// open on the broker (10,000 queues holding messages exhausted
+			// its descriptors as persistent ones); a broker restart loses
+			// it, and the clinic pulls it from the change log (it pulls
+			// whenever its consumer subscribes, on a gap, and every
+			// pull_every).
+			Transient: true,
 		})
 		cancel()
 		if errors.Is(err, amqpx.ErrUnroutable) {

@@ -95,7 +95,16 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	// The clinic declares nothing: the cloud created its queues at
 	// enrollment, and its broker identity may not (docs/protocol.md).
-	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: "sc-local/" + clinic.String(), Prefetch: cfg.AMQP.Prefetch, TLS: clientTLS},
+	// Each time the down consumer subscribes (at start, after a reconnect)
+	// the syncer pulls: the cloud's down messages are transient, so a broker
+	// restart loses those still queued (docs/protocol.md).
+	var sy *syncer.Syncer
+	broker, err := amqpx.New(amqpx.Config{URL: cfg.AMQP.URL, ConnectionName: "sc-local/" + clinic.String(), Prefetch: cfg.AMQP.Prefetch, TLS: clientTLS,
+		OnSubscribe: func(queue string) {
+			if queue == wire.DownQueue(clinic) {
+				sy.PullSoon()
+			}
+		}},
 		amqpx.Topology{}, log, reg)
 	if err != nil {
 		return err
@@ -106,7 +115,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		tr.TLSClientConfig = clientTLS.Clone()
 		return &http.Client{Transport: tr, Timeout: timeout}
 	}
-	sy := syncer.New(st, broker, cloud, cfg.Cloud.PullEvery, log, reg)
+	sy = syncer.New(st, broker, cloud, cfg.Cloud.PullEvery, log, reg)
 	brokerUser := amqpUser(cfg.AMQP.URL)
 	sy.SetUserID(brokerUser)
 	registerStatusMetrics(reg, st)

@@ -4,8 +4,10 @@
 // deletes each row only after the broker's ack. Down: the clinic's down
 // queue is applied strictly in cloud_seq order; a gap (or a queue lost while
 // offline, or messages dropped by the queue's length limit) is filled from
-// the cloud's pull API, which also runs at start and every pull_every — so
-// even the last message lost is fetched within that period — and re-syncs
+// the cloud's pull API, which also runs at start, whenever the down consumer
+// subscribes (after a broker restart, which loses the cloud's transient down
+// messages) and every pull_every — so even the last message lost is fetched
+// within that period — and re-syncs
 // a new or wiped database (M29). The cloud's events for the clinic share
 // its down queue: they go to OnEvents.
 package syncer
@@ -54,6 +56,7 @@ type Syncer struct {
 	log    *slog.Logger
 	wake   chan struct{}
 	kick   chan struct{} // the backfill may have new work
+	soon   chan struct{} // pull now (PullSoon)
 	every  time.Duration
 
 	applyMu sync.Mutex // down changes are applied one at a time, in order
@@ -84,7 +87,7 @@ func (s *Syncer) SetUserID(u string) { s.userID = u }
 // New returns a Syncer; pullEvery is the catch-up period. reg may be nil.
 func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, log *slog.Logger, reg prometheus.Registerer) *Syncer {
 	s := &Syncer{
-		st: st, broker: broker, pull: pull, log: log, wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), every: pullEvery,
+		st: st, broker: broker, pull: pull, log: log, wake: make(chan struct{}, 1), kick: make(chan struct{}, 1), soon: make(chan struct{}, 1), every: pullEvery,
 		published: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_published_total", Help: "Local changes confirmed by the broker."}),
 		applied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_applied_total", Help: "Cloud changes applied here (including acceptances)."}),
 		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
@@ -346,7 +349,24 @@ func (s *Syncer) catchUpLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("catch-up from cloud failed; will retry", "err", err)
 		}
-		sleep(ctx, s.every)
+		t := time.NewTimer(s.every)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		case <-s.soon:
+		}
+		t.Stop()
+	}
+}
+
+// PullSoon makes the catch-up puller run now instead of at its next period.
+// sc-local calls it whenever its down consumer subscribes: the cloud's down
+// messages are transient, so a broker restart may have lost some that the
+// checkpoint has not reached, and the pull fetches them at once.
+func (s *Syncer) PullSoon() {
+	select {
+	case s.soon <- struct{}{}:
+	default:
 	}
 }
 
