@@ -143,7 +143,9 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, pr
 	thr.Params = params
 	// CPU per pair says what each side costs whatever the machine's load,
 	// which moves the rates themselves a lot on a shared machine.
-	perPair := func(d time.Duration, pairs int) float64 { return round1(float64(d.Microseconds()) / float64(max(pairs, 1))) }
+	perPair := func(d time.Duration, pairs int) float64 {
+		return round1(float64(d.Microseconds()) / float64(max(pairs, 1)))
+	}
 	thr.Extra = map[string]float64{
 		"lockd_cpu_us_per_pair":           perPair(cpu1[0]-cpu0[0], oursPairs),
 		"client_cpu_us_per_pair":          perPair(cpu1[1]-cpu0[1], oursPairs),
