@@ -245,7 +245,7 @@ func startLocal(ctx context.Context, cl *Cleanup, bin Binaries, cloud, amqpURL s
 // StartLockd runs one lockd on addr (empty: a free one) over Redis with
 // prefix, accepting serviceToken and the clinic tokens (token → clinic
 // id); it returns its base URL.
-func StartLockd(ctx context.Context, cl *Cleanup, env Env, bin Binaries, addr, prefix, serviceToken string, clinicTokens map[string]string) (string, *Proc, error) {
+func StartLockd(ctx context.Context, cl *Cleanup, env Env, bin Binaries, addr, prefix, serviceToken string, clinicTokens map[string]string, extraEnv ...string) (string, *Proc, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "auth:\n  service_tokens: [%q]\n  clinic_tokens:\n", serviceToken)
 	for tok, clinic := range clinicTokens {
@@ -265,10 +265,10 @@ func StartLockd(ctx context.Context, cl *Cleanup, env Env, bin Binaries, addr, p
 			return "", nil, err
 		}
 	}
-	p, err := Start(cl, "lockd", bin.Lockd, []string{
+	p, err := Start(cl, "lockd", bin.Lockd, append([]string{
 		"LOCKD_CONFIG=" + cfg, "LOCKD_LISTEN=" + addr, "LOCKD_REDIS_ADDR=" + env.RedisAddr,
 		"LOCKD_REDIS_PREFIX=" + prefix, "LOCKD_LOG_LEVEL=warn",
-	})
+	}, extraEnv...))
 	if err != nil {
 		return "", nil, err
 	}

@@ -2,8 +2,11 @@ package suite
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -28,8 +31,9 @@ var Lock = Bench{
 		ops := fs.Int("latency-ops", 2000, "sequential acquire+release pairs for the latency figure")
 		conc := fs.Int("concurrency", 8, "concurrent clients for the throughput figure")
 		dur := fs.Duration("duration", 5*time.Second, "how long the throughput phase runs")
+		prof := fs.String("cpuprofile", "", "write CPU profiles over lockd's throughput phase: of lockd to this file, of this process (the client side) to this file + .client (go tool pprof)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
-			return runLock(ctx, c, *ops, *conc, *dur)
+			return runLock(ctx, c, *ops, *conc, *dur, *prof)
 		}
 	},
 }
@@ -37,7 +41,7 @@ var Lock = Bench{
 // pairFunc does one acquire+release on resource by worker w.
 type pairFunc func(ctx context.Context, resource string) error
 
-func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration) ([]results.Result, error) {
+func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, prof string) ([]results.Result, error) {
 	var cl stack.Cleanup
 	defer cl.Close()
 	rdb, prefix, err := c.Env.RedisPrefix(ctx, &cl, "bench_lock")
@@ -46,7 +50,11 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration) ([
 	}
 	const clinicID = "4242"
 	tok := stack.Name("clinic-token")
-	base, _, err := stack.StartLockd(ctx, &cl, c.Env, c.Bin, "", prefix+"lockd:", stack.Name("service_token"), map[string]string{tok: clinicID})
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	base, proc, err := stack.StartLockd(ctx, &cl, c.Env, c.Bin, "", prefix+"lockd:", stack.Name("service_token"), map[string]string{tok: clinicID}, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +107,30 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration) ([
 	if err != nil {
 		return nil, err
 	}
-	oursRate, err := lockThroughput(ctx, ours, conc, dur)
+	stopProf, err := profileBoth(ctx, base, prof, dur)
+	if err != nil {
+		return nil, err
+	}
+	cpu0, err := cpuOf(proc.Pid(), os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	oursRate, oursPairs, err := lockThroughput(ctx, ours, conc, dur)
 	if err != nil {
 		return nil, fmt.Errorf("lockd: %w", err)
 	}
-	bareRate, err := lockThroughput(ctx, bare, conc, dur)
+	cpu1, err := cpuOf(proc.Pid(), os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	if err := stopProf(); err != nil {
+		return nil, err
+	}
+	bareRate, barePairs, err := lockThroughput(ctx, bare, conc, dur)
+	if err != nil {
+		return nil, err
+	}
+	cpu2, err := cpuOf(os.Getpid())
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +141,17 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration) ([
 	lat.Note = "one acquire+release pair, sequential; ours: lockd client → lockd HTTP → Redis Lua (fencing INCR, holder record); baseline: go-redis SET NX PX + Lua compare-and-delete"
 	thr := results.New("lock", "lock_throughput", "pairs/s", results.HigherBetter, round1(oursRate), round1(bareRate))
 	thr.Params = params
-	thr.Note = "acquire+release pairs per second with concurrency clients, each on its own resources"
+	// CPU per pair says what each side costs whatever the machine's load,
+	// which moves the rates themselves a lot on a shared machine.
+	perPair := func(d time.Duration, pairs int) float64 {
+		return round1(float64(d.Microseconds()) / float64(max(pairs, 1)))
+	}
+	thr.Extra = map[string]float64{
+		"lockd_cpu_us_per_pair":           perPair(cpu1[0]-cpu0[0], oursPairs),
+		"client_cpu_us_per_pair":          perPair(cpu1[1]-cpu0[1], oursPairs),
+		"baseline_client_cpu_us_per_pair": perPair(cpu2[0]-cpu1[1], barePairs),
+	}
+	thr.Note = "acquire+release pairs per second with concurrency clients, each on its own resources; extra: CPU (user+system) per pair of lockd and of the client process (ours: the lockd Go client; baseline: go-redis)"
 	return []results.Result{lat, thr}, nil
 }
 
@@ -130,7 +167,8 @@ func lockLatency(ctx context.Context, pair pairFunc, ops int) (stats.Summary, er
 	return stats.Summarize(samples), nil
 }
 
-func lockThroughput(ctx context.Context, pair pairFunc, conc int, dur time.Duration) (float64, error) {
+// lockThroughput returns the pairs per second and the pairs done.
+func lockThroughput(ctx context.Context, pair pairFunc, conc int, dur time.Duration) (float64, int, error) {
 	var mu sync.Mutex
 	total := 0
 	start := time.Now()
@@ -150,12 +188,47 @@ func lockThroughput(ctx context.Context, pair pairFunc, conc int, dur time.Durat
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return stats.Rate(int64(total), time.Since(start)), nil
+	return stats.Rate(int64(total), time.Since(start)), total, nil
+}
+
+// cpuOf returns the CPU time (user+system) used so far by each process.
+func cpuOf(pids ...int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		u, err := stack.ReadUsage(pid)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = u.CPU
+	}
+	return out, nil
 }
 
 // latency is s as a results.Latency.
 func latency(s stats.Summary) *results.Latency {
 	return &results.Latency{P50: round3(stats.Millis(s.P50)), P99: round3(stats.Millis(s.P99)), Count: s.Count}
+}
+
+// profileBoth starts CPU profiles of the lockd at base (over d) and of this
+// process when path is not empty; stop waits for both and writes them.
+func profileBoth(ctx context.Context, base, path string, d time.Duration) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path + ".client")
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cpuProfile(ctx, base, "", path, d) }()
+	return func() error {
+		pprof.StopCPUProfile()
+		return errors.Join(f.Close(), <-done)
+	}, nil
 }
