@@ -91,18 +91,24 @@ func (s *Syncer) Backfill() Progress {
 // liveFirst is how many live changes may wait before the backfill pauses.
 const liveFirst = 50
 
-// aheadMax is how many backfill changes may wait for the relay, and
-// sentMax how many, sent, may wait for the cloud's acknowledgment: enough to
-// keep both busy, few enough that progress tracks what the cloud has and a
-// live change overtakes the backfill in seconds (in the broker it waits
-// behind at most sentMax of them).
+// aheadMax is how many backfill changes may wait for the relay, and the
+// window (at least sentMin, at most sentMax) how many, sent, may wait for
+// the cloud's acknowledgment: enough to keep both busy, few enough that
+// progress tracks what the cloud has and a live change overtakes the
+// backfill within about a second (in the broker it waits behind at most
+// the window). The window is a second of acknowledgments at the rate the
+// cloud has been acknowledging (windowTime): it grows while the round
+// trip is shorter than that and the pipe takes more, and shrinks when the
+// cloud slows down.
 const (
-	aheadMax = 2000
-	sentMax  = 4000
+	aheadMax   = 4 * backfillBatch
+	sentMin    = 4000
+	sentMax    = 40000
+	windowTime = time.Second
 )
 
 // backfillBatch is how many records one backfill transaction queues.
-const backfillBatch = 500
+const backfillBatch = 1000
 
 // recountEvery is how often the backfill counts its remaining work while it
 // runs (counting scans every table: on a million-record history that is a
@@ -160,9 +166,9 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, time.Second)
 			counted = time.Time{}
 			continue
-		case inflight >= aheadMax || s.unacknowledged() >= sentMax:
+		case inflight >= aheadMax || s.unacknowledged() >= s.window():
 			// The outbox, or the broker, holds enough: a live change
-			// published now waits behind no more than sentMax.
+			// published now waits behind no more than the window.
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
@@ -209,4 +215,47 @@ func (b *backfiller) update(remaining, inflight int64, waiting bool, queued, byt
 	b.remaining.Set(float64(remaining))
 	b.queued.Add(float64(queued))
 	b.bytes.Add(float64(bytes))
+}
+
+// window is how many sent backfill changes may wait for the cloud's
+// acknowledgment now: windowTime of acknowledgments at the recent rate,
+// within [sentMin, sentMax].
+func (s *Syncer) window() int64 {
+	perSecond := s.rate.perSecond(time.Now())
+	return min(max(int64(perSecond*windowTime.Seconds()), sentMin), sentMax)
+}
+
+// ackRate is the rate of the cloud's acknowledgments of backfill changes
+// over the last few seconds (a ring of per-second counts).
+type ackRate struct {
+	mu     sync.Mutex
+	counts [ackSeconds]int64
+	at     [ackSeconds]int64 // the unix second each count is of
+}
+
+const ackSeconds = 4
+
+func (r *ackRate) add(now time.Time, n int64) {
+	sec := now.Unix()
+	i := sec % ackSeconds
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.at[i] != sec {
+		r.at[i], r.counts[i] = sec, 0
+	}
+	r.counts[i] += n
+}
+
+// perSecond is the mean over the last ackSeconds-1 whole seconds.
+func (r *ackRate) perSecond(now time.Time) float64 {
+	sec := now.Unix()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n int64
+	for i := range r.at {
+		if d := sec - r.at[i]; d >= 1 && d < ackSeconds {
+			n += r.counts[i]
+		}
+	}
+	return float64(n) / (ackSeconds - 1)
 }

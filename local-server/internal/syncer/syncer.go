@@ -57,6 +57,7 @@ type Syncer struct {
 	wake   chan struct{}
 	kick   chan struct{} // the backfill may have new work
 	soon   chan struct{} // pull now (PullSoon)
+	whole  atomic.Bool   // the next pull takes the whole feed (PullSoon)
 	every  time.Duration
 
 	applyMu sync.Mutex // down changes are applied one at a time, in order
@@ -77,6 +78,12 @@ type Syncer struct {
 	// last acknowledgment came, to forget acknowledgments that never come).
 	sent  atomic.Int64
 	acked atomic.Int64
+	// rate measures the acknowledgments of backfill changes, which size
+	// the backfill's window (window).
+	rate ackRate
+	// downAt is when a down message was last applied (unix ns): while they
+	// flow, the periodic pull has nothing to add.
+	downAt atomic.Int64
 }
 
 // SetUserID sets the AMQP user-id property of every up message: the
@@ -92,7 +99,7 @@ func New(st *store.Store, broker Broker, pull Puller, pullEvery time.Duration, l
 		applied:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_applied_total", Help: "Cloud changes applied here (including acceptances)."}),
 		pulled:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_pulled_total", Help: "Cloud changes fetched through the pull API."}),
 		skipped:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "changes_skipped_total", Help: "Cloud changes whose content this build cannot apply."}),
-		batch:     200,
+		batch:     wire.MaxBatch,
 		bf:        newBackfiller(reg),
 	}
 	if reg != nil {
@@ -273,6 +280,7 @@ func (s *Syncer) handleDown(ctx context.Context, d amqpx.Delivery) error {
 		return err
 	}
 	s.acknowledged(b.Changes)
+	s.downAt.Store(time.Now().UnixNano())
 	s.count(res)
 	if res.Gap != 0 {
 		// Earlier changes are missing (lost while offline, or relayed out of
@@ -298,10 +306,12 @@ func (s *Syncer) acknowledged(changes []wire.Envelope) {
 	if n == 0 {
 		return
 	}
-	s.acked.Store(time.Now().UnixNano())
+	now := time.Now()
+	s.acked.Store(now.UnixNano())
 	for {
 		cur := s.sent.Load()
 		if s.sent.CompareAndSwap(cur, max(cur-n, 0)) {
+			s.rate.add(now, min(cur, n))
 			return
 		}
 	}
@@ -343,8 +353,17 @@ func (s *Syncer) count(res store.DownResult) {
 
 func (s *Syncer) catchUpLoop(ctx context.Context) {
 	for ctx.Err() == nil {
+		// While the down queue brings changes (within the period) a gap in
+		// them is filled as it shows, and a full pull would fetch what the
+		// queue brings anyway: one page then, which still tells the cloud
+		// the checkpoint (ack=true) and fetches a lost last message unless
+		// more than a page follows it. Once they stop, the whole feed.
+		pages := 0
+		if time.Since(time.Unix(0, s.downAt.Load())) < s.every && !s.whole.Swap(false) {
+			pages = 1
+		}
 		s.applyMu.Lock()
-		err := s.catchUpLocked(ctx, 0)
+		err := s.pullLocked(ctx, 0, pages)
 		s.applyMu.Unlock()
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("catch-up from cloud failed; will retry", "err", err)
@@ -364,6 +383,7 @@ func (s *Syncer) catchUpLoop(ctx context.Context) {
 // messages are transient, so a broker restart may have lost some that the
 // checkpoint has not reached, and the pull fetches them at once.
 func (s *Syncer) PullSoon() {
+	s.whole.Store(true) // the whole feed: the queue may have lost more than a page
 	select {
 	case s.soon <- struct{}{}:
 	default:
@@ -377,10 +397,20 @@ func (s *Syncer) CatchUp(ctx context.Context) error {
 	return s.catchUpLocked(ctx, 0)
 }
 
-// catchUpLocked pulls pages until the feed is exhausted or, when until > 0,
-// until cloud_seq until has been applied.
+// catchUpLocked pulls pages until cloud_seq until has been applied or, when
+// until is 0, up to the head the first page states (the whole feed, from a
+// cloud that states none). It does not chase a head that keeps moving: the
+// feed grows as fast as a backfill is accepted, and while the pull holds
+// applyMu the down queue, which brings the same changes pushed, waits.
 func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
-	for {
+	return s.pullLocked(ctx, until, 0)
+}
+
+// pullLocked is catchUpLocked that stops after pages pages (0: no limit).
+func (s *Syncer) pullLocked(ctx context.Context, until int64, pages int) error {
+	asked := until // a gap to fill: the feed must reach it
+	for n := 1; ; n++ {
+		first := n == 1
 		cp, err := s.st.Checkpoint(ctx)
 		if err != nil {
 			return err
@@ -395,6 +425,9 @@ func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
 		if err := s.st.TouchContact(ctx); err != nil {
 			return err
 		}
+		if first && until == 0 && page.Head > 0 {
+			until = page.Head
+		}
 		if len(page.Changes) > 0 {
 			res, err := s.st.ApplyDown(ctx, page.Changes)
 			if err != nil {
@@ -408,9 +441,12 @@ func (s *Syncer) catchUpLocked(ctx context.Context, until int64) error {
 			s.pulled.Add(float64(res.Applied))
 		}
 		if !page.More {
-			if until > 0 && page.Next < until {
-				return fmt.Errorf("cloud feed ends at %d, before %d", page.Next, until)
+			if asked > 0 && page.Next < asked {
+				return fmt.Errorf("cloud feed ends at %d, before %d", page.Next, asked)
 			}
+			return nil
+		}
+		if n == pages {
 			return nil
 		}
 	}
