@@ -121,6 +121,11 @@ bench: stack-up ## run every benchmark against the real stack (≈17 min, scale 
 	@$(STACK_ENV); $(BIN)/bench-all -json bench/results.json $(BENCH_FLAGS)
 
 SCALE_CLINICS ?= 1000
+BENCH_CPU_LOAD ?= false
+bench-latency: stack-up ## the latency benchmark alone (about 1 minute); BENCH_CPU_LOAD=true keeps one core busy with a second process meanwhile: bench/results-latency.json
+	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-latency ./cmd/latency
+	@$(STACK_ENV); $(BIN)/bench-latency -cpu-load=$(BENCH_CPU_LOAD) -json bench/results-latency.json $(BENCH_FLAGS)
+
 bench-scale: stack-up ## the scale benchmark alone (SCALE_CLINICS, default 1000; ≈6 min), on a private RabbitMQ: bench/results-scale-N.json
 	@$(STACK_ENV); cd bench && go build -o $(BIN)/bench-scale ./cmd/scale
 	@$(STACK_ENV); $(BIN)/bench-scale -clinics $(SCALE_CLINICS) -json bench/results-scale-$(SCALE_CLINICS).json $(BENCH_FLAGS)
@@ -154,4 +159,4 @@ deploy-check: ## check deployments/: compose file, Helm chart, alert rules, dash
 clean: ## remove build output
 	rm -rf $(BIN) dist
 
-.PHONY: help stack-up stack-down stack-status build build-windows package package-linux package-windows test test-browser modules lint vulncheck fuzz chaos bench bench-scale bench-scale-10k bench-verify demo demo-check deploy-check clean
+.PHONY: help stack-up stack-down stack-status build build-windows package package-linux package-windows test test-browser modules lint vulncheck fuzz chaos bench bench-latency bench-scale bench-scale-10k bench-verify demo demo-check deploy-check clean

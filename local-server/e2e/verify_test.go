@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"github.com/jackc/pgx/v5"
+	"github.com/libtnb/sqlite"
 	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/antientropy"

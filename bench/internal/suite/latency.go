@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,9 @@ var Latency = Bench{
 		rate := fs.Int("rate", 200, "changes per second")
 		dur := fs.Duration("duration", 15*time.Second, "how long each direction (and the baseline) runs")
 		size := fs.Int("size", 1024, "approximate JSON size of a record's content, bytes")
+		load := fs.Bool("cpu-load", false, "keep one core busy with a second process for the whole run (baseline and ours), as a busy clinic PC would")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
-			return runLatency(ctx, c, *rate, *dur, *size)
+			return runLatency(ctx, c, *rate, *dur, *size, *load)
 		}
 	},
 }
@@ -58,13 +60,20 @@ func (a *arrivals) get(id string) (time.Time, bool) {
 	return t, ok
 }
 
-func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size int) ([]results.Result, error) {
+func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size int, load bool) ([]results.Result, error) {
+	var cl stack.Cleanup
+	defer cl.Close()
+	if load {
+		p, err := startChild(&cl, childCPULoad)
+		if err != nil {
+			return nil, fmt.Errorf("cpu load: %w", err)
+		}
+		c.Log.Info("a second process keeps one core busy", "pid", p.Pid())
+	}
 	base, err := bareLatency(ctx, c, rate, dur, size)
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	var cl stack.Cleanup
-	defer cl.Close()
 	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "latency")
 	if err != nil {
 		return nil, err
@@ -111,7 +120,7 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 	up.reconnects, down.reconnects = cv.Reconnects.Load(), lv.Reconnects.Load()
 	c.Log.Info("cloud → clinic done", "p50_ms", stats.Millis(down.sum.P50), "p99_ms", stats.Millis(down.sum.P99), "missing", down.missing)
 
-	params := map[string]any{"rate_per_s": rate, "duration_s": dur.Seconds(), "record_bytes": size}
+	params := map[string]any{"rate_per_s": rate, "duration_s": dur.Seconds(), "record_bytes": size, "cpu_load": load}
 	var out []results.Result
 	for _, d := range []struct {
 		name, note string
@@ -340,4 +349,22 @@ func bareLatency(ctx context.Context, c Config, rate int, dur time.Duration, siz
 	mu.Lock()
 	defer mu.Unlock()
 	return stats.Summarize(samples), nil
+}
+
+const childCPULoad = "cpu-load"
+
+// cpuSink keeps cpuLoad's arithmetic from being optimized away.
+var cpuSink atomic.Uint64
+
+// cpuLoad keeps one core busy until ctx ends (the benchmark's SIGTERM).
+func cpuLoad(ctx context.Context) error {
+	runtime.GOMAXPROCS(1)
+	x := uint64(1)
+	for ctx.Err() == nil {
+		for range 1 << 20 {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		cpuSink.Store(x)
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,13 +29,15 @@ var Replication = Bench{
 		size := fs.Int("size", 1024, "approximate JSON size of a record's content, bytes")
 		conc := fs.Int("concurrency", 8, "concurrent clients creating records on sc-local (and publishers in the baseline)")
 		timeout := fs.Duration("timeout", 5*time.Minute, "give up when the cloud has not seen every record by then")
+		prof := fs.String("cpuprofile", "", "write a CPU profile of sc-local (SCSYNC_PPROF=1) over the first -cpuprofile-for of the creates to this file (go tool pprof), and its log beside")
+		profFor := fs.Duration("cpuprofile-for", 10*time.Second, "how long -cpuprofile profiles (whole seconds)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
-			return runReplication(ctx, c, *n, *size, *conc, *timeout)
+			return runReplication(ctx, c, *n, *size, *conc, *timeout, *prof, *profFor)
 		}
 	},
 }
 
-func runReplication(ctx context.Context, c Config, n, size, conc int, timeout time.Duration) ([]results.Result, error) {
+func runReplication(ctx context.Context, c Config, n, size, conc int, timeout time.Duration, prof string, profFor time.Duration) ([]results.Result, error) {
 	base, err := bareThroughput(ctx, c, n, size, conc)
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
@@ -51,8 +54,15 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
-	if err := a.StartLocal(ctx, clinic); err != nil {
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	if err := a.StartLocal(ctx, clinic, extra...); err != nil {
 		return nil, err
+	}
+	if prof != "" {
+		defer func() { _ = os.WriteFile(prof+".local.log", []byte(clinic.Proc.Output()), 0o644) }()
 	}
 	l0, err := stack.ReadUsage(clinic.Proc.Pid())
 	if err != nil {
@@ -63,6 +73,12 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		return nil, err
 	}
 	start := time.Now()
+	profDone := make(chan error, 1)
+	if prof != "" {
+		go func() { profDone <- cpuProfile(ctx, clinic.Base, stack.LocalAPIToken, prof, profFor) }()
+	} else {
+		profDone <- nil
+	}
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	for range conc {
@@ -95,6 +111,9 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	c1, err := stack.ReadUsage(a.CloudProc.Pid())
 	if err != nil {
 		return nil, err
+	}
+	if err := <-profDone; err != nil {
+		c.Log.Warn("no CPU profile", "err", err)
 	}
 	ours := stats.Rate(int64(n), elapsed)
 	r := results.New("replication", "replication_throughput", "records/s", results.HigherBetter, round1(ours), round1(base))

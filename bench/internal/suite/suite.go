@@ -53,6 +53,7 @@ func children() map[string]func(ctx context.Context) error {
 	return map[string]func(ctx context.Context) error{
 		childBareServer: bareServer,
 		childBareUpload: bareUpload,
+		childCPULoad:    cpuLoad,
 	}
 }
 

@@ -13,9 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/scsync/scsync/local-server/internal/store"
 	"github.com/scsync/scsync/shared/audit"
@@ -136,15 +134,11 @@ func Restore(ctx context.Context, cloud Cloud, dbPath string, o RestoreOptions) 
 
 // withDB opens the SQLite database at path for fn and closes it.
 func withDB(ctx context.Context, path string, fn func(*gorm.DB) error) error {
-	db, err := gorm.Open(sqlite.Open("file:"+path), &gorm.Config{Logger: logger.Discard})
+	db, err := store.OpenPlain(path)
 	if err != nil {
 		return fmt.Errorf("backup: open the restored database: %w", err)
 	}
-	defer func() {
-		if sqlDB, err := db.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	}()
+	defer store.ClosePlain(db)
 	return fn(db.WithContext(ctx))
 }
 

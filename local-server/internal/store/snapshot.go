@@ -7,9 +7,7 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/scsync/scsync/shared/records"
 )
@@ -30,11 +28,11 @@ func (s *Store) Snapshot(ctx context.Context, path string) (SnapshotInfo, error)
 	if _, err := os.Stat(path); err == nil {
 		return SnapshotInfo{}, fmt.Errorf("store: snapshot: %s exists", path)
 	}
-	src, err := openPlain(s.path)
+	src, err := OpenPlain(s.path)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	defer closePlain(src)
+	defer ClosePlain(src)
 	if err := src.WithContext(ctx).Exec("VACUUM INTO ?", path).Error; err != nil {
 		return SnapshotInfo{}, fmt.Errorf("store: snapshot: %w", err)
 	}
@@ -43,11 +41,11 @@ func (s *Store) Snapshot(ctx context.Context, path string) (SnapshotInfo, error)
 
 // Describe reads a snapshot's checkpoint and record count.
 func Describe(ctx context.Context, path string) (SnapshotInfo, error) {
-	db, err := openPlain(path)
+	db, err := OpenPlain(path)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
-	defer closePlain(db)
+	defer ClosePlain(db)
 	var info SnapshotInfo
 	var kv KV
 	err = db.WithContext(ctx).Take(&kv, "key = ?", metaCheckpoint).Error
@@ -67,18 +65,4 @@ func Describe(ctx context.Context, path string) (SnapshotInfo, error) {
 		info.Records += n
 	}
 	return info, nil
-}
-
-func openPlain(path string) (*gorm.DB, error) {
-	db, err := gorm.Open(sqlite.Open("file:"+path+"?_pragma=busy_timeout(10000)"), &gorm.Config{Logger: logger.Discard})
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	return db, nil
-}
-
-func closePlain(db *gorm.DB) {
-	if sqlDB, err := db.DB(); err == nil {
-		_ = sqlDB.Close()
-	}
 }

@@ -16,9 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/glebarez/sqlite"
+	"github.com/libtnb/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+	modernc "modernc.org/sqlite"
 
 	"github.com/scsync/scsync/local-server/internal/schema"
 	"github.com/scsync/scsync/shared/ids"
@@ -99,7 +100,11 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	if err := privateFiles(path); err != nil {
 		return nil, err
 	}
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-32000)&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(4000)"
+	// temp_store(MEMORY): the savepoints of a group commit (commit.go)
+	// copy each page they change to a sub-journal, which otherwise spills
+	// to a temporary file past 64 KiB (a pwrite per page); it is never
+	// needed after the transaction, the WAL is what makes a commit durable.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-32000)&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(4000)&_pragma=temp_store(MEMORY)&" + driverParams
 	// One connection: SQLite has one writer, and this keeps transactions
 	// strictly serialized instead of failing with SQLITE_BUSY.
 	db, sqlDB, err := openConn(dsn, 1)
@@ -125,7 +130,7 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// and what it mostly does — a backfill's snapshot reads, verify's scan
 	// of every row — passes over each page once. With 16 MB each, verify of
 	// a million records peaked at 103 MiB of anonymous memory (docs/verify.md).
-	rdsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-" + strconv.Itoa(readerCacheKiB) + ")&_pragma=mmap_size(0)"
+	rdsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-" + strconv.Itoa(readerCacheKiB) + ")&_pragma=mmap_size(0)&" + driverParams
 	rdb, _, err := openConn(rdsn, 2)
 	if err != nil {
 		_ = sqlDB.Close()
@@ -140,22 +145,56 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 // a scan of every row (verify) shrinks it while it runs (scanCacheKiB).
 const readerCacheKiB = 8000
 
-// openConn opens a pool of at most conns connections to dsn.
+// openConn opens a pool of at most conns connections to dsn, each of
+// which keeps up to stmtsKept prepared statements (stmtcache.go).
 func openConn(dsn string, conns int) (*gorm.DB, *sql.DB, error) {
-	db, err := gorm.Open(sqlite.Open(dsn), &gorm.Config{
+	sqlDB := sql.OpenDB(&stmtConnector{dsn: dsn, drv: &modernc.Driver{}, max: stmtsKept})
+	sqlDB.SetMaxOpenConns(conns)
+	db, err := gorm.Open(sqlite.New(sqlite.Config{Conn: sqlDB}), &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	})
 	if err != nil {
+		_ = sqlDB.Close()
 		return nil, nil, err
 	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, nil, err
-	}
-	sqlDB.SetMaxOpenConns(conns)
 	return db, sqlDB, nil
+}
+
+// stmtsKept bounds the statements each connection keeps prepared: a
+// statement's text varies with its number of arguments (IN lists, batched
+// inserts).
+const stmtsKept = 512
+
+// The SQLite driver is modernc.org/sqlite (pure Go: the Windows build has
+// no cgo) through its gorm dialect github.com/libtnb/sqlite; it keeps a
+// prepared statement's compiled program and only resets it between runs
+// (docs/performance.md says why this driver). The store's connections are
+// modernc's, opened through stmtConnector; the dialect is given the pool,
+// so the parameters it would add itself are in driverParams. Times are
+// written as before (SQLite's "YYYY-MM-DD HH:MM:SS.SSS+HH:MM" text), and
+// text is turned into a time only in columns declared as one, as the
+// previous driver did: the dialect's default would also turn date-shaped
+// text of untyped columns (MAX(...), COALESCE(...)) into times.
+const driverParams = "_time_format=sqlite&_texttotime=0&_inttotime=0"
+
+// OpenPlain opens the SQLite database at path with the store's driver
+// and settings, without the store (a snapshot, a restore being checked);
+// ClosePlain closes it.
+func OpenPlain(path string) (*gorm.DB, error) {
+	db, err := gorm.Open(sqlite.Open("file:"+path+"?_pragma=busy_timeout(10000)&"+driverParams), &gorm.Config{Logger: logger.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// ClosePlain closes a database OpenPlain opened.
+func ClosePlain(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		_ = sqlDB.Close()
+	}
 }
 
 // Close closes the database.
