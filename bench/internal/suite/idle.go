@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	_ "github.com/glebarez/go-sqlite" // the pure-Go SQLite driver sc-local uses
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver sc-local uses
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/scsync/scsync/bench/internal/results"
