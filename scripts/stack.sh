@@ -74,6 +74,19 @@ else
 	as_root() { "$@"; }
 fi
 
+# with_timeout SECS CMD… — timeout(1) runs a program, never the sudo wrappers
+# above (as the user, Debian's rabbitmqctl and rabbitmq-plugins refuse to
+# work): a command that has a wrapper runs as root under the timeout.
+with_timeout() {
+	local secs=$1
+	shift
+	if [[ $(type -t "$1") == function ]]; then
+		as_root timeout "$secs" "$@"
+	else
+		timeout "$secs" "$@"
+	fi
+}
+
 # ---------------------------------------------------------------- helpers ---
 
 systemd_running() { [[ -d /run/systemd/system ]]; }
@@ -306,7 +319,7 @@ RABBIT_PLUGINS=(rabbitmq_management rabbitmq_consistent_hash_exchange)
 rabbit_plugins() {
 	has rabbitmq-plugins || return 0
 	local enabled
-	enabled=$(timeout 60 rabbitmq-plugins list -e -m 2>/dev/null) || true
+	enabled=$(with_timeout 60 rabbitmq-plugins list -e -m 2>/dev/null) || true
 	local p missing=()
 	for p in "${RABBIT_PLUGINS[@]}"; do
 		grep -qx "$p" <<<"$enabled" || missing+=("$p")
@@ -316,7 +329,7 @@ rabbit_plugins() {
 		return 0
 	fi
 	log "enabling RabbitMQ plugins ${missing[*]}"
-	if ! timeout 120 rabbitmq-plugins enable "${missing[@]}" >/dev/null 2>&1; then
+	if ! with_timeout 120 rabbitmq-plugins enable "${missing[@]}" >/dev/null 2>&1; then
 		warn "rabbitmq: could not enable ${missing[*]} (rabbitmq-plugins enable failed); sc-cloud cannot create clinics' broker identities without the management API"
 	fi
 }
@@ -327,12 +340,12 @@ rabbit_check() {
 	local ff
 	has rabbitmqctl || return 0
 	rabbit_plugins
-	if timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
+	if with_timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
 		info "rabbitmq: guest/guest accepted (loopback only, the default)"
 	else
 		warn "rabbitmq: could not verify guest/guest (rabbitmqctl authenticate_user failed); tests log in as guest from $HOST"
 	fi
-	ff=$(timeout 30 rabbitmqctl -q list_feature_flags name state 2>/dev/null | awk '$1 == "quorum_queue" { print $2 }') || true
+	ff=$(with_timeout 30 rabbitmqctl -q list_feature_flags name state 2>/dev/null | awk '$1 == "quorum_queue" { print $2 }') || true
 	case $ff in
 	enabled) info "rabbitmq: quorum queues available" ;;
 	'') info "rabbitmq: could not read feature flags (quorum_queue)" ;;
@@ -560,7 +573,7 @@ stop_one() {
 	case $how in
 	systemd:*) systemctl stop "${how#systemd:}" || true ;;
 	pg_ctlcluster:*) pg_stop "$how" >/dev/null || true ;;
-	rabbitmqctl) timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || kill_any "$pid" ;;
+	rabbitmqctl) with_timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || kill_any "$pid" ;;
 	*) kill_any "$pid" ;;
 	esac
 	for ((i = 0; i < 30; i++)); do
