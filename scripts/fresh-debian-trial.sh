@@ -241,8 +241,12 @@ cmd_down() {
 	if pid=$(machine_pid); then
 		log "make stack-down in the machine"
 		cmd_run make stack-down || true
-		log "processes left in the machine:"
-		in_machine ps -eo pid,user,args 2>/dev/null || in_machine ls /proc | grep -c '^[0-9]' || true
+		log "processes left in the machine (its init and this listing are expected):"
+		# shellcheck disable=SC2016 # expanded in the machine
+		in_machine /bin/bash -c 'for d in /proc/[0-9]*; do printf "  %s %s\n" "${d#/proc/}" "$(tr "\0" " " <"$d/cmdline")"; done' || true
+		log "listening TCP ports left in the machine (epmd is 4369):"
+		# shellcheck disable=SC2016 # expanded in the machine
+		in_machine /bin/bash -c 'while read -r _ local _ st _; do [[ $st == 0A ]] && echo "  $((16#${local##*:}))"; done < <(cat /proc/net/tcp /proc/net/tcp6) | sort -un' || true
 		log "stopping the machine (init pid $pid: the whole PID namespace goes with it)"
 		kill -9 "$pid" 2>/dev/null || true
 	fi
