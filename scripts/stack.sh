@@ -656,14 +656,16 @@ ensure_browser() {
 }
 
 # ensure_dev_tools installs what a fresh Debian lacks for the README's two
-# commands: gcc (go test -race needs cgo) and curl and jq (the demo).
+# commands: gcc (go test -race needs cgo), curl and jq (the demo), and node
+# (shared/viewer's TestScriptSyntax runs node --check on app.js).
 ensure_dev_tools() {
 	local pkgs=()
 	has gcc || pkgs+=(gcc libc6-dev)
 	has curl || pkgs+=(curl)
 	has jq || pkgs+=(jq)
+	has node || pkgs+=(nodejs)
 	((${#pkgs[@]} == 0)) && return 0
-	log "installing ${pkgs[*]} (go test -race needs gcc; the demo uses curl and jq)"
+	log "installing ${pkgs[*]} (go test -race needs gcc; the demo uses curl and jq; the viewer's script is checked with node)"
 	apt_install "${pkgs[@]}"
 }
 
@@ -675,7 +677,7 @@ cmd_up() {
 	# who is not root types the sudo password once, not again when sudo's
 	# 15 minutes have run out during the build.
 	if ((all)) && ! ensure_dev_tools; then
-		err "gcc, curl or jq could not be installed; go test -race and the demo need them"
+		err "gcc, curl, jq or nodejs could not be installed; go test -race, the demo and the viewer's script check need them"
 		failed=1
 	fi
 	if ((all)) && ! ensure_browser; then
