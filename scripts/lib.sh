@@ -98,15 +98,23 @@ wait_until() {
 	done
 }
 
-# port_pid PORT — pid of the process holding the LISTEN socket on PORT
-# (any local address, IPv4 or IPv6). Prints nothing if not found.
-port_pid() {
-	local port hex inodes fd link pid
-	port=$1
-	hex=$(printf '%04X' "$port")
+# port_inodes PORT — inodes of the LISTEN sockets on PORT (any local address,
+# IPv4 or IPv6), one a line. /proc/net/tcp is readable by every user, also
+# for sockets of processes that run as another user.
+port_inodes() {
+	local hex
+	hex=$(printf '%04X' "$1")
 	# column 2 = local addr:port, column 4 = state (0A = LISTEN), column 10 = inode
-	inodes=$(awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
-		/proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
+	awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u
+}
+
+# port_pid PORT — pid of the process holding the LISTEN socket on PORT.
+# Prints nothing if not found, which is the case for another user's process
+# when we are not root (its /proc/<pid>/fd is not ours to read).
+port_pid() {
+	local inodes fd link pid
+	inodes=$(port_inodes "$1")
 	[[ -n "$inodes" ]] || return 0
 	for fd in /proc/[0-9]*/fd/*; do
 		link=$(readlink "$fd" 2>/dev/null) || continue
@@ -121,7 +129,9 @@ port_pid() {
 	done
 }
 
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# pid_alive PID — the process exists (also one of another user, where kill -0
+# fails with EPERM).
+pid_alive() { [[ -n "${1:-}" ]] && { kill -0 "$1" 2>/dev/null || [[ -d /proc/$1 ]]; }; }
 
 # ------------------------------------------------------------------ go tools ---
 

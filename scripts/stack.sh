@@ -39,12 +39,23 @@ PG_URL="postgres://$PG_ROLE:$PG_PASSWORD@$HOST:${PORT[postgres]}/postgres"
 declare -A STATE=() # per-service result of this run, for the table
 
 # ------------------------------------------------------------ non-root user ---
+# Debian gives a user who is not root no sbin directories on PATH, and that is
+# where rabbitmq-server, rabbitmq-plugins and rabbitmqctl are installed.
+case ":$PATH:" in
+*:/usr/sbin:*) ;;
+*) PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin ;;
+esac
+
+# has CMD — CMD is installed (a PATH lookup: the sudo wrappers below are
+# functions and do not count).
+has() { type -P "$1" >/dev/null; }
+
 # A developer who is not root runs `make stack-up` as themselves: the commands
 # that need root go through sudo (which may ask for the password once), and
 # everything else (MinIO, the cache) stays theirs.
 if [[ $(id -u) -ne 0 ]]; then
 	as_root() {
-		command -v sudo >/dev/null || {
+		has sudo || {
 			err "not root and sudo is not installed: run 'su -c \"apt-get install sudo\"' and add yourself to group sudo, or run as root"
 			return 1
 		}
@@ -56,11 +67,25 @@ if [[ $(id -u) -ne 0 ]]; then
 	pg_ctlcluster() { as_root pg_ctlcluster "$@"; }
 	rabbitmqctl() { as_root rabbitmqctl "$@"; }
 	rabbitmq-server() { as_root rabbitmq-server "$@"; }
+	rabbitmq-plugins() { as_root rabbitmq-plugins "$@"; }
 	redis-server() { as_root redis-server "$@"; }
 	epmd() { as_root epmd "$@"; }
 else
 	as_root() { "$@"; }
 fi
+
+# with_timeout SECS CMD… — timeout(1) runs a program, never the sudo wrappers
+# above (as the user, Debian's rabbitmqctl and rabbitmq-plugins refuse to
+# work): a command that has a wrapper runs as root under the timeout.
+with_timeout() {
+	local secs=$1
+	shift
+	if [[ $(type -t "$1") == function ]]; then
+		as_root timeout "$secs" "$@"
+	else
+		timeout "$secs" "$@"
+	fi
+}
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -77,7 +102,11 @@ addr_of() {
 
 # --- markers: $SCSYNC_RUN/<svc>.started, lines of key=value
 #   how=      how to stop it (pg_ctlcluster:<ver>:<cluster> | systemd:<unit> | kill | rabbitmqctl)
-#   pid=      pid that held the listening port right after start
+#   pid=      pid that held the listening port right after start (empty when
+#             it runs as another user and we are not root: we cannot see it)
+#   sockets=  inodes of its listening sockets right after start: the same
+#             sockets still listening means the same process, and any user
+#             can read them in /proc/net/tcp
 #   installed=yes if this script also installed the package/binary
 marker_file() { echo "$SCSYNC_RUN/$1.started"; }
 
@@ -85,7 +114,8 @@ write_marker() { # svc how pid installed [extra key=value line]
 	local f
 	f=$(marker_file "$1")
 	mkdir -p "$SCSYNC_RUN"
-	printf 'how=%s\npid=%s\ninstalled=%s\nstarted_at=%s\n' "$2" "$3" "$4" "$(date -Is)" >"$f.tmp"
+	printf 'how=%s\npid=%s\nsockets=%s\ninstalled=%s\nstarted_at=%s\n' "$2" "$3" \
+		"$(port_inodes "${PORT[$1]}" | paste -sd' ')" "$4" "$(date -Is)" >"$f.tmp"
 	[[ -z "${5:-}" ]] || printf '%s\n' "$5" >>"$f.tmp"
 	mv -f "$f.tmp" "$f"
 }
@@ -97,10 +127,21 @@ marker_get() { # svc key
 	sed -n "s/^$2=//p" "$f" | head -n1
 }
 
-# marker_valid svc — we have a marker and the process we started still owns the port.
+# marker_valid svc — we have a marker and the process we started still owns
+# the port: one of the sockets it listened on right after the start still
+# listens (markers without sockets: the recorded pid owns the port).
 marker_valid() {
-	local svc=$1 pid
+	local svc=$1 pid sockets s
 	[[ -f "$(marker_file "$svc")" ]] || return 1
+	sockets=$(marker_get "$svc" sockets)
+	if [[ -n $sockets ]]; then
+		local now
+		now=$(port_inodes "${PORT[$svc]}")
+		for s in $sockets; do
+			grep -qx -- "$s" <<<"$now" && return 0
+		done
+		return 1
+	fi
 	pid=$(marker_get "$svc" pid)
 	pid_alive "$pid" || return 1
 	[[ "$(port_pid "${PORT[$svc]}")" == "$pid" ]]
@@ -108,7 +149,7 @@ marker_valid() {
 
 APT_UPDATED=0
 apt_install() {
-	command -v apt-get >/dev/null || {
+	has apt-get || {
 		err "apt-get not found; install $* yourself"
 		return 1
 	}
@@ -138,7 +179,7 @@ pg_cluster() { # prints "<version> <cluster>" of the cluster configured for our 
 }
 
 pg_installed() {
-	command -v pg_ctlcluster >/dev/null && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+	has pg_ctlcluster && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
 }
 
 pg_start() {
@@ -179,7 +220,7 @@ pg_admin() {
 	if [[ $(id -u) -eq 0 ]] && id postgres >/dev/null 2>&1 &&
 		runuser -u postgres -- psql -X -p "${PORT[postgres]}" -Atqc 'select 1' >/dev/null 2>&1; then
 		runuser -u postgres -- psql -X -p "${PORT[postgres]}" -v ON_ERROR_STOP=1 -Atq "$@"
-	elif [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && id postgres >/dev/null 2>&1 &&
+	elif [[ $(id -u) -ne 0 ]] && has sudo && id postgres >/dev/null 2>&1 &&
 		sudo -u postgres psql -X -p "${PORT[postgres]}" -Atqc 'select 1' >/dev/null 2>&1; then
 		sudo -u postgres psql -X -p "${PORT[postgres]}" -v ON_ERROR_STOP=1 -Atq "$@"
 	else
@@ -196,7 +237,7 @@ pg_ready() { pg_admin -c 'select 1' >/dev/null 2>&1; }
 
 pg_ensure_role() {
 	local have
-	command -v psql >/dev/null || {
+	has psql || {
 		warn "psql not found; cannot check role $PG_ROLE"
 		return 0
 	}
@@ -228,7 +269,7 @@ pg_ensure_role() {
 
 # ------------------------------------------------------------------- redis ---
 
-redis_installed() { command -v redis-server >/dev/null; }
+redis_installed() { has redis-server; }
 
 redis_start() {
 	if systemd_running; then
@@ -246,7 +287,7 @@ redis_start() {
 }
 
 redis_ready() {
-	if command -v redis-cli >/dev/null; then
+	if has redis-cli; then
 		[[ "$(timeout 3 redis-cli -h "$HOST" -p "${PORT[redis]}" ping 2>/dev/null)" == PONG ]]
 	else
 		port_open "${PORT[redis]}"
@@ -255,7 +296,7 @@ redis_ready() {
 
 # ---------------------------------------------------------------- rabbitmq ---
 
-rabbit_installed() { command -v rabbitmq-server >/dev/null; }
+rabbit_installed() { has rabbitmq-server; }
 
 rabbit_start() {
 	if systemd_running; then
@@ -276,9 +317,9 @@ rabbit_start() {
 RABBIT_PLUGINS=(rabbitmq_management rabbitmq_consistent_hash_exchange)
 
 rabbit_plugins() {
-	command -v rabbitmq-plugins >/dev/null || return 0
+	has rabbitmq-plugins || return 0
 	local enabled
-	enabled=$(timeout 60 rabbitmq-plugins list -e -m 2>/dev/null) || true
+	enabled=$(with_timeout 60 rabbitmq-plugins list -e -m 2>/dev/null) || true
 	local p missing=()
 	for p in "${RABBIT_PLUGINS[@]}"; do
 		grep -qx "$p" <<<"$enabled" || missing+=("$p")
@@ -288,7 +329,7 @@ rabbit_plugins() {
 		return 0
 	fi
 	log "enabling RabbitMQ plugins ${missing[*]}"
-	if ! timeout 120 rabbitmq-plugins enable "${missing[@]}" >/dev/null 2>&1; then
+	if ! with_timeout 120 rabbitmq-plugins enable "${missing[@]}" >/dev/null 2>&1; then
 		warn "rabbitmq: could not enable ${missing[*]} (rabbitmq-plugins enable failed); sc-cloud cannot create clinics' broker identities without the management API"
 	fi
 }
@@ -297,14 +338,14 @@ rabbit_plugins() {
 # configuration.
 rabbit_check() {
 	local ff
-	command -v rabbitmqctl >/dev/null || return 0
+	has rabbitmqctl || return 0
 	rabbit_plugins
-	if timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
+	if with_timeout 30 rabbitmqctl -q authenticate_user guest guest >/dev/null 2>&1; then
 		info "rabbitmq: guest/guest accepted (loopback only, the default)"
 	else
 		warn "rabbitmq: could not verify guest/guest (rabbitmqctl authenticate_user failed); tests log in as guest from $HOST"
 	fi
-	ff=$(timeout 30 rabbitmqctl -q list_feature_flags name state 2>/dev/null | awk '$1 == "quorum_queue" { print $2 }') || true
+	ff=$(with_timeout 30 rabbitmqctl -q list_feature_flags name state 2>/dev/null | awk '$1 == "quorum_queue" { print $2 }') || true
 	case $ff in
 	enabled) info "rabbitmq: quorum queues available" ;;
 	'') info "rabbitmq: could not read feature flags (quorum_queue)" ;;
@@ -483,7 +524,7 @@ up_one() {
 	fi
 	svc_ready "$svc" || return 1
 
-	pid=$(port_pid "${PORT[$svc]}")
+	pid=$(port_pid_any "${PORT[$svc]}")
 	write_marker "$svc" "$START_HOW" "$pid" "$installed" "$extra"
 	if [[ $installed == yes ]]; then
 		STATE[$svc]="installed+started"
@@ -492,6 +533,17 @@ up_one() {
 	fi
 	info "$svc: up on $HOST:${PORT[$svc]} (pid ${pid:-?})"
 	svc_postcheck "$svc" || return 1
+}
+
+# port_pid_any PORT — port_pid, also for a process of another user: as root
+# (through sudo, which has just been used to start it) when we are not.
+port_pid_any() {
+	local pid
+	pid=$(port_pid "$1")
+	if [[ -z $pid && $(id -u) -ne 0 ]] && port_open "$1"; then
+		pid=$(as_root bash -c "$(declare -f port_inodes port_pid); port_pid $1" 2>/dev/null) || pid=
+	fi
+	echo "$pid"
 }
 
 # stop_one svc — stops svc only if the process recorded in its marker still
@@ -521,14 +573,14 @@ stop_one() {
 	case $how in
 	systemd:*) systemctl stop "${how#systemd:}" || true ;;
 	pg_ctlcluster:*) pg_stop "$how" >/dev/null || true ;;
-	rabbitmqctl) timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true ;;
-	*) kill "$pid" 2>/dev/null || true ;;
+	rabbitmqctl) with_timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 || kill_any "$pid" ;;
+	*) kill_any "$pid" ;;
 	esac
 	for ((i = 0; i < 30; i++)); do
-		pid_alive "$pid" || break
+		pid_alive "$pid" || marker_valid "$svc" || break
 		sleep 1
 	done
-	if pid_alive "$pid"; then
+	if pid_alive "$pid" || marker_valid "$svc"; then
 		err "$svc (pid $pid) did not stop within 30s"
 		return 1
 	fi
@@ -537,6 +589,12 @@ stop_one() {
 	fi
 	rm -f "$(marker_file "$svc")"
 	printf '  %-9s stopped (pid %s, started by scsync)\n' "$svc" "$pid"
+}
+
+# kill_any PID — SIGTERM to PID, through sudo if it is another user's.
+kill_any() {
+	[[ -n ${1:-} ]] || return 0
+	kill "$1" 2>/dev/null || as_root kill "$1" 2>/dev/null || true
 }
 
 # epmd_stop stops the epmd that came up with the RabbitMQ we started, unless
@@ -590,7 +648,7 @@ select_services() {
 # ensure_browser installs Debian's Chromium for the viewer page's browser
 # tests (a test tool, not a service: nothing runs).
 ensure_browser() {
-	if command -v chromium >/dev/null; then
+	if has chromium; then
 		return 0
 	fi
 	log "chromium (headless browser for the viewer tests) is not installed; installing"
@@ -598,14 +656,16 @@ ensure_browser() {
 }
 
 # ensure_dev_tools installs what a fresh Debian lacks for the README's two
-# commands: gcc (go test -race needs cgo) and curl and jq (the demo).
+# commands: gcc (go test -race needs cgo), curl and jq (the demo), and node
+# (shared/viewer's TestScriptSyntax runs node --check on app.js).
 ensure_dev_tools() {
 	local pkgs=()
-	command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
-	command -v curl >/dev/null || pkgs+=(curl)
-	command -v jq >/dev/null || pkgs+=(jq)
+	has gcc || pkgs+=(gcc libc6-dev)
+	has curl || pkgs+=(curl)
+	has jq || pkgs+=(jq)
+	has node || pkgs+=(nodejs)
 	((${#pkgs[@]} == 0)) && return 0
-	log "installing ${pkgs[*]} (go test -race needs gcc; the demo uses curl and jq)"
+	log "installing ${pkgs[*]} (go test -race needs gcc; the demo uses curl and jq; the viewer's script is checked with node)"
 	apt_install "${pkgs[@]}"
 }
 
@@ -613,6 +673,17 @@ cmd_up() {
 	local svc failed=0 all=$(($# == 0))
 	select_services "$@"
 	take_lock
+	# What needs root comes first and MinIO's build (minutes) last: a user
+	# who is not root types the sudo password once, not again when sudo's
+	# 15 minutes have run out during the build.
+	if ((all)) && ! ensure_dev_tools; then
+		err "gcc, curl, jq or nodejs could not be installed; go test -race, the demo and the viewer's script check need them"
+		failed=1
+	fi
+	if ((all)) && ! ensure_browser; then
+		err "chromium could not be installed; the viewer browser test will fail"
+		failed=1
+	fi
 	for svc in "${SERVICES[@]}"; do
 		log "$svc"
 		if ! up_one "$svc"; then
@@ -620,14 +691,6 @@ cmd_up() {
 			failed=1
 		fi
 	done
-	if ((all)) && ! ensure_dev_tools; then
-		err "gcc, curl or jq could not be installed; go test -race and the demo need them"
-		failed=1
-	fi
-	if ((all)) && ! ensure_browser; then
-		err "chromium could not be installed; the viewer browser test will fail"
-		failed=1
-	fi
 	print_table
 	if ((failed)); then
 		err "some services are not available (see above)"
