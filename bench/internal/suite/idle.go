@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
-	_ "modernc.org/sqlite" // the pure-Go SQLite driver sc-local uses
 	amqp "github.com/rabbitmq/amqp091-go"
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver sc-local uses
 
 	"github.com/scsync/scsync/bench/internal/results"
 	"github.com/scsync/scsync/bench/internal/stack"
