@@ -110,7 +110,13 @@ func TestBackfillHundredThousand(t *testing.T) {
 	s := newStackWith(t, stackOpts{cloudNodes: 1, fast: true})
 	c := s.enroll(t, "Jeonju Ten-Year Dental")
 	dir := t.TempDir()
-	s.startLocal(t, c, dir)
+	// The clinic's history is imported while its link to the broker is
+	// down, so the backfill has all of it ahead when the clinic connects
+	// (a backfill as fast as the import would otherwise be over before the
+	// live edit below, and the test would prove nothing).
+	amqpURL, link := viaProxy(t, s.amqpURL)
+	s.startLocalVia(t, c, dir, amqpURL, s.cloud[len(s.cloud)-1])
+	link.Cut()
 	cloud := cloudSide(s.cloud[0], c)
 
 	// The clinic's history: 2,000 patients, 24,500 studies over five years,
@@ -189,7 +195,18 @@ func TestBackfillHundredThousand(t *testing.T) {
 			t.Fatalf("backfill progress: %d", code)
 		}
 	}
-	// Live edits made while the backfill runs reach the cloud before it ends.
+	// The backfill counts the imported history (sc-local import is another
+	// process: the server recounts its remaining work within 30 s), then
+	// the clinic connects. Live edits made while the backfill runs reach
+	// the cloud before it ends.
+	testenv.CheckFor(t, 2*time.Minute, 200*time.Millisecond, func() error {
+		backfill()
+		if bf.Remaining < int64(total)/2 {
+			return fmt.Errorf("the backfill has not counted the import yet: %+v", bf)
+		}
+		return nil
+	})
+	link.Restore()
 	testenv.CheckFor(t, 60*time.Second, 100*time.Millisecond, func() error {
 		backfill()
 		if bf.Queued == 0 {
