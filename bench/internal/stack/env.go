@@ -96,23 +96,22 @@ func (e Env) Vhost(ctx context.Context, cl *Cleanup, prefix string) (string, err
 	if err != nil {
 		return "", fmt.Errorf("rabbitmq management API: %w", err)
 	}
-	if err := MgmtDo(rh.PutVhost(vhost, rabbithole.VhostSettings{})); err != nil {
+	if err := closeBody(rh.PutVhost(vhost, rabbithole.VhostSettings{})); err != nil {
 		return "", fmt.Errorf("create vhost %s (is the management plugin enabled? make stack-up enables it): %w", vhost, err)
 	}
 	cl.Add(func() {
-		if err := MgmtDo(rh.DeleteVhost(vhost)); err != nil {
+		if err := closeBody(rh.DeleteVhost(vhost)); err != nil {
 			e.Log.Warn("vhost not deleted", "vhost", vhost, "err", err)
 		}
 	})
-	if err := MgmtDo(rh.UpdatePermissionsIn(vhost, "guest", rabbithole.Permissions{Configure: ".*", Write: ".*", Read: ".*"})); err != nil {
+	if err := closeBody(rh.UpdatePermissionsIn(vhost, "guest", rabbithole.Permissions{Configure: ".*", Write: ".*", Read: ".*"})); err != nil {
 		return "", fmt.Errorf("permissions on vhost %s: %w", vhost, err)
 	}
 	return fmt.Sprintf("amqp://guest:guest@%s/%s", addr, vhost), nil
 }
 
-// MgmtDo closes the body of a management API answer (rabbit-hole returns
-// it open) and returns err.
-func MgmtDo(res *http.Response, err error) error {
+// closeBody closes a management API answer's body and returns err.
+func closeBody(res *http.Response, err error) error {
 	if res != nil && res.Body != nil {
 		_ = res.Body.Close()
 	}

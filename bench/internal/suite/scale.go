@@ -707,7 +707,7 @@ func newImpersonator(broker *testenv.PrivateRabbit) (*impersonator, error) {
 		return nil, err
 	}
 	user, secret := "bench-impersonator", stack.Name("secret")
-	if err := stack.MgmtDo(rh.PutUser(user, rabbithole.UserSettings{Password: secret, Tags: rabbithole.UserTags{"impersonator"}})); err != nil {
+	if err := rhDo(rh.PutUser(user, rabbithole.UserSettings{Password: secret, Tags: rabbithole.UserTags{"impersonator"}})); err != nil {
 		return nil, fmt.Errorf("create the benchmark's publisher: %w", err)
 	}
 	u, err := url.Parse(broker.URL)
@@ -719,7 +719,7 @@ func newImpersonator(broker *testenv.PrivateRabbit) (*impersonator, error) {
 		vhost = "/"
 	}
 	perm := rabbithole.Permissions{Configure: "^$", Write: "^" + strings.ReplaceAll(wire.UpExchange, ".", `\.`) + "$", Read: "^$"}
-	if err := stack.MgmtDo(rh.UpdatePermissionsIn(vhost, user, perm)); err != nil {
+	if err := rhDo(rh.UpdatePermissionsIn(vhost, user, perm)); err != nil {
 		return nil, fmt.Errorf("permissions of the benchmark's publisher: %w", err)
 	}
 	u.User = url.UserPassword(user, secret)
@@ -740,6 +740,13 @@ func newImpersonator(broker *testenv.PrivateRabbit) (*impersonator, error) {
 		p.chs = append(p.chs, &pubChannel{ch: ch, returns: ch.NotifyReturn(make(chan amqp.Return, 1024))})
 	}
 	return p, nil
+}
+
+func rhDo(res *http.Response, err error) error {
+	if res != nil && res.Body != nil {
+		_ = res.Body.Close()
+	}
+	return err
 }
 
 func (p *impersonator) Close() { _ = p.conn.Close() }
