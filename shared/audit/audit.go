@@ -3,6 +3,14 @@
 // where, with what outcome. Each entry carries the hash of the one before,
 // and a head row remembers the last, so Verify finds an entry that was
 // changed, removed or cut off the end.
+//
+// An append is two statements: the head row moves from the head the log
+// last wrote (kept in memory, a hint) to the new entry, guarded by that
+// head's seq and hash, and the entry is inserted. When the guard matches
+// no row (the append that set the hint was rolled back, another process
+// appended, the chain is new), the head is read (and locked) from the
+// database and the append goes on from there: the hint saves the read,
+// never decides what the chain holds.
 package audit
 
 import (
@@ -79,6 +87,10 @@ type Log struct {
 	now func() time.Time
 	// write, when set, runs Append's transaction (WithWriter).
 	write func(ctx context.Context, fn func(tx *gorm.DB) error) error
+	// hints holds, by chain, the head this log's last append wrote (see
+	// the package's doc): valid or not, the head row's guard decides.
+	hintMu sync.Mutex
+	hints  map[string]head
 }
 
 // WithWriter makes Append run its writes through write, which must run fn
@@ -99,7 +111,7 @@ func Open(ctx context.Context, db *gorm.DB) (*Log, error) {
 	if !m.HasTable(&Entry{}) || !m.HasTable(&head{}) {
 		return nil, errors.New("audit: no audit tables (the database's schema owner migrates them first)")
 	}
-	return &Log{db: db, now: time.Now}, nil
+	return &Log{db: db, now: time.Now, hints: map[string]head{}}, nil
 }
 
 // DB is the log's database.
@@ -122,7 +134,7 @@ func (l *Log) Append(ctx context.Context, e Entry) (Entry, error) {
 	in := e
 	err := write(ctx, func(tx *gorm.DB) error {
 		var err error
-		e, err = appendTx(tx, in)
+		e, err = l.appendTx(tx, in)
 		return err
 	})
 	if err != nil {
@@ -140,24 +152,122 @@ func (l *Log) AppendTx(tx *gorm.DB, e Entry) (Entry, error) {
 		e.At = l.now()
 	}
 	e.At = e.At.UTC().Truncate(time.Microsecond)
-	e, err := appendTx(tx, e)
+	e, err := l.appendTx(tx, e)
 	if err != nil {
 		return Entry{}, fmt.Errorf("audit: append: %w", err)
 	}
 	return e, nil
 }
 
-func appendTx(tx *gorm.DB, e Entry) (Entry, error) {
-	h, err := lockHead(tx, e.Chain)
-	if err != nil {
+// appendTx appends e in tx: the head row moves from the hinted head to e
+// (or, when the hint is missing or stale, from the head read and locked
+// in tx), then e is inserted.
+func (l *Log) appendTx(tx *gorm.DB, e Entry) (Entry, error) {
+	q := queriesFor(tx)
+	ctx := tx.Statement.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	conn := tx.Statement.ConnPool
+	moved := false
+	if h, ok := l.hint(e.Chain); ok {
+		e.Seq, e.Prev = h.Seq+1, h.Hash
+		e.Hash = Hash(e)
+		res, err := conn.ExecContext(ctx, q.advanceHead, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash)
+		if err != nil {
+			return Entry{}, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return Entry{}, err
+		}
+		moved = n == 1
+	}
+	if !moved {
+		h, err := lockHead(tx, e.Chain)
+		if err != nil {
+			return Entry{}, err
+		}
+		e.Seq, e.Prev = h.Seq+1, h.Hash
+		e.Hash = Hash(e)
+		if err := saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash}); err != nil {
+			return Entry{}, err
+		}
+	}
+	if _, err := conn.ExecContext(ctx, q.insertEntry, e.Chain, e.Seq, e.At, e.Clinic, e.Actor, e.Username, e.Action,
+		e.Kind, e.Target, e.Remote, e.Outcome, e.Detail, e.Prev, e.Hash); err != nil {
 		return Entry{}, err
 	}
-	e.Seq, e.Prev = h.Seq+1, h.Hash
-	e.Hash = Hash(e)
-	if err := tx.Create(&e).Error; err != nil {
-		return Entry{}, err
+	l.setHint(head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+	return e, nil
+}
+
+// hint is the head this log last wrote for chain.
+func (l *Log) hint(chain string) (head, bool) {
+	l.hintMu.Lock()
+	defer l.hintMu.Unlock()
+	h, ok := l.hints[chain]
+	return h, ok
+}
+
+func (l *Log) setHint(h head) {
+	l.hintMu.Lock()
+	defer l.hintMu.Unlock()
+	if l.hints == nil {
+		l.hints = map[string]head{}
 	}
-	return e, saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+	l.hints[h.Chain] = h
+}
+
+func (l *Log) dropHint(chain string) {
+	l.hintMu.Lock()
+	defer l.hintMu.Unlock()
+	delete(l.hints, chain)
+}
+
+// queries are an append's statements, run on the transaction's connection
+// without gorm's statement building (an append is on every audited write).
+type queries struct {
+	advanceHead, insertEntry string
+}
+
+var (
+	sqliteQueries   = newQueries(false)
+	postgresQueries = newQueries(true)
+)
+
+func queriesFor(tx *gorm.DB) queries {
+	if tx.Name() == "postgres" {
+		return postgresQueries
+	}
+	return sqliteQueries
+}
+
+func newQueries(dollar bool) queries {
+	q := queries{
+		advanceHead: "UPDATE audit_heads SET seq = ?, hash = ? WHERE chain = ? AND seq = ? AND hash = ?",
+		insertEntry: "INSERT INTO audit_log (chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash) " +
+			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+	}
+	if dollar {
+		q.advanceHead, q.insertEntry = numbered(q.advanceHead), numbered(q.insertEntry)
+	}
+	return q
+}
+
+// numbered turns the ? placeholders of query into PostgreSQL's $1, $2…
+func numbered(query string) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range query {
+		if r == '?' {
+			n++
+			b.WriteString("$" + strconv.Itoa(n))
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func lockHead(tx *gorm.DB, chain string) (head, error) {
@@ -184,6 +294,7 @@ func saveHead(tx *gorm.DB, h head) error {
 func (l *Log) Import(ctx context.Context, chain string, es []Entry) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.dropHint(chain) // the next append reads the head (this import's, or what it left)
 	var seq int64
 	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		h, err := lockHead(tx, chain)

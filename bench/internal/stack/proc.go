@@ -339,3 +339,63 @@ func Gauge(ctx context.Context, base, name string) (float64, error) {
 	}
 	return 0, fmt.Errorf("%s/metrics: no %s", base, name)
 }
+
+// CPUOf sums the CPU time (user+system) of the processes whose command
+// line (its arguments joined by spaces) match says to count: the services
+// of the stack, which the benchmarks do not start (PostgreSQL's backends
+// for one database, the RabbitMQ broker). Processes that ended are not
+// counted, nor those /proc does not let this user read.
+func CPUOf(match func(cmdline string) bool) time.Duration {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !match(strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))) {
+			continue
+		}
+		if u, err := ReadUsage(pid); err == nil {
+			sum += u.CPU
+		}
+	}
+	return sum
+}
+
+// PostgresBackends matches PostgreSQL's backends serving database db (their
+// process title is "postgres: [<cluster>:] <user> <db> <client> <state>").
+func PostgresBackends(db string) func(string) bool {
+	return func(cmd string) bool {
+		f := strings.Fields(cmd)
+		if len(f) < 3 || f[0] != "postgres:" {
+			return false
+		}
+		f = f[1:]
+		if strings.HasSuffix(f[0], ":") {
+			f = f[1:] // the cluster's name
+		}
+		return len(f) >= 2 && f[1] == db
+	}
+}
+
+// PostgresServer matches every process of the PostgreSQL server (backends
+// of every database, the WAL writer, the checkpointer...): shared with
+// other users.
+func PostgresServer(cmd string) bool {
+	if strings.HasPrefix(cmd, "postgres:") {
+		return true
+	}
+	prog, _, _ := strings.Cut(cmd, " ")
+	return strings.HasSuffix(prog, "/postgres") // the postmaster
+}
+
+// RabbitBroker matches the RabbitMQ broker (its Erlang VM), which serves
+// every vhost: its CPU during a run includes other users' traffic.
+func RabbitBroker(cmd string) bool {
+	return strings.Contains(cmd, "beam.smp") && strings.Contains(cmd, "-s rabbit boot")
+}

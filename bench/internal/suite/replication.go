@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +74,11 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
+	// The rest of the chain: PostgreSQL (the cloud's database's backends;
+	// the whole server, shared with other users) and the RabbitMQ broker
+	// (shared): which process limits the run end to end.
+	pgDB := pgDatabase(a.PGURL)
+	pg0, pgAll0, mq0 := stack.CPUOf(stack.PostgresBackends(pgDB)), stack.CPUOf(stack.PostgresServer), stack.CPUOf(stack.RabbitBroker)
 	start := time.Now()
 	profDone := make(chan error, 1)
 	if prof != "" {
@@ -112,6 +119,7 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
+	pg1, pgAll1, mq1 := stack.CPUOf(stack.PostgresBackends(pgDB)), stack.CPUOf(stack.PostgresServer), stack.CPUOf(stack.RabbitBroker)
 	if err := <-profDone; err != nil {
 		c.Log.Warn("no CPU profile", "err", err)
 	}
@@ -126,10 +134,23 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		"sc_local_cpu_seconds":     round3((l1.CPU - l0.CPU).Seconds()),
 		"sc_cloud_cpu_seconds":     round3((c1.CPU - c0.CPU).Seconds()),
 		"sc_local_peak_rss_mib":    mib(l1.PeakRSS),
+		// Shared with whatever else runs on the machine: upper bounds.
+		"postgres_db_cpu_seconds":     round3((pg1 - pg0).Seconds()),
+		"postgres_server_cpu_seconds": round3((pgAll1 - pgAll0).Seconds()),
+		"rabbitmq_cpu_seconds":        round3((mq1 - mq0).Seconds()),
 	}
 	r.Note = "ours: POST /v1/patients on sc-local (concurrency clients) until the cloud's change feed head reaches N; " +
 		"baseline: the same JSON published with confirms (persistent, quorum queue), consumed with manual acks and batch-inserted into PostgreSQL"
 	return []results.Result{r}, nil
+}
+
+// pgDatabase is the database a postgres:// URL names.
+func pgDatabase(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(p.Path, "/")
 }
 
 // waitCloudHead waits until the clinic's cloud_seq head reaches n.

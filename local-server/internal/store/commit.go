@@ -183,22 +183,27 @@ func (s *Store) commitBatch(batch []*writeReq) {
 				errs[i], ran[i] = run(r.fn, tx), true
 				return errs[i] // its own transaction: nothing to keep
 			}
-			if err := tx.Exec("SAVEPOINT w").Error; err != nil {
+			if err := execRaw(tx, "SAVEPOINT w"); err != nil {
 				return err
 			}
 			if ferr := run(r.fn, tx); ferr != nil {
-				if err := tx.Exec("ROLLBACK TO w").Error; err != nil {
+				if err := execRaw(tx, "ROLLBACK TO w"); err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}
 				errs[i] = ferr
 			}
 			ran[i] = true
-			if err := tx.Exec("RELEASE w").Error; err != nil {
+			if err := execRaw(tx, "RELEASE w"); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		// What a write of the lost transaction read may not have
+		// committed: the scope is read again (scopeIn).
+		s.scopeKept.Store(nil)
+	}
 	s.gc.mu.Lock()
 	s.gc.batches++
 	s.gc.writes += int64(len(batch))

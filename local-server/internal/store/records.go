@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
@@ -150,7 +149,7 @@ func (s *Store) saveTx(ctx context.Context, tx *gorm.DB, k kindOps, ed Edit) (Re
 		at := now // the change's time; a record's first change carries its creation time
 		// Scope (M4): a record never queued for the cloud that the scope
 		// does not cover stays here (excluded); once queued, it replicates.
-		sc, err := s.scope(tx)
+		sc, err := s.scopeIn(tx)
 		if err != nil {
 			return err
 		}
@@ -220,7 +219,27 @@ func (s *Store) queue(tx *gorm.DB, e wire.Envelope, lane int) error {
 	if err != nil {
 		return err
 	}
-	return tx.Create(&o).Error
+	return execRaw(tx, insertOutbox, o.ChangeID, o.Lane, o.Envelope, time.Now().UTC())
+}
+
+// The statements of every save, run on the transaction's connection as
+// they are (the driver keeps them prepared: stmtcache.go) rather than
+// built by gorm from the models each time, which cost as much CPU as
+// SQLite's own work of the insert.
+const (
+	insertOutbox  = "INSERT INTO outbox (change_id, lane, envelope, created_at) VALUES (?, ?, ?, ?)"
+	insertVersion = "INSERT INTO versions (kind, record_id, version, deleted, origin, change_id, session, saved_by, saved_by_name, " +
+		"fence, unfenced, content, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+// execRaw runs query with args on tx's connection.
+func execRaw(tx *gorm.DB, query string, args ...any) error {
+	ctx := tx.Statement.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	_, err := tx.Statement.ConnPool.ExecContext(ctx, query, args...)
+	return err
 }
 
 // missingRef returns the first live record c refers to that is not here.
@@ -700,7 +719,8 @@ var digestMeta = []string{"id", "version", "deleted", "conflict_of", "created_at
 // once (an acceptance of a version saved here adds nothing).
 func keepVersion(tx *gorm.DB, e wire.Envelope, session string) error {
 	v := versionOf(e, session)
-	return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&v).Error
+	return execRaw(tx, insertVersion, v.Kind, v.RecordID, v.Version, v.Deleted, v.Origin, v.ChangeID, v.Session, v.SavedBy,
+		v.SavedByName, v.Fence, v.Unfenced, v.Content, v.At)
 }
 
 // Versions lists the kept versions of a record, oldest first.

@@ -93,6 +93,23 @@ func (s *Store) scope(db *gorm.DB) (Scope, error) {
 	return sc, json.Unmarshal([]byte(v), &sc)
 }
 
+// scopeIn is the scope as tx (a write of the committer) sees it: kept in
+// memory after it was read once, instead of a read and a JSON decode on
+// every save. SetScope, which changes it in a write of its own, drops
+// what was kept; so does a group commit that failed as a whole (commit.go),
+// in case a write of it read a scope that did not commit.
+func (s *Store) scopeIn(tx *gorm.DB) (Scope, error) {
+	if sc := s.scopeKept.Load(); sc != nil {
+		return *sc, nil
+	}
+	sc, err := s.scope(tx)
+	if err != nil {
+		return sc, err
+	}
+	s.scopeKept.Store(&sc)
+	return sc, nil
+}
+
 // SetScope changes the sync scope. Records it newly covers are sent by the
 // backfill; records it no longer covers and the cloud never had stay here.
 func (s *Store) SetScope(ctx context.Context, sc Scope) error {
@@ -103,7 +120,12 @@ func (s *Store) SetScope(ctx context.Context, sc Scope) error {
 	if err != nil {
 		return err
 	}
-	return setMeta(s.db.WithContext(ctx), metaScope, string(b))
+	// Through the committer, which runs every save: the saves before it
+	// used the kept scope, those after it read the new one.
+	return s.write(ctx, func(tx *gorm.DB) error {
+		s.scopeKept.Store(nil)
+		return setMeta(tx, metaScope, string(b))
+	})
 }
 
 // inScope reports whether a record with content c (kind k) and the user's

@@ -89,6 +89,9 @@ type Store struct {
 	afterBackfillPlan func()
 	// gc gathers the API's writes into group commits (commit.go).
 	gc *committer
+	// scopeKept is the sync scope as the committer last read it (nil: to
+	// read), see scopeIn.
+	scopeKept atomic.Pointer[Scope]
 }
 
 // Open opens (creating if needed) the SQLite database at path for clinic,
