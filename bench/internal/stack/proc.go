@@ -340,31 +340,79 @@ func Gauge(ctx context.Context, base, name string) (float64, error) {
 	return 0, fmt.Errorf("%s/metrics: no %s", base, name)
 }
 
-// CPUOf sums the CPU time (user+system) of the processes whose command
-// line (its arguments joined by spaces) match says to count: the services
-// of the stack, which the benchmarks do not start (PostgreSQL's backends
-// for one database, the RabbitMQ broker). Processes that ended are not
-// counted, nor those /proc does not let this user read.
-func CPUOf(match func(cmdline string) bool) time.Duration {
+// CPUWatch measures the CPU time (user+system) the processes matching a
+// command line use while it runs: the services of the stack, which the
+// benchmarks do not start (PostgreSQL's backends for one database, the
+// RabbitMQ broker). It samples /proc every 100 ms, so a process that
+// starts and ends between two samples is missed, and the CPU a process used
+// after its last sample is lost when it ends (PostgreSQL's backends come
+// and go with their clients' pools).
+type CPUWatch struct {
+	match func(cmdline string) bool
+	stop  chan struct{}
+	done  chan struct{}
+	first map[int]time.Duration // at the start (0 for processes started since)
+	last  map[int]time.Duration
+}
+
+// WatchCPU starts watching the processes whose command line (arguments
+// joined by spaces) match says to count.
+func WatchCPU(match func(cmdline string) bool) *CPUWatch {
+	w := &CPUWatch{match: match, stop: make(chan struct{}), done: make(chan struct{}), first: map[int]time.Duration{}, last: map[int]time.Duration{}}
+	w.sample(true)
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				w.sample(false)
+				return
+			case <-t.C:
+				w.sample(false)
+			}
+		}
+	}()
+	return w
+}
+
+// Stop ends the watch and returns the CPU time used since it started.
+func (w *CPUWatch) Stop() time.Duration {
+	close(w.stop)
+	<-w.done
+	var sum time.Duration
+	for pid, cpu := range w.last {
+		sum += cpu - w.first[pid]
+	}
+	return sum
+}
+
+func (w *CPUWatch) sample(start bool) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return
 	}
-	var sum time.Duration
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !match(strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))) {
+		if _, seen := w.last[pid]; !seen {
+			cmd, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err != nil || !w.match(strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))) {
+				continue
+			}
+		}
+		u, err := ReadUsage(pid)
+		if err != nil {
 			continue
 		}
-		if u, err := ReadUsage(pid); err == nil {
-			sum += u.CPU
+		if start {
+			w.first[pid] = u.CPU
 		}
+		w.last[pid] = u.CPU
 	}
-	return sum
 }
 
 // PostgresBackends matches PostgreSQL's backends serving database db (their

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -77,8 +78,8 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	// The rest of the chain: PostgreSQL (the cloud's database's backends;
 	// the whole server, shared with other users) and the RabbitMQ broker
 	// (shared): which process limits the run end to end.
-	pgDB := pgDatabase(a.PGURL)
-	pg0, pgAll0, mq0 := stack.CPUOf(stack.PostgresBackends(pgDB)), stack.CPUOf(stack.PostgresServer), stack.CPUOf(stack.RabbitBroker)
+	self0 := selfCPU()
+	pgW, pgAllW, mqW := stack.WatchCPU(stack.PostgresBackends(pgDatabase(a.PGURL))), stack.WatchCPU(stack.PostgresServer), stack.WatchCPU(stack.RabbitBroker)
 	start := time.Now()
 	profDone := make(chan error, 1)
 	if prof != "" {
@@ -119,7 +120,8 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
-	pg1, pgAll1, mq1 := stack.CPUOf(stack.PostgresBackends(pgDB)), stack.CPUOf(stack.PostgresServer), stack.CPUOf(stack.RabbitBroker)
+	pg, pgAll, mq := pgW.Stop(), pgAllW.Stop(), mqW.Stop()
+	self := selfCPU() - self0
 	if err := <-profDone; err != nil {
 		c.Log.Warn("no CPU profile", "err", err)
 	}
@@ -135,13 +137,24 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		"sc_cloud_cpu_seconds":     round3((c1.CPU - c0.CPU).Seconds()),
 		"sc_local_peak_rss_mib":    mib(l1.PeakRSS),
 		// Shared with whatever else runs on the machine: upper bounds.
-		"postgres_db_cpu_seconds":     round3((pg1 - pg0).Seconds()),
-		"postgres_server_cpu_seconds": round3((pgAll1 - pgAll0).Seconds()),
-		"rabbitmq_cpu_seconds":        round3((mq1 - mq0).Seconds()),
+		"postgres_db_cpu_seconds":     round3(pg.Seconds()),
+		"postgres_server_cpu_seconds": round3(pgAll.Seconds()),
+		"rabbitmq_cpu_seconds":        round3(mq.Seconds()),
+		// The benchmark's own clients (and its /proc sampling).
+		"bench_client_cpu_seconds": round3(self.Seconds()),
 	}
 	r.Note = "ours: POST /v1/patients on sc-local (concurrency clients) until the cloud's change feed head reaches N; " +
 		"baseline: the same JSON published with confirms (persistent, quorum queue), consumed with manual acks and batch-inserted into PostgreSQL"
 	return []results.Result{r}, nil
+}
+
+// selfCPU is the CPU time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pgDatabase is the database a postgres:// URL names.

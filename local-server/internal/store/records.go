@@ -181,7 +181,7 @@ func (s *Store) saveTx(ctx context.Context, tx *gorm.DB, k kindOps, ed Edit) (Re
 		if exists {
 			err = tx.Save(rec).Error
 		} else {
-			err = tx.Create(rec).Error
+			err = createRow(tx, k, rec)
 		}
 		if err != nil {
 			return err
