@@ -181,3 +181,30 @@ func TestEditDuringBackfillKeepsOrder(t *testing.T) {
 		t.Fatalf("relay order = %+v, want the backfilled state (from 0.0) then the edit on top of it", es)
 	}
 }
+
+// TestScopeChangeReachesTheNextSave changes the scope between saves: the
+// store keeps the scope in memory once a save read it, and the next save
+// must still follow the new one.
+func TestScopeChangeReachesTheNextSave(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	state := func(name string) string {
+		t.Helper()
+		return RecordMeta(save(t, s, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: name}})).SyncState
+	}
+	if st := state("before"); st != StatePending {
+		t.Fatalf("under the whole scope: %s, want pending", st)
+	}
+	if err := s.SetScope(ctx, Scope{Kinds: []wire.Kind{wire.KindStudy}}); err != nil {
+		t.Fatal(err)
+	}
+	if st := state("narrowed"); st != StateExcluded {
+		t.Fatalf("after the scope left patients out: %s, want excluded", st)
+	}
+	if err := s.SetScope(ctx, Scope{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := state("widened"); st != StatePending {
+		t.Fatalf("after the scope took patients back: %s, want pending", st)
+	}
+}
