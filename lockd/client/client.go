@@ -58,6 +58,7 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	b     batcher
 }
 
 // New returns a client of the lockd at baseURL ("https://lockd.example:8090")
@@ -75,18 +76,20 @@ func New(baseURL, token string, hc *http.Client) *Client {
 // holds it the error is ErrHeld, and HeldBy(err) names them.
 func (c *Client) Acquire(ctx context.Context, req lockapi.AcquireRequest) (lockapi.Grant, error) {
 	var g lockapi.Grant
-	return g, c.do(ctx, http.MethodPost, "/v1/locks/acquire", req, &g)
+	err := c.lockOp(ctx, lockapi.BatchOp{Acquire: &req}, &g)
+	return g, err
 }
 
 // Renew extends a granted lock (see Grant.RenewRequest).
 func (c *Client) Renew(ctx context.Context, req lockapi.RenewRequest) (lockapi.Renewal, error) {
 	var r lockapi.Renewal
-	return r, c.do(ctx, http.MethodPost, "/v1/locks/renew", req, &r)
+	err := c.lockOp(ctx, lockapi.BatchOp{Renew: &req}, &r)
+	return r, err
 }
 
 // Release frees a granted lock (see Grant.ReleaseRequest).
 func (c *Client) Release(ctx context.Context, req lockapi.ReleaseRequest) error {
-	return c.do(ctx, http.MethodPost, "/v1/locks/release", req, &lockapi.Released{})
+	return c.lockOp(ctx, lockapi.BatchOp{Release: &req}, &lockapi.Released{})
 }
 
 // Inspect returns who holds the lock on resource. When nobody does, the
@@ -179,8 +182,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		// Not lockd speaking (a proxy, a load balancer): keep the status.
 		return &Error{Status: resp.StatusCode, Message: strings.TrimSpace(http.StatusText(resp.StatusCode) + " " + string(b[:min(len(b), 200)]))}
 	}
+	return errorOf(resp.StatusCode, a)
+}
+
+// errorOf is the *Error of lockd's error answer a with status.
+func errorOf(status int, a lockapi.Error) *Error {
 	return &Error{
-		Status:     resp.StatusCode,
+		Status:     status,
 		Code:       a.Code,
 		Message:    a.Message,
 		Lock:       a.Lock,

@@ -126,13 +126,18 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
-// TestConnectionsReused: 16 goroutines releasing at once through a client
-// made with New(…, nil) open about 16 connections in all, not one per
-// request (net/http's default keeps only 2 idle per host).
+// TestConnectionsReused: 16 goroutines releasing at once, one by one,
+// through a client made with New(…, nil) open about 16 connections in all,
+// not one per request (net/http's default keeps only 2 idle per host).
 func TestConnectionsReused(t *testing.T) {
 	var opened atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/locks/batch" { // a lockd without it: calls go one by one
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"code":"not_found","message":"no such endpoint"}`))
+			return
+		}
 		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
 	}))
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
