@@ -166,3 +166,57 @@ func TestConnectionsReused(t *testing.T) {
 	}
 	t.Logf("%d connections for %d requests", opened.Load(), workers*each)
 }
+
+// TestQueuedCallGivesUp: while MaxInFlight requests hang, a further call
+// queues; when its context ends it returns at once, and it is not sent
+// afterwards.
+func TestQueuedCallGivesUp(t *testing.T) {
+	release := make(chan struct{})
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	req := lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}
+	var wg sync.WaitGroup
+	for range MaxInFlight {
+		wg.Go(func() {
+			if err := c.Release(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// Wait until both requests are in flight.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.b.mu.Lock()
+		n := c.b.inflight
+		c.b.mu.Unlock()
+		if n == MaxInFlight {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("requests not in flight")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	err := c.Release(ctx, req)
+	if !errors.Is(err, ErrUnavailable) || time.Since(t0) > 2*time.Second {
+		t.Errorf("queued call past its deadline = %v after %v, want ErrUnavailable at once", err, time.Since(t0))
+	}
+	close(release)
+	wg.Wait()
+	// The sender skipped the abandoned call, and the slot is free again.
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Release(context.Background(), req); err != nil {
+		t.Errorf("a call after all that: %v", err)
+	}
+	if n := int(requests.Load()); n != MaxInFlight+1 {
+		t.Errorf("%d requests, want %d: the abandoned call was sent", n, MaxInFlight+1)
+	}
+}
