@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -171,6 +173,8 @@ func TestConnectionsReused(t *testing.T) {
 // queues; when its context ends it returns at once, and it is not sent
 // afterwards.
 func TestQueuedCallGivesUp(t *testing.T) {
+	defer func(d time.Duration) { stallAfter = d }(stallAfter)
+	stallAfter = time.Hour // the hanging requests do not count as stalled
 	release := make(chan struct{})
 	var requests atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -218,5 +222,40 @@ func TestQueuedCallGivesUp(t *testing.T) {
 	}
 	if n := int(requests.Load()); n != MaxInFlight+1 {
 		t.Errorf("%d requests, want %d: the abandoned call was sent", n, MaxInFlight+1)
+	}
+}
+
+// TestStalledRequest: a request that hangs does not hold up the calls made
+// after it: past stallAfter they go in a request of their own.
+func TestStalledRequest(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(b), "p/hang") {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = c.Release(ctx, lockapi.ReleaseRequest{Resource: "p/hang", Clinic: 1, Token: 1, Secret: "s"})
+	}()
+	time.Sleep(stallAfter + 30*time.Millisecond)
+	t0 := time.Now()
+	free, stop := context.WithTimeout(context.Background(), 3*time.Second)
+	defer stop()
+	if err := c.Release(free, lockapi.ReleaseRequest{Resource: "p/free", Clinic: 1, Token: 1, Secret: "s"}); err != nil {
+		t.Fatalf("a call behind a hanging request: %v", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("a call behind a hanging request took %v", d)
 	}
 }
