@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/scsync/scsync/lockd/client"
 	"github.com/scsync/scsync/lockd/lockapi"
 )
@@ -280,5 +282,46 @@ func TestClientWithoutBatchEndpoint(t *testing.T) {
 	}
 	if n := refused.Load(); n > 4 { // at most maxStalled senders at once
 		t.Errorf("the client tried the batch endpoint %d times within a minute, want at most once per sender", n)
+	}
+}
+
+// TestBatchWithoutCachedScripts: a batch on a Redis that has flushed
+// lockd's scripts (a restart, SCRIPT FLUSH) still runs every operation: the
+// pipeline's EVALSHA fails with NOSCRIPT without running, and each such
+// operation is run on its own, which loads the script.
+func TestBatchWithoutCachedScripts(t *testing.T) {
+	t.Parallel()
+	rs := newPrivateRedis(t)
+	base := start(t, testConfig(rs.addr(), "lockd:"), nil)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.addr()})
+	defer rdb.Close()
+	ctx := context.Background()
+	for round := range 2 {
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		a1 := acquireReq(clinicA, fmt.Sprintf("patient/%d-1", round), "anna", lockapi.SideLocal)
+		a2 := acquireReq(clinicA, fmt.Sprintf("patient/%d-2", round), "anna", lockapi.SideLocal)
+		code, out, e := postBatch(t, base, tokenA, lockapi.BatchRequest{Ops: []lockapi.BatchOp{{Acquire: &a1}, {Acquire: &a2}}})
+		if code != 200 || len(out.Results) != 2 {
+			t.Fatalf("round %d: batch = %d %+v %+v", round, code, out, e)
+		}
+		var rels []lockapi.BatchOp
+		for i, r := range out.Results {
+			if r.Status != 200 || r.Grant == nil {
+				t.Fatalf("round %d: result %d = %+v %+v, want a grant", round, i, r, r.Error)
+			}
+			rel := r.Grant.ReleaseRequest()
+			rels = append(rels, lockapi.BatchOp{Release: &rel})
+		}
+		if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		_, out, _ = postBatch(t, base, tokenA, lockapi.BatchRequest{Ops: rels})
+		for i, r := range out.Results {
+			if r.Status != 200 || r.Released == nil {
+				t.Errorf("round %d: release %d = %+v %+v, want released", round, i, r, r.Error)
+			}
+		}
 	}
 }
