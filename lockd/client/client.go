@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/scsync/scsync/lockd/lockapi"
@@ -58,6 +59,8 @@ type Client struct {
 	base  string
 	token string
 	hc    *http.Client
+	auth  []string // the Authorization header's value
+	b     batcher
 }
 
 // New returns a client of the lockd at baseURL ("https://lockd.example:8090")
@@ -68,25 +71,27 @@ func New(baseURL, token string, hc *http.Client) *Client {
 	if hc == nil {
 		hc = &http.Client{Transport: DefaultTransport, Timeout: DefaultTimeout}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc}
+	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc, auth: []string{"Bearer " + token}}
 }
 
 // Acquire takes the lock on req.Resource for req.Holder. If someone else
 // holds it the error is ErrHeld, and HeldBy(err) names them.
 func (c *Client) Acquire(ctx context.Context, req lockapi.AcquireRequest) (lockapi.Grant, error) {
 	var g lockapi.Grant
-	return g, c.do(ctx, http.MethodPost, "/v1/locks/acquire", req, &g)
+	err := c.lockOp(ctx, lockapi.BatchOp{Acquire: &req}, &g)
+	return g, err
 }
 
 // Renew extends a granted lock (see Grant.RenewRequest).
 func (c *Client) Renew(ctx context.Context, req lockapi.RenewRequest) (lockapi.Renewal, error) {
 	var r lockapi.Renewal
-	return r, c.do(ctx, http.MethodPost, "/v1/locks/renew", req, &r)
+	err := c.lockOp(ctx, lockapi.BatchOp{Renew: &req}, &r)
+	return r, err
 }
 
 // Release frees a granted lock (see Grant.ReleaseRequest).
 func (c *Client) Release(ctx context.Context, req lockapi.ReleaseRequest) error {
-	return c.do(ctx, http.MethodPost, "/v1/locks/release", req, &lockapi.Released{})
+	return c.lockOp(ctx, lockapi.BatchOp{Release: &req}, &lockapi.Released{})
 }
 
 // Inspect returns who holds the lock on resource. When nobody does, the
@@ -144,6 +149,8 @@ const maxAnswer = 1 << 20
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
+		// Not from a pool: the transport may still read a request body
+		// after Do returns.
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("lockd: encode request: %w", err)
@@ -154,20 +161,22 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return fmt.Errorf("lockd: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	req.Header.Set("Accept", "application/json")
+	// Canonical keys set directly: Header.Set would canonicalize each.
+	req.Header = http.Header{"Authorization": c.auth, "Accept": jsonType}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header["Content-Type"] = jsonType
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
-	if err != nil {
+	ans := bufs.Get().(*bytes.Buffer)
+	defer putBuf(ans)
+	if _, err := ans.ReadFrom(io.LimitReader(resp.Body, maxAnswer)); err != nil {
 		return unreachable(ctx, err)
 	}
+	b := ans.Bytes()
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(b, out); err != nil {
 			return fmt.Errorf("%w: undecodable answer: %w", ErrUnavailable, err)
@@ -179,8 +188,28 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		// Not lockd speaking (a proxy, a load balancer): keep the status.
 		return &Error{Status: resp.StatusCode, Message: strings.TrimSpace(http.StatusText(resp.StatusCode) + " " + string(b[:min(len(b), 200)]))}
 	}
+	return errorOf(resp.StatusCode, a)
+}
+
+// jsonType is the value of Accept and Content-Type; net/http only reads
+// header values, so every request may share it.
+var jsonType = []string{"application/json"}
+
+// bufs holds the buffers answers are read into.
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() > 64<<10 {
+		return // let an unusually large one go
+	}
+	b.Reset()
+	bufs.Put(b)
+}
+
+// errorOf is the *Error of lockd's error answer a with status.
+func errorOf(status int, a lockapi.Error) *Error {
 	return &Error{
-		Status:     resp.StatusCode,
+		Status:     status,
 		Code:       a.Code,
 		Message:    a.Message,
 		Lock:       a.Lock,

@@ -3,9 +3,11 @@ package client
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -126,13 +128,18 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
-// TestConnectionsReused: 16 goroutines releasing at once through a client
-// made with New(…, nil) open about 16 connections in all, not one per
-// request (net/http's default keeps only 2 idle per host).
+// TestConnectionsReused: 16 goroutines releasing at once, one by one,
+// through a client made with New(…, nil) open about 16 connections in all,
+// not one per request (net/http's default keeps only 2 idle per host).
 func TestConnectionsReused(t *testing.T) {
 	var opened atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v1/locks/batch" { // a lockd without it: calls go one by one
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"code":"not_found","message":"no such endpoint"}`))
+			return
+		}
 		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
 	}))
 	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -160,4 +167,95 @@ func TestConnectionsReused(t *testing.T) {
 		t.Errorf("%d connections opened for %d requests from %d goroutines, want at most %d", n, workers*each, workers, 2*workers)
 	}
 	t.Logf("%d connections for %d requests", opened.Load(), workers*each)
+}
+
+// TestQueuedCallGivesUp: while MaxInFlight requests hang, a further call
+// queues; when its context ends it returns at once, and it is not sent
+// afterwards.
+func TestQueuedCallGivesUp(t *testing.T) {
+	defer func(d time.Duration) { stallAfter = d }(stallAfter)
+	stallAfter = time.Hour // the hanging requests do not count as stalled
+	release := make(chan struct{})
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	req := lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}
+	var wg sync.WaitGroup
+	for range MaxInFlight {
+		wg.Go(func() {
+			if err := c.Release(context.Background(), req); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	// Wait until both requests are in flight.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c.b.mu.Lock()
+		n := c.b.inflight
+		c.b.mu.Unlock()
+		if n == MaxInFlight {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("requests not in flight")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	err := c.Release(ctx, req)
+	if !errors.Is(err, ErrUnavailable) || time.Since(t0) > 2*time.Second {
+		t.Errorf("queued call past its deadline = %v after %v, want ErrUnavailable at once", err, time.Since(t0))
+	}
+	close(release)
+	wg.Wait()
+	// The sender skipped the abandoned call, and the slot is free again.
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Release(context.Background(), req); err != nil {
+		t.Errorf("a call after all that: %v", err)
+	}
+	if n := int(requests.Load()); n != MaxInFlight+1 {
+		t.Errorf("%d requests, want %d: the abandoned call was sent", n, MaxInFlight+1)
+	}
+}
+
+// TestStalledRequest: a request that hangs does not hold up the calls made
+// after it: past stallAfter they go in a request of their own.
+func TestStalledRequest(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if strings.Contains(string(b), "p/hang") {
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		_ = c.Release(ctx, lockapi.ReleaseRequest{Resource: "p/hang", Clinic: 1, Token: 1, Secret: "s"})
+	}()
+	time.Sleep(stallAfter + 30*time.Millisecond)
+	t0 := time.Now()
+	free, stop := context.WithTimeout(context.Background(), 3*time.Second)
+	defer stop()
+	if err := c.Release(free, lockapi.ReleaseRequest{Resource: "p/free", Clinic: 1, Token: 1, Secret: "s"}); err != nil {
+		t.Fatalf("a call behind a hanging request: %v", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("a call behind a hanging request took %v", d)
+	}
 }

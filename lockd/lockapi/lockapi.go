@@ -210,3 +210,40 @@ type ClinicTokenEntry struct {
 type ClinicTokensState struct {
 	Synced bool `json:"synced"`
 }
+
+// MaxBatch is the most operations a BatchRequest may carry.
+const MaxBatch = 64
+
+// BatchRequest is the body of POST /v1/locks/batch: acquires, renews and
+// releases sent together, each run exactly as if it had been sent alone to
+// its own endpoint (its own validation, authorization, Redis script and
+// answer). The operations are independent: they run in no particular order
+// relative to each other, and one failing does not stop the others. The Go
+// client sends one when callers lock concurrently, to save the HTTP and
+// Redis round trips of each.
+type BatchRequest struct {
+	Ops []BatchOp `json:"ops"`
+}
+
+// BatchOp is one operation of a batch: exactly one field is set.
+type BatchOp struct {
+	Acquire *AcquireRequest `json:"acquire,omitempty"`
+	Renew   *RenewRequest   `json:"renew,omitempty"`
+	Release *ReleaseRequest `json:"release,omitempty"`
+}
+
+// BatchResponse answers a batch (status 200): one result per operation, in
+// the order of the request.
+type BatchResponse struct {
+	Results []BatchResult `json:"results"`
+}
+
+// BatchResult is what the operation's own endpoint would have answered:
+// its HTTP status and either its body (the field of its kind) or Error.
+type BatchResult struct {
+	Status   int       `json:"status"`
+	Grant    *Grant    `json:"grant,omitempty"`
+	Renewal  *Renewal  `json:"renewal,omitempty"`
+	Released *Released `json:"released,omitempty"`
+	Error    *Error    `json:"error,omitempty"`
+}

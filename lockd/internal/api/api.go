@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.route(mux, "POST /v1/locks/acquire", "acquire", roleClinic, s.acquire)
 	s.route(mux, "POST /v1/locks/renew", "renew", roleClinic, s.renew)
 	s.route(mux, "POST /v1/locks/release", "release", roleClinic, s.release)
+	s.route(mux, "POST /v1/locks/batch", "batch", roleClinic, s.batch)
 	s.route(mux, "GET /v1/locks/{clinic}/{resource...}", "inspect", roleClinic, s.inspect)
 	s.route(mux, "POST /v1/admin/locks/force-release", "force_release", roleAdmin, s.forceRelease)
 	s.route(mux, "POST /v1/nodes/lease", "node_lease", roleService, s.leaseNode)
@@ -73,13 +75,15 @@ func NotFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) route(mux *http.ServeMux, pattern, op string, min role, h handler) {
+	// Curried once: a label lookup per request costs a hash and a lock.
+	ok, latency := s.m.requests.WithLabelValues(op, "ok"), s.m.latency.WithLabelValues(op)
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		p, ok, err := s.authenticate(r)
+		p, authed, err := s.authenticate(r)
 		var body any
 		switch {
 		case err != nil:
-		case !ok:
+		case !authed:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="lockd"`)
 			err = errorf(http.StatusUnauthorized, lockapi.CodeUnauthorized, "a valid bearer token is required")
 		case p.role < min:
@@ -87,24 +91,29 @@ func (s *Server) route(mux *http.ServeMux, pattern, op string, min role, h handl
 		default:
 			body, err = h(w, r, p)
 		}
-		code := "ok"
 		if err != nil {
-			e := s.apiError(err)
-			code = e.body.Code
+			e := s.fail(op, p, err)
 			if e.retryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int((e.retryAfter+time.Second-1)/time.Second)))
 			}
-			httpapi.WriteJSON(w, e.status, e.body)
-			if e.status < 500 || code == lockapi.CodeNoFreeNode {
-				s.m.denials.WithLabelValues(code).Inc()
-			}
-			s.logFailure(op, p, e, err)
+			writeJSON(w, e.status, e.body)
 		} else {
-			httpapi.WriteJSON(w, http.StatusOK, body)
+			writeJSON(w, http.StatusOK, body)
+			ok.Inc()
 		}
-		s.m.requests.WithLabelValues(op, code).Inc()
-		s.m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		latency.Observe(time.Since(start).Seconds())
 	})
+}
+
+// fail maps a failed operation's error to its answer, and counts and logs it.
+func (s *Server) fail(op string, p principal, err error) *apiError {
+	e := s.apiError(err)
+	if e.status < 500 || e.body.Code == lockapi.CodeNoFreeNode {
+		s.m.denials.WithLabelValues(e.body.Code).Inc()
+	}
+	s.logFailure(op, p, e, err)
+	s.m.requests.WithLabelValues(op, e.body.Code).Inc()
+	return e
 }
 
 func (s *Server) logFailure(op string, p principal, e *apiError, err error) {
@@ -201,18 +210,7 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) (a
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return nil, err
 	}
-	if err := validClinic(req.Holder.Clinic, "holder.clinic"); err != nil {
-		return nil, err
-	}
-	if err := authorize(p, req.Holder.Clinic); err != nil {
-		return nil, err
-	}
-	v, err := validAcquire(&req)
-	if err != nil {
-		return nil, err
-	}
-	req.Version = v
-	ttl, err := s.lockTTL(req.TTLMillis)
+	ttl, err := s.checkAcquire(p, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -220,9 +218,32 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) (a
 	if err != nil {
 		return nil, err
 	}
-	s.m.grants.Inc()
-	s.log.Debug("lock granted", "clinic", req.Holder.Clinic, "resource", req.Resource, "token", g.Token, "side", req.Holder.Side, "caller", p.name)
+	s.granted(r.Context(), p, req, g)
 	return g, nil
+}
+
+// checkAcquire validates and authorizes an acquire, puts its version in
+// canonical form and returns its TTL.
+func (s *Server) checkAcquire(p principal, req *lockapi.AcquireRequest) (time.Duration, error) {
+	if err := validClinic(req.Holder.Clinic, "holder.clinic"); err != nil {
+		return 0, err
+	}
+	if err := authorize(p, req.Holder.Clinic); err != nil {
+		return 0, err
+	}
+	v, err := validAcquire(req)
+	if err != nil {
+		return 0, err
+	}
+	req.Version = v
+	return s.lockTTL(req.TTLMillis)
+}
+
+func (s *Server) granted(ctx context.Context, p principal, req lockapi.AcquireRequest, g lockapi.Grant) {
+	s.m.grants.Inc()
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("lock granted", "clinic", req.Holder.Clinic, "resource", req.Resource, "token", g.Token, "side", req.Holder.Side, "caller", p.name)
+	}
 }
 
 func (s *Server) renew(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
@@ -230,13 +251,7 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request, p principal) (any
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return nil, err
 	}
-	if err := validHeld(req.Clinic, req.Resource, req.Token, req.Secret); err != nil {
-		return nil, err
-	}
-	if err := authorize(p, req.Clinic); err != nil {
-		return nil, err
-	}
-	ttl, err := s.lockTTL(req.TTLMillis)
+	ttl, err := s.checkRenew(p, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -248,28 +263,53 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request, p principal) (any
 	return res, nil
 }
 
+// checkRenew validates and authorizes a renew and returns its TTL.
+func (s *Server) checkRenew(p principal, req *lockapi.RenewRequest) (time.Duration, error) {
+	if err := validHeld(req.Clinic, req.Resource, req.Token, req.Secret); err != nil {
+		return 0, err
+	}
+	if err := authorize(p, req.Clinic); err != nil {
+		return 0, err
+	}
+	return s.lockTTL(req.TTLMillis)
+}
+
 func (s *Server) release(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
 	var req lockapi.ReleaseRequest
 	if err := httpapi.Decode(w, r, &req); err != nil {
 		return nil, err
 	}
-	if err := validHeld(req.Clinic, req.Resource, req.Token, req.Secret); err != nil {
+	if err := checkRelease(p, &req); err != nil {
 		return nil, err
-	}
-	if err := authorize(p, req.Clinic); err != nil {
-		return nil, err
-	}
-	if req.SavedVersion != "" {
-		if _, err := version.Parse(req.SavedVersion); err != nil {
-			return nil, invalid("saved_version must be A.B")
-		}
 	}
 	if err := s.store.Release(r.Context(), req.Clinic, req.Resource, req.Token, req.Secret, req.SavedVersion); err != nil {
 		return nil, err
 	}
-	s.m.releases.WithLabelValues("holder").Inc()
-	s.log.Debug("lock released", "clinic", req.Clinic, "resource", req.Resource, "token", req.Token, "caller", p.name)
+	s.released(r.Context(), p, req)
 	return lockapi.Released{Resource: req.Resource, Released: true}, nil
+}
+
+// checkRelease validates and authorizes a release.
+func checkRelease(p principal, req *lockapi.ReleaseRequest) error {
+	if err := validHeld(req.Clinic, req.Resource, req.Token, req.Secret); err != nil {
+		return err
+	}
+	if err := authorize(p, req.Clinic); err != nil {
+		return err
+	}
+	if req.SavedVersion != "" {
+		if _, err := version.Parse(req.SavedVersion); err != nil {
+			return invalid("saved_version must be A.B")
+		}
+	}
+	return nil
+}
+
+func (s *Server) released(ctx context.Context, p principal, req lockapi.ReleaseRequest) {
+	s.m.holderReleases.Inc()
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("lock released", "clinic", req.Clinic, "resource", req.Resource, "token", req.Token, "caller", p.name)
+	}
 }
 
 func (s *Server) inspect(_ http.ResponseWriter, r *http.Request, p principal) (any, error) {
@@ -314,7 +354,7 @@ func (s *Server) forceRelease(w http.ResponseWriter, r *http.Request, p principa
 	if err != nil {
 		return nil, err
 	}
-	s.m.releases.WithLabelValues("force").Inc()
+	s.m.forceReleases.Inc()
 	s.log.Info("lock force-released", "clinic", req.Clinic, "resource", req.Resource, "token", l.Token,
 		"holder_side", l.Holder.Side, "holder_client", l.Holder.Client, "caller", p.name)
 	return lockapi.Released{Resource: req.Resource, Released: true, Lock: &l}, nil

@@ -10,6 +10,10 @@ type metrics struct {
 	nodes    *prometheus.CounterVec   // event: lease, renew, release
 	requests *prometheus.CounterVec   // op, code ("ok" or the error code)
 	latency  *prometheus.HistogramVec // op
+
+	// Curried once: a label lookup per request costs a hash and a lock.
+	holderReleases, forceReleases prometheus.Counter
+	batchOK                       [3]prometheus.Counter // requests ok of acquire, renew, release in a batch
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,6 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,
 			Name: "request_duration_seconds", Help: "API request latency, by operation.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"op"}),
+	}
+	m.holderReleases, m.forceReleases = m.releases.WithLabelValues("holder"), m.releases.WithLabelValues("force")
+	for i, op := range []string{"acquire", "renew", "release"} {
+		m.batchOK[i] = m.requests.WithLabelValues(op, "ok")
 	}
 	reg.MustRegister(m.grants, m.denials, m.renewals, m.releases, m.nodes, m.requests, m.latency)
 	return m

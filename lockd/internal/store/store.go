@@ -86,14 +86,30 @@ func (s *Store) Ping(ctx context.Context) error {
 // Acquire grants the lock on req.Resource to req.Holder for ttl, or returns
 // a *HeldError naming the current holder.
 func (s *Store) Acquire(ctx context.Context, req lockapi.AcquireRequest, ttl time.Duration) (lockapi.Grant, error) {
-	secret, hash := newSecret()
-	h := req.Holder
-	v, err := s.run(ctx, acquireScript,
-		[]string{s.lockKey(h.Clinic, req.Resource), s.fenceKey(h.Clinic)},
-		req.Resource, string(h.Side), h.Client, h.User, req.Version, hash, ttl.Milliseconds())
+	c, secret := s.acquireCall(req, ttl)
+	v, err := s.run(ctx, c.script, c.keys, c.args...)
 	if err != nil {
 		return lockapi.Grant{}, err
 	}
+	return acquireResult(v, req, secret)
+}
+
+// call is one script run: what a single operation and a batch send alike.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+}
+
+func (s *Store) acquireCall(req lockapi.AcquireRequest, ttl time.Duration) (call, string) {
+	secret, hash := newSecret()
+	h := req.Holder
+	return call{acquireScript, []string{s.lockKey(h.Clinic, req.Resource), s.fenceKey(h.Clinic)},
+		[]any{req.Resource, string(h.Side), h.Client, h.User, req.Version, hash, ttl.Milliseconds()}}, secret
+}
+
+func acquireResult(v []any, req lockapi.AcquireRequest, secret string) (lockapi.Grant, error) {
+	h := req.Holder
 	if num(v[0]) != 1 {
 		l, err := parseLock(at(v, 1), h.Clinic, req.Resource)
 		if err != nil {
@@ -117,10 +133,19 @@ func (s *Store) Acquire(ctx context.Context, req lockapi.AcquireRequest, ttl tim
 
 // Renew extends the lock identified by token and secret to ttl from now.
 func (s *Store) Renew(ctx context.Context, clinic ids.ID, resource string, token int64, secret string, ttl time.Duration) (lockapi.Renewal, error) {
-	v, err := s.run(ctx, renewScript, []string{s.lockKey(clinic, resource)}, token, hashSecret(secret), ttl.Milliseconds())
+	c := s.renewCall(clinic, resource, token, secret, ttl)
+	v, err := s.run(ctx, c.script, c.keys, c.args...)
 	if err != nil {
 		return lockapi.Renewal{}, err
 	}
+	return renewResult(v, resource, token)
+}
+
+func (s *Store) renewCall(clinic ids.ID, resource string, token int64, secret string, ttl time.Duration) call {
+	return call{renewScript, []string{s.lockKey(clinic, resource)}, []any{token, hashSecret(secret), ttl.Milliseconds()}}
+}
+
+func renewResult(v []any, resource string, token int64) (lockapi.Renewal, error) {
 	if err := outcome(v[0]); err != nil {
 		return lockapi.Renewal{}, err
 	}
@@ -130,12 +155,17 @@ func (s *Store) Renew(ctx context.Context, clinic ids.ID, resource string, token
 // Release frees the lock identified by token and secret; savedVersion,
 // when not empty, is handed to the next grant.
 func (s *Store) Release(ctx context.Context, clinic ids.ID, resource string, token int64, secret, savedVersion string) error {
-	v, err := s.run(ctx, releaseScript, []string{s.lockKey(clinic, resource), s.fenceKey(clinic)},
-		token, hashSecret(secret), resource, savedVersion)
+	c := s.releaseCall(clinic, resource, token, secret, savedVersion)
+	v, err := s.run(ctx, c.script, c.keys, c.args...)
 	if err != nil {
 		return err
 	}
 	return outcome(v[0])
+}
+
+func (s *Store) releaseCall(clinic ids.ID, resource string, token int64, secret, savedVersion string) call {
+	return call{releaseScript, []string{s.lockKey(clinic, resource), s.fenceKey(clinic)},
+		[]any{token, hashSecret(secret), resource, savedVersion}}
 }
 
 // Inspect returns the lock on resource and the last token granted for it.
