@@ -254,6 +254,11 @@ func Encode(batch Batch) (body []byte, contentEncoding string, err error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("wire: encode: %w", err)
 	}
+	return finish(b)
+}
+
+// finish bounds and, above CompressAbove, compresses an encoded body.
+func finish(b []byte) (body []byte, contentEncoding string, err error) {
 	if len(b) > MaxBody {
 		return nil, "", fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
@@ -312,6 +317,61 @@ type Encoded struct {
 	ContentEncoding string
 	// Changes is how many changes the body carries.
 	Changes int
+}
+
+// EncodeRawAll is EncodeAll for changes of clinic stored already encoded:
+// each is json.Marshal of an Envelope of protocol version protocol that
+// passed Validate (an outbox row), so the relay sends them without decoding
+// and encoding them again. The bodies are the ones EncodeAll would make of
+// the decoded batch.
+func EncodeRawAll(protocol int, clinic ids.ID, changes []json.RawMessage) ([]Encoded, error) {
+	switch {
+	case !Local().Has(protocol):
+		return nil, fmt.Errorf("%w: %d (this build speaks %s)", ErrProtocol, protocol, Local())
+	case clinic <= 0:
+		return nil, fmt.Errorf("%w: batch without clinic", ErrInvalid)
+	case len(changes) == 0:
+		return nil, fmt.Errorf("%w: empty batch", ErrInvalid)
+	case len(changes) > MaxBatch:
+		return nil, fmt.Errorf("%w: %d changes in one batch (at most %d)", ErrInvalid, len(changes), MaxBatch)
+	}
+	head, err := json.Marshal(Batch{Protocol: protocol, Clinic: clinic})
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode: %w", err)
+	}
+	// {"protocol":…,"clinic":…,"changes":null} → …,"changes":[raw,…]}
+	head = bytes.TrimSuffix(head, []byte("null}"))
+	size := len(head) + len(changes) + 2
+	for _, c := range changes {
+		size += len(c)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, head...)
+	b = append(b, '[')
+	for i, c := range changes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, c...)
+	}
+	b = append(b, ']', '}')
+	body, enc, err := finish(b)
+	if errors.Is(err, ErrTooLarge) && len(changes) > 1 {
+		half := len(changes) / 2
+		first, err := EncodeRawAll(protocol, clinic, changes[:half])
+		if err != nil {
+			return nil, err
+		}
+		rest, err := EncodeRawAll(protocol, clinic, changes[half:])
+		if err != nil {
+			return nil, err
+		}
+		return append(first, rest...), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []Encoded{{Body: body, ContentEncoding: enc, Changes: len(changes)}}, nil
 }
 
 // EncodeAll encodes b as one body or, when that would exceed MaxBody, as
