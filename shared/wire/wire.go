@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/scsync/scsync/shared/ids"
@@ -266,13 +267,27 @@ func finish(b []byte) (body []byte, contentEncoding string, err error) {
 		return b, "", nil
 	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	buf.Grow(len(b) / 3)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	_, _ = zw.Write(b)
 	if err := zw.Close(); err != nil {
 		return nil, "", fmt.Errorf("wire: compress: %w", err)
 	}
 	return buf.Bytes(), "gzip", nil
 }
+
+// gzipWriters holds compressors for finish: each is about a megabyte of
+// state, and at a backfill's rate both relays compress a message every few
+// milliseconds. BestSpeed: on a message of 500 backfilled studies it
+// compresses three times as fast as the default level (1.0 ms against 2.9
+// here), to 15.6 KB instead of 12.3 of 179 KB; the default level took about
+// a tenth of the cloud's CPU during a backfill.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
 
 // Decode parses and validates a body produced by Encode.
 func Decode(body []byte, contentEncoding string) (Batch, error) {
