@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/scsync/scsync/shared/ids"
@@ -254,6 +255,11 @@ func Encode(batch Batch) (body []byte, contentEncoding string, err error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("wire: encode: %w", err)
 	}
+	return finish(b)
+}
+
+// finish bounds and, above CompressAbove, compresses an encoded body.
+func finish(b []byte) (body []byte, contentEncoding string, err error) {
 	if len(b) > MaxBody {
 		return nil, "", fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
 	}
@@ -261,13 +267,27 @@ func Encode(batch Batch) (body []byte, contentEncoding string, err error) {
 		return b, "", nil
 	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	buf.Grow(len(b) / 3)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
 	_, _ = zw.Write(b)
 	if err := zw.Close(); err != nil {
 		return nil, "", fmt.Errorf("wire: compress: %w", err)
 	}
 	return buf.Bytes(), "gzip", nil
 }
+
+// gzipWriters holds compressors for finish: each is about a megabyte of
+// state, and at a backfill's rate both relays compress a message every few
+// milliseconds. BestSpeed: on a message of 500 backfilled studies it
+// compresses three times as fast as the default level (1.0 ms against 2.9
+// here), to 15.6 KB instead of 12.3 of 179 KB; the default level took about
+// a tenth of the cloud's CPU during a backfill.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
 
 // Decode parses and validates a body produced by Encode.
 func Decode(body []byte, contentEncoding string) (Batch, error) {
@@ -312,6 +332,61 @@ type Encoded struct {
 	ContentEncoding string
 	// Changes is how many changes the body carries.
 	Changes int
+}
+
+// EncodeRawAll is EncodeAll for changes of clinic stored already encoded:
+// each is json.Marshal of an Envelope of protocol version protocol that
+// passed Validate (an outbox row), so the relay sends them without decoding
+// and encoding them again. The bodies are the ones EncodeAll would make of
+// the decoded batch.
+func EncodeRawAll(protocol int, clinic ids.ID, changes []json.RawMessage) ([]Encoded, error) {
+	switch {
+	case !Local().Has(protocol):
+		return nil, fmt.Errorf("%w: %d (this build speaks %s)", ErrProtocol, protocol, Local())
+	case clinic <= 0:
+		return nil, fmt.Errorf("%w: batch without clinic", ErrInvalid)
+	case len(changes) == 0:
+		return nil, fmt.Errorf("%w: empty batch", ErrInvalid)
+	case len(changes) > MaxBatch:
+		return nil, fmt.Errorf("%w: %d changes in one batch (at most %d)", ErrInvalid, len(changes), MaxBatch)
+	}
+	head, err := json.Marshal(Batch{Protocol: protocol, Clinic: clinic})
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode: %w", err)
+	}
+	// {"protocol":…,"clinic":…,"changes":null} → …,"changes":[raw,…]}
+	head = bytes.TrimSuffix(head, []byte("null}"))
+	size := len(head) + len(changes) + 2
+	for _, c := range changes {
+		size += len(c)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, head...)
+	b = append(b, '[')
+	for i, c := range changes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, c...)
+	}
+	b = append(b, ']', '}')
+	body, enc, err := finish(b)
+	if errors.Is(err, ErrTooLarge) && len(changes) > 1 {
+		half := len(changes) / 2
+		first, err := EncodeRawAll(protocol, clinic, changes[:half])
+		if err != nil {
+			return nil, err
+		}
+		rest, err := EncodeRawAll(protocol, clinic, changes[half:])
+		if err != nil {
+			return nil, err
+		}
+		return append(first, rest...), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []Encoded{{Body: body, ContentEncoding: enc, Changes: len(changes)}}, nil
 }
 
 // EncodeAll encodes b as one body or, when that would exceed MaxBody, as

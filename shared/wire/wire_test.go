@@ -163,6 +163,60 @@ func TestEncodeAllSplits(t *testing.T) {
 	}
 }
 
+// TestEncodeRawAllMatchesEncodeAll: changes stored as JSON make the very
+// bodies their decoded batch makes, split the same way when too large.
+func TestEncodeRawAllMatchesEncodeAll(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		n, size int
+	}{{"one small", 1, 10}, {"compressed", 20, CompressAbove}, {"split", 40, 200 << 10}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var es []Envelope
+			var raw []json.RawMessage
+			for i := range tc.n {
+				e := valid()
+				e.ChangeID = ids.ID(i + 1)
+				e.Payload = json.RawMessage(`{"note":"<` + strings.Repeat(string(rune('a'+i%26)), tc.size) + `>"}`)
+				es = append(es, e)
+				b, err := json.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				raw = append(raw, b)
+			}
+			want, err := EncodeAll(NewBatch(42, es...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := EncodeRawAll(Protocol, 42, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("EncodeRawAll made %d messages, EncodeAll %d", len(got), len(want))
+			}
+			for i := range got {
+				g, err := Decode(got[i].Body, got[i].ContentEncoding)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, _ := Decode(want[i].Body, want[i].ContentEncoding)
+				gb, _ := json.Marshal(g)
+				wb, _ := json.Marshal(w)
+				if string(gb) != string(wb) || got[i].Changes != want[i].Changes || got[i].ContentEncoding != want[i].ContentEncoding {
+					t.Fatalf("message %d differs: %d changes %q, want %d %q", i, got[i].Changes, got[i].ContentEncoding, want[i].Changes, want[i].ContentEncoding)
+				}
+			}
+		})
+	}
+	if _, err := EncodeRawAll(Protocol, 42, nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("EncodeRawAll(no changes) = %v, want ErrInvalid", err)
+	}
+	if _, err := EncodeRawAll(99, 42, []json.RawMessage{[]byte(`{}`)}); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("EncodeRawAll(protocol 99) = %v, want ErrProtocol", err)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	body, _, _ := Encode(NewBatch(42, valid()))
 	tests := []struct {

@@ -127,17 +127,10 @@ func flushAll(tx *gorm.DB, cts []*clinicTx) error {
 	if err := createRecords(tx, created); err != nil {
 		return err
 	}
-	if len(changes) > 0 {
-		if err := tx.CreateInBatches(changes, 500).Error; err != nil {
-			return err
-		}
+	if err := insertChanges(tx, changes); err != nil {
+		return err
 	}
-	if len(outbox) > 0 {
-		if err := tx.CreateInBatches(outbox, 1000).Error; err != nil {
-			return err
-		}
-	}
-	return nil
+	return insertOutbox(tx, outbox)
 }
 
 // flushCreated inserts the records created since the last flush, a

@@ -287,7 +287,14 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
 		level[i] = records.Ref{Kind: c.kind, ID: c.id}
 	}
 	for depth := 0; depth < 3 && len(level) > 0; depth++ {
-		if err := cache.load(tx, s.clinic, level); err != nil {
+		load := cache.load
+		if depth > 0 {
+			// The records referred to were mostly sent before (a
+			// history's few patients, each with many studies): read
+			// in full only those not queued yet.
+			load = cache.loadUnqueued
+		}
+		if err := load(tx, s.clinic, level); err != nil {
 			return nil, err
 		}
 		var next []records.Ref
@@ -309,6 +316,59 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
 		}
 	}
 	return plan, nil
+}
+
+// loadUnqueued is load for the backfill's references: a record queued
+// already (the backfill skips it) is cached as a stub that only says so,
+// without reading its content.
+func (c rowCache) loadUnqueued(tx *gorm.DB, clinic ids.ID, refs []records.Ref) error {
+	byKind := map[wire.Kind][]ids.ID{}
+	for _, r := range refs {
+		if _, ok := c[r]; !ok {
+			byKind[r.Kind] = append(byKind[r.Kind], r.ID)
+		}
+	}
+	var full []records.Ref
+	for kind, list := range byKind {
+		k, err := opsFor(kind)
+		if err != nil {
+			continue // load leaves an unknown kind to the caller
+		}
+		for start := 0; start < len(list); start += inChunk {
+			part := list[start:min(start+inChunk, len(list))]
+			var rows []struct {
+				ID     ids.ID
+				Queued bool
+			}
+			if err := tx.Table(k.spec.Table).Select("id, queued").Where("clinic_id = ? AND id IN ?", clinic, part).Scan(&rows).Error; err != nil {
+				return err
+			}
+			for _, r := range rows {
+				ref := records.Ref{Kind: kind, ID: r.ID}
+				if !r.Queued {
+					full = append(full, ref)
+					continue
+				}
+				stub := k.newRow()
+				m := stub.meta()
+				m.ID, m.ClinicID, m.Queued = r.ID, clinic, true
+				c[ref] = stub
+			}
+		}
+	}
+	if err := c.load(tx, clinic, full); err != nil {
+		return err
+	}
+	for kind, list := range byKind {
+		for _, id := range list {
+			if _, ok := c[records.Ref{Kind: kind, ID: id}]; !ok {
+				if _, err := opsFor(kind); err == nil {
+					c[records.Ref{Kind: kind, ID: id}] = nil // absent
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // commitBackfill writes plan: the marks, each only where its record is as

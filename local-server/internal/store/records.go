@@ -359,12 +359,19 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 		cp, _ := strconv.ParseInt(cpS, 10, 64)
 		start := cp
 		now := time.Now().UTC()
-		// The records the batch changes, read in one query per kind.
+		// Acceptances of this clinic's changes as sent need only the sync
+		// columns; the other records the batch changes are read whole, in
+		// one query per kind.
+		asSent, err := s.acceptedAsSent(tx, es, cp)
+		if err != nil {
+			return err
+		}
 		cache := rowCache{}
 		refs := make([]records.Ref, 0, len(es))
 		for _, e := range es {
-			if e.CloudSeq > cp {
-				refs = append(refs, records.Ref{Kind: e.Kind, ID: e.RecordID})
+			ref := records.Ref{Kind: e.Kind, ID: e.RecordID}
+			if _, ok := asSent[ref]; !ok && e.CloudSeq > cp {
+				refs = append(refs, ref)
 			}
 		}
 		if err := cache.load(tx, s.clinic, refs); err != nil {
@@ -382,6 +389,15 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 			}
 			if res.Gap != 0 {
 				break
+			}
+			if fence, ok := asSent[records.Ref{Kind: e.Kind, ID: e.RecordID}]; ok {
+				// applyOne's syncrules.AcceptAsSent, without the row.
+				k, _ := opsFor(e.Kind)
+				p.marks.add(k.spec.Table, e.RecordID, e.NewVersion.String(), e.CloudSeq, max(fence, e.Fence), e.Unfenced)
+				res.Applied++
+				res.Changes = append(res.Changes, e)
+				cp = e.CloudSeq
+				continue
 			}
 			applied, err := s.applyOne(tx, e, now, cache, &p)
 			if err != nil {
