@@ -34,8 +34,11 @@ import (
 // A lone save does not wait for company: batches form by themselves while
 // the previous one commits.
 
-// maxSaveBatch bounds the saves of one group commit.
-const maxSaveBatch = 256
+// maxSaveBatch bounds the saves of one group commit. Each save is a
+// subtransaction (its savepoint), and a backend caches the ids of at most
+// 64 of them: past that, while the batch runs, every snapshot of every
+// backend looks its subtransactions up in pg_subtrans.
+const maxSaveBatch = 64
 
 // saveReq is one save waiting for its clinic's lane.
 type saveReq struct {
