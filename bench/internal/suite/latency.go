@@ -27,8 +27,9 @@ var Latency = Bench{
 		dur := fs.Duration("duration", 15*time.Second, "how long each direction (and the baseline) runs")
 		size := fs.Int("size", 1024, "approximate JSON size of a record's content, bytes")
 		load := fs.Bool("cpu-load", false, "keep one core busy with a second process for the whole run (baseline and ours), as a busy clinic PC would")
+		prof := fs.String("cpuprofile", "", "write a CPU profile of sc-cloud (SCSYNC_PPROF=1) over the cloud → clinic run to this file (go tool pprof)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
-			return runLatency(ctx, c, *rate, *dur, *size, *load)
+			return runLatency(ctx, c, *rate, *dur, *size, *load, *prof)
 		}
 	},
 }
@@ -60,7 +61,7 @@ func (a *arrivals) get(id string) (time.Time, bool) {
 	return t, ok
 }
 
-func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size int, load bool) ([]results.Result, error) {
+func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size int, load bool, prof string) ([]results.Result, error) {
 	var cl stack.Cleanup
 	defer cl.Close()
 	if load {
@@ -74,7 +75,11 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
-	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "latency")
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "latency", extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -113,11 +118,24 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 		return nil, err
 	}
 	defer lv.Close()
+	profDone := make(chan error, 1)
+	if prof != "" {
+		go func() { profDone <- cpuProfile(ctx, a.Cloud, a.AdminToken, prof, dur) }()
+	}
 	down, err := paced(ctx, rate, dur, size, clinic.CloudPrefix(a.Cloud)+"patients", a.AdminToken, downSeen)
 	if err != nil {
 		return nil, fmt.Errorf("down: %w", err)
 	}
+	if prof != "" {
+		if err := <-profDone; err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	up.reconnects, down.reconnects = cv.Reconnects.Load(), lv.Reconnects.Load()
+	// How the cloud's group commit gathered the saves (older builds have no
+	// such metric: left out).
+	commits, cerr := stack.Gauge(ctx, a.Cloud, "scsync_cloud_save_commits_total")
+	saves, serr := stack.Gauge(ctx, a.Cloud, "scsync_cloud_saves_total")
 	c.Log.Info("cloud → clinic done", "p50_ms", stats.Millis(down.sum.P50), "p99_ms", stats.Millis(down.sum.P99), "missing", down.missing)
 
 	params := map[string]any{"rate_per_s": rate, "duration_s": dur.Seconds(), "record_bytes": size, "cpu_load": load}
@@ -137,6 +155,9 @@ func runLatency(ctx context.Context, c Config, rate int, dur time.Duration, size
 			"ours_post_p50_ms":      round3(stats.Millis(d.m.api.P50)), "ours_post_p99_ms": round3(stats.Millis(d.m.api.P99))}
 		r.Note = d.note + "; baseline: publish with confirm (quorum queue) → consume → INSERT commit into PostgreSQL, same rate and size"
 		out = append(out, r)
+	}
+	if cerr == nil && serr == nil && commits > 0 {
+		out[1].Extra["ours_cloud_saves_per_commit"] = round1(saves / commits)
 	}
 	out[0].Extra["ours_cloud_accepted_p50_ms"] = round3(stats.Millis(accepted.P50))
 	out[0].Extra["ours_cloud_accepted_p99_ms"] = round3(stats.Millis(accepted.P99))

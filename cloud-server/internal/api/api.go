@@ -439,10 +439,12 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	if err != nil {
 		return err
 	}
-	rec, err := s.st.Save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Create: true, Content: c, ChangeID: id})
+	ctx := s.auditInSave(r.Context(), clinic, r.PathValue("collection"), http.StatusCreated)
+	rec, err := s.st.Save(ctx, clinic, store.Edit{Kind: spec.Kind, ID: id, Create: true, Content: c, ChangeID: id})
 	if err != nil {
 		return err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	httpapi.WriteJSON(w, http.StatusCreated, rec)
 	return nil
@@ -461,7 +463,7 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	if err != nil {
 		return err
 	}
-	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
+	rec, err := s.save(s.auditInSave(r.Context(), clinic, r.PathValue("collection"), http.StatusOK), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: req.BaseVersion, Content: c})
 	if err != nil {
 		return err
 	}
@@ -482,7 +484,7 @@ func (s *Server) remove(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	if err != nil {
 		return err
 	}
-	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
+	rec, err := s.save(s.auditInSave(r.Context(), clinic, r.PathValue("collection"), http.StatusOK), clinic, store.Edit{Kind: spec.Kind, ID: id, Base: base, Delete: true})
 	if err != nil {
 		return err
 	}
@@ -501,7 +503,7 @@ func (s *Server) unsync(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	if err != nil {
 		return err
 	}
-	rec, err := s.save(r.Context(), clinic, store.Edit{Kind: spec.Kind, ID: id, Delete: true, Unsync: true})
+	rec, err := s.save(s.auditInSave(r.Context(), clinic, r.PathValue("collection"), http.StatusOK), clinic, store.Edit{Kind: spec.Kind, ID: id, Delete: true, Unsync: true})
 	if err != nil {
 		return err
 	}
@@ -509,7 +511,8 @@ func (s *Server) unsync(w http.ResponseWriter, r *http.Request, clinic ids.ID) e
 	return nil
 }
 
-// save applies a cloud edit; without a base version it edits whatever is current.
+// save applies a cloud edit; without a base version it edits whatever is
+// current. ctx may carry the request's audit entry (auditInSave).
 func (s *Server) save(ctx context.Context, clinic ids.ID, ed store.Edit) (store.Record, error) {
 	changeID, err := s.ids.Next()
 	if err != nil {
@@ -520,6 +523,7 @@ func (s *Server) save(ctx context.Context, clinic ids.ID, ed store.Edit) (store.
 	if err != nil {
 		return nil, err
 	}
+	auth.Audited(ctx)
 	s.notify()
 	return rec, nil
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	"gorm.io/gorm"
+
 	"github.com/scsync/scsync/cloud-server/internal/store"
 	"github.com/scsync/scsync/shared/audit"
 	"github.com/scsync/scsync/shared/auth"
@@ -208,6 +210,29 @@ func (s *Server) Audit(ev auth.Event) {
 	}
 	s.record(ev.Request.Context(), clinic, audit.Entry{Actor: ev.Principal.Actor(), Username: ev.Principal.Username, Action: ev.Action,
 		Kind: ev.Collection, Target: target, Remote: ev.Remote, Outcome: ev.Status, Detail: detail})
+}
+
+// auditInSave returns ctx with the audit entry of the request (when it is
+// audited) to be written in the save's own transaction, with status as its
+// outcome: the change and its entry commit together, in the clinic's group
+// commit, instead of the entry costing a commit of its own after it (and
+// waiting for the node's other appends). After the save succeeded, the
+// handler calls auth.Audited(ctx); when it failed, the guard records the
+// outcome as for any call.
+func (s *Server) auditInSave(ctx context.Context, clinic ids.ID, collection string, status int) context.Context {
+	if s.audit == nil {
+		return ctx
+	}
+	ev, ok := auth.PendingAudit(ctx)
+	if !ok {
+		return ctx
+	}
+	return store.WithSaveHook(ctx, func(tx *gorm.DB, rec store.Record) error {
+		_, err := s.audit.AppendTx(tx, audit.Entry{Chain: CloudChain(clinic), Clinic: clinic, Actor: ev.Principal.Actor(),
+			Username: ev.Principal.Username, Action: ev.Action, Kind: collection, Target: store.RecordMeta(rec).ID.String(),
+			Remote: ev.Remote, Outcome: status})
+		return err
+	})
 }
 
 func (s *Server) record(ctx context.Context, clinic ids.ID, e audit.Entry) {

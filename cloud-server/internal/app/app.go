@@ -175,6 +175,13 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	rewinds := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "clinic_rewinds_total",
 		Help: "Clinics found older than what they had acknowledged (restored from a backup or wiped); the cloud re-sent what they lost."})
 	reg.MustRegister(rewinds)
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "save_commits_total",
+			Help: "Group commits of the API's record saves on this node (saves_total / save_commits_total is the mean batch)."},
+			func() float64 { c, _ := st.GroupCommits(); return float64(c) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "saves_total",
+			Help: "The API's record saves that went through a group commit on this node."},
+			func() float64 { _, n := st.GroupCommits(); return float64(n) }))
 	apiSrv.OnRewind(rewinds.Inc)
 	apiSrv.OnClinic(rep.ClinicAdded)
 	apiSrv.OnProtocols(rep.SetProtocols)

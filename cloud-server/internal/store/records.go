@@ -50,14 +50,17 @@ type Edit struct {
 }
 
 // Save writes a change made in the cloud (origin cloud) with its change log
-// entry and outbox row, under the clinic's lock.
+// entry and outbox row, under the clinic's lock, in a group commit with the
+// clinic's other saves waiting on this node (commit.go). ctx's save hook
+// (WithSaveHook), if any, runs in the same transaction.
 func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error) {
 	k, err := opsFor(ed.Kind)
 	if err != nil {
 		return nil, err
 	}
 	var out Record
-	err = s.inClinic(ctx, clinic, func(ct *clinicTx) error {
+	err = s.inClinicSave(ctx, clinic, func(ct *clinicTx) error {
+		out = nil
 		rec, exists, err := ct.load(k, ed.ID)
 		if err != nil {
 			return err
@@ -121,6 +124,9 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 			m.CreatedAt = now
 		}
 		if err := ct.acceptChange(rec, exists, base, now, res.Conflict, ed.Unsync, PersonOf(ctx)); err != nil {
+			return err
+		}
+		if err := saveHook(ctx, ct.tx, rec); err != nil {
 			return err
 		}
 		out = rec

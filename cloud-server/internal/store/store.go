@@ -32,6 +32,7 @@ type IDs interface {
 type Store struct {
 	db  *gorm.DB
 	ids IDs
+	gc  committer // the API saves' group commits (commit.go)
 }
 
 // Open connects to PostgreSQL at url and migrates the schema. gen mints the
