@@ -149,7 +149,9 @@ func bareServer(ctx context.Context) error {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = fmt.Fprintln(w, "ok")
+		// JSON as sc-local's /readyz answers (stack.WaitReady reads its checks).
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintln(w, `{"status":"ok"}`)
 	})
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", os.Getenv("BARE_LISTEN"))
 	if err != nil {
