@@ -5,12 +5,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"sync"
 	"time"
 )
 
@@ -51,11 +54,35 @@ const (
 const MaxBody = 1 << 20
 
 // WriteJSON writes v with status.
+//
+// v is encoded first, into a pooled buffer, and sent with its
+// Content-Length in one write: no encoder allocated per answer, no chunked
+// encoding for answers over net/http's 2 KB buffer, and a value that cannot
+// be encoded answers 500 instead of a status already sent with a cut body.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	buf := answers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // let an unusually large one go
+			buf.Reset()
+			answers.Put(buf)
+		}
+	}()
+	if err := json.NewEncoder(buf).Encode(v); err != nil {
+		buf.Reset()
+		status = http.StatusInternalServerError
+		buf.WriteString(`{"code":"` + CodeInternal + `","message":"internal error; see the server log"}` + "\n")
+	}
+	h := w.Header()
+	h["Content-Type"] = jsonType
+	h["Content-Length"] = []string{strconv.Itoa(buf.Len())}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(buf.Bytes())
 }
+
+// jsonType is the Content-Type of every answer; net/http only reads it.
+var jsonType = []string{"application/json"}
+
+var answers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // WriteError writes err as JSON. An *Error keeps its status and code; any
 // other error is an internal error whose text is logged, not shown.

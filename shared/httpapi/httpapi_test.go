@@ -39,6 +39,27 @@ func TestWriteError(t *testing.T) {
 	}
 }
 
+// TestWriteJSON: an answer carries its Content-Length and the encoding's
+// bytes; a value that cannot be encoded answers 500 with code internal,
+// not the status asked for with a cut body.
+func TestWriteJSON(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteJSON(rec, http.StatusCreated, map[string]string{"id": "7"})
+	if rec.Code != http.StatusCreated || rec.Body.String() != `{"id":"7"}`+"\n" ||
+		rec.Header().Get("Content-Length") != "11" || rec.Header().Get("Content-Type") != "application/json" {
+		t.Errorf("WriteJSON = %d %q, headers %v", rec.Code, rec.Body.String(), rec.Header())
+	}
+	rec = httptest.NewRecorder()
+	WriteJSON(rec, http.StatusOK, map[string]any{"bad": make(chan int)})
+	var body Error
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("answer to an unencodable value: %v (%q)", err, rec.Body.String())
+	}
+	if rec.Code != http.StatusInternalServerError || body.Code != CodeInternal {
+		t.Errorf("unencodable value: %d %+v, want 500 %s", rec.Code, body, CodeInternal)
+	}
+}
+
 func TestDecode(t *testing.T) {
 	type in struct {
 		Name string `json:"name"`

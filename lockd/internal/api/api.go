@@ -96,9 +96,9 @@ func (s *Server) route(mux *http.ServeMux, pattern, op string, min role, h handl
 			if e.retryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(int((e.retryAfter+time.Second-1)/time.Second)))
 			}
-			writeJSON(w, e.status, e.body)
+			httpapi.WriteJSON(w, e.status, e.body)
 		} else {
-			writeJSON(w, http.StatusOK, body)
+			httpapi.WriteJSON(w, http.StatusOK, body)
 			ok.Inc()
 		}
 		latency.Observe(time.Since(start).Seconds())
