@@ -5,6 +5,7 @@ import (
 	cryptotls "crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -34,6 +35,7 @@ type PrivateRabbit struct {
 	name string
 	bin  string
 	env  []string
+	tls  bool
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -174,7 +176,7 @@ func launchPrivateRabbit(bin, dir string, managed bool, tls *RabbitTLS, extraCon
 	}
 	r := &PrivateRabbit{
 		URL: fmt.Sprintf("%s://guest:guest@127.0.0.1:%d/", scheme, port), MgmtURL: mgmtURL,
-		dir: dir, port: port, name: fmt.Sprintf("%s@localhost", Name("rabbit")),
+		dir: dir, port: port, name: fmt.Sprintf("%s@localhost", Name("rabbit")), tls: tls != nil,
 	}
 	r.env = []string{
 		"HOME=" + dir,
@@ -250,8 +252,11 @@ func (r *PrivateRabbit) boot() error {
 	for {
 		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(context.Background(), "tcp", fmt.Sprintf("127.0.0.1:%d", r.port))
 		if err == nil {
+			ok := r.answers(c)
 			_ = c.Close()
-			return nil
+			if ok {
+				return nil
+			}
 		}
 		select {
 		case <-r.done:
@@ -265,6 +270,30 @@ func (r *PrivateRabbit) boot() error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// answers tells whether the connection c reached the node: not a TCP
+// self-connection (a dial to a port nobody listens on, in the ephemeral
+// range, now and then gets the same port as its own source and "connects"
+// to itself — seen under a busy test run, which then took the node as up a
+// minute before it was) and, on a plaintext listener, a peer that answers
+// the AMQP 0-9-1 protocol header with a method frame (Connection.Start).
+func (r *PrivateRabbit) answers(c net.Conn) bool {
+	if c.LocalAddr().String() == c.RemoteAddr().String() {
+		return false
+	}
+	if r.tls {
+		return true
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+		return false
+	}
+	var frame [1]byte
+	if _, err := io.ReadFull(c, frame[:]); err != nil {
+		return false
+	}
+	return frame[0] == 1 // frame type 1: a method frame
 }
 
 // rabbitBootTimeout bounds a private node's boot. An idle machine boots one
@@ -291,8 +320,42 @@ func (r *PrivateRabbit) Kill() {
 	}
 	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
 	<-r.done
+	// r.done means the rabbitmq-server script is gone; the Erlang VM is its
+	// child (started in the background) and may take a while longer to die
+	// on a busy machine, its listening socket still accepting. Wait until
+	// no process of the group is left, so a Start after Kill never takes
+	// the dying node for the new one.
+	for deadline := time.Now().Add(time.Minute); groupAlive(r.cmd.Process.Pid) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	// epmd may keep the node name registered for a moment; the next start
 	// uses the same name, which epmd frees once the VM is gone.
+}
+
+// groupAlive tells whether a process of group pgid is still running (a
+// zombie does not count: whoever adopted it may be slow to reap it). It
+// reads /proc; where there is none it answers false.
+func groupAlive(pgid int) bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) < 3 || fields[0] == "Z" {
+			continue
+		}
+		if g, err := strconv.Atoi(fields[2]); err == nil && g == pgid {
+			return true
+		}
+	}
+	return false
 }
 
 // caClient is an HTTP client trusting only the CA in caFile.
