@@ -668,8 +668,8 @@ func (s *Store) EachDigest(ctx context.Context, fn func(key, digest string) erro
 }
 
 // scanCacheKiB is the page cache of a connection while it reads every row
-// (KiB): with the read-only connections' usual 8 MB each, verify of a
-// million records peaked 24 MiB higher in anonymous memory.
+// (KiB): with the read-only connections' then 8 MB each kept while it ran,
+// verify of a million records peaked 24 MiB higher in anonymous memory.
 const scanCacheKiB = 1000
 
 // digestWorkers is how many goroutines (and read-only connections: the

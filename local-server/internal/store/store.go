@@ -107,7 +107,7 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// copy each page they change to a sub-journal, which otherwise spills
 	// to a temporary file past 64 KiB (a pwrite per page); it is never
 	// needed after the transaction, the WAL is what makes a commit durable.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-32000)&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(4000)&_pragma=temp_store(MEMORY)&" + driverParams
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=cache_size(-" + strconv.Itoa(writerCacheKiB) + ")&_pragma=mmap_size(268435456)&_pragma=wal_autocheckpoint(4000)&_pragma=temp_store(MEMORY)&" + driverParams
 	// One connection: SQLite has one writer, and this keeps transactions
 	// strictly serialized instead of failing with SQLITE_BUSY.
 	db, sqlDB, err := openConn(dsn, 1)
@@ -127,8 +127,8 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// A second connection, read-only, for work that only reads: the
 	// backfill plans its batches on a snapshot through it (WAL lets it read
 	// while the writer writes), and counting does not wait for writes.
-	// It maps no memory and keeps a small page cache (8 MB for each of its
-	// two connections): the writer's mmap already holds the hot pages, a
+	// It maps no memory and keeps a small page cache (readerCacheKiB for
+	// each of its two connections): the writer's mmap already holds the hot pages, a
 	// second map of the same file would count them twice in sc-local's RSS,
 	// and what it mostly does — a backfill's snapshot reads, verify's scan
 	// of every row — passes over each page once. With 16 MB each, verify of
@@ -144,9 +144,24 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	return s, nil
 }
 
-// readerCacheKiB is the page cache of each read-only connection (KiB);
-// a scan of every row (verify) shrinks it while it runs (scanCacheKiB).
-const readerCacheKiB = 8000
+// The page caches of the writer and of each read-only connection (KiB,
+// SQLite's cache_size as it counts it); a scan of every row (verify)
+// shrinks a reader's while it runs (scanCacheKiB).
+//
+// What they cost is about twice that: the driver's allocator
+// (modernc.org/memory) serves a request of up to 16 KiB from a slot of the
+// next power of two, and SQLite allocates each cached page on its own, 4 KiB
+// of page and a few hundred bytes of header: an 8 KiB slot. With 32 MB for
+// the writer and 8 MB for each reader, sc-local held about 90 MiB of
+// anonymous memory in SQLite's caches alone after a million-record backfill,
+// which pushed verify past its 100 MB budget (docs/performance.md, "Verify at
+// a million"). The writer reads through its memory map (mmap_size), so its
+// cache mostly holds a transaction's dirty pages; past it SQLite spills them
+// to the WAL before the commit, which costs writes, not durability.
+const (
+	writerCacheKiB = 16000
+	readerCacheKiB = 4000
+)
 
 // openConn opens a pool of at most conns connections to dsn, each of
 // which keeps up to stmtsKept prepared statements (stmtcache.go).
