@@ -463,7 +463,7 @@ func (s *Store) OutboxLanes(ctx context.Context) (live, backfill int64, err erro
 		Lane int
 		N    int64
 	}
-	err = s.rdb.WithContext(ctx).Model(&Outbox{}).Select("lane, COUNT(*) AS n").Group("lane").Scan(&rows).Error
+	err = s.odb.WithContext(ctx).Model(&Outbox{}).Select("lane, COUNT(*) AS n").Group("lane").Scan(&rows).Error
 	for _, r := range rows {
 		switch r.Lane {
 		case LaneLive:

@@ -76,8 +76,11 @@ const (
 
 // Store is the clinic database.
 type Store struct {
-	db   *gorm.DB // the one writer
-	rdb  *gorm.DB // readers (query_only)
+	db  *gorm.DB // the one writer
+	rdb *gorm.DB // readers (query_only)
+	// odb reads the outbox (query_only, one connection, a small cache):
+	// the relay and the backfill's counts, many small reads a second.
+	odb  *gorm.DB
 	path string
 	// importing counts bulk imports in progress: the backfill waits for
 	// them, so it sends the whole imported history newest first.
@@ -127,26 +130,46 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 	// A second connection, read-only, for work that only reads: the
 	// backfill plans its batches on a snapshot through it (WAL lets it read
 	// while the writer writes), and counting does not wait for writes.
-	// It maps no memory and keeps a small page cache (readerCacheKiB for
-	// each of its two connections): the writer's mmap already holds the hot pages, a
-	// second map of the same file would count them twice in sc-local's RSS,
-	// and what it mostly does — a backfill's snapshot reads, verify's scan
-	// of every row — passes over each page once. With 16 MB each, verify of
-	// a million records peaked at 103 MiB of anonymous memory (docs/verify.md).
+	// It maps no memory and keeps a small page cache (readerCacheKiB for each of its
+	// two connections): the writer's mmap already holds the hot pages, a
+	// second map of the same file would count them twice in sc-local's RSS
+	// (and SQLite sets a mapped page up again at every fetch: tried, it cost
+	// more than it saved), and what it mostly does — a backfill's snapshot
+	// reads, verify's scan of every row — passes over each page once. With
+	// 16 MB each, verify of a million records peaked at 103 MiB of anonymous
+	// memory (docs/verify.md). While the writer commits, each read
+	// transaction starts by dropping the whole cache (SQLite's pager reset
+	// when the WAL moved): with 8 MB each, freeing it took a tenth of
+	// sc-local's CPU during a backfill (docs/performance.md, "Backfill: the
+	// readers' resets"); 2 MB holds one backfill batch's reads.
 	rdsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-" + strconv.Itoa(readerCacheKiB) + ")&_pragma=mmap_size(0)&" + driverParams
 	rdb, _, err := openConn(rdsn, 2)
 	if err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	s := &Store{db: db, rdb: rdb, path: path, clinic: clinic, ids: gen, gc: newCommitter()}
+	// A third, for the outbox: the relay reads it every round and the
+	// backfill counts its lanes every turn and while it waits. On the
+	// readers above each of those small reads dropped the cache a batch
+	// had filled; this one's holds only what the outbox reads touch.
+	odsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=query_only(1)&_pragma=cache_size(-" + strconv.Itoa(outboxCacheKiB) + ")&_pragma=mmap_size(0)&" + driverParams
+	odb, _, err := openConn(odsn, 1)
+	if err != nil {
+		_ = sqlDB.Close()
+		if r, rerr := rdb.DB(); rerr == nil {
+			_ = r.Close()
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	s := &Store{db: db, rdb: rdb, odb: odb, path: path, clinic: clinic, ids: gen, gc: newCommitter()}
 	go s.commitLoop()
 	return s, nil
 }
 
 // The page caches of the writer and of each read-only connection (KiB,
 // SQLite's cache_size as it counts it); a scan of every row (verify)
-// shrinks a reader's while it runs (scanCacheKiB).
+// shrinks a reader's while it runs (scanCacheKiB). 2 MB holds one backfill
+// batch's reads (see Open).
 //
 // What they cost is about twice that: the driver's allocator
 // (modernc.org/memory) serves a request of up to 16 KiB from a slot of the
@@ -160,8 +183,12 @@ func Open(path string, clinic ids.ID, gen *ids.Generator) (*Store, error) {
 // to the WAL before the commit, which costs writes, not durability.
 const (
 	writerCacheKiB = 16000
-	readerCacheKiB = 4000
+	readerCacheKiB = 2000
 )
+
+// outboxCacheKiB is the page cache of the outbox's read-only connection
+// (KiB): a relay round reads up to a few thousand envelopes once.
+const outboxCacheKiB = 2000
 
 // openConn opens a pool of at most conns connections to dsn, each of
 // which keeps up to stmtsKept prepared statements (stmtcache.go).
@@ -219,7 +246,7 @@ func ClosePlain(db *gorm.DB) {
 func (s *Store) Close() error {
 	s.gc.stop() // after the batch it runs: its writers get their answer
 	var errs []error
-	for _, db := range []*gorm.DB{s.rdb, s.db} {
+	for _, db := range []*gorm.DB{s.odb, s.rdb, s.db} {
 		sqlDB, err := db.DB()
 		if err == nil {
 			err = sqlDB.Close()
@@ -244,7 +271,7 @@ func (s *Store) Clinic() ids.ID { return s.clinic }
 // NextOutbox returns up to limit unpublished messages, oldest first.
 func (s *Store) NextOutbox(ctx context.Context, limit int) ([]Outbox, error) {
 	var rows []Outbox
-	err := s.rdb.WithContext(ctx).Order("lane, id").Limit(limit).Find(&rows).Error
+	err := s.odb.WithContext(ctx).Order("lane, id").Limit(limit).Find(&rows).Error
 	return rows, err
 }
 
