@@ -5,7 +5,6 @@ go 1.26.8
 toolchain go1.26.11
 
 require (
-	github.com/goccy/go-json v0.12.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/scsync/scsync/shared v0.0.0

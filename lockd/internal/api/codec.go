@@ -12,8 +12,8 @@ import (
 )
 
 // decodeLock reads the body of a lock call (acquire, renew, release, batch)
-// into the zero value v. A body in lockjson's plain form, which is what the
-// Go client sends, is read without reflection. Anything else goes to
+// into the zero value v. A body lockjson reads strictly (what the Go client
+// sends, and most others) is read by it. Anything else goes to
 // httpapi.Decode over the same bytes (and the same read error, if reading
 // stopped at one), which accepts or refuses it as for every other endpoint:
 // same limits, same error codes.

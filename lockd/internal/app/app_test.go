@@ -407,11 +407,11 @@ func TestInvalidRequests(t *testing.T) {
 	}
 }
 
-// TestLockBodiesInAnyForm: lockd reads the Go client's plain JSON without
-// reflection (internal/lockjson) and every other body with encoding/json,
-// so a body in another valid form (escapes, a key in other case, a number
-// as clinic) is still accepted, and one over the size limit still refused
-// with its own code.
+// TestLockBodiesInAnyForm: lockd reads lock bodies with
+// segmentio/encoding/json (internal/lockjson) and every body that does not
+// read strictly with encoding/json, so a body in another valid form
+// (escapes, a key in other case, a number as clinic) is still accepted, and
+// one over the size limit still refused with its own code.
 func TestLockBodiesInAnyForm(t *testing.T) {
 	t.Parallel()
 	base, _ := startShared(t, nil)
