@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -142,9 +143,13 @@ func (c *Client) next() {
 // sendAll sends batch and then whatever queued meanwhile, until the queue
 // is empty; it holds one in-flight slot throughout.
 func (c *Client) sendAll(batch []*pending) {
+	b := &c.b
 	for {
 		c.send(batch)
-		b := &c.b
+		// The callers just answered often call again at once (a release
+		// after an acquire): let them run first, so that their calls go
+		// in the next batch with those already queued, not in one after.
+		runtime.Gosched()
 		b.mu.Lock()
 		if len(b.queue) == 0 {
 			b.inflight--

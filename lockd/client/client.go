@@ -14,10 +14,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/scsync/scsync/lockd/internal/lockjson"
 	"github.com/scsync/scsync/lockd/lockapi"
 	"github.com/scsync/scsync/shared/ids"
 )
@@ -151,9 +153,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		// Not from a pool: the transport may still read a request body
 		// after Do returns.
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("lockd: encode request: %w", err)
+		b, ok := lockjson.Append(make([]byte, 0, 256), in)
+		if !ok {
+			var err error
+			if b, err = json.Marshal(in); err != nil {
+				return fmt.Errorf("lockd: encode request: %w", err)
+			}
 		}
 		body = bytes.NewReader(b)
 	}
@@ -178,6 +183,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	b := ans.Bytes()
 	if resp.StatusCode == http.StatusOK {
+		if lockjson.Decode(b, out) {
+			return nil
+		}
+		reflect.ValueOf(out).Elem().SetZero() // what Decode began
 		if err := json.Unmarshal(b, out); err != nil {
 			return fmt.Errorf("%w: undecodable answer: %w", ErrUnavailable, err)
 		}

@@ -98,7 +98,7 @@ func (s *Server) route(mux *http.ServeMux, pattern, op string, min role, h handl
 			}
 			httpapi.WriteJSON(w, e.status, e.body)
 		} else {
-			httpapi.WriteJSON(w, http.StatusOK, body)
+			writeOK(w, body)
 			ok.Inc()
 		}
 		latency.Observe(time.Since(start).Seconds())
@@ -207,7 +207,7 @@ func authorize(p principal, clinic ids.ID) error {
 
 func (s *Server) acquire(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
 	var req lockapi.AcquireRequest
-	if err := httpapi.Decode(w, r, &req); err != nil {
+	if err := decodeLock(w, r, &req); err != nil {
 		return nil, err
 	}
 	ttl, err := s.checkAcquire(p, &req)
@@ -248,7 +248,7 @@ func (s *Server) granted(ctx context.Context, p principal, req lockapi.AcquireRe
 
 func (s *Server) renew(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
 	var req lockapi.RenewRequest
-	if err := httpapi.Decode(w, r, &req); err != nil {
+	if err := decodeLock(w, r, &req); err != nil {
 		return nil, err
 	}
 	ttl, err := s.checkRenew(p, &req)
@@ -276,7 +276,7 @@ func (s *Server) checkRenew(p principal, req *lockapi.RenewRequest) (time.Durati
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
 	var req lockapi.ReleaseRequest
-	if err := httpapi.Decode(w, r, &req); err != nil {
+	if err := decodeLock(w, r, &req); err != nil {
 		return nil, err
 	}
 	if err := checkRelease(p, &req); err != nil {

@@ -5,7 +5,6 @@ import (
 
 	"github.com/scsync/scsync/lockd/internal/store"
 	"github.com/scsync/scsync/lockd/lockapi"
-	"github.com/scsync/scsync/shared/httpapi"
 )
 
 // batch runs acquires, renews and releases sent together (see
@@ -15,7 +14,7 @@ import (
 // answered; the batch itself fails only when it cannot be read.
 func (s *Server) batch(w http.ResponseWriter, r *http.Request, p principal) (any, error) {
 	var req lockapi.BatchRequest
-	if err := httpapi.Decode(w, r, &req); err != nil {
+	if err := decodeLock(w, r, &req); err != nil {
 		return nil, err
 	}
 	if len(req.Ops) == 0 || len(req.Ops) > lockapi.MaxBatch {

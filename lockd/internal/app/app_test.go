@@ -380,6 +380,12 @@ func TestInvalidRequests(t *testing.T) {
 		{"ttl negative", "POST", "/v1/locks/acquire", `{"resource":"p/1",` + okHolder + `,"version":"1.0","ttl_ms":-5}`},
 		{"renew without token", "POST", "/v1/locks/renew", `{"resource":"p/1","clinic":"101","secret":"abc"}`},
 		{"release without secret", "POST", "/v1/locks/release", `{"resource":"p/1","clinic":"101","token":3}`},
+		{"trailing data", "POST", "/v1/locks/acquire", `{"resource":"p/1",` + okHolder + `,"version":"1.0"} {}`},
+		{"ttl as a string", "POST", "/v1/locks/acquire", `{"resource":"p/1",` + okHolder + `,"version":"1.0","ttl_ms":"5"}`},
+		{"null holder", "POST", "/v1/locks/acquire", `{"resource":"p/1","holder":null,"version":"1.0"}`},
+		{"token beyond int64", "POST", "/v1/locks/release", `{"resource":"p/1","clinic":"101","token":9223372036854775808,"secret":"abc"}`},
+		{"token with a fraction", "POST", "/v1/locks/renew", `{"resource":"p/1","clinic":"101","token":3.5,"secret":"abc"}`},
+		{"batch op not an object", "POST", "/v1/locks/batch", `{"ops":[[]]}`},
 		{"inspect bad clinic", "GET", "/v1/locks/abc/p/1", ``},
 		{"node outside the cloud range", "POST", "/v1/nodes/renew", `{"node":5,"secret":"abc"}`},
 		{"lease without owner", "POST", "/v1/nodes/lease", `{}`},
@@ -398,6 +404,29 @@ func TestInvalidRequests(t *testing.T) {
 	}
 	if code, e := call(t, "GET", base+"/v1/nothing", tokenA, ""); code != 404 || e.Code != lockapi.CodeNotFound {
 		t.Errorf("unknown path = %d %+v, want 404 not_found", code, e)
+	}
+}
+
+// TestLockBodiesInAnyForm: lockd reads lock bodies with
+// segmentio/encoding/json (internal/lockjson) and every body that does not
+// read strictly with encoding/json, so a body in another valid form
+// (escapes, a key in other case, a number as clinic) is still accepted, and
+// one over the size limit still refused with its own code.
+func TestLockBodiesInAnyForm(t *testing.T) {
+	t.Parallel()
+	base, _ := startShared(t, nil)
+	for _, body := range []string{
+		`{"resource":"patient\u002fodd1","holder":{"clinic":101,"side":"local","client":"ws1","user":"Zo\u00eb"},"version":"1.0"}`,
+		`{"Resource":"patient/odd2","HOLDER":{"clinic":"101","side":"local","client":"ws1","user":"anna"},"version":"1.0"}`,
+		"\n {\"resource\":\"patient/odd3\",\"holder\":{\"clinic\":\"101\",\"side\":\"local\",\"client\":\"ws1\",\"user\":\"anna\"},\"version\":\"1.0\"}\n",
+	} {
+		if code, e := call(t, http.MethodPost, base+"/v1/locks/acquire", tokenA, body); code != http.StatusOK {
+			t.Errorf("acquire %.60q = %d %+v, want 200", body, code, e)
+		}
+	}
+	huge := `{"resource":"p/1","version":"1.0","holder":{"clinic":"101","side":"local","client":"ws1","user":"` + strings.Repeat("a", 1<<20) + `"}}`
+	if code, e := call(t, http.MethodPost, base+"/v1/locks/acquire", tokenA, huge); code != http.StatusRequestEntityTooLarge || e.Code != lockapi.CodeTooLarge {
+		t.Errorf("acquire over 1 MiB = %d %+v, want 413 too_large", code, e)
 	}
 }
 
