@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/scsync/scsync/lockd/internal/lockjson"
@@ -176,8 +175,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return unreachable(ctx, err)
 	}
 	defer resp.Body.Close()
-	ans := bufs.Get().(*bytes.Buffer)
-	defer putBuf(ans)
+	ans := lockjson.Buffer()
+	defer lockjson.PutBuffer(ans)
 	if _, err := ans.ReadFrom(io.LimitReader(resp.Body, maxAnswer)); err != nil {
 		return unreachable(ctx, err)
 	}
@@ -203,17 +202,6 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // jsonType is the value of Accept and Content-Type; net/http only reads
 // header values, so every request may share it.
 var jsonType = []string{"application/json"}
-
-// bufs holds the buffers answers are read into.
-var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
-		return // let an unusually large one go
-	}
-	b.Reset()
-	bufs.Put(b)
-}
 
 // errorOf is the *Error of lockd's error answer a with status.
 func errorOf(status int, a lockapi.Error) *Error {

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync"
 
 	"github.com/scsync/scsync/lockd/internal/lockjson"
 	"github.com/scsync/scsync/shared/httpapi"
@@ -18,8 +17,8 @@ import (
 // stopped at one), which accepts or refuses it as for every other endpoint:
 // same limits, same error codes.
 func decodeLock[T any](w http.ResponseWriter, r *http.Request, v *T) error {
-	buf := bufs.Get().(*bytes.Buffer)
-	defer putBuf(buf)
+	buf := lockjson.Buffer()
+	defer lockjson.PutBuffer(buf)
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, httpapi.MaxBody))
 	if err == nil && lockjson.Decode(buf.Bytes(), v) {
 		return nil
@@ -47,8 +46,8 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // lock calls' answers), as httpapi.WriteJSON would: the same bytes and
 // headers, in one write.
 func writeOK(w http.ResponseWriter, body any) {
-	buf := bufs.Get().(*bytes.Buffer)
-	defer putBuf(buf)
+	buf := lockjson.Buffer()
+	defer lockjson.PutBuffer(buf)
 	b, ok := lockjson.Append(buf.AvailableBuffer(), body)
 	if !ok {
 		httpapi.WriteJSON(w, http.StatusOK, body)
@@ -64,13 +63,3 @@ func writeOK(w http.ResponseWriter, body any) {
 }
 
 var jsonType = []string{"application/json"}
-
-var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-func putBuf(b *bytes.Buffer) {
-	if b.Cap() > 64<<10 {
-		return // let an unusually large one go
-	}
-	b.Reset()
-	bufs.Put(b)
-}

@@ -24,6 +24,8 @@
 package lockjson
 
 import (
+	"bytes"
+	"sync"
 	"time"
 
 	"github.com/segmentio/encoding/json"
@@ -129,3 +131,19 @@ func timeMarshals(t time.Time) bool {
 	_, err := t.AppendText(buf[:0])
 	return err == nil
 }
+
+// Buffer is a buffer from a pool shared by lockd's handlers and its Go
+// client (a lock call's body is read into one, its answer written from
+// one); give it back with PutBuffer.
+func Buffer() *bytes.Buffer { return bufs.Get().(*bytes.Buffer) }
+
+// PutBuffer returns b to the pool, emptied; an unusually large one is let go.
+func PutBuffer(b *bytes.Buffer) {
+	if b.Cap() > 64<<10 {
+		return
+	}
+	b.Reset()
+	bufs.Put(b)
+}
+
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
