@@ -72,11 +72,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		buf.WriteString(`{"code":"` + CodeInternal + `","message":"internal error; see the server log"}` + "\n")
 	}
+	WriteJSONBody(w, status, buf.Bytes())
+}
+
+// WriteJSONBody answers status with b, JSON its caller encoded already (as
+// WriteJSON does: a trailing newline, as json.Encoder writes), with its
+// Content-Type and Content-Length, in one write.
+func WriteJSONBody(w http.ResponseWriter, status int, b []byte) {
 	h := w.Header()
 	h["Content-Type"] = jsonType
-	h["Content-Length"] = []string{strconv.Itoa(buf.Len())}
+	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	_, _ = w.Write(b)
 }
 
 // jsonType is the Content-Type of every answer; net/http only reads it.

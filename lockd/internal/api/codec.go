@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"strconv"
 
 	"github.com/scsync/scsync/lockd/internal/lockjson"
 	"github.com/scsync/scsync/shared/httpapi"
@@ -54,12 +53,6 @@ func writeOK(w http.ResponseWriter, body any) {
 		return
 	}
 	b = append(b, '\n') // as json.Encoder writes
-	h := w.Header()
-	h["Content-Type"] = jsonType
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	httpapi.WriteJSONBody(w, http.StatusOK, b)
 	buf.Write(b) // keep the grown array for the next answer
 }
-
-var jsonType = []string{"application/json"}
