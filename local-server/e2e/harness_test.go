@@ -539,6 +539,7 @@ func startLockdFrom(t *testing.T, bin string, addrs []string, redisAddr, service
 	}
 	var procs []*proc
 	prefix := testenv.Name("lk") + ":" // one key space for every replica
+	testenv.CleanupRedisPrefix(t, redisAddr, prefix)
 	for i, addr := range addrs {
 		p := start(t, fmt.Sprintf("lockd-%d", i+1), bin, []string{
 			"LOCKD_CONFIG=" + cfg, "LOCKD_LISTEN=" + addr, "LOCKD_REDIS_ADDR=" + redisAddr,

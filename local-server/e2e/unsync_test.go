@@ -122,9 +122,10 @@ func TestUnsyncedFileDeletedThenResynced(t *testing.T) {
 			Method, URL string
 			Header      map[string]string
 		} `json:"get"`
+		Code, Message string // of a refusal
 	}
 	if code := call(t, "GET", cloud.prefix+"files/"+sum+"/download", c.Token, nil, &dl); code != 200 {
-		t.Fatalf("download URL: %d", code)
+		t.Fatalf("download URL: %d %s: %s", code, dl.Code, dl.Message)
 	}
 	got := fetchSHA(t, dl.Get.URL, dl.Get.Header)
 	if got != sum {

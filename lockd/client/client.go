@@ -61,6 +61,7 @@ type Client struct {
 	token string
 	hc    *http.Client
 	auth  []string // the Authorization header's value
+	in    *inline  // nil: every call goes through hc
 	b     batcher
 }
 
@@ -72,7 +73,17 @@ func New(baseURL, token string, hc *http.Client) *Client {
 	if hc == nil {
 		hc = &http.Client{Transport: DefaultTransport, Timeout: DefaultTimeout}
 	}
-	return &Client{base: strings.TrimRight(baseURL, "/"), token: token, hc: hc, auth: []string{"Bearer " + token}}
+	base := strings.TrimRight(baseURL, "/")
+	return &Client{base: base, token: token, hc: hc, auth: []string{"Bearer " + token}, in: newInline(base, hc)}
+}
+
+// CloseIdleConnections closes the connections the client keeps for its
+// next calls (its own and those of its *http.Client).
+func (c *Client) CloseIdleConnections() {
+	if c.in != nil {
+		c.in.closeIdle()
+	}
+	c.hc.CloseIdleConnections()
 }
 
 // Acquire takes the lock on req.Resource for req.Holder. If someone else
@@ -148,10 +159,10 @@ func (c *Client) ReleaseNode(ctx context.Context, node int64, secret string) (lo
 const maxAnswer = 1 << 20
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
-		// Not from a pool: the transport may still read a request body
-		// after Do returns.
+		// Not from a pool: net/http's transport may still read a request
+		// body after Do returns.
 		b, ok := lockjson.Append(make([]byte, 0, 256), in)
 		if !ok {
 			var err error
@@ -159,29 +170,25 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 				return fmt.Errorf("lockd: encode request: %w", err)
 			}
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return fmt.Errorf("lockd: %w", err)
-	}
-	// Canonical keys set directly: Header.Set would canonicalize each.
-	req.Header = http.Header{"Authorization": c.auth, "Accept": jsonType}
-	if in != nil {
-		req.Header["Content-Type"] = jsonType
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return unreachable(ctx, err)
-	}
-	defer resp.Body.Close()
 	ans := lockjson.Buffer()
 	defer lockjson.PutBuffer(ans)
-	if _, err := ans.ReadFrom(io.LimitReader(resp.Body, maxAnswer)); err != nil {
+	status, err := -1, errRedirect
+	if c.in != nil {
+		status, err = c.in.roundTrip(ctx, method, path, c.auth[0], body, ans)
+		if errors.Is(err, errRedirect) {
+			ans.Reset()
+		}
+	}
+	if errors.Is(err, errRedirect) {
+		status, err = c.viaHTTPClient(ctx, method, path, body, ans)
+	}
+	if err != nil {
 		return unreachable(ctx, err)
 	}
 	b := ans.Bytes()
-	if resp.StatusCode == http.StatusOK {
+	if status == http.StatusOK {
 		if lockjson.Decode(b, out) {
 			return nil
 		}
@@ -194,9 +201,36 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	var a lockapi.Error
 	if err := json.Unmarshal(b, &a); err != nil || a.Code == "" {
 		// Not lockd speaking (a proxy, a load balancer): keep the status.
-		return &Error{Status: resp.StatusCode, Message: strings.TrimSpace(http.StatusText(resp.StatusCode) + " " + string(b[:min(len(b), 200)]))}
+		return &Error{Status: status, Message: strings.TrimSpace(http.StatusText(status) + " " + string(b[:min(len(b), 200)]))}
 	}
-	return errorOf(resp.StatusCode, a)
+	return errorOf(status, a)
+}
+
+// viaHTTPClient sends a request through the *http.Client and reads the answer's
+// body into ans; it returns the status.
+func (c *Client) viaHTTPClient(ctx context.Context, method, path string, body []byte, ans *bytes.Buffer) (int, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
+	if err != nil {
+		return 0, err
+	}
+	// Canonical keys set directly: Header.Set would canonicalize each.
+	req.Header = http.Header{"Authorization": c.auth, "Accept": jsonType}
+	if body != nil {
+		req.Header["Content-Type"] = jsonType
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := ans.ReadFrom(io.LimitReader(resp.Body, maxAnswer)); err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
 }
 
 // jsonType is the value of Accept and Content-Type; net/http only reads

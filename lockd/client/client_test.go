@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,5 +258,166 @@ func TestStalledRequest(t *testing.T) {
 	}
 	if d := time.Since(t0); d > 2*time.Second {
 		t.Errorf("a call behind a hanging request took %v", d)
+	}
+}
+
+// TestInlineTransport: a client over a plain *http.Client writes and reads
+// its requests itself (HTTP/1.1, also over TLS); one whose transport is of
+// its own, or sends lockd's address through a proxy, goes through its
+// *http.Client.
+func TestInlineTransport(t *testing.T) {
+	skipWithoutInline(t)
+	var proto atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proto.Store(r.Proto)
+		b, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Authorization") != "Bearer tok" || r.Header.Get("Content-Type") != "application/json" ||
+			r.Method != http.MethodPost || r.URL.Path != "/lockd/v1/locks/release" || !strings.Contains(string(b), `"resource":"p/1"`) {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	hc := srv.Client() // trusts the test certificate
+	c := New(srv.URL+"/lockd/", "tok", hc)
+	if c.in == nil {
+		t.Fatal("New(https, plain client) uses no inline transport")
+	}
+	for range 3 {
+		if err := c.Release(context.Background(), lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}); err != nil {
+			t.Fatalf("Release over TLS: %v", err)
+		}
+	}
+	if p := proto.Load(); p != "HTTP/1.1" {
+		t.Errorf("request protocol %v, want HTTP/1.1", p)
+	}
+	c.CloseIdleConnections()
+
+	proxied := hc.Transport.(*http.Transport).Clone()
+	proxied.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: "127.0.0.1:1"})
+	own := roundTripperFunc(func(r *http.Request) (*http.Response, error) { return hc.Transport.RoundTrip(r) })
+	for name, hc := range map[string]*http.Client{"proxy": {Transport: proxied}, "own transport": {Transport: own}} {
+		if New(srv.URL, "tok", hc).in != nil {
+			t.Errorf("New(%s) uses the inline transport", name)
+		}
+	}
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestInlineServerClosed: connections the server closed while they were
+// kept (a lockd restarting) are not used again: every call succeeds, on a
+// new connection.
+func TestInlineServerClosed(t *testing.T) {
+	skipWithoutInline(t)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	for i := range 5 {
+		if err := c.Release(context.Background(), lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}); err != nil {
+			t.Fatalf("Release %d after the server closed its connections: %v", i, err)
+		}
+		srv.CloseClientConnections()
+	}
+	if n := requests.Load(); n != 5 {
+		t.Errorf("%d requests for 5 calls", n)
+	}
+}
+
+// TestInlineCanceled: a caller giving up while its request is out returns
+// at once with its context's error, not ErrUnavailable.
+func TestInlineCanceled(t *testing.T) {
+	skipWithoutInline(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	t0 := time.Now()
+	_, err := c.Inspect(ctx, 42, "p/1")
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) || time.Since(t0) > 3*time.Second {
+		t.Errorf("Inspect canceled in flight = %v after %v, want context.Canceled at once", err, time.Since(t0))
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer stop()
+	_, err = c.Inspect(ctx, 42, "p/1")
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Inspect past its deadline = %v, want ErrUnavailable with context.DeadlineExceeded", err)
+	}
+}
+
+// TestInlineRedirect: an answer 3xx (a proxy's) makes the call go again
+// through the *http.Client, which follows it.
+func TestInlineRedirect(t *testing.T) {
+	skipWithoutInline(t)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /old/v1/locks/release", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/new/v1/locks/release", http.StatusPermanentRedirect)
+	})
+	mux.HandleFunc("POST /new/v1/locks/release", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if !strings.Contains(string(b), `"resource":"p/1"`) {
+			w.WriteHeader(http.StatusTeapot)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	if err := New(srv.URL+"/old", "tok", nil).Release(context.Background(), lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}); err != nil {
+		t.Errorf("Release through a redirect: %v", err)
+	}
+}
+
+func skipWithoutInline(t *testing.T) {
+	t.Helper()
+	if !canCheckConns {
+		t.Skip("no inline transport on this platform")
+	}
+}
+
+// TestInlineNotRepeated: a request that went out on a kept connection is
+// not sent again when the connection then fails without an answer: the
+// call may have run (an acquire sent twice could lock its caller out).
+func TestInlineNotRepeated(t *testing.T) {
+	skipWithoutInline(t)
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 2 { // the second request: drop the connection, no answer
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				_ = c.Close()
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"resource":"p/1","released":true}`))
+	}))
+	defer srv.Close()
+	c := New(srv.URL, "tok", nil)
+	req := lockapi.ReleaseRequest{Resource: "p/1", Clinic: 1, Token: 1, Secret: "s"}
+	if err := c.Release(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Release(context.Background(), req); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Release whose connection dropped = %v, want ErrUnavailable", err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Errorf("%d requests for 2 calls, want 2 (none repeated)", n)
+	}
+	if err := c.Release(context.Background(), req); err != nil {
+		t.Errorf("Release after a dropped connection: %v", err)
 	}
 }

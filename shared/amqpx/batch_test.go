@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -100,9 +101,10 @@ func TestConsumeBatch(t *testing.T) {
 	// Waiting messages are taken together as far as the client library has
 	// handed them over (it forwards them one at a time, and a batch stops
 	// at the first gap of batchGap): all eight on an idle machine, fewer on
-	// a busy one (5 seen in CI), but never one at a time.
-	if sizes[0] < 2 {
-		t.Errorf("batch sizes %v: the waiting messages were not handed over together", sizes)
+	// a busy one, where the first can even go alone (sizes [5 …] and
+	// [1 7 …] seen in CI at load 18), but never all one at a time.
+	if slices.Max(sizes) < 2 {
+		t.Errorf("batch sizes %v: the waiting messages were never handed over together", sizes)
 	}
 	all := strings.Join(reasons, "\n")
 	for _, want := range []string{"malformed: unexpected end of JSON input", "panic: handler panic: nil map write"} {

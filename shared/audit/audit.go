@@ -173,15 +173,32 @@ func (l *Log) appendTx(tx *gorm.DB, e Entry) (Entry, error) {
 	if h, ok := l.hint(e.Chain); ok {
 		e.Seq, e.Prev = h.Seq+1, h.Hash
 		e.Hash = Hash(e)
-		res, err := conn.ExecContext(ctx, q.advanceHead, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash)
-		if err != nil {
-			return Entry{}, err
+		if q.appendAfter != "" {
+			// Both at once: the entry is inserted only if the head moved.
+			res, err := conn.ExecContext(ctx, q.appendAfter, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash, e.At, e.Clinic, e.Actor,
+				e.Username, e.Action, e.Kind, e.Target, e.Remote, e.Outcome, e.Detail, e.Prev)
+			if err != nil {
+				return Entry{}, err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return Entry{}, err
+			}
+			if n == 1 {
+				l.setHint(head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+				return e, nil
+			}
+		} else {
+			res, err := conn.ExecContext(ctx, q.advanceHead, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash)
+			if err != nil {
+				return Entry{}, err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return Entry{}, err
+			}
+			moved = n == 1
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return Entry{}, err
-		}
-		moved = n == 1
 	}
 	if !moved {
 		h, err := lockHead(tx, e.Chain)
@@ -227,8 +244,11 @@ func (l *Log) dropHint(chain string) {
 
 // queries are an append's statements, run on the transaction's connection
 // without gorm's statement building (an append is on every audited write).
+// On PostgreSQL (a round trip per statement), appendAfter moves the head
+// and inserts the entry in one statement, the insert only if the head
+// moved; SQLite (in the process) runs the two.
 type queries struct {
-	advanceHead, insertEntry string
+	advanceHead, insertEntry, appendAfter string
 }
 
 var (
@@ -251,6 +271,12 @@ func newQueries(dollar bool) queries {
 	}
 	if dollar {
 		q.advanceHead, q.insertEntry = numbered(q.advanceHead), numbered(q.insertEntry)
+		// $1..$5 as advanceHead's; the entry's other columns are typed
+		// (an INSERT … SELECT does not take them from the columns).
+		q.appendAfter = "WITH h AS (UPDATE audit_heads SET seq = $1, hash = $2 WHERE chain = $3 AND seq = $4 AND hash = $5 RETURNING chain) " +
+			"INSERT INTO audit_log (chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash) " +
+			"SELECT h.chain, $1, $6::timestamptz, $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text, $13::text, " +
+			"$14::bigint, $15::text, $16::text, $2 FROM h"
 	}
 	return q
 }

@@ -2,10 +2,13 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -204,5 +207,55 @@ scsync_http_requests_total{code="200",method="GET",route="GET /v1/patients/{id}"
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "scsync_http_requests_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestHTTPMetricsConcurrent: requests served at once on several routes and
+// codes are each counted once, in their own series, while the series are
+// being added.
+func TestHTTPMetricsConcurrent(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /a/{code}", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.PathValue("code"))
+		w.WriteHeader(code)
+	})
+	h := HTTPMetrics(reg)(mux)
+	codes := []int{200, 201, 404, 409, 503}
+	const workers, each = 8, 50
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				code := codes[(w+i)%len(codes)]
+				h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/a/"+strconv.Itoa(code), nil))
+			}
+		})
+	}
+	wg.Wait()
+	var want strings.Builder
+	want.WriteString("# HELP scsync_http_requests_total HTTP requests served, by route pattern, method and status code.\n# TYPE scsync_http_requests_total counter\n")
+	for _, code := range codes {
+		fmt.Fprintf(&want, "scsync_http_requests_total{code=\"%d\",method=\"GET\",route=\"GET /a/{code}\"} %d\n", code, workers*each/len(codes))
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want.String()), "scsync_http_requests_total"); err != nil {
+		t.Error(err)
+	}
+	if n := histogramCount(t, reg, "scsync_http_request_duration_seconds", map[string]string{"route": "GET /a/{code}", "method": "GET"}); n != workers*each {
+		t.Errorf("latency samples %d, want %d", n, workers*each)
+	}
+}
+
+// BenchmarkHTTPMetrics is the middleware's cost per request around a
+// handler that does nothing.
+func BenchmarkHTTPMetrics(b *testing.B) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/locks/batch", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	h := HTTPMetrics(prometheus.NewRegistry())(mux)
+	r := httptest.NewRequest(http.MethodPost, "/v1/locks/batch", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, r)
 	}
 }

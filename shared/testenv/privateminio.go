@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -85,7 +84,7 @@ func (m *PrivateMinIO) Start() {
 	m.cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+m.AccessKey, "MINIO_ROOT_PASSWORD="+m.SecretKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_KMS_SECRET_KEY="+m.kms)
 	m.cmd.Stdout, m.cmd.Stderr = out, out
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(m.cmd)
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatalf("start private minio: %v", err)
 	}
@@ -129,6 +128,6 @@ func (m *PrivateMinIO) Kill() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+	killGroup(m.cmd)
 	<-m.done
 }

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -237,7 +236,7 @@ func (r *PrivateRabbit) boot() error {
 	r.cmd.Env = append(os.Environ(), r.env...)
 	r.cmd.Stdout, r.cmd.Stderr = out, out
 	// Its own process group, so Kill takes the Erlang VM and its helpers.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ownGroup(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		_ = out.Close()
 		return fmt.Errorf("start private rabbitmq: %w", err)
@@ -318,7 +317,7 @@ func (r *PrivateRabbit) Kill() {
 		return
 	default:
 	}
-	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	killGroup(r.cmd)
 	<-r.done
 	// r.done means the rabbitmq-server script is gone; the Erlang VM is its
 	// child (started in the background) and may take a while longer to die

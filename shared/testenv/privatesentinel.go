@@ -33,8 +33,14 @@ type PrivateSentinel struct {
 
 	t     testing.TB
 	mu    sync.Mutex
-	procs map[string]*exec.Cmd
+	procs map[string]*serverProc
 	args  map[string][]string
+}
+
+// serverProc is one redis-server of the rig.
+type serverProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when it has exited
 }
 
 // StartPrivateSentinel starts the master, the replica and the Sentinels and
@@ -47,29 +53,31 @@ func StartPrivateSentinel(t testing.TB) *PrivateSentinel {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		Unavailable(t, "redis-server", err)
 	}
-	r := &PrivateSentinel{t: t, procs: map[string]*exec.Cmd{}, args: map[string][]string{}}
-	master, replica := freePort(t), freePort(t)
-	r.Master, r.Replica = loopback(master), loopback(replica)
+	r := &PrivateSentinel{t: t, procs: map[string]*serverProc{}, args: map[string][]string{}}
 	base := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
-	r.run(r.Master, append([]string{"--port", strconv.Itoa(master), "--dir", t.TempDir()}, base...)...)
-	r.run(r.Replica, append([]string{"--port", strconv.Itoa(replica), "--dir", t.TempDir(),
-		"--replicaof", "127.0.0.1", strconv.Itoa(master)}, base...)...)
+	r.Master = r.runNew(func(port int) []string {
+		return append([]string{"--port", strconv.Itoa(port), "--dir", t.TempDir()}, base...)
+	})
+	_, master, _ := net.SplitHostPort(r.Master)
+	r.Replica = r.runNew(func(port int) []string {
+		return append([]string{"--port", strconv.Itoa(port), "--dir", t.TempDir(), "--replicaof", "127.0.0.1", master}, base...)
+	})
 	for range 3 {
-		port := freePort(t)
-		dir := t.TempDir()
-		conf := filepath.Join(dir, "sentinel.conf")
-		text := strings.Join([]string{
-			"port " + strconv.Itoa(port), "bind 127.0.0.1", "dir " + dir,
-			"sentinel monitor " + SentinelMaster + " 127.0.0.1 " + strconv.Itoa(master) + " 2",
-			"sentinel down-after-milliseconds " + SentinelMaster + " 1000",
-			"sentinel failover-timeout " + SentinelMaster + " 4000",
-			"sentinel parallel-syncs " + SentinelMaster + " 1",
-		}, "\n") + "\n"
-		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		r.run(loopback(port), conf, "--sentinel")
-		r.Sentinels = append(r.Sentinels, loopback(port))
+		r.Sentinels = append(r.Sentinels, r.runNew(func(port int) []string {
+			dir := t.TempDir()
+			conf := filepath.Join(dir, "sentinel.conf")
+			text := strings.Join([]string{
+				"port " + strconv.Itoa(port), "bind 127.0.0.1", "dir " + dir,
+				"sentinel monitor " + SentinelMaster + " 127.0.0.1 " + master + " 2",
+				"sentinel down-after-milliseconds " + SentinelMaster + " 1000",
+				"sentinel failover-timeout " + SentinelMaster + " 4000",
+				"sentinel parallel-syncs " + SentinelMaster + " 1",
+			}, "\n") + "\n"
+			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return []string{conf, "--sentinel"}
+		}))
 	}
 	ctx := context.Background()
 	CheckFor(t, 60*time.Second, 200*time.Millisecond, func() error {
@@ -125,7 +133,9 @@ func (r *PrivateSentinel) RestartMaster(timeout time.Duration) {
 	r.mu.Lock()
 	args := r.args[r.Master]
 	r.mu.Unlock()
-	r.run(r.Master, args...)
+	if err := r.start(r.Master, args); err != nil {
+		r.t.Fatalf("restart the master: %v", err)
+	}
 	ctx := context.Background()
 	CheckFor(r.t, timeout, 200*time.Millisecond, func() error {
 		rc := redis.NewClient(&redis.Options{Addr: r.Master})
@@ -140,33 +150,91 @@ func (r *PrivateSentinel) RestartMaster(timeout time.Duration) {
 
 func loopback(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-func (r *PrivateSentinel) run(addr string, args ...string) {
+// runNew starts a redis-server of the rig on a free port (args gives its
+// arguments for that port) and returns its host:port once it answers there.
+// A port is only free when asked: another process (a parallel test's server
+// on port 0) may take it before redis-server binds it, and redis-server then
+// exits while the other process answers. Such a start is tried again on
+// another port.
+func (r *PrivateSentinel) runNew(args func(port int) []string) string {
 	r.t.Helper()
-	cmd := exec.CommandContext(context.Background(), "redis-server", args...)
-	if err := cmd.Start(); err != nil {
-		r.t.Fatalf("start redis-server %v: %v", args, err)
-	}
-	r.mu.Lock()
-	r.procs[addr] = cmd
-	r.args[addr] = args
-	r.mu.Unlock()
-	r.t.Cleanup(func() { r.kill(addr) })
-	CheckFor(r.t, 20*time.Second, 20*time.Millisecond, func() error {
-		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(context.Background(), "tcp", addr)
-		if err != nil {
-			return err
+	var errs []error
+	for range 5 {
+		port := freePort(r.t)
+		addr := loopback(port)
+		err := r.start(addr, args(port))
+		if err == nil {
+			return addr
 		}
-		return c.Close()
-	})
+		errs = append(errs, err)
+	}
+	r.t.Fatalf("start redis-server: %v", errors.Join(errs...))
+	return ""
+}
+
+// start starts redis-server with args, to listen on addr, and returns once
+// that very process answers there (its INFO names its pid), or an error
+// (with what it printed) when it exited or another process answers.
+func (r *PrivateSentinel) start(addr string, args []string) error {
+	log := filepath.Join(r.t.TempDir(), "redis-server.log")
+	out, err := os.Create(log)
+	if err != nil {
+		return err
+	}
+	printed := func() string {
+		b, _ := os.ReadFile(log)
+		return strings.TrimSpace(string(b))
+	}
+	cmd := exec.CommandContext(context.Background(), "redis-server", args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		_ = out.Close()
+		return fmt.Errorf("start redis-server %v: %w", args, err)
+	}
+	p := &serverProc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		_ = out.Close()
+		close(p.exited)
+	}()
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid)
+	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer func() { _ = rc.Close() }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("redis-server for %s exited: %s", addr, printed())
+		default:
+		}
+		info, err := rc.Info(context.Background(), "server").Result()
+		switch {
+		case err == nil && strings.Contains(info, want+"\r\n"):
+			r.mu.Lock()
+			r.procs[addr] = p
+			r.args[addr] = args
+			r.mu.Unlock()
+			r.t.Cleanup(func() { r.kill(addr) })
+			return nil
+		case err == nil:
+			err = errors.New("another process answers there")
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-p.exited
+			return fmt.Errorf("redis-server for %s: %w (it printed: %s)", addr, err, printed())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (r *PrivateSentinel) kill(addr string) {
 	r.mu.Lock()
-	cmd := r.procs[addr]
+	p := r.procs[addr]
 	delete(r.procs, addr)
 	r.mu.Unlock()
-	if cmd != nil && cmd.Process != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+	if p != nil {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }

@@ -356,50 +356,45 @@ func EncodeRawAll(protocol int, clinic ids.ID, changes []json.RawMessage) ([]Enc
 	}
 	// {"protocol":…,"clinic":…,"changes":null} → …,"changes":[raw,…]}
 	head = bytes.TrimSuffix(head, []byte("null}"))
-	size := len(head) + len(changes) + 2
-	for _, c := range changes {
-		size += len(c)
-	}
-	b := make([]byte, 0, size)
-	b = append(b, head...)
-	b = append(b, '[')
-	for i, c := range changes {
-		if i > 0 {
-			b = append(b, ',')
+	return halving(changes, func(changes []json.RawMessage) ([]byte, string, error) {
+		size := len(head) + len(changes) + 2
+		for _, c := range changes {
+			size += len(c)
 		}
-		b = append(b, c...)
-	}
-	b = append(b, ']', '}')
-	body, enc, err := finish(b)
-	if errors.Is(err, ErrTooLarge) && len(changes) > 1 {
-		half := len(changes) / 2
-		first, err := EncodeRawAll(protocol, clinic, changes[:half])
-		if err != nil {
-			return nil, err
+		b := make([]byte, 0, size)
+		b = append(b, head...)
+		b = append(b, '[')
+		for i, c := range changes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, c...)
 		}
-		rest, err := EncodeRawAll(protocol, clinic, changes[half:])
-		if err != nil {
-			return nil, err
-		}
-		return append(first, rest...), nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return []Encoded{{Body: body, ContentEncoding: enc, Changes: len(changes)}}, nil
+		b = append(b, ']', '}')
+		return finish(b)
+	})
 }
 
 // EncodeAll encodes b as one body or, when that would exceed MaxBody, as
 // several bodies of consecutive changes, in order.
 func EncodeAll(b Batch) ([]Encoded, error) {
-	body, enc, err := Encode(b)
-	if errors.Is(err, ErrTooLarge) && len(b.Changes) > 1 {
-		half := len(b.Changes) / 2
-		first, err := EncodeAll(Batch{Protocol: b.Protocol, Clinic: b.Clinic, Changes: b.Changes[:half]})
+	return halving(b.Changes, func(changes []Envelope) ([]byte, string, error) {
+		return Encode(Batch{Protocol: b.Protocol, Clinic: b.Clinic, Changes: changes})
+	})
+}
+
+// halving encodes items as one body with enc or, when that body would
+// exceed MaxBody (ErrTooLarge), as the bodies of its two halves, each
+// halved again as needed, in order.
+func halving[T any](items []T, enc func([]T) ([]byte, string, error)) ([]Encoded, error) {
+	body, ce, err := enc(items)
+	if errors.Is(err, ErrTooLarge) && len(items) > 1 {
+		half := len(items) / 2
+		first, err := halving(items[:half], enc)
 		if err != nil {
 			return nil, err
 		}
-		rest, err := EncodeAll(Batch{Protocol: b.Protocol, Clinic: b.Clinic, Changes: b.Changes[half:]})
+		rest, err := halving(items[half:], enc)
 		if err != nil {
 			return nil, err
 		}
@@ -408,5 +403,5 @@ func EncodeAll(b Batch) ([]Encoded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Encoded{{Body: body, ContentEncoding: enc, Changes: len(b.Changes)}}, nil
+	return []Encoded{{Body: body, ContentEncoding: ce, Changes: len(items)}}, nil
 }

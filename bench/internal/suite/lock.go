@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -99,15 +100,15 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, pr
 			return nil, err
 		}
 	}
-	oursLat, err := lockLatency(ctx, ours, ops)
-	if err != nil {
-		return nil, fmt.Errorf("lockd: %w", err)
-	}
-	bareLat, err := lockLatency(ctx, bare, ops)
+	oursLat, bareLat, err := lockLatency(ctx, ours, bare, ops)
 	if err != nil {
 		return nil, err
 	}
 	stopProf, err := profileBoth(ctx, base, prof, dur)
+	if err != nil {
+		return nil, err
+	}
+	redis0, err := redisCPU(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +124,15 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, pr
 	if err != nil {
 		return nil, err
 	}
+	redis1, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
 	if err := stopProf(); err != nil {
+		return nil, err
+	}
+	redis2, err := redisCPU(ctx, rdb)
+	if err != nil {
 		return nil, err
 	}
 	bareRate, barePairs, err := lockThroughput(ctx, bare, conc, dur)
@@ -134,11 +143,15 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, pr
 	if err != nil {
 		return nil, err
 	}
+	redis3, err := redisCPU(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
 	params := map[string]any{"latency_ops": ops, "concurrency": conc, "duration_s": dur.Seconds()}
 	lat := results.New("lock", "lock_latency_p50", "ms", results.LowerBetter, round3(stats.Millis(oursLat.P50)), round3(stats.Millis(bareLat.P50)))
 	lat.OursLatency, lat.BaselineLatency = latency(oursLat), latency(bareLat)
 	lat.Params = params
-	lat.Note = "one acquire+release pair, sequential; ours: lockd client → lockd HTTP → Redis Lua (fencing INCR, holder record); baseline: go-redis SET NX PX + Lua compare-and-delete"
+	lat.Note = "one acquire+release pair, sequential, ours and the baseline timed in alternating blocks of 100 pairs; ours: lockd client → lockd HTTP → Redis Lua (fencing INCR, holder record); baseline: go-redis SET NX PX + Lua compare-and-delete"
 	thr := results.New("lock", "lock_throughput", "pairs/s", results.HigherBetter, round1(oursRate), round1(bareRate))
 	thr.Params = params
 	// CPU per pair says what each side costs whatever the machine's load,
@@ -150,21 +163,46 @@ func runLock(ctx context.Context, c Config, ops, conc int, dur time.Duration, pr
 		"lockd_cpu_us_per_pair":           perPair(cpu1[0]-cpu0[0], oursPairs),
 		"client_cpu_us_per_pair":          perPair(cpu1[1]-cpu0[1], oursPairs),
 		"baseline_client_cpu_us_per_pair": perPair(cpu2[0]-cpu1[1], barePairs),
+		"redis_cpu_us_per_pair":           perPair(redis1-redis0, oursPairs),
+		"baseline_redis_cpu_us_per_pair":  perPair(redis3-redis2, barePairs),
 	}
-	thr.Note = "acquire+release pairs per second with concurrency clients, each on its own resources; extra: CPU (user+system) per pair of lockd and of the client process (ours: the lockd Go client; baseline: go-redis)"
+	thr.Note = "acquire+release pairs per second with concurrency clients, each on its own resources; extra: CPU (user+system) per pair of lockd and of the client process (ours: the lockd Go client; baseline: go-redis), and of Redis (its INFO cpu, so whatever else uses that Redis meanwhile counts too)"
 	return []results.Result{lat, thr}, nil
 }
 
-func lockLatency(ctx context.Context, pair pairFunc, ops int) (stats.Summary, error) {
-	samples := make([]time.Duration, 0, ops)
-	for i := range ops {
+// latencyBlock is how many pairs of one side lockLatency times before it
+// turns to the other.
+const latencyBlock = 100
+
+// lockLatency times ops sequential pairs of ours and as many of bare, in
+// blocks of latencyBlock taking turns, so that both sides see the same
+// machine: timed one side after the other, a change of the load between the
+// halves (other processes, the CPU's clock) moved the ratio by 2× and more.
+func lockLatency(ctx context.Context, ours, bare pairFunc, ops int) (oursLat, bareLat stats.Summary, err error) {
+	oursS, bareS := make([]time.Duration, 0, ops), make([]time.Duration, 0, ops)
+	for i := 0; i < ops; i += latencyBlock {
+		n := min(latencyBlock, ops-i)
+		if oursS, err = timePairs(ctx, ours, "patient/", i, n, oursS); err != nil {
+			return oursLat, bareLat, fmt.Errorf("lockd: %w", err)
+		}
+		if bareS, err = timePairs(ctx, bare, "patient/", i, n, bareS); err != nil {
+			return oursLat, bareLat, err
+		}
+	}
+	return stats.Summarize(oursS), stats.Summarize(bareS), nil
+}
+
+// timePairs times n sequential pairs on resources prefix+from… and appends
+// each pair's time to samples.
+func timePairs(ctx context.Context, pair pairFunc, prefix string, from, n int, samples []time.Duration) ([]time.Duration, error) {
+	for i := from; i < from+n; i++ {
 		t0 := time.Now()
-		if err := pair(ctx, "patient/"+strconv.Itoa(i)); err != nil {
-			return stats.Summary{}, err
+		if err := pair(ctx, prefix+strconv.Itoa(i)); err != nil {
+			return samples, err
 		}
 		samples = append(samples, time.Since(t0))
 	}
-	return stats.Summarize(samples), nil
+	return samples, nil
 }
 
 // lockThroughput returns the pairs per second and the pairs done.
@@ -204,6 +242,27 @@ func cpuOf(pids ...int) ([]time.Duration, error) {
 		out[i] = u.CPU
 	}
 	return out, nil
+}
+
+// redisCPU is the CPU time (user+system) Redis has used so far, from its
+// INFO: Redis may run anywhere, not as a process of this machine.
+func redisCPU(ctx context.Context, rdb *redis.Client) (time.Duration, error) {
+	info, err := rdb.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis info cpu: %w", err)
+	}
+	var total float64
+	for line := range strings.Lines(info) {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, fmt.Errorf("redis info cpu: %s: %w", k, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
 
 // latency is s as a results.Latency.

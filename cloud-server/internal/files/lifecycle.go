@@ -42,16 +42,25 @@ func MarkUnsynced(tx *gorm.DB, clinic ids.ID, sha string, at time.Time) error {
 	return nil
 }
 
-// MarkSynced records, inside tx, that a live record of clinic names sha
-// again: the file is reachable again (if its object was not deleted yet).
-func MarkSynced(tx *gorm.DB, clinic ids.ID, sha string) error {
-	err := tx.Model(&File{}).Where("clinic_id = ? AND sha256 = ? AND unsynced_at IS NOT NULL", clinic, sha).
-		Update("unsynced_at", nil).Error
-	if err != nil {
-		return fmt.Errorf("files: mark %s synced: %w", sha, err)
+// MarkSynced records, inside tx, that live records of clinic name shas
+// again: the files are reachable again (if their objects were not deleted
+// yet). A backfill's transaction marks all the files its records name at
+// once, a statement per markSyncedMax of them.
+func MarkSynced(tx *gorm.DB, clinic ids.ID, shas ...string) error {
+	for len(shas) > 0 {
+		n := min(len(shas), markSyncedMax)
+		err := tx.Model(&File{}).Where("clinic_id = ? AND sha256 IN ? AND unsynced_at IS NOT NULL", clinic, shas[:n]).
+			Update("unsynced_at", nil).Error
+		if err != nil {
+			return fmt.Errorf("files: mark %d files synced (%s…): %w", n, shas[0], err)
+		}
+		shas = shas[n:]
 	}
 	return nil
 }
+
+// markSyncedMax bounds the parameters of one MarkSynced statement.
+const markSyncedMax = 5000
 
 // ColdStorage reports whether a cold bucket is configured.
 func (s *Service) ColdStorage() bool { return s.cfg.ColdBucket != "" }

@@ -773,9 +773,12 @@ func (r *Replicator) relay(ctx context.Context) {
 			continue
 		}
 		r.relayed.Add(float64(n))
-		if n > 0 {
-			continue
+		if n >= relayLimit {
+			continue // more may wait
 		}
+		// A commit that wrote an outbox row during the round woke the relay
+		// again (Notify), and another node's commit is taken at the tick:
+		// no round just to find the outbox empty.
 		select {
 		case <-ctx.Done():
 		case <-r.wake:

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/scsync/scsync/shared/auth"
 	"github.com/scsync/scsync/shared/ids"
@@ -42,6 +41,10 @@ type clinicTx struct {
 	// anyParked is whether the clinic may have parked changes (nil: not
 	// checked yet).
 	anyParked *bool
+	// referred holds the records a primed batch's contents refer to and
+	// no change of it changes, as the batch began: whether each existed
+	// and was deleted. recs, once it holds such a record, comes first.
+	referred map[records.Ref]refState
 	// changes and outbox rows are written together before the commit.
 	changes []Change
 	outbox  []Outbox
@@ -52,6 +55,99 @@ type clinicTx struct {
 	// the same batch changes the object in place.
 	created   []Record
 	isCreated map[records.Ref]bool
+	// synced holds the files named by records of a primed batch, marked
+	// synced together (flushSynced) before the commit or before the batch
+	// marks a file un-synced.
+	synced []string
+	// buffer is set in a primed ApplyUp batch: its new records go to
+	// created. Otherwise each record is written as it is accepted.
+	buffer bool
+	// undo, while a save of a group commit runs (commitSaves), journals
+	// what it changes in recs and stored, so that a save rolled back to
+	// its savepoint leaves them as they were; load hands it copies.
+	undo *[]recUndo
+}
+
+// refState is whether a record existed, and was deleted.
+type refState struct{ exists, deleted bool }
+
+// recUndo is what a save found in recs and stored for ref before it
+// changed them.
+type recUndo struct {
+	ref         records.Ref
+	rec         Record
+	had, hadSHA bool
+	sha         string
+}
+
+// setRec notes rec as ref's record in this transaction (journaled while a
+// save runs).
+func (ct *clinicTx) setRec(ref records.Ref, rec Record) {
+	if ct.undo != nil {
+		old, had := ct.recs[ref]
+		sha, hadSHA := ct.stored[ref]
+		*ct.undo = append(*ct.undo, recUndo{ref: ref, rec: old, had: had, sha: sha, hadSHA: hadSHA})
+	}
+	ct.recs[ref] = rec
+	ct.stored[ref] = FileSHA(rec.content())
+}
+
+// revert undoes what a save journaled, newest first.
+func (ct *clinicTx) revert(undo []recUndo) {
+	for i := len(undo) - 1; i >= 0; i-- {
+		u := undo[i]
+		if u.had {
+			ct.recs[u.ref] = u.rec
+		} else {
+			delete(ct.recs, u.ref)
+		}
+		if u.hadSHA {
+			ct.stored[u.ref] = u.sha
+		} else {
+			delete(ct.stored, u.ref)
+		}
+	}
+}
+
+// primeSaves reads the records refs name (a statement per kind) into recs,
+// for the saves of a group commit: each then reads its record, and the
+// records its content refers to, from recs, and writes through it.
+func (ct *clinicTx) primeSaves(refs []records.Ref) error {
+	ct.recs = map[records.Ref]Record{}
+	ct.stored = map[records.Ref]string{}
+	byKind := map[wire.Kind][]int64{}
+	var order []wire.Kind
+	for _, r := range refs {
+		if _, ok := ct.recs[r]; ok {
+			continue
+		}
+		if _, err := opsFor(r.Kind); err != nil {
+			continue // an unknown kind: its save fails on its own
+		}
+		ct.recs[r] = nil
+		if byKind[r.Kind] == nil {
+			order = append(order, r.Kind)
+		}
+		byKind[r.Kind] = append(byKind[r.Kind], int64(r.ID))
+	}
+	for _, kind := range order {
+		k, _ := opsFor(kind)
+		idList := byKind[kind]
+		clinics := make([]int64, len(idList))
+		for i := range clinics {
+			clinics[i] = int64(ct.c.ID)
+		}
+		rows, err := k.find(pairsIn(ct.tx, k.spec.Table, "*", "id", clinics, idList))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			ref := records.Ref{Kind: kind, ID: r.meta().ID}
+			ct.recs[ref] = r
+			ct.stored[ref] = FileSHA(r.content())
+		}
+	}
+	return nil
 }
 
 func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicTx) error) error {
@@ -64,34 +160,43 @@ func (s *Store) inClinic(ctx context.Context, clinic ids.ID, fn func(ct *clinicT
 // they wrote is flushed together: a statement per table for all of them.
 func (s *Store) inClinics(ctx context.Context, clinics []ids.ID, fn func(cts []*clinicTx) error) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var cs []Clinic
-		q := tx.Clauses(clause.Locking{Strength: "UPDATE"})
-		if len(clinics) == 1 {
-			q = q.Where("id = ?", clinics[0])
-		} else {
-			q = q.Where("id IN ?", clinics).Order("id")
+		// The clinics' rows, locked, and whether each has parked changes
+		// (the lock keeps that true: changes park only under it), in one
+		// round trip.
+		var cs []struct {
+			Clinic    `gorm:"embedded"`
+			AnyParked bool
 		}
-		if err := q.Find(&cs).Error; err != nil {
+		const lockClinics = "SELECT clinics.*, EXISTS (SELECT 1 FROM parked WHERE parked.clinic_id = clinics.id) AS any_parked FROM clinics "
+		var q *gorm.DB
+		if len(clinics) == 1 {
+			q = tx.Raw(lockClinics+"WHERE id = ? FOR UPDATE OF clinics", clinics[0])
+		} else {
+			q = tx.Raw(lockClinics+"WHERE id = ANY(?::bigint[]) ORDER BY id FOR UPDATE OF clinics", pgArray(clinics))
+		}
+		if err := q.Scan(&cs).Error; err != nil {
 			return err
 		}
-		byID := make(map[ids.ID]Clinic, len(cs))
-		for _, c := range cs {
-			byID[c.ID] = c
+		byID := make(map[ids.ID]int, len(cs))
+		for i, c := range cs {
+			byID[c.ID] = i
 		}
 		cts := make([]*clinicTx, len(clinics))
 		start := make([]int64, len(clinics))
 		for i, id := range clinics {
-			c, ok := byID[id]
+			j, ok := byID[id]
 			if !ok {
 				return fmt.Errorf("%w: %s", ErrUnknownClinic, id)
 			}
-			cts[i] = &clinicTx{s: s, tx: tx, c: c, res: &UpResult{}}
-			start[i] = c.LastSeq
+			parked := cs[j].AnyParked
+			cts[i] = &clinicTx{s: s, tx: tx, c: cs[j].Clinic, res: &UpResult{}, anyParked: &parked}
+			start[i] = cs[j].LastSeq
 		}
 		if err := fn(cts); err != nil {
 			return err
 		}
-		if err := flushAll(tx, cts); err != nil {
+		writes, err := flushAll(tx, cts)
+		if err != nil {
 			return err
 		}
 		var moved, seqs []int64
@@ -103,69 +208,91 @@ func (s *Store) inClinics(ctx context.Context, clinics []ids.ID, fn func(cts []*
 		}
 		switch len(moved) {
 		case 0:
-			return nil
 		case 1:
-			return tx.Model(&Clinic{}).Where("id = ?", moved[0]).Update("last_seq", seqs[0]).Error
+			writes = append(writes, stmt{"UPDATE clinics SET last_seq = ? WHERE id = ?", []any{seqs[0], moved[0]}})
+		default:
+			writes = append(writes, stmt{"UPDATE clinics SET last_seq = v.s FROM unnest(?::bigint[], ?::bigint[]) AS v(id, s) WHERE clinics.id = v.id",
+				[]any{pgArray(moved), pgArray(seqs)}})
 		}
-		return tx.Exec("UPDATE clinics SET last_seq = v.s FROM unnest(?::bigint[], ?::bigint[]) AS v(id, s) WHERE clinics.id = v.id",
-			pgArray(moved), pgArray(seqs)).Error
+		return execTogether(tx, writes)
 	})
 }
 
-// flushAll writes the records, changes and outbox rows that cts (sharing
-// tx) made: a statement per table (and per thousand rows).
-func flushAll(tx *gorm.DB, cts []*clinicTx) error {
+// flushAll returns the statements that write what cts (sharing tx) did,
+// for the transaction's last one: the records they created (a statement
+// per kind), their changes and their outbox rows.
+func flushAll(tx *gorm.DB, cts []*clinicTx) ([]stmt, error) {
 	var created []Record
 	var changes []Change
 	var outbox []Outbox
 	for _, ct := range cts {
+		if err := ct.flushSynced(); err != nil {
+			return nil, err
+		}
 		created = append(created, ct.created...)
 		changes = append(changes, ct.changes...)
 		outbox = append(outbox, ct.outbox...)
 		ct.created, ct.isCreated, ct.changes, ct.outbox = nil, nil, nil, nil
 	}
-	if err := createRecords(tx, created); err != nil {
-		return err
+	writes, err := insertRecords(tx, created)
+	if err != nil {
+		return nil, err
 	}
-	if err := insertChanges(tx, changes); err != nil {
-		return err
+	if len(changes) > 0 {
+		writes = append(writes, insertChanges(changes))
 	}
-	return insertOutbox(tx, outbox)
+	if len(outbox) > 0 {
+		writes = append(writes, insertOutbox(outbox))
+	}
+	return writes, nil
+}
+
+// stmt is an SQL statement (gorm's ? placeholders) and its arguments.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// execTogether runs writes as one statement, in one round trip: all but
+// the last as data-modifying WITH queries of the last. PostgreSQL runs each
+// of them exactly once, to completion, on one snapshot: none may read what
+// another writes (they insert and update different tables).
+func execTogether(tx *gorm.DB, writes []stmt) error {
+	if len(writes) == 0 {
+		return nil
+	}
+	last := writes[len(writes)-1]
+	if len(writes) == 1 {
+		return tx.Exec(last.sql, last.args...).Error
+	}
+	var b strings.Builder
+	var args []any
+	b.WriteString("WITH ")
+	for i, w := range writes[:len(writes)-1] {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("w" + strconv.Itoa(i) + " AS (" + w.sql + ")")
+		args = append(args, w.args...)
+	}
+	b.WriteString(" " + last.sql)
+	return tx.Exec(b.String(), append(args, last.args...)...).Error
 }
 
 // flushCreated inserts the records created since the last flush, a
-// statement per kind (and per thousand).
+// statement per kind, in one round trip.
 func (ct *clinicTx) flushCreated() error {
 	if len(ct.created) == 0 {
 		return nil
 	}
-	if err := createRecords(ct.tx, ct.created); err != nil {
+	writes, err := insertRecords(ct.tx, ct.created)
+	if err != nil {
+		return err
+	}
+	if err := execTogether(ct.tx, writes); err != nil {
 		return err
 	}
 	ct.created, ct.isCreated = nil, nil
-	return nil
-}
-
-// createRecords inserts rs, a statement per kind (and per thousand).
-func createRecords(tx *gorm.DB, rs []Record) error {
-	byKind := map[wire.Kind][]Record{}
-	var order []wire.Kind
-	for _, r := range rs {
-		k := r.meta().Kind
-		if byKind[k] == nil {
-			order = append(order, k)
-		}
-		byKind[k] = append(byKind[k], r)
-	}
-	for _, kind := range order {
-		k, err := opsFor(kind)
-		if err != nil {
-			return err
-		}
-		if err := k.createAll(tx, byKind[kind]); err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -180,43 +307,58 @@ func primeAll(tx *gorm.DB, cts []*clinicTx, changes [][]wire.Envelope, contents 
 	}
 	byID := make(map[ids.ID]*clinicTx, len(cts))
 	var clinicList, changeClinics, changeIDs []int64
-	kindClinics := map[wire.Kind][]int64{}
-	kindIDs := map[wire.Kind][]int64{}
+	// The records the changes change are read whole; those their contents
+	// only refer to, just whether they exist (missingRef asks no more):
+	// a backfill's studies refer to patients read whole, through gorm,
+	// for nothing but that.
+	kindClinics, kindIDs := map[wire.Kind][]int64{}, map[wire.Kind][]int64{}
+	refClinics, refIDs := map[wire.Kind][]int64{}, map[wire.Kind][]int64{}
 	want := map[key]bool{}
 	for i, ct := range cts {
 		ct.seen = map[ids.ID]bool{}
 		ct.recs = map[records.Ref]Record{}
 		ct.stored = map[records.Ref]string{}
-		no := false
-		ct.anyParked = &no
-		byID[ct.c.ID] = ct
-		clinicList = append(clinicList, int64(ct.c.ID))
-		add := func(r records.Ref) {
-			if k := (key{ct.c.ID, r}); !want[k] {
-				want[k] = true
-				kindClinics[r.Kind] = append(kindClinics[r.Kind], int64(ct.c.ID))
-				kindIDs[r.Kind] = append(kindIDs[r.Kind], int64(r.ID))
-			}
+		ct.referred = map[records.Ref]refState{}
+		ct.buffer = true
+		if ct.anyParked == nil {
+			no := false
+			ct.anyParked = &no
+			clinicList = append(clinicList, int64(ct.c.ID))
 		}
-		for j, e := range changes[i] {
+		byID[ct.c.ID] = ct
+		for _, e := range changes[i] {
 			changeClinics = append(changeClinics, int64(ct.c.ID))
 			changeIDs = append(changeIDs, int64(e.ChangeID))
-			add(records.Ref{Kind: e.Kind, ID: e.RecordID})
-			if contents[i][j] != nil {
-				for _, r := range contents[i][j].Refs() {
-					add(r)
+			if k := (key{ct.c.ID, records.Ref{Kind: e.Kind, ID: e.RecordID}}); !want[k] {
+				want[k] = true
+				kindClinics[e.Kind] = append(kindClinics[e.Kind], int64(ct.c.ID))
+				kindIDs[e.Kind] = append(kindIDs[e.Kind], int64(e.RecordID))
+			}
+		}
+		for j := range changes[i] {
+			if contents[i][j] == nil {
+				continue
+			}
+			for _, r := range contents[i][j].Refs() {
+				if k := (key{ct.c.ID, r}); !want[k] {
+					want[k] = true
+					ct.referred[r] = refState{}
+					refClinics[r.Kind] = append(refClinics[r.Kind], int64(ct.c.ID))
+					refIDs[r.Kind] = append(refIDs[r.Kind], int64(r.ID))
 				}
 			}
 		}
 	}
-	var parked []ids.ID
-	if err := tx.Raw("SELECT u.c FROM unnest(?::bigint[]) AS u(c) WHERE EXISTS (SELECT 1 FROM parked WHERE clinic_id = u.c)",
-		pgArray(clinicList)).Scan(&parked).Error; err != nil {
-		return err
-	}
-	for _, c := range parked {
-		yes := true
-		byID[c].anyParked = &yes
+	if len(clinicList) > 0 { // unless inClinics read it with the clinics' rows
+		var parked []ids.ID
+		if err := tx.Raw("SELECT u.c FROM unnest(?::bigint[]) AS u(c) WHERE EXISTS (SELECT 1 FROM parked WHERE clinic_id = u.c)",
+			pgArray(clinicList)).Scan(&parked).Error; err != nil {
+			return err
+		}
+		for _, c := range parked {
+			yes := true
+			byID[c].anyParked = &yes
+		}
 	}
 	if len(changeIDs) == 0 {
 		return nil
@@ -251,6 +393,23 @@ func primeAll(tx *gorm.DB, cts []*clinicTx, changes [][]wire.Envelope, contents 
 			ref := records.Ref{Kind: kind, ID: m.ID}
 			ct.recs[ref] = r
 			ct.stored[ref] = FileSHA(r.content())
+		}
+	}
+	for kind, idList := range refIDs {
+		k, err := opsFor(kind)
+		if err != nil {
+			continue // missingRef reports it
+		}
+		var found []struct {
+			ClinicID ids.ID
+			ID       ids.ID
+			Deleted  bool
+		}
+		if err := pairsIn(tx, k.spec.Table, "clinic_id, id, deleted", "id", refClinics[kind], idList).Scan(&found).Error; err != nil {
+			return err
+		}
+		for _, f := range found {
+			byID[f.ClinicID].referred[records.Ref{Kind: kind, ID: f.ID}] = refState{exists: true, deleted: f.Deleted}
 		}
 	}
 	return nil
@@ -299,6 +458,9 @@ func (ct *clinicTx) load(k kindOps, id ids.ID) (Record, bool, error) {
 	ref := records.Ref{Kind: k.spec.Kind, ID: id}
 	if rec, ok := ct.recs[ref]; ok {
 		if rec != nil {
+			if ct.undo != nil {
+				rec = rec.clone() // a save that fails must not have changed it
+			}
 			return rec, true, nil
 		}
 		rec = k.newRow()
@@ -330,6 +492,12 @@ func (ct *clinicTx) missingRef(c records.Content, live bool, had []records.Ref) 
 		}
 		if rec, ok := ct.recs[ref]; ok {
 			if rec == nil || (live && rec.meta().Deleted) {
+				return ref, true, nil
+			}
+			continue
+		}
+		if st, ok := ct.referred[ref]; ok {
+			if !st.exists || (live && st.deleted) {
 				return ref, true, nil
 			}
 			continue
@@ -394,7 +562,7 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 		// changed in place is what flush inserts.
 	case exists:
 		err = ct.tx.Save(rec).Error
-	case ct.recs != nil:
+	case ct.buffer:
 		if ct.isCreated == nil {
 			ct.isCreated = map[records.Ref]bool{}
 		}
@@ -410,8 +578,7 @@ func (ct *clinicTx) acceptChange(rec Record, exists bool, base version.V, at tim
 		return err
 	}
 	if ct.recs != nil {
-		ct.recs[ref] = rec
-		ct.stored[ref] = FileSHA(rec.content())
+		ct.setRec(ref, rec)
 	}
 	ch := Change{
 		ClinicID: m.ClinicID, CloudSeq: m.CloudSeq, ChangeID: m.LastChangeID, Kind: string(m.Kind),

@@ -8,6 +8,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/ids"
+	"github.com/scsync/scsync/shared/records"
 )
 
 // Group commit of the cloud API's saves. Every save of a clinic's record
@@ -43,6 +44,7 @@ const maxSaveBatch = 64
 // saveReq is one save waiting for its clinic's lane.
 type saveReq struct {
 	ctx  context.Context
+	refs []records.Ref // the records fn reads (read for the batch at once)
 	fn   func(ct *clinicTx) error
 	done chan error
 }
@@ -69,8 +71,13 @@ type committer struct {
 // rows fn buffered for the batch's flush are dropped with it), which covers
 // the buffers a save uses (changes, outbox rows, created records, the
 // clinic's last cloud_seq), not the maps a primed batch (ApplyUp) fills.
-func (s *Store) inClinicSave(ctx context.Context, clinic ids.ID, fn func(ct *clinicTx) error) error {
-	r := &saveReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+//
+// refs are the records fn reads: a batch of several saves reads them all
+// in a statement per kind before the first save, and its saves read and
+// write through ct's records (a save's changes to them are undone with its
+// savepoint).
+func (s *Store) inClinicSave(ctx context.Context, clinic ids.ID, refs []records.Ref, fn func(ct *clinicTx) error) error {
+	r := &saveReq{ctx: ctx, refs: refs, fn: fn, done: make(chan error, 1)}
 	s.gc.mu.Lock()
 	if s.gc.lanes == nil {
 		s.gc.lanes = map[ids.ID][]*saveReq{}
@@ -111,6 +118,21 @@ func (s *Store) commitSaves(clinic ids.ID, batch []*saveReq) {
 	// The batch's context is none of its callers': one leaving must not
 	// roll back the others.
 	err := s.inClinic(context.Background(), clinic, func(ct *clinicTx) error {
+		// A save's savepoint is released with the next one's start, in one
+		// round trip (statements without arguments go as one simple
+		// query); the last one's by the commit.
+		open := false
+		if len(batch) > 1 {
+			var refs []records.Ref
+			for _, r := range batch {
+				if r.ctx.Err() == nil {
+					refs = append(refs, r.refs...)
+				}
+			}
+			if err := ct.primeSaves(refs); err != nil {
+				return err
+			}
+		}
 		for i, r := range batch {
 			if err := r.ctx.Err(); err != nil {
 				errs[i], ran[i] = err, true
@@ -120,22 +142,28 @@ func (s *Store) commitSaves(clinic ids.ID, batch []*saveReq) {
 				errs[i], ran[i] = runSave(r.fn, ct), true
 				return errs[i] // its own transaction: nothing to keep
 			}
-			if err := ct.tx.Exec("SAVEPOINT save").Error; err != nil {
+			sp := "SAVEPOINT save"
+			if open {
+				sp = "RELEASE SAVEPOINT save; SAVEPOINT save"
+			}
+			if err := ct.tx.Exec(sp).Error; err != nil {
 				return err
 			}
+			open = true
+			var undo []recUndo
+			ct.undo = &undo
 			before, res := *ct, *ct.res
 			if ferr := runSave(r.fn, ct); ferr != nil {
 				if err := ct.tx.Exec("ROLLBACK TO SAVEPOINT save").Error; err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}
-				// What fn buffered for the flush goes with its rows.
+				// What fn buffered for the flush goes with its rows, and
+				// what it wrote through the batch's records.
+				ct.revert(undo)
 				*ct, *ct.res = before, res
 				errs[i] = ferr
 			}
 			ran[i] = true
-			if err := ct.tx.Exec("RELEASE SAVEPOINT save").Error; err != nil {
-				return err
-			}
 		}
 		return nil
 	})

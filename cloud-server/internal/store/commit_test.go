@@ -168,7 +168,7 @@ func TestFailingSaveFailsAlone(t *testing.T) {
 	})
 	// A save that buffered its change for the flush, then failed.
 	run("buffered", func() error {
-		return s.inClinicSave(ctx, 100, func(ct *clinicTx) error {
+		return s.inClinicSave(ctx, 100, nil, func(ct *clinicTx) error {
 			k, err := opsFor(wire.KindPatient)
 			if err != nil {
 				return err
@@ -185,10 +185,10 @@ func TestFailingSaveFailsAlone(t *testing.T) {
 	})
 	// A statement error aborts PostgreSQL's transaction up to the savepoint.
 	run("statement", func() error {
-		return s.inClinicSave(ctx, 100, func(ct *clinicTx) error { return ct.tx.Exec("SELECT 1/0").Error })
+		return s.inClinicSave(ctx, 100, nil, func(ct *clinicTx) error { return ct.tx.Exec("SELECT 1/0").Error })
 	})
 	run("panic", func() error {
-		return s.inClinicSave(ctx, 100, func(*clinicTx) error { panic("a save's bug") })
+		return s.inClinicSave(ctx, 100, nil, func(*clinicTx) error { panic("a save's bug") })
 	})
 	for i := range 3 {
 		run("good", func() error { return createPatient(s, 100, ids.ID(20+i)) })
@@ -264,7 +264,7 @@ func TestBrokenBatchRetriesEachSaveAlone(t *testing.T) {
 	}
 	broke := make(chan error, 1)
 	go func() {
-		broke <- s.inClinicSave(ctx, 100, func(ct *clinicTx) error {
+		broke <- s.inClinicSave(ctx, 100, nil, func(ct *clinicTx) error {
 			if err := ct.tx.Exec("RELEASE SAVEPOINT save").Error; err != nil {
 				return err
 			}
@@ -414,4 +414,92 @@ func TestSaveHookSharesTheSavesTransaction(t *testing.T) {
 		t.Fatalf("the failed hook's save: Get = %v, want ErrNotFound", err)
 	}
 	checkDense(t, s, 100, 3)
+}
+
+// A group commit reads its saves' records at once and its saves read and
+// write through them; a save rolled back to its savepoint must leave them
+// as the database has them. Here, in one batch: a create and an update
+// fail after writing (their hook fails), and an update of a study fails
+// on a missing patient after it changed its record's fields; then a study
+// refers to the failed create's patient (missing), the updates are made
+// again from the version before (no conflict), and the create too (it
+// does not exist).
+func TestFailedSaveLeavesTheBatchsRecords(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	enroll(t, s, 100, "")
+	if err := createPatient(s, 100, 1); err != nil {
+		t.Fatal(err)
+	}
+	study := func(id, changeID, patient ids.ID) records.Content {
+		return records.Sample(wire.KindStudy, int(changeID), map[wire.Kind]ids.ID{wire.KindPatient: patient})
+	}
+	if _, err := s.Save(ctx, 100, Edit{Kind: wire.KindStudy, ID: 70, Create: true, ChangeID: 70, Content: study(70, 70, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	failing := WithSaveHook(ctx, func(*gorm.DB, Record) error { return errors.New("hook failed") })
+	first := version.First
+	steps := []struct {
+		name string
+		save func() error
+		want error // nil: saved (unless hook)
+		hook bool  // fails with its hook's error
+	}{
+		{"lone", func() error { return createPatient(s, 100, 5) }, nil, false},
+		{"create, then fail", func() error {
+			_, err := s.Save(failing, 100, Edit{Kind: wire.KindPatient, ID: 60, Create: true, ChangeID: 60,
+				Content: records.Sample(wire.KindPatient, 60, nil)})
+			return err
+		}, nil, true},
+		{"update, then fail", func() error {
+			_, err := s.Save(failing, 100, Edit{Kind: wire.KindPatient, ID: 1, Base: &first, ChangeID: 61,
+				Content: records.Sample(wire.KindPatient, 61, nil)})
+			return err
+		}, nil, true},
+		{"update of a study to a missing patient", func() error {
+			_, err := s.Save(ctx, 100, Edit{Kind: wire.KindStudy, ID: 70, Base: &first, ChangeID: 71, Content: study(70, 71, 99)})
+			return err
+		}, ErrMissingRef, false},
+		{"study of the failed create's patient", func() error {
+			_, err := s.Save(ctx, 100, Edit{Kind: wire.KindStudy, ID: 62, Create: true, ChangeID: 62,
+				Content: records.Sample(wire.KindStudy, 62, map[wire.Kind]ids.ID{wire.KindPatient: 60})})
+			return err
+		}, ErrMissingRef, false},
+		{"update from the version before", func() error {
+			_, err := s.Save(ctx, 100, Edit{Kind: wire.KindPatient, ID: 1, Base: &first, ChangeID: 63,
+				Content: records.Sample(wire.KindPatient, 63, nil)})
+			return err
+		}, nil, false},
+		{"create again", func() error { return createPatient(s, 100, 60) }, nil, false},
+		{"update of the study from the version before", func() error {
+			_, err := s.Save(ctx, 100, Edit{Kind: wire.KindStudy, ID: 70, Base: &first, ChangeID: 72, Content: study(70, 72, 1)})
+			return err
+		}, nil, false},
+	}
+	release := holdClinic(t, s, 100)
+	commits0, saves0 := s.GroupCommits()
+	errs := make([]chan error, len(steps))
+	for i, st := range steps {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- st.save() }()
+		waitQueued(t, s, 100, saves0+int64(i)+1) // in this order
+	}
+	release()
+	for i, st := range steps {
+		err := <-errs[i]
+		switch {
+		case st.hook:
+			if err == nil || !strings.Contains(err.Error(), "hook failed") {
+				t.Errorf("%s: %v, want its hook's error", st.name, err)
+			}
+		case st.want == nil && err != nil:
+			t.Errorf("%s: %v", st.name, err)
+		case !errors.Is(err, st.want):
+			t.Errorf("%s: %v, want %v", st.name, err, st.want)
+		}
+	}
+	if commits, saves := s.GroupCommits(); saves-saves0 != int64(len(steps)) || commits-commits0 > 2 {
+		t.Fatalf("%d saves in %d commits: want the lone one, then the others in one batch", saves-saves0, commits-commits0)
+	}
+	checkDense(t, s, 100, 6)
 }

@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // An accept transaction inserts a change row and an outbox row for every
@@ -16,11 +14,8 @@ import (
 // column instead (INSERT … SELECT FROM unnest), a few parameters whatever
 // the count.
 
-// insertChanges inserts cs in one statement.
-func insertChanges(tx *gorm.DB, cs []Change) error {
-	if len(cs) == 0 {
-		return nil
-	}
+// insertChanges is the statement inserting cs.
+func insertChanges(cs []Change) stmt {
 	var (
 		clinic, seq, change, record, conflictOf, fence, savedBy = newIntArray(len(cs)), newIntArray(len(cs)), newIntArray(len(cs)),
 			newIntArray(len(cs)), newIntArray(len(cs)), newIntArray(len(cs)), newIntArray(len(cs))
@@ -50,27 +45,24 @@ func insertChanges(tx *gorm.DB, cs []Change) error {
 		unfenced.add(c.Unfenced)
 		unsync.add(c.Unsync)
 	}
-	return tx.Exec(`INSERT INTO changes (clinic_id, cloud_seq, change_id, kind, record_id, origin, base_version, new_version, deleted,
+	return stmt{`INSERT INTO changes (clinic_id, cloud_seq, change_id, kind, record_id, origin, base_version, new_version, deleted,
 	conflict, conflict_of, fence, unfenced, session, unsync, saved_by, saved_by_name, payload, at, accepted_at)
 SELECT * FROM unnest(?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::boolean[],
-	?::text[], ?::bigint[], ?::bigint[], ?::boolean[], ?::text[], ?::boolean[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[])`,
+	?::text[], ?::bigint[], ?::bigint[], ?::boolean[], ?::text[], ?::boolean[], ?::bigint[], ?::text[], ?::text[], ?::timestamptz[], ?::timestamptz[])`, []any{
 		clinic.String(), seq.String(), change.String(), kind.String(), record.String(), origin.String(), base.String(), next.String(), deleted.String(),
 		conflict.String(), conflictOf.String(), fence.String(), unfenced.String(), session.String(), unsync.String(), savedBy.String(),
-		savedByName.String(), payload.String(), at.String(), acceptedAt.String()).Error
+		savedByName.String(), payload.String(), at.String(), acceptedAt.String()}}
 }
 
-// insertOutbox inserts os (their ids from the sequence) in one statement.
-func insertOutbox(tx *gorm.DB, os []Outbox) error {
-	if len(os) == 0 {
-		return nil
-	}
+// insertOutbox is the statement inserting os (their ids from the sequence).
+func insertOutbox(os []Outbox) stmt {
 	clinic, seq := newIntArray(len(os)), newIntArray(len(os))
 	for _, o := range os {
 		clinic.add(int64(o.ClinicID))
 		seq.add(o.CloudSeq)
 	}
-	return tx.Exec("INSERT INTO outbox (clinic_id, cloud_seq, created_at) SELECT c, s, now() FROM unnest(?::bigint[], ?::bigint[]) AS u(c, s)",
-		clinic.String(), seq.String()).Error
+	return stmt{"INSERT INTO outbox (clinic_id, cloud_seq, created_at) SELECT c, s, now() FROM unnest(?::bigint[], ?::bigint[]) AS u(c, s)",
+		[]any{clinic.String(), seq.String()}}
 }
 
 // pgTime is t as PostgreSQL reads a timestamptz, to the microsecond.
@@ -133,6 +125,15 @@ func (a *textArray) add(s string) {
 		a.b.WriteByte(s[i])
 	}
 	a.b.WriteByte('"')
+}
+
+// addNull adds a NULL element.
+func (a *textArray) addNull() {
+	if a.n > 0 {
+		a.b.WriteByte(',')
+	}
+	a.n++
+	a.b.WriteString("NULL")
 }
 
 func (a *textArray) String() string { return a.b.String() + "}" }

@@ -12,11 +12,16 @@ type Record interface {
 	meta() *Meta
 	content() records.Content
 	setContent(c records.Content)
+	clone() Record // a copy of the row (its content shared: a save replaces it whole)
 }
 
 func (r *Row[C]) meta() *Meta                  { return &r.Meta }
 func (r *Row[C]) content() records.Content     { return r.Data }
 func (r *Row[C]) setContent(c records.Content) { r.Data = c.(C) }
+func (r *Row[C]) clone() Record {
+	c := *r
+	return &c
+}
 
 // RecordMeta returns the common fields of r.
 func RecordMeta(r Record) Meta { return *r.meta() }
@@ -30,9 +35,6 @@ type kindOps struct {
 	model  any
 	newRow func() Record
 	find   func(db *gorm.DB) ([]Record, error)
-	// createAll inserts rows of this kind in as few statements as the
-	// driver's parameter limit allows.
-	createAll func(db *gorm.DB, rs []Record) error
 }
 
 func opsOf[C records.Content]() kindOps {
@@ -53,13 +55,6 @@ func opsOf[C records.Content]() kindOps {
 				out[i] = &rows[i]
 			}
 			return out, nil
-		},
-		createAll: func(db *gorm.DB, rs []Record) error {
-			rows := make([]*Row[C], len(rs))
-			for i, r := range rs {
-				rows[i] = r.(*Row[C])
-			}
-			return db.CreateInBatches(rows, 1000).Error
 		},
 	}
 }

@@ -58,8 +58,12 @@ func (s *Store) Save(ctx context.Context, clinic ids.ID, ed Edit) (Record, error
 	if err != nil {
 		return nil, err
 	}
+	refs := []records.Ref{{Kind: ed.Kind, ID: ed.ID}}
+	if ed.Content != nil {
+		refs = append(refs, ed.Content.Refs()...)
+	}
 	var out Record
-	err = s.inClinicSave(ctx, clinic, func(ct *clinicTx) error {
+	err = s.inClinicSave(ctx, clinic, refs, func(ct *clinicTx) error {
 		out = nil
 		rec, exists, err := ct.load(k, ed.ID)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -271,6 +272,18 @@ func (ct *clinicTx) storedSHA(m *Meta, exists bool) (string, error) {
 	return shas[0], nil
 }
 
+// flushSynced marks the files that records of the batch named synced
+// (fileRefs), one statement for all of them.
+func (ct *clinicTx) flushSynced() error {
+	if len(ct.synced) == 0 {
+		return nil
+	}
+	slices.Sort(ct.synced)
+	err := files.MarkSynced(ct.tx, ct.c.ID, slices.Compact(ct.synced)...)
+	ct.synced = nil
+	return err
+}
+
 // fileRefs keeps the files table's un-synced marks true after a change of
 // rec (M7): the file a live record names is reachable; a file no live
 // record names any more (the record was deleted or un-synced, or names
@@ -283,7 +296,11 @@ func (ct *clinicTx) fileRefs(rec Record, prev string) error {
 	}
 	cur := FileSHA(rec.content())
 	if cur != "" && !m.Deleted {
-		if err := files.MarkSynced(ct.tx, m.ClinicID, cur); err != nil {
+		if ct.buffer {
+			// Marked with the batch's others (flushSynced): a statement
+			// per batch, not per record.
+			ct.synced = append(ct.synced, cur)
+		} else if err := files.MarkSynced(ct.tx, m.ClinicID, cur); err != nil {
 			return err
 		}
 	}
@@ -293,6 +310,13 @@ func (ct *clinicTx) fileRefs(rec Record, prev string) error {
 	}
 	if cur != "" && m.Deleted {
 		lost = append(lost, cur)
+	}
+	if len(lost) > 0 {
+		// The marks keep their order: the files marked synced so far
+		// first.
+		if err := ct.flushSynced(); err != nil {
+			return err
+		}
 	}
 	for _, sha := range lost {
 		n, err := ct.liveFileRefs(sha)

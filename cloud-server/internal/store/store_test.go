@@ -234,6 +234,41 @@ func TestRelayBatchKeepsUnpublished(t *testing.T) {
 	}
 }
 
+// TestRelayBatchSendsTheChanges: the relay's one statement (the outbox
+// rows locked, each with its change) hands publish the changes as the
+// change feed has them, every field, and takes an outbox row whose change
+// is missing off the outbox without sending anything for it.
+func TestRelayBatchSendsTheChanges(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	enroll(t, s, 100, "")
+	for i := range 3 {
+		e := change(100, ids.ID(10+i), ids.ID(50+i), version.V{}, version.First, fmt.Sprintf("p %d \"q\"", i))
+		e.SavedBy, e.SavedByName = 7, "Dr Who"
+		applyUp(t, s, 100, e)
+	}
+	if err := s.db.Create(&Outbox{ClinicID: 100, CloudSeq: 99}).Error; err != nil {
+		t.Fatal(err)
+	}
+	var got []wire.Envelope
+	n, err := s.RelayBatch(ctx, 10, func(_ context.Context, b wire.Batch) error {
+		got = append(got, b.Changes...)
+		return nil
+	})
+	if err != nil || n != 4 {
+		t.Fatalf("RelayBatch = %d, %v; want 4 outbox rows done", n, err)
+	}
+	want := feed(t, s, 100)
+	gotJSON, _ := json.Marshal(got)
+	wantJSON, _ := json.Marshal(want)
+	if string(gotJSON) != string(wantJSON) {
+		t.Fatalf("relayed %s\nwant the feed's %s", gotJSON, wantJSON)
+	}
+	if left, _ := s.OutboxLen(ctx); left != 0 {
+		t.Fatalf("outbox = %d, want 0", left)
+	}
+}
+
 // TestConflictPolicies: the cloud edits 1.0 → 2.0 while the clinic edits
 // 1.0 → 2.0 too; each policy ends with its documented winner, at a version
 // newer than both, and the applied change that goes down says so.

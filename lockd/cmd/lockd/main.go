@@ -46,6 +46,7 @@ func run() error {
 		return err
 	}
 	redis.SetLogger(app.RedisLogger(log))
+	app.SetGCPercent()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return app.Run(ctx, cfg, log, nil)

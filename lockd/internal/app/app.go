@@ -5,7 +5,6 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -66,12 +65,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux.HandleFunc("/", api.NotFound)
 
 	telemetry.RegisterDependencies(reg, func(ctx context.Context) map[string]string { return health.Ready(ctx).Checks })
-	srv := httpapi.NewServer(cfg.Listen, httpapi.Recover(log, telemetry.HTTPMetrics(reg)(mux)))
-	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	srv := newServer(httpapi.Recover(log, telemetry.HTTPMetrics(reg)(mux)), log)
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	ln = lingerListener{ln}
 	tlsOn := cfg.TLS.CertFile != ""
 	if tlsOn {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -79,26 +78,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 			_ = ln.Close()
 			return fmt.Errorf("tls: %w", err)
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}})
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		var err error
-		if tlsOn {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	g.Go(func() error { return srv.Serve(ln) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		return srv.ShutdownWithContext(sctx)
 	})
 	log.Info("lockd serving", "addr", ln.Addr().String(), "tls", tlsOn, "redis", cfg.Redis.Addr, "prefix", cfg.Redis.Prefix)
 	if ready != nil {

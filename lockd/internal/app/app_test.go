@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -427,6 +428,86 @@ func TestLockBodiesInAnyForm(t *testing.T) {
 	huge := `{"resource":"p/1","version":"1.0","holder":{"clinic":"101","side":"local","client":"ws1","user":"` + strings.Repeat("a", 1<<20) + `"}}`
 	if code, e := call(t, http.MethodPost, base+"/v1/locks/acquire", tokenA, huge); code != http.StatusRequestEntityTooLarge || e.Code != lockapi.CodeTooLarge {
 		t.Errorf("acquire over 1 MiB = %d %+v, want 413 too_large", code, e)
+	}
+}
+
+// TestServerLimits: what the server refuses before any handler runs is
+// answered in JSON too, and a large body does not stand before the token
+// check.
+func TestServerLimits(t *testing.T) {
+	t.Parallel()
+	base, _ := startShared(t, nil)
+	huge := `{"resource":"p/1","user":"` + strings.Repeat("a", 2<<20) + `"}`
+	if code, e := call(t, http.MethodPost, base+"/v1/locks/acquire", "wrong-token", huge); code != http.StatusUnauthorized || e.Code != lockapi.CodeUnauthorized {
+		t.Errorf("acquire of 2 MiB with a wrong token = %d %+v, want 401 unauthorized", code, e)
+	}
+	if code, e := call(t, http.MethodPost, base+"/v1/locks/release", tokenA, huge); code != http.StatusRequestEntityTooLarge || e.Code != lockapi.CodeTooLarge {
+		t.Errorf("release of 2 MiB = %d %+v, want 413 too_large", code, e)
+	}
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/locks/101/p/1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e lockapi.Error
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a request with a 100 KiB header = %d (%v), want 431 in JSON", resp.StatusCode, err)
+	}
+}
+
+// TestRefusedWhileSending: a client still sending a request lockd has
+// already refused (a head over the limit; a large body behind a wrong
+// token or over the limit) gets to send all of it and then reads lockd's
+// JSON answer, as a client that writes its request before it reads does;
+// it is not cut off by a connection reset. lockd drops what is still
+// coming before it closes the connection.
+func TestRefusedWhileSending(t *testing.T) {
+	t.Parallel()
+	base, _ := startShared(t, nil)
+	addr := strings.TrimPrefix(base, "http://")
+	padding := `{"resource":"p/1","user":"` + strings.Repeat("a", 4<<20) + `"}`
+	for _, tt := range []struct {
+		name    string
+		request string
+		status  int
+		code    string
+	}{
+		{"head of 4 MiB", "GET /v1/locks/101/p/1 HTTP/1.1\r\nHost: lockd\r\nAuthorization: Bearer " + tokenA + "\r\nX-Padding: " + padding + "\r\n\r\n",
+			http.StatusRequestHeaderFieldsTooLarge, httpapi.CodeBadRequest},
+		{"body of 4 MiB with a wrong token", "POST /v1/locks/acquire HTTP/1.1\r\nHost: lockd\r\nAuthorization: Bearer wrong\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(padding)) + "\r\n\r\n" + padding,
+			http.StatusUnauthorized, lockapi.CodeUnauthorized},
+		{"body of 4 MiB over the limit", "POST /v1/locks/release HTTP/1.1\r\nHost: lockd\r\nAuthorization: Bearer " + tokenA + "\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(padding)) + "\r\n\r\n" + padding,
+			http.StatusRequestEntityTooLarge, lockapi.CodeTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 5 {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, tt.request); err != nil {
+					_ = c.Close()
+					t.Fatalf("sending the request: %v", err)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					_ = c.Close()
+					t.Fatalf("reading the answer: %v", err)
+				}
+				var e lockapi.Error
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				_ = c.Close()
+				if err != nil || resp.StatusCode != tt.status || e.Code != tt.code {
+					t.Fatalf("answer = %d %+v (%v), want %d %s in JSON", resp.StatusCode, e, err, tt.status, tt.code)
+				}
+			}
+		})
 	}
 }
 

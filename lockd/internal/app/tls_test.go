@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scsync/scsync/lockd/lockapi"
 	"github.com/scsync/scsync/shared/httpapi"
 	"github.com/scsync/scsync/shared/testenv"
 	"github.com/scsync/scsync/shared/tlsx"
@@ -46,6 +47,25 @@ func TestTLS(t *testing.T) {
 	}
 	if resp.TLS == nil || resp.StatusCode != http.StatusOK || rd.Checks["redis"] != "ok" {
 		t.Fatalf("GET https /readyz = %d %+v (tls %v), want 200 with Redis ok over TLS", resp.StatusCode, rd, resp.TLS != nil)
+	}
+	// Over TLS too, a large request refused unread is answered, not reset.
+	huge := `{"resource":"p/1","user":"` + strings.Repeat("a", 4<<20) + `"}`
+	for range 3 {
+		req, err := http.NewRequest(http.MethodPost, base+"/v1/locks/acquire", strings.NewReader(huge))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer wrong")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("POST https 4 MiB with a wrong token: %v", err)
+		}
+		var e lockapi.Error
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		_ = resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusUnauthorized || e.Code != lockapi.CodeUnauthorized {
+			t.Fatalf("POST https 4 MiB with a wrong token = %d %+v (%v), want 401 unauthorized", resp.StatusCode, e, err)
+		}
 	}
 	hc.CloseIdleConnections()
 }

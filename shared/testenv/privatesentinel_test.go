@@ -1,0 +1,44 @@
+package testenv
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestSentinelRigRefusesATakenPort: when another process holds the port a
+// rig's redis-server was given (a free port is only free when asked), the
+// start fails, though something answers there, instead of handing the test
+// an address its server never listened on (TestSentinelFailover once waited
+// a minute on a Sentinel that had exited at once).
+func TestSentinelRigRefusesATakenPort(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		Unavailable(t, "redis-server", err)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // answer like a server that is not Redis
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	r := &PrivateSentinel{t: t, procs: map[string]*serverProc{}, args: map[string][]string{}}
+	err = r.start(ln.Addr().String(), []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"})
+	if err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("start on a taken port = %v, want an error saying redis-server exited", err)
+	}
+	if len(r.procs) != 0 {
+		t.Fatalf("the rig keeps %d servers after a failed start", len(r.procs))
+	}
+}
