@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -59,5 +60,46 @@ func TestArchiveRestoreMultipartCopy(t *testing.T) {
 	}
 	if _, err := e.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &cold, Key: aws.String(key)}); !isNotFound(err) {
 		t.Fatalf("cold HeadObject after restore = %v, want not found", err)
+	}
+}
+
+// A deleted file's upload that begins while its record is synced again must
+// not bring the un-synced mark back: BeginUpload read the row (deleted,
+// un-synced) before the clinic's change transaction cleared the mark
+// (MarkSynced) and updated it after, so the file came back present and
+// refused its downloads as un-synced. Without the race, an upload of a
+// file still un-synced gets a fresh grace period.
+func TestBeginUploadKeepsASyncAgainThatRaced(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	spent := time.Now().UTC().Add(-time.Hour).Truncate(time.Microsecond)
+	for _, raced := range []bool{true, false} {
+		_, sha := randomBytes(t, 1000)
+		if err := e.db.Create(&File{ClinicID: clinicA, SHA256: sha, State: filekey.StateDeleted, Size: 1000,
+			CreatedAt: spent, UpdatedAt: spent, UnsyncedAt: &spent, RemovedAt: &spent}).Error; err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		e.svc.now = func() time.Time {
+			// The second call is update's, after BeginUpload read the row.
+			if calls++; calls == 2 && raced {
+				if err := MarkSynced(e.db, clinicA, sha); err != nil {
+					t.Error(err)
+				}
+			}
+			return time.Now().UTC()
+		}
+		if _, err := e.svc.BeginUpload(ctx, clinicA, sha, 1000, ""); err != nil {
+			t.Fatal(err)
+		}
+		f := e.row(t, clinicA, sha)
+		switch {
+		case f.State != filekey.StateUploading:
+			t.Errorf("raced %v: state %s, want uploading", raced, f.State)
+		case raced && f.UnsyncedAt != nil:
+			t.Errorf("a sync again during the upload's begin was undone: unsynced_at %v", f.UnsyncedAt)
+		case !raced && (f.UnsyncedAt == nil || !f.UnsyncedAt.After(spent)):
+			t.Errorf("an upload of a file still un-synced: unsynced_at %v, want a fresh grace period after %v", f.UnsyncedAt, spent)
+		}
 	}
 }

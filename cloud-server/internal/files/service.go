@@ -173,8 +173,12 @@ func (s *Service) BeginUpload(ctx context.Context, clinic ids.ID, sha string, si
 				"upload_started_at": nil, "reason": ""}
 			if f.State == filekey.StateDeleted && f.UnsyncedAt != nil {
 				// Uploaded again while still no live record names it: a
-				// fresh grace period, not the one already spent.
-				set["unsynced_at"] = now
+				// fresh grace period, not the one already spent. "Still"
+				// as the row is when updated, not as read above: a record
+				// synced again may have cleared the mark since (MarkSynced,
+				// in the clinic's change transaction), and the upload must
+				// not put it back.
+				set["unsynced_at"] = gorm.Expr("CASE WHEN unsynced_at IS NULL THEN NULL ELSE ?::timestamptz END", now)
 			}
 			if _, err := s.update(ctx, f, f.State, anyUpload, set); err != nil {
 				return filekey.BeginResponse{}, err
