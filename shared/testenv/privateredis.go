@@ -1,19 +1,11 @@
 package testenv
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // PrivateRedis is a redis-server of the test's own on a free loopback port
@@ -25,9 +17,8 @@ type PrivateRedis struct {
 
 	t    testing.TB
 	port int
-	tls  []string // TLS-only arguments, when started with TLS
-	cmd  *exec.Cmd
-	done chan struct{}
+	tls  []string    // TLS-only arguments, when started with TLS
+	proc *serverProc // nil before the first start
 }
 
 // StartPrivateRedis starts a private redis-server, stopped when the test
@@ -80,76 +71,30 @@ func (r *PrivateRedis) Start() {
 	}
 }
 
-// start starts redis-server on r's port and returns once that very process
-// answers there (its INFO names its pid), or an error, with what it
-// printed, when it exited or another process answers.
+// start starts redis-server on r's port (startRedisServer).
 func (r *PrivateRedis) start() error {
 	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"}
-	opts := &redis.Options{Addr: r.Addr, MaxRetries: -1, DialTimeout: time.Second}
+	var tlsCfg *tls.Config
 	if r.tls != nil {
 		args = append([]string{"--port", "0", "--tls-port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--daemonize", "no"}, r.tls...)
 		// Only to ask the process who it is: the tests check the
 		// certificate with their own clients.
-		opts.TLSConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
+		tlsCfg = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}
 	}
-	log := filepath.Join(r.t.TempDir(), "redis-server.log")
-	out, err := os.Create(log)
+	p, err := startRedisServer(r.t, r.Addr, args, tlsCfg)
 	if err != nil {
 		return err
 	}
-	printed := func() string {
-		b, _ := os.ReadFile(log)
-		return strings.TrimSpace(string(b))
-	}
-	cmd := exec.CommandContext(context.Background(), "redis-server", args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		_ = out.Close()
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		_ = out.Close()
-		close(done)
-	}()
-	r.cmd, r.done = cmd, done
-	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
-	rc := redis.NewClient(opts)
-	defer func() { _ = rc.Close() }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		select {
-		case <-done:
-			return fmt.Errorf("redis-server on %s exited: %s", r.Addr, printed())
-		default:
-		}
-		info, err := rc.Info(context.Background(), "server").Result()
-		switch {
-		case err == nil && strings.Contains(info, want):
-			return nil
-		case err == nil:
-			err = errors.New("another process answers there")
-		}
-		if time.Now().After(deadline) {
-			r.Kill()
-			return fmt.Errorf("redis-server on %s: %w (it printed: %s)", r.Addr, err, printed())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.proc = p
+	return nil
 }
 
 // Kill stops the server with SIGKILL; everything it held is lost.
 func (r *PrivateRedis) Kill() {
-	if r.cmd == nil || r.cmd.Process == nil {
+	if r.proc == nil {
 		return
 	}
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	_ = r.cmd.Process.Kill()
-	<-r.done
+	_ = r.proc.cmd.Process.Kill()
+	<-r.proc.exited
 }

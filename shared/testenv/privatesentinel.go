@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -172,14 +173,30 @@ func (r *PrivateSentinel) runNew(args func(port int) []string) string {
 	return ""
 }
 
-// start starts redis-server with args, to listen on addr, and returns once
-// that very process answers there (its INFO names its pid), or an error
-// (with what it printed) when it exited or another process answers.
+// start starts redis-server with args, to listen on addr, and keeps it in
+// the rig once that very process answers there (startRedisServer).
 func (r *PrivateSentinel) start(addr string, args []string) error {
-	log := filepath.Join(r.t.TempDir(), "redis-server.log")
-	out, err := os.Create(log)
+	p, err := startRedisServer(r.t, addr, args, nil)
 	if err != nil {
 		return err
+	}
+	r.mu.Lock()
+	r.procs[addr] = p
+	r.args[addr] = args
+	r.mu.Unlock()
+	r.t.Cleanup(func() { r.kill(addr) })
+	return nil
+}
+
+// startRedisServer starts redis-server with args, to listen on addr (over
+// TLS when tlsCfg is set), and returns once that very process answers there
+// (its INFO names its pid), or an error, with what it printed, when it
+// exited or another process answers.
+func startRedisServer(t testing.TB, addr string, args []string, tlsCfg *tls.Config) (*serverProc, error) {
+	log := filepath.Join(t.TempDir(), "redis-server.log")
+	out, err := os.Create(log)
+	if err != nil {
+		return nil, err
 	}
 	printed := func() string {
 		b, _ := os.ReadFile(log)
@@ -189,7 +206,7 @@ func (r *PrivateSentinel) start(addr string, args []string) error {
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		_ = out.Close()
-		return fmt.Errorf("start redis-server %v: %w", args, err)
+		return nil, fmt.Errorf("start redis-server %v: %w", args, err)
 	}
 	p := &serverProc{cmd: cmd, exited: make(chan struct{})}
 	go func() {
@@ -197,32 +214,27 @@ func (r *PrivateSentinel) start(addr string, args []string) error {
 		_ = out.Close()
 		close(p.exited)
 	}()
-	want := "process_id:" + strconv.Itoa(cmd.Process.Pid)
-	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	want := "process_id:" + strconv.Itoa(cmd.Process.Pid) + "\r\n"
+	rc := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: tlsCfg})
 	defer func() { _ = rc.Close() }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("redis-server for %s exited: %s", addr, printed())
+			return nil, fmt.Errorf("redis-server for %s exited: %s", addr, printed())
 		default:
 		}
 		info, err := rc.Info(context.Background(), "server").Result()
 		switch {
-		case err == nil && strings.Contains(info, want+"\r\n"):
-			r.mu.Lock()
-			r.procs[addr] = p
-			r.args[addr] = args
-			r.mu.Unlock()
-			r.t.Cleanup(func() { r.kill(addr) })
-			return nil
+		case err == nil && strings.Contains(info, want):
+			return p, nil
 		case err == nil:
 			err = errors.New("another process answers there")
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-p.exited
-			return fmt.Errorf("redis-server for %s: %w (it printed: %s)", addr, err, printed())
+			return nil, fmt.Errorf("redis-server for %s: %w (it printed: %s)", addr, err, printed())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -20,23 +20,10 @@ func TestSentinelRigRefusesATakenPort(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		Unavailable(t, "redis-server", err)
 	}
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() { // answer like a server that is not Redis
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	ln := holdPort(t)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	r := &PrivateSentinel{t: t, procs: map[string]*serverProc{}, args: map[string][]string{}}
-	err = r.start(ln.Addr().String(), []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"})
+	err := r.start(ln.Addr().String(), []string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"})
 	if err == nil || !strings.Contains(err.Error(), "exited") {
 		t.Fatalf("start on a taken port = %v, want an error saying redis-server exited", err)
 	}
@@ -53,20 +40,7 @@ func TestPrivateRedisRefusesATakenPort(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		Unavailable(t, "redis-server", err)
 	}
-	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	ln := holdPort(t)
 	port := ln.Addr().(*net.TCPAddr).Port
 	taken := &PrivateRedis{t: t, port: port, Addr: ln.Addr().String()}
 	if err := taken.start(); err == nil || !strings.Contains(err.Error(), "exited") {
@@ -90,4 +64,24 @@ func TestPrivateRedisRefusesATakenPort(t *testing.T) {
 	if err := ping(); err != nil {
 		t.Fatalf("after a restart: %v", err)
 	}
+}
+
+// holdPort listens on a free loopback port until the test ends, answering
+// like a server that is not Redis (it closes every connection).
+func holdPort(t *testing.T) net.Listener {
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln
 }
