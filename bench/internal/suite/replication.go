@@ -32,7 +32,7 @@ var Replication = Bench{
 		size := fs.Int("size", 1024, "approximate JSON size of a record's content, bytes")
 		conc := fs.Int("concurrency", 8, "concurrent clients creating records on sc-local (and publishers in the baseline)")
 		timeout := fs.Duration("timeout", 5*time.Minute, "give up when the cloud has not seen every record by then")
-		prof := fs.String("cpuprofile", "", "write a CPU profile of sc-local (SCSYNC_PPROF=1) over the first -cpuprofile-for of the creates to this file (go tool pprof), and its log beside")
+		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (to this file) and of sc-cloud (the file + .cloud) over the first -cpuprofile-for of the creates (SCSYNC_PPROF=1; go tool pprof), and their logs beside")
 		profFor := fs.Duration("cpuprofile-for", 10*time.Second, "how long -cpuprofile profiles (whole seconds)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
 			return runReplication(ctx, c, *n, *size, *conc, *timeout, *prof, *profFor)
@@ -49,17 +49,20 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 
 	var cl stack.Cleanup
 	defer cl.Close()
-	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "repl")
+	var extra []string
+	if prof != "" {
+		extra = append(extra, "SCSYNC_PPROF=1")
+	}
+	a, err := stack.NewAppliance(ctx, &cl, c.Env, c.Bin, "repl", extra...)
 	if err != nil {
 		return nil, err
+	}
+	if prof != "" {
+		defer func() { _ = os.WriteFile(prof+".cloud.log", []byte(a.CloudProc.Output()), 0o644) }()
 	}
 	clinic, err := a.Enroll(ctx, "Bench Throughput Dental")
 	if err != nil {
 		return nil, err
-	}
-	var extra []string
-	if prof != "" {
-		extra = append(extra, "SCSYNC_PPROF=1")
 	}
 	if err := a.StartLocal(ctx, clinic, extra...); err != nil {
 		return nil, err
@@ -81,10 +84,12 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	self0 := selfCPU()
 	pgW, pgAllW, mqW := stack.WatchCPU(stack.PostgresBackends(pgDatabase(a.PGURL))), stack.WatchCPU(stack.PostgresServer), stack.WatchCPU(stack.RabbitBroker)
 	start := time.Now()
-	profDone := make(chan error, 1)
+	profDone := make(chan error, 2)
 	if prof != "" {
 		go func() { profDone <- cpuProfile(ctx, clinic.Base, stack.LocalAPIToken, prof, profFor) }()
+		go func() { profDone <- cpuProfile(ctx, a.Cloud, a.AdminToken, prof+".cloud", profFor) }()
 	} else {
+		profDone <- nil
 		profDone <- nil
 	}
 	var next atomic.Int64
@@ -122,8 +127,10 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	}
 	pg, pgAll, mq := pgW.Stop(), pgAllW.Stop(), mqW.Stop()
 	self := selfCPU() - self0
-	if err := <-profDone; err != nil {
-		c.Log.Warn("no CPU profile", "err", err)
+	for range 2 {
+		if err := <-profDone; err != nil {
+			c.Log.Warn("no CPU profile", "err", err)
+		}
 	}
 	ours := stats.Rate(int64(n), elapsed)
 	r := results.New("replication", "replication_throughput", "records/s", results.HigherBetter, round1(ours), round1(base))
