@@ -187,7 +187,16 @@ func (u *bulkUpdate) rowsPerStatement() int { return max(1, maxParams/u.width) }
 // clinic, cond's.
 func (u *bulkUpdate) statement(table string, rows int, cond string) string {
 	one := "(" + strings.TrimSuffix(strings.Repeat("?,", u.width), ",") + ")"
-	q := "UPDATE " + table + " SET " + u.set + " FROM (VALUES " + strings.TrimSuffix(strings.Repeat(one+",", rows), ",") +
+	// OR FAIL: a statement that changes many rows and may stop at a
+	// constraint (OR ABORT, the default) makes SQLite copy every page it
+	// changes to a statement journal first, to undo that statement alone;
+	// a batch's marks spent a few percent of sc-local's CPU there. Every
+	// caller runs in a transaction (or a group commit's savepoint) that is
+	// rolled back whole when a statement fails, so undoing the statement
+	// alone is never needed. (On a full disk or out of memory SQLite then
+	// rolls back the whole transaction itself, not the statement: a group
+	// commit's other writes run again on their own, commit.go.)
+	q := "UPDATE OR FAIL " + table + " SET " + u.set + " FROM (VALUES " + strings.TrimSuffix(strings.Repeat(one+",", rows), ",") +
 		") AS v WHERE " + table + ".id = v.column1 AND " + table + ".clinic_id = ?"
 	if cond != "" {
 		// As one opaque term: SQLite must find each row by its id, not

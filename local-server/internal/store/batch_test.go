@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
@@ -257,4 +259,82 @@ func mustSpec(t *testing.T, k wire.Kind) records.Spec {
 		t.Fatalf("no spec of %s", k)
 	}
 	return sp
+}
+
+// TestBulkMarksLeaveUndoToTheirTransaction: the bulk updates run as
+// UPDATE OR FAIL, so SQLite keeps no statement journal for them (a copy of
+// every page they change): a statement stopped by a constraint keeps the
+// rows it changed before, and what undoes them is the rollback of the
+// transaction (or of the group commit's savepoint) that every caller runs
+// them in.
+func TestBulkMarksLeaveUndoToTheirTransaction(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	pids, err := s.Import(ctx, []Import{
+		{Kind: wire.KindPatient, Content: records.Patient{Name: "A"}},
+		{Kind: wire.KindPatient, Content: records.Patient{Name: "B"}},
+		{Kind: wire.KindPatient, Content: records.Patient{Name: "C"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := mustSpec(t, wire.KindPatient).Table
+	pending := func(db *gorm.DB, id ids.ID) int64 {
+		t.Helper()
+		var v []int64
+		if err := db.Table(table).Where("id = ?", id).Pluck("pending_change_id", &v).Error; err != nil || len(v) != 1 {
+			t.Fatalf("pending_change_id of %s: %v, %v", id, v, err)
+		}
+		return v[0]
+	}
+	var inside int64
+	err = s.db.Transaction(func(tx *gorm.DB) error {
+		u := newBulkUpdate("pending_change_id = v.column2", 2)
+		u.add(table, pids[0], int64(7))
+		u.add(table, pids[1], nil) // NOT NULL: the statement stops here
+		u.add(table, pids[2], int64(9))
+		ferr := u.flush(tx, clinic)
+		if ferr == nil {
+			t.Fatal("bulk update of a NULL into a NOT NULL column succeeded")
+		}
+		inside = pending(tx, pids[0])
+		return ferr
+	})
+	if err == nil {
+		t.Fatal("transaction committed")
+	}
+	if inside != 7 {
+		t.Errorf("the stopped statement's first row inside its transaction: pending_change_id %d, want 7 (no statement journal undid it)", inside)
+	}
+	for _, id := range pids {
+		if got := pending(s.db, id); got != 0 {
+			t.Errorf("after the rollback, pending_change_id of %s = %d, want 0", id, got)
+		}
+	}
+
+	// In a group commit the write's savepoint is what undoes it; the
+	// batch's other write commits.
+	var saved Record
+	batch := []*writeReq{
+		{ctx: ctx, done: make(chan error, 1), fn: func(tx *gorm.DB) error {
+			u := newBulkUpdate("pending_change_id = v.column2", 2)
+			u.add(table, pids[0], int64(7))
+			u.add(table, pids[1], nil)
+			return u.flush(tx, clinic)
+		}},
+		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "D"}}, &saved),
+	}
+	s.commitBatch(batch)
+	if err := <-batch[0].done; err == nil {
+		t.Error("the failing write of the group commit: err = nil")
+	}
+	if err := <-batch[1].done; err != nil {
+		t.Fatalf("the other write of the group commit: %v", err)
+	}
+	if got := pending(s.db, pids[0]); got != 0 {
+		t.Errorf("after the group commit, pending_change_id of %s = %d, want 0", pids[0], got)
+	}
+	if m, _ := get(t, s, wire.KindPatient, RecordMeta(saved).ID); m.SyncState == "" {
+		t.Errorf("the group commit's save is missing: %+v", m)
+	}
 }

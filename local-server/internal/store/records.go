@@ -349,8 +349,15 @@ type DownResult struct {
 func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, error) {
 	var res DownResult
 	// In the group commit of the moment: the cloud's acceptances come back
-	// as fast as the clinic saves.
-	err := s.write(ctx, func(tx *gorm.DB) error {
+	// as fast as the clinic saves. Many changes at once (a backfill's
+	// acceptances, thousands a call) commit alone instead: under a group
+	// commit's savepoint SQLite would copy each page they change to a
+	// sub-journal first, for a rollback of this write alone.
+	write := s.write
+	if len(es) >= downAlone {
+		write = s.writeAlone
+	}
+	err := write(ctx, func(tx *gorm.DB) error {
 		res = DownResult{}
 		cpS, err := s.meta(tx, metaCheckpoint)
 		if err != nil {
@@ -430,6 +437,10 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 	}
 	return res, nil
 }
+
+// downAlone is how many changes make ApplyDown a write of its own (a
+// message holds up to wire.MaxBatch).
+const downAlone = 100
 
 // applyOne applies one change; false means its content could not be
 // represented here and it was skipped.
