@@ -167,30 +167,14 @@ func (ri *rowsInsert) stmt(ctx context.Context, now time.Time, rows []reflect.Va
 		switch c.enc {
 		case encInt:
 			a := newIntArray(len(rows))
-			for _, rv := range rows {
-				v, def, _, err := c.value(ctx, rv, now)
-				if err != nil {
-					return stmt{}, err
-				}
-				if def != nil {
-					a.add(def.(int64))
-				} else {
-					a.add(v.Int())
-				}
+			if err := scalarColumn(ctx, c, rows, now, reflect.Value.Int, a.add); err != nil {
+				return stmt{}, err
 			}
 			args[i] = a.String()
 		case encBool:
 			a := newBoolArray(len(rows))
-			for _, rv := range rows {
-				v, def, _, err := c.value(ctx, rv, now)
-				if err != nil {
-					return stmt{}, err
-				}
-				if def != nil {
-					a.add(def.(bool))
-				} else {
-					a.add(v.Bool())
-				}
+			if err := scalarColumn(ctx, c, rows, now, reflect.Value.Bool, a.add); err != nil {
+				return stmt{}, err
 			}
 			args[i] = a.String()
 		default:
@@ -218,6 +202,23 @@ func (ri *rowsInsert) stmt(ctx context.Context, now time.Time, rows []reflect.Va
 		}
 	}
 	return stmt{ri.sql, args}, nil
+}
+
+// scalarColumn adds column c of rows to an array through add: each row's
+// value (get), or the default its zero value gets.
+func scalarColumn[T any](ctx context.Context, c *rowColumn, rows []reflect.Value, now time.Time, get func(reflect.Value) T, add func(T)) error {
+	for _, rv := range rows {
+		v, def, _, err := c.value(ctx, rv, now)
+		if err != nil {
+			return err
+		}
+		if def != nil {
+			add(def.(T))
+		} else {
+			add(get(v))
+		}
+	}
+	return nil
 }
 
 // value is c's field of rv as gorm's create writes it: a zero value
