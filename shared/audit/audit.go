@@ -173,31 +173,24 @@ func (l *Log) appendTx(tx *gorm.DB, e Entry) (Entry, error) {
 	if h, ok := l.hint(e.Chain); ok {
 		e.Seq, e.Prev = h.Seq+1, h.Hash
 		e.Hash = Hash(e)
+		stmt, args := q.advanceHead, []any{e.Seq, e.Hash, e.Chain, h.Seq, h.Hash}
 		if q.appendAfter != "" {
 			// Both at once: the entry is inserted only if the head moved.
-			res, err := conn.ExecContext(ctx, q.appendAfter, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash, e.At, e.Clinic, e.Actor,
-				e.Username, e.Action, e.Kind, e.Target, e.Remote, e.Outcome, e.Detail, e.Prev)
-			if err != nil {
-				return Entry{}, err
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return Entry{}, err
-			}
-			if n == 1 {
-				l.setHint(head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
-				return e, nil
-			}
-		} else {
-			res, err := conn.ExecContext(ctx, q.advanceHead, e.Seq, e.Hash, e.Chain, h.Seq, h.Hash)
-			if err != nil {
-				return Entry{}, err
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return Entry{}, err
-			}
-			moved = n == 1
+			stmt = q.appendAfter
+			args = append(args, e.At, e.Clinic, e.Actor, e.Username, e.Action, e.Kind, e.Target, e.Remote, e.Outcome, e.Detail, e.Prev)
+		}
+		res, err := conn.ExecContext(ctx, stmt, args...)
+		if err != nil {
+			return Entry{}, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return Entry{}, err
+		}
+		moved = n == 1
+		if moved && q.appendAfter != "" {
+			l.setHint(head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash})
+			return e, nil
 		}
 	}
 	if !moved {
