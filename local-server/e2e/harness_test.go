@@ -390,6 +390,7 @@ func newStackWith(t *testing.T, o stackOpts) *stack {
 	// one node is downloaded through any other.
 	bucket := strings.ReplaceAll(testenv.Name("e2e"), "_", "-")
 	s.bucket = bucket
+	dropBucketAtEnd(t, bucket)
 	for i := range cloudNodes {
 		addr := freeAddr(t)
 		env := []string{

@@ -60,6 +60,7 @@ func cloudConfig(t *testing.T) config.Config {
 	cfg.S3.AccessKey = testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync")
 	cfg.S3.SecretKey = testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret")
 	cfg.S3.Bucket = strings.ReplaceAll(testenv.Name("auth"), "_", "-")
+	dropBucketAtEnd(t, cfg)
 	return cfg
 }
 

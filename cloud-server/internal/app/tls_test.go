@@ -9,12 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
-	"github.com/scsync/scsync/cloud-server/internal/files"
 	"github.com/scsync/scsync/shared/testenv"
 	"github.com/scsync/scsync/shared/tlsx"
 )
@@ -78,11 +75,7 @@ func TestServesTLS(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s3c := files.NewS3Client(blob.Config{Endpoint: cfg.S3.Endpoint, AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey,
-			Region: cfg.S3.Region, PathStyle: true})
-		_, _ = s3c.DeleteBucket(context.Background(), &s3.DeleteBucketInput{Bucket: &cfg.S3.Bucket})
-	})
+	dropBucketAtEnd(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
