@@ -306,6 +306,10 @@ func saveHead(tx *gorm.DB, h head) error {
 	return tx.Model(&head{}).Where("chain = ?", h.Chain).Updates(map[string]any{"seq": h.Seq, "hash": h.Hash}).Error
 }
 
+// importBatch: entries per INSERT statement of an import (14 columns, so
+// well under PostgreSQL's 65,535 parameters and SQLite's 32,766).
+const importBatch = 500
+
 // Import appends entries made elsewhere (a clinic's, replicated to the
 // cloud; or the cloud's copy, brought back to a restored clinic) keeping
 // their hashes. Entries up to the head already here are skipped; the rest
@@ -320,6 +324,7 @@ func (l *Log) Import(ctx context.Context, chain string, es []Entry) (int64, erro
 		if err != nil {
 			return err
 		}
+		fresh := make([]Entry, 0, len(es))
 		for _, e := range es {
 			e.At = e.At.UTC()
 			if e.Chain != chain || Hash(e) != e.Hash {
@@ -334,12 +339,19 @@ func (l *Log) Import(ctx context.Context, chain string, es []Entry) (int64, erro
 			if e.Prev != h.Hash {
 				return fmt.Errorf("%w: entry %d does not follow entry %d", ErrBroken, e.Seq, h.Seq)
 			}
-			if err := tx.Create(&e).Error; err != nil {
-				return err
-			}
+			fresh = append(fresh, e)
 			h = head{Chain: chain, Seq: e.Seq, Hash: e.Hash}
 		}
 		seq = h.Seq
+		if len(fresh) == 0 {
+			return nil // all sent again: the head is where it was
+		}
+		// The whole chain is checked above, so the new entries go in as
+		// multi-row INSERTs (one statement per importBatch entries), not
+		// one round trip each.
+		if err := tx.CreateInBatches(fresh, importBatch).Error; err != nil {
+			return err
+		}
 		return saveHead(tx, h)
 	})
 	if err != nil {
