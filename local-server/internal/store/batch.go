@@ -231,11 +231,20 @@ func (u *bulkUpdate) flushWhere(tx *gorm.DB, clinic ids.ID, where func(table str
 			q := u.statement(table, n, cond)
 			args := make([]any, 0, len(u.args)+len(part)+1+len(condArgs))
 			args = append(append(append(append(args, u.args...), part...), int64(clinic)), condArgs...)
-			res := tx.Exec(q, args...)
-			if res.Error != nil {
-				return changed, res.Error
+			// On the connection as it is (kept prepared, rawsql.go) unless
+			// the condition's arguments need gorm's expansion (IN ? lists).
+			var n64 int64
+			var err error
+			if len(condArgs) == 0 {
+				n64, err = execRawN(tx, q, args...)
+			} else {
+				res := tx.Exec(q, args...)
+				n64, err = res.RowsAffected, res.Error
 			}
-			changed += res.RowsAffected
+			if err != nil {
+				return changed, err
+			}
+			changed += n64
 		}
 	}
 	u.rows, u.order = map[string][]any{}, nil

@@ -41,13 +41,10 @@ func (s *Store) acceptedAsSent(tx *gorm.DB, es []wire.Envelope, cp int64) (map[r
 		if err != nil {
 			continue // applyOne skips it
 		}
-		for start := 0; start < len(list); start += inChunk {
-			part := list[start:min(start+inChunk, len(list))]
-			if err := syncColumns(tx, k.spec.Table, s.clinic, part, func(id ids.ID, l syncrules.Local, fence int64) {
-				found[records.Ref{Kind: kind, ID: id}] = local{Local: l, fence: fence}
-			}); err != nil {
-				return nil, err
-			}
+		if err := syncColumns(tx, k.spec.Table, s.clinic, list, func(id ids.ID, l syncrules.Local, fence int64) {
+			found[records.Ref{Kind: kind, ID: id}] = local{Local: l, fence: fence}
+		}); err != nil {
+			return nil, err
 		}
 	}
 	out := make(map[records.Ref]int64, len(found))
@@ -68,10 +65,11 @@ func (s *Store) acceptedAsSent(tx *gorm.DB, es []wire.Envelope, cp int64) (map[r
 }
 
 // syncColumns reads what syncrules.DecideDown needs of the records idList
-// names in table, and their fence, and calls f with each.
+// names in table, and their fence, and calls f with each: one statement
+// of fixed text per table (rawsql.go), whatever the number of ids.
 func syncColumns(tx *gorm.DB, table string, clinic ids.ID, idList []ids.ID, f func(ids.ID, syncrules.Local, int64)) error {
-	rows, err := tx.Table(table).Select("id, version, origin, deleted, queued, sync_state, pending_change_id, fence").
-		Where("clinic_id = ? AND id IN ?", clinic, idList).Rows()
+	rows, err := queryRaw(tx, "SELECT id, version, origin, deleted, queued, sync_state, pending_change_id, fence FROM "+table+
+		" WHERE clinic_id = ? AND id IN (SELECT value FROM json_each(?))", int64(clinic), jsonInts(idList))
 	if err != nil {
 		return err
 	}

@@ -427,10 +427,7 @@ func (s *Store) ApplyDown(ctx context.Context, es []wire.Envelope) (DownResult, 
 		if err := p.flush(tx); err != nil {
 			return err
 		}
-		if err := setMeta(tx, metaCheckpoint, strconv.FormatInt(cp, 10)); err != nil {
-			return err
-		}
-		return setMeta(tx, metaLastContact, now.Format(time.RFC3339Nano))
+		return setMeta(tx, metaCheckpoint, strconv.FormatInt(cp, 10), metaLastContact, now.Format(time.RFC3339Nano))
 	})
 	if err != nil {
 		return DownResult{}, fmt.Errorf("store: apply down: %w", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -268,11 +269,23 @@ func (s *Store) DB() *gorm.DB { return s.db }
 // Clinic is the clinic this database belongs to.
 func (s *Store) Clinic() ids.ID { return s.clinic }
 
-// NextOutbox returns up to limit unpublished messages, oldest first.
+// NextOutbox returns up to limit unpublished messages, live lane first,
+// oldest first; what the relay sends of them (CreatedAt is not read).
 func (s *Store) NextOutbox(ctx context.Context, limit int) ([]Outbox, error) {
-	var rows []Outbox
-	err := s.odb.WithContext(ctx).Order("lane, id").Limit(limit).Find(&rows).Error
-	return rows, err
+	rows, err := queryRaw(s.odb.WithContext(ctx), selectOutbox, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = rows.Close() }()
+	var out []Outbox
+	for rows.Next() {
+		var o Outbox
+		if err := rows.Scan(&o.ID, &o.ChangeID, &o.Lane, &o.Envelope); err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
 }
 
 // DeleteOutbox removes changes whose message the broker confirmed.
@@ -280,10 +293,17 @@ func (s *Store) DeleteOutbox(ctx context.Context, ids ...int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
+	list := jsonInts(ids)
 	// In the group commit of the moment: the relay deletes after every
 	// confirmed publish, a commit (and an fsync) of its own otherwise.
-	return s.write(ctx, func(tx *gorm.DB) error { return tx.Delete(&Outbox{}, ids).Error })
+	return s.write(ctx, func(tx *gorm.DB) error { return execRaw(tx, deleteOutbox, list) })
 }
+
+// The relay's statements (rawsql.go).
+const (
+	selectOutbox = "SELECT id, change_id, lane, envelope FROM outbox ORDER BY lane, id LIMIT ?"
+	deleteOutbox = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))"
+)
 
 // Checkpoint is the last cloud_seq applied here.
 func (s *Store) Checkpoint(ctx context.Context) (int64, error) {
@@ -294,17 +314,27 @@ func (s *Store) Checkpoint(ctx context.Context) (int64, error) {
 	return strconv.ParseInt(v, 10, 64)
 }
 
+// meta is the value of key in the meta table ("": none).
 func (s *Store) meta(db *gorm.DB, key string) (string, error) {
-	var m KV
-	err := db.Take(&m, "key = ?", key).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
+	var v string
+	err := db.Statement.ConnPool.QueryRowContext(ctxOf(db), "SELECT value FROM meta WHERE key = ?", key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
-	return m.Value, err
+	return v, err
 }
 
-func setMeta(db *gorm.DB, key, value string) error {
-	return db.Save(&KV{Key: key, Value: value}).Error
+// setMeta sets keys of the meta table: key, value, key, value…
+func setMeta(db *gorm.DB, kv ...string) error {
+	if len(kv) == 0 || len(kv)%2 != 0 {
+		return fmt.Errorf("store: setMeta with %d arguments", len(kv))
+	}
+	args := make([]any, len(kv))
+	for i, v := range kv {
+		args[i] = v
+	}
+	return execRaw(db, "INSERT INTO meta (key, value) VALUES (?, ?)"+strings.Repeat(", (?, ?)", len(kv)/2-1)+
+		" ON CONFLICT (key) DO UPDATE SET value = excluded.value", args...)
 }
 
 // TouchContact records that the cloud was heard from.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +93,90 @@ func TestRelayDeletesWhatWasConfirmed(t *testing.T) {
 	}
 	if rows, _ := st.NextOutbox(ctx, 10); len(rows) != 0 {
 		t.Fatalf("outbox keeps %d rows", len(rows))
+	}
+}
+
+// countingBroker keeps every batch published (safe for the relay's
+// goroutine and the test's).
+type countingBroker struct {
+	mu   sync.Mutex
+	sent []wire.Batch
+}
+
+func (b *countingBroker) Publish(_ context.Context, _, _ string, m amqpx.Message) error {
+	batch, err := wire.Decode(m.Body, m.ContentEncoding)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.sent = append(b.sent, batch)
+	return nil
+}
+
+func (b *countingBroker) Consume(context.Context, string, amqpx.Handler) error { return nil }
+
+func (b *countingBroker) batches() []wire.Batch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]wire.Batch(nil), b.sent...)
+}
+
+// TestRelayLingersWhileSavesGoOn: while a client saves without a pause,
+// the relay sends a message at most every relayLinger, each with the
+// changes saved meanwhile, not one for the few changes committed during
+// each publish; every change goes once, in order.
+func TestRelayLingersWhileSavesGoOn(t *testing.T) {
+	st := openStore(t)
+	br := &countingBroker{}
+	s := New(st, br, &growingFeed{}, time.Hour, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.relay(ctx)
+	}()
+	start := time.Now()
+	saved := 0
+	for time.Since(start) < 300*time.Millisecond {
+		if _, err := st.Save(ctx, store.Edit{Kind: wire.KindPatient, Content: records.Patient{Name: fmt.Sprint("P", saved)}}); err != nil {
+			t.Fatal(err)
+		}
+		saved++
+		s.Wake()
+	}
+	elapsed := time.Since(start)
+	deadline := time.Now().Add(10 * time.Second)
+	for n := 0; n < saved; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d changes published after 10 s", n, saved)
+		}
+		time.Sleep(10 * time.Millisecond)
+		n = 0
+		for _, b := range br.batches() {
+			n += len(b.Changes)
+		}
+	}
+	cancel()
+	<-done
+	sent := br.batches()
+	// A message at the start, then at most one per linger (and one for
+	// the changes of the last moment).
+	if most := int(elapsed/relayLinger) + 3; len(sent) > most {
+		t.Errorf("%d changes saved in %v went in %d messages, want at most %d", saved, elapsed.Round(time.Millisecond), len(sent), most)
+	}
+	var last int64
+	n := 0
+	for _, b := range sent {
+		for _, e := range b.Changes {
+			if int64(e.ChangeID) <= last {
+				t.Fatalf("change %s sent after %d", e.ChangeID, last)
+			}
+			last = int64(e.ChangeID)
+			n++
+		}
+	}
+	if n != saved {
+		t.Fatalf("%d changes sent, want %d", n, saved)
 	}
 }

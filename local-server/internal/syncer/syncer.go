@@ -146,7 +146,17 @@ func (s *Syncer) relay(ctx context.Context) {
 			sleep(ctx, time.Second)
 			continue
 		}
+		if n >= s.batch {
+			continue // a full message went: the outbox holds more
+		}
 		if n > 0 {
+			// The outbox was emptied while saves go on: the changes saved
+			// in the next moment go together, as after a wake-up. Without
+			// this a busy clinic's relay went round again at once, for the
+			// few changes committed during its publish: a message every
+			// few milliseconds, each a transaction in the cloud, an
+			// acceptance message back and two writes here.
+			sleep(ctx, relayLinger)
 			continue
 		}
 		select {
@@ -162,8 +172,8 @@ func (s *Syncer) relay(ctx context.Context) {
 	}
 }
 
-// relayLinger is how long the relay waits after a wake-up for more changes
-// to send in the same message.
+// relayLinger is how long the relay waits, after a wake-up or a round that
+// emptied the outbox, for more changes to send in the same message.
 const relayLinger = 20 * time.Millisecond
 
 // relayMessages is how many full messages one relay round takes from the
