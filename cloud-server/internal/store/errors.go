@@ -29,6 +29,9 @@ var (
 	// that came after its session opened, under local-wins: the clinic's
 	// content stays (M13).
 	ErrCollision = errors.New("store: unfenced save collides with a clinic change")
+	// ErrNotCommitted: a transaction's commit rolled it back (a statement
+	// of it had failed).
+	ErrNotCommitted = errors.New("store: transaction not committed")
 )
 
 // ErrInvalidRetention: a retention policy that is not one of the modes, or
