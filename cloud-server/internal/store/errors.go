@@ -34,6 +34,10 @@ var (
 	ErrNotCommitted = errors.New("store: transaction not committed")
 )
 
+// errPinnedTx: gorm asked a pinned transaction to commit or roll back;
+// only its commit batch or its release ends it.
+var errPinnedTx = errors.New("store: a pinned transaction ends with its commit batch or its release")
+
 // ErrInvalidRetention: a retention policy that is not one of the modes, or
 // a day count out of range.
 var ErrInvalidRetention = errors.New("store: invalid retention policy")

@@ -40,9 +40,19 @@ func (s *Store) pin(ctx context.Context) (*pinned, error) {
 		return nil, err
 	}
 	tx := s.db.Session(&gorm.Session{Context: ctx, NewDB: true})
-	tx.Statement.ConnPool = conn
+	tx.Statement.ConnPool = txConn{conn}
 	return &pinned{conn: conn, tx: tx}, nil
 }
+
+// txConn is a pinned connection as gorm sees it: a transaction in
+// progress (a gorm.TxCommitter), so that a gorm Transaction inside it
+// nests as a savepoint, as in a database/sql transaction, instead of
+// beginning and committing one of its own; only the pinned transaction
+// commits or rolls back.
+type txConn struct{ *sql.Conn }
+
+func (txConn) Commit() error   { return errPinnedTx }
+func (txConn) Rollback() error { return errPinnedTx }
 
 // raw calls fn with the pgx connection under p (nothing else may use the
 // connection meanwhile).
