@@ -1,8 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,4 +71,89 @@ func benchApplyBackfill(b *testing.B, kind wire.Kind) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*perOp), "µs/record")
+}
+
+// BenchmarkApplyLive measures the cloud's live up path as the replication
+// benchmark drives it: each op is one transaction of 30 new patients of
+// about 1 KB (a few up messages taken together), then a relay round over
+// their outbox rows (publish does nothing). It reports the CPU time per
+// record of this process (the store's side) and of the PostgreSQL backend
+// serving it (the store runs on one connection), besides the wall time.
+//
+//	go test ./internal/store -run '^$' -bench ApplyLive -benchtime 300x
+func BenchmarkApplyLive(b *testing.B) {
+	s, err := Open(context.Background(), testenv.PostgresDB(b), &seqIDs{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
+	ctx := context.Background()
+	const clinic, perOp = ids.ID(600), 30
+	if _, _, err := s.CreateClinic(ctx, clinic, "bench", ""); err != nil {
+		b.Fatal(err)
+	}
+	var backend int
+	if err := s.db.Raw("SELECT pg_backend_pid()").Scan(&backend).Error; err != nil {
+		b.Fatal(err)
+	}
+	notes := strings.Repeat("Lorem ipsum dolor sit amet, \"consectetur\" adipiscing elit. ", 16)
+	next := ids.ID(1)
+	op := func() {
+		es := make([]wire.Envelope, perOp)
+		for i := range es {
+			es[i] = changeOf(clinic, next, next, records.Patient{ChartNo: fmt.Sprint("C", next), Name: fmt.Sprint("Patient ", next),
+				BirthDate: "1970-01-01", Phone: "+1 555 0100", Notes: notes})
+			next++
+		}
+		res, err := s.ApplyUp(ctx, clinic, es)
+		if err != nil || res.Accepted != perOp {
+			b.Fatalf("ApplyUp = %+v, %v", res.Accepted, err)
+		}
+		n, err := s.RelayBatch(ctx, 1000, func(context.Context, wire.Batch) error { return nil })
+		if err != nil || n != perOp {
+			b.Fatalf("RelayBatch = %d, %v", n, err)
+		}
+	}
+	for range 20 { // warm: the connection's statements, the plans
+		op()
+	}
+	self0, pg0 := selfCPU(), procCPU(b, backend)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		op()
+	}
+	b.StopTimer()
+	records := float64(b.N * perOp)
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/records, "µs/record")
+	b.ReportMetric(float64((selfCPU()-self0).Microseconds())/records, "cpu-µs/record")
+	b.ReportMetric(float64((procCPU(b, backend)-pg0).Microseconds())/records, "pg-cpu-µs/record")
+}
+
+// selfCPU is the CPU time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time process pid used so far (user + system, from
+// /proc, in clock ticks of 10 ms).
+func procCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Skipf("the PostgreSQL backend's CPU time is not readable here: %v", err)
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }

@@ -29,7 +29,14 @@ var (
 	// that came after its session opened, under local-wins: the clinic's
 	// content stays (M13).
 	ErrCollision = errors.New("store: unfenced save collides with a clinic change")
+	// ErrNotCommitted: a transaction's commit rolled it back (a statement
+	// of it had failed).
+	ErrNotCommitted = errors.New("store: transaction not committed")
 )
+
+// errPinnedTx: gorm asked a pinned transaction to commit or roll back;
+// only its commit batch or its release ends it.
+var errPinnedTx = errors.New("store: a pinned transaction ends with its commit batch or its release")
 
 // ErrInvalidRetention: a retention policy that is not one of the modes, or
 // a day count out of range.

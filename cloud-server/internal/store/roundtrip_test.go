@@ -99,7 +99,7 @@ func auditedSave(t *testing.T, s *Store, clinic ids.ID) context.Context {
 // "The cloud's API write path"); this fails if statements creep back in.
 func TestSaveRoundTrips(t *testing.T) {
 	const (
-		lone        = 7 // begin, the clinic's row, the record's read, its write, the audit entry, the change's rows, commit
+		lone        = 5 // begin with the clinic's row, the record's read, its write, the audit entry, the change's rows with commit
 		furtherSave = 3 // the savepoint, the write, the audit entry (the batch read the records at once)
 	)
 	s, rt, url := openCounted(t)
@@ -199,7 +199,7 @@ func TestSaveRoundTrips(t *testing.T) {
 	}
 	rt.n.Store(0)
 	relay(1)
-	const relayRound = 4 // begin, the rows with their changes, the delete, commit
+	const relayRound = 2 // begin with the rows and their changes, the delete with the commit
 	if got := rt.n.Load(); got > relayRound {
 		t.Errorf("a relay round took %d round trips, want at most %d", got, relayRound)
 	}
@@ -398,5 +398,134 @@ func TestRelayRoundAfterAnEmptyStart(t *testing.T) {
 	}
 	if d := after["changes_pkey"] - before["changes_pkey"]; d < 1000 {
 		t.Errorf("the relay round probed changes_pkey %d times, want 1000", d)
+	}
+}
+
+// An accept transaction's round trips: a batch of a clinic's new records
+// costs begin with the clinic's row (and whether it has parked changes)
+// and the change ids its sequence holds, the records the changes change,
+// the writes with commit, whatever its size (it was seven: begin, the
+// change ids, the writes and commit each alone, and the parked change ids
+// asked too). The parked change ids are asked only of a clinic that
+// has parked changes (it was a round trip more for every batch): for the
+// others none of a batch can be parked.
+func TestApplyUpRoundTrips(t *testing.T) {
+	s, rt, _ := openCounted(t)
+	enroll(t, s, 100, "")
+	next := ids.ID(1)
+	patients := func(n int) []wire.Envelope {
+		es := make([]wire.Envelope, n)
+		for i := range es {
+			es[i] = changeOf(100, next, next, records.Sample(wire.KindPatient, int(next), nil))
+			next++
+		}
+		return es
+	}
+	applyUp(t, s, 100, patients(3)...) // warm: the connection's statements
+	fresh := patients(30)
+	// A study whose patient the cloud does not have yet: it parks.
+	orphan := changeOf(100, 900, 900, records.Sample(wire.KindStudy, 900, map[wire.Kind]ids.ID{wire.KindPatient: 901}))
+	for _, c := range []struct {
+		name     string
+		es       []wire.Envelope
+		want     int64 // 0: not checked
+		accepted int
+	}{
+		{"30 new patients", fresh, 3, 30},
+		{"their redelivery", fresh, 3, 0},
+		{"a study waiting for its patient", []wire.Envelope{orphan}, 0, 0},
+		// Each change then asks whether it waits behind a parked one.
+		{"new patients while a change is parked", patients(5), 0, 5},
+	} {
+		rt.n.Store(0)
+		res := applyUp(t, s, 100, c.es...)
+		got := rt.n.Load()
+		if res.Accepted != c.accepted || res.Accepted+res.Duplicates+res.Parked != len(c.es) {
+			t.Errorf("ApplyUp(%s) = %+v, want %d accepted, the rest duplicates or parked", c.name, res, c.accepted)
+		}
+		t.Logf("%s: %d round trips", c.name, got)
+		if c.want > 0 && got > c.want {
+			t.Errorf("ApplyUp(%s) took %d round trips, want at most %d", c.name, got, c.want)
+		}
+	}
+	if n, err := s.ParkedCount(context.Background(), 100); err != nil || n != 1 {
+		t.Fatalf("ParkedCount = %d, %v; want 1", n, err)
+	}
+}
+
+// An accept transaction's lookups (the change ids its clinics' sequences
+// hold, the records its changes change) are planned each time they run.
+// Prepared once for the connection, PostgreSQL would after five runs keep
+// a generic plan made while the tables were nearly empty, which reads each
+// lookup's table whole (a hash join over a sequential scan) in every
+// transaction for as long as the connection lives. Here eight small
+// batches run on one connection over nearly empty tables, then the tables
+// get 20,000 rows (autovacuum off, so no ANALYZE plans them afresh), and a
+// batch of new patients must not scan changes or patients.
+func TestApplyUpAfterAnEmptyStart(t *testing.T) {
+	s := open(t)
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1) // the batches and the statistics on one connection
+	enroll(t, s, 1, "")
+	for _, q := range []string{"ALTER TABLE changes SET (autovacuum_enabled = false)", "ALTER TABLE patients SET (autovacuum_enabled = false)"} {
+		if err := s.db.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := ids.ID(100_000)
+	batch := func(n int) []wire.Envelope {
+		es := make([]wire.Envelope, n)
+		for i := range es {
+			es[i] = changeOf(1, next, next, records.Sample(wire.KindPatient, int(next), nil))
+			next++
+		}
+		return es
+	}
+	for range 8 {
+		applyUp(t, s, 1, batch(2)...)
+	}
+	for _, q := range []string{
+		"INSERT INTO changes (clinic_id, cloud_seq, change_id, kind, record_id, origin, base_version, new_version, deleted, payload, at, accepted_at) " +
+			"SELECT 1, 1000 + g, g, 'patient', g, 'local', '', '1.0', false, '{}', now(), now() FROM generate_series(1, 20000) g",
+		"INSERT INTO patients (clinic_id, id, version, origin, last_change_id, cloud_seq, name) " +
+			"SELECT 1, g, '1.0', 'local', g, 1000 + g, 'Patient ' || g FROM generate_series(1, 20000) g",
+		"UPDATE clinics SET last_seq = 30000 WHERE id = 1",
+	} {
+		if err := s.db.Exec(q).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// seq_scan of each table, this connection's counts flushed first.
+	scans := func() map[string]int64 {
+		t.Helper()
+		if err := s.db.Exec("SELECT pg_stat_force_next_flush()").Error; err != nil {
+			t.Fatal(err)
+		}
+		var rows []struct {
+			Relname string
+			SeqScan int64
+		}
+		if err := s.db.Raw("SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('changes', 'patients')").Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]int64{}
+		for _, r := range rows {
+			m[r.Relname] = r.SeqScan
+		}
+		return m
+	}
+	before := scans()
+	res := applyUp(t, s, 1, batch(30)...)
+	after := scans()
+	if res.Accepted != 30 {
+		t.Fatalf("ApplyUp accepted %d, want 30", res.Accepted)
+	}
+	for _, table := range []string{"changes", "patients"} {
+		if d := after[table] - before[table]; d != 0 {
+			t.Errorf("a batch of 30 new patients scanned %s whole %d times, want 0 (a generic plan made on empty tables)", table, d)
+		}
 	}
 }

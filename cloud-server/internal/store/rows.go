@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
 
@@ -159,66 +160,91 @@ func newRowsInsert(s *schema.Schema) (*rowsInsert, error) {
 // stmt is the statement inserting rows (addressable structs of the
 // schema's type); now is the time a zero created_at or updated_at gets.
 // Like gorm's create, it sets in the rows what it writes for their zero
-// values.
+// values. Each column goes as a Go slice, which pgx sends as a binary
+// array (a column with a NULL among its values as pgtype's nullable
+// elements).
 func (ri *rowsInsert) stmt(ctx context.Context, now time.Time, rows []reflect.Value) (stmt, error) {
 	args := make([]any, len(ri.cols))
 	for i := range ri.cols {
 		c := &ri.cols[i]
+		var err error
 		switch c.enc {
 		case encInt:
-			a := newIntArray(len(rows))
-			if err := scalarColumn(ctx, c, rows, now, reflect.Value.Int, a.add); err != nil {
-				return stmt{}, err
-			}
-			args[i] = a.String()
+			args[i], err = scalarColumn(ctx, c, rows, now, reflect.Value.Int)
 		case encBool:
-			a := newBoolArray(len(rows))
-			if err := scalarColumn(ctx, c, rows, now, reflect.Value.Bool, a.add); err != nil {
-				return stmt{}, err
-			}
-			args[i] = a.String()
+			args[i], err = scalarColumn(ctx, c, rows, now, reflect.Value.Bool)
+		case encTime:
+			args[i], err = nullableColumn(ctx, c, rows, now, func(_ context.Context, _ *rowColumn, v, _ reflect.Value) (time.Time, bool, error) {
+				return v.Interface().(time.Time), true, nil
+			}, func(t time.Time, ok bool) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: ok} })
 		default:
-			a := newTextArray()
-			for _, rv := range rows {
-				v, def, null, err := c.value(ctx, rv, now)
-				switch {
-				case err != nil:
-					return stmt{}, err
-				case null:
-					a.addNull()
-				case def != nil:
-					a.add(def.(string))
-				case c.enc == encText:
-					a.add(v.String())
-				case c.enc == encTime:
-					a.add(pgTime(v.Interface().(time.Time)))
-				default:
-					if err := c.addValued(ctx, a, rv); err != nil {
-						return stmt{}, err
-					}
-				}
-			}
-			args[i] = a.String()
+			args[i], err = nullableColumn(ctx, c, rows, now, textOf, func(s string, ok bool) pgtype.Text { return pgtype.Text{String: s, Valid: ok} })
+		}
+		if err != nil {
+			return stmt{}, err
 		}
 	}
 	return stmt{ri.sql, args}, nil
 }
 
-// scalarColumn adds column c of rows to an array through add: each row's
-// value (get), or the default its zero value gets.
-func scalarColumn[T any](ctx context.Context, c *rowColumn, rows []reflect.Value, now time.Time, get func(reflect.Value) T, add func(T)) error {
-	for _, rv := range rows {
+// scalarColumn is column c of rows (never NULL): each row's value (get),
+// or the default its zero value gets.
+func scalarColumn[T any](ctx context.Context, c *rowColumn, rows []reflect.Value, now time.Time, get func(reflect.Value) T) ([]T, error) {
+	out := make([]T, len(rows))
+	for i, rv := range rows {
 		v, def, _, err := c.value(ctx, rv, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if def != nil {
-			add(def.(T))
+			out[i] = def.(T)
 		} else {
-			add(get(v))
+			out[i] = get(v)
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// nullableColumn is column c of rows: a []T, or, when a row's value is
+// NULL (the column's default, or a Valuer's nil), a pgtype.FlatArray of
+// nullable elements (wrap). get is a row's value (false: NULL); a
+// default, a string, is taken as it is.
+func nullableColumn[T any, N any](ctx context.Context, c *rowColumn, rows []reflect.Value, now time.Time,
+	get func(ctx context.Context, c *rowColumn, v, rv reflect.Value) (T, bool, error), wrap func(T, bool) N) (any, error) {
+	out := make([]T, len(rows))
+	var valid []bool // nil while every value is set
+	for i, rv := range rows {
+		v, def, null, err := c.value(ctx, rv, now)
+		ok := !null
+		switch {
+		case err != nil:
+			return nil, err
+		case null:
+		case def != nil:
+			out[i] = def.(T)
+		default:
+			if out[i], ok, err = get(ctx, c, v, rv); err != nil {
+				return nil, err
+			}
+		}
+		if !ok && valid == nil {
+			valid = make([]bool, len(rows))
+			for j := range i {
+				valid[j] = true
+			}
+		}
+		if valid != nil {
+			valid[i] = ok
+		}
+	}
+	if valid == nil {
+		return out, nil
+	}
+	flat := make(pgtype.FlatArray[N], len(rows))
+	for i := range out {
+		flat[i] = wrap(out[i], valid[i])
+	}
+	return flat, nil
 }
 
 // value is c's field of rv as gorm's create writes it: a zero value
@@ -248,25 +274,28 @@ func (c *rowColumn) value(ctx context.Context, rv reflect.Value, now time.Time) 
 	return v, def, false, err
 }
 
-// addValued adds the text a driver.Valuer or a gorm serializer gives for
-// c's field of rv, as gorm would have bound it.
-func (c *rowColumn) addValued(ctx context.Context, a *textArray, rv reflect.Value) error {
+// textOf is the text of c's field v of the row rv: a string, or what a
+// driver.Valuer or a gorm serializer gives for it, as gorm would have
+// bound it (false: NULL).
+func textOf(ctx context.Context, c *rowColumn, v, rv reflect.Value) (string, bool, error) {
+	if c.enc == encText {
+		return v.String(), true, nil
+	}
 	fv, _ := c.f.ValueOf(ctx, rv)
 	dv, err := fv.(driver.Valuer).Value()
 	if err != nil {
-		return fmt.Errorf("store: insert %s: column %s: %w", c.f.Schema.Table, c.f.DBName, err)
+		return "", false, fmt.Errorf("store: insert %s: column %s: %w", c.f.Schema.Table, c.f.DBName, err)
 	}
 	switch v := dv.(type) {
 	case nil:
-		a.addNull()
+		return "", false, nil
 	case string:
-		a.add(v)
+		return v, true, nil
 	case []byte:
-		a.add(string(v))
+		return string(v), true, nil
 	default:
-		return fmt.Errorf("store: insert %s: column %s: a %T value is not handled", c.f.Schema.Table, c.f.DBName, dv)
+		return "", false, fmt.Errorf("store: insert %s: column %s: a %T value is not handled", c.f.Schema.Table, c.f.DBName, dv)
 	}
-	return nil
 }
 
 // insertRecords is the statements inserting rs, one per kind.

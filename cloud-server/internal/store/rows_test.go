@@ -331,19 +331,18 @@ func TestRelayFindReadsEveryColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var found []relayRow
-	err := s.db.Transaction(func(tx *gorm.DB) error {
-		var err error
-		found, err = relayFind(context.Background(), tx, 10)
-		return err
+	err := s.relayTx(context.Background(), 10, func(rows []relayRow) ([]int64, error) {
+		found = rows
+		return nil, nil
 	})
 	if err != nil || len(found) != 2 {
-		t.Fatalf("relayFind = %d rows, %v; want 2", len(found), err)
+		t.Fatalf("relayTx read %d rows, %v; want 2", len(found), err)
 	}
 	if r := found[0]; !r.HasChange || r.OutboxClinicID != 77 || r.OutboxCloudSeq != 3 || !reflect.DeepEqual(r.Change, want) {
-		t.Errorf("relayFind row 0 = %+v\nwant the change %+v", r, want)
+		t.Errorf("relayTx row 0 = %+v\nwant the change %+v", r, want)
 	}
 	if r := found[1]; r.HasChange || r.OutboxCloudSeq != 4 || r.ChangeID != 0 || r.Payload != "" {
-		t.Errorf("relayFind row 1 = %+v, want no change", r)
+		t.Errorf("relayTx row 1 = %+v, want no change", r)
 	}
 }
 

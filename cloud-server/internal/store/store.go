@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -247,12 +250,17 @@ func (ch Change) Envelope() wire.Envelope {
 // and its first failure holds back the rest of its batches. The rows of the
 // batches published confirmed are deleted. It returns how many changes were
 // published (an error only when none was).
+//
+// A round is two round trips to PostgreSQL (relayTx): the transaction's
+// begin travels with the read of the rows, and its commit with their
+// delete. Through database/sql it was four (begin, read, delete, commit),
+// each a wake-up of PostgreSQL and of the node, and a relay round follows
+// nearly every accept transaction.
 func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.Context, wire.Batch) error) (int, error) {
 	done := 0
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		found, err := relayFind(ctx, tx, limit)
-		if err != nil || len(found) == 0 {
-			return err
+	err := s.relayTx(ctx, limit, func(found []relayRow) ([]int64, error) {
+		if len(found) == 0 {
+			return nil, nil
 		}
 		type key struct {
 			clinic ids.ID
@@ -324,20 +332,93 @@ func (s *Store) RelayBatch(ctx context.Context, limit int, publish func(context.
 			}(perClinic[c])
 		}
 		wg.Wait()
-		if len(sent) > 0 {
-			// One statement text whatever the count (a text per count
-			// would each be prepared on each connection).
-			if err := tx.Exec("DELETE FROM outbox WHERE id = ANY(?::bigint[])", pgArray(sent)).Error; err != nil {
-				return err
-			}
-		}
 		done = len(sent)
 		if perr != nil && done == 0 {
-			return perr
+			return nil, perr
 		}
-		return nil
+		return sent, nil
 	})
 	return done, err
+}
+
+// relayTx runs a relay round in a pinned transaction, through pgx itself:
+// begin and the rows (relayRows, up to limit) in one round trip; fn
+// publishes them and returns the ids of the outbox rows to delete; then
+// their delete and the commit in one more. When fn fails, or deletes
+// nothing, the transaction is rolled back.
+func (s *Store) relayTx(ctx context.Context, limit int, fn func([]relayRow) ([]int64, error)) error {
+	p, err := s.pin(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.release()
+	var found []relayRow
+	if err := p.raw(func(pc *pgx.Conn) error {
+		found, err = relayBegin(ctx, pc, limit)
+		return err
+	}); err != nil {
+		return err
+	}
+	sent, err := fn(found)
+	if err != nil || len(sent) == 0 {
+		return err
+	}
+	return p.raw(func(pc *pgx.Conn) error { return relayCommit(ctx, pc, sent) })
+}
+
+// relayBegin begins a transaction and locks up to limit outbox rows with
+// their changes, in one round trip. The rows' statement is an unnamed one,
+// planned each time it runs (see relayRows).
+func relayBegin(ctx context.Context, pc *pgx.Conn, limit int) ([]relayRow, error) {
+	b := &pgconn.Batch{}
+	b.ExecParams("BEGIN", nil, nil, nil, nil)
+	b.ExecParams("SET LOCAL synchronous_commit TO off", nil, nil, nil, nil)
+	b.ExecParams(relayRows, [][]byte{strconv.AppendInt(nil, int64(limit), 10)}, []uint32{pgtype.Int8OID}, nil, []int16{pgtype.BinaryFormatCode})
+	mrr := pc.PgConn().ExecBatch(ctx, b)
+	var found []relayRow
+	var err error
+	for i := 0; mrr.NextResult(); i++ {
+		if i < 2 {
+			if _, cerr := mrr.ResultReader().Close(); err == nil {
+				err = cerr
+			}
+			continue
+		}
+		if err == nil {
+			found, err = scanRelayRows(pgx.RowsFromResultReader(pc.TypeMap(), mrr.ResultReader()))
+		}
+	}
+	if cerr := mrr.Close(); err == nil {
+		err = cerr
+	}
+	return found, err
+}
+
+// relayCommit deletes the outbox rows ids and commits, in one round trip.
+// The ids go as one binary array: one statement text whatever the count.
+// The delete is planned each time too (an unnamed statement): prepared
+// while the outbox was small, its plan could have been a scan of it.
+func relayCommit(ctx context.Context, pc *pgx.Conn, ids []int64) error {
+	arr, err := pc.TypeMap().Encode(pgtype.Int8ArrayOID, pgtype.BinaryFormatCode, ids, nil)
+	if err != nil {
+		return err
+	}
+	b := &pgconn.Batch{}
+	b.ExecParams("DELETE FROM outbox WHERE id = ANY($1)", [][]byte{arr}, []uint32{pgtype.Int8ArrayOID}, []int16{pgtype.BinaryFormatCode}, nil)
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	res, err := pc.PgConn().ExecBatch(ctx, b).ReadAll()
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	if len(res) != 2 {
+		return fmt.Errorf("%w: %d results of 2", ErrNotCommitted, len(res))
+	}
+	return committed(res[1].CommandTag)
 }
 
 // relayRow is an outbox row and its change, if found.
@@ -349,35 +430,12 @@ type relayRow struct {
 	Change
 }
 
-// relayFind locks up to limit outbox rows and reads each one's change, in
-// one round trip.
-//
-// The lookup has a LIMIT so that it stays a subquery, probed per row
-// through the primary key: without it PostgreSQL pulls it up into a join
-// and, when the outbox's statistics saw a backlog, plans a hash join over
-// every change of every clinic.
-//
-// And the statement is planned each time it runs, with the tables as they
-// are then (pgx's exec mode: an unnamed statement, still one round trip),
-// never prepared once for the connection: the relay runs it every second
-// from the start, and after five runs PostgreSQL keeps a generic plan,
-// made while changes was still empty, for as long as the connection
-// lives. On an empty table the planner finds the index (clinic_id,
-// change_id) as cheap as the primary key, and that plan probes each row by
-// clinic_id alone, reading all of the clinic's changes per outbox row: in
-// a backfill of 100,000 records relay rounds took 1-4 s, and the clinic's
-// backfill, which waits for the cloud's acceptances to come down, went
-// from about 3,000 to 1,400 records/s (one core loaded).
-//
-// Its columns are scanned by position: through gorm's ScanRows (its
-// reflection over the embedded Change) the scan was 11% of sc-cloud's CPU
-// during a backfill, every accepted change being relayed down.
-func relayFind(ctx context.Context, tx *gorm.DB, limit int) ([]relayRow, error) {
-	rows, err := tx.Statement.ConnPool.QueryContext(ctx, relayRows, pgx.QueryExecModeExec, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = rows.Close() }()
+// scanRelayRows reads relayRows' rows, by position: through gorm's
+// ScanRows (its reflection over the embedded Change) the scan was 11% of
+// sc-cloud's CPU during a backfill, every accepted change being relayed
+// down.
+func scanRelayRows(rows pgx.Rows) ([]relayRow, error) {
+	defer rows.Close()
 	var found []relayRow
 	for rows.Next() {
 		found = append(found, relayRow{})
@@ -394,7 +452,24 @@ func relayFind(ctx context.Context, tx *gorm.DB, limit int) ([]relayRow, error) 
 }
 
 // relayRows locks up to $1 outbox rows and reads each one's change (zero
-// values where it has none): the columns relayFind scans, in its order.
+// values where it has none): the columns scanRelayRows scans, in its order.
+//
+// The lookup has a LIMIT so that it stays a subquery, probed per row
+// through the primary key: without it PostgreSQL pulls it up into a join
+// and, when the outbox's statistics saw a backlog, plans a hash join over
+// every change of every clinic.
+//
+// And the statement is planned each time it runs, with the tables as they
+// are then (relayBegin sends it as an unnamed statement, in the round trip
+// of the transaction's begin), never prepared once for the connection: the
+// relay runs it every second from the start, and after five runs
+// PostgreSQL keeps a generic plan, made while changes was still empty, for
+// as long as the connection lives. On an empty table the planner finds the
+// index (clinic_id, change_id) as cheap as the primary key, and that plan
+// probes each row by clinic_id alone, reading all of the clinic's changes
+// per outbox row: in a backfill of 100,000 records relay rounds took 1-4
+// s, and the clinic's backfill, which waits for the cloud's acceptances to
+// come down, went from about 3,000 to 1,400 records/s (one core loaded).
 const relayRows = "WITH o AS (SELECT id, clinic_id, cloud_seq FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) " +
 	"SELECT o.id, o.clinic_id, o.cloud_seq, c.clinic_id IS NOT NULL, " +
 	"COALESCE(c.clinic_id, 0), COALESCE(c.cloud_seq, 0), COALESCE(c.change_id, 0), COALESCE(c.kind, ''), COALESCE(c.record_id, 0), " +

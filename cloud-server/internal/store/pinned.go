@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/gorm"
+)
+
+// A transaction through database/sql costs a round trip for its begin and
+// one for its commit, each a wake-up of PostgreSQL and of the node: on the
+// live up path (a transaction of a few dozen changes, then a relay round)
+// those and the statements between were most of both processes' CPU per
+// change. A pinned transaction holds one connection of the pool and sends
+// its begin with its first statement and its commit with its last, as
+// pgx batches on the connection itself (one round trip each); the
+// statements between go through gorm, on the same connection.
+
+// pinned is a transaction on one connection of the pool.
+type pinned struct {
+	conn *sql.Conn
+	// tx runs statements in the transaction, through gorm.
+	tx *gorm.DB
+}
+
+// pin takes a connection of the pool for a transaction (not begun yet).
+func (s *Store) pin(ctx context.Context) (*pinned, error) {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx := s.db.Session(&gorm.Session{Context: ctx, NewDB: true})
+	tx.Statement.ConnPool = txConn{conn}
+	return &pinned{conn: conn, tx: tx}, nil
+}
+
+// txConn is a pinned connection as gorm sees it: a transaction in
+// progress (a gorm.TxCommitter), so that a gorm Transaction inside it
+// nests as a savepoint, as in a database/sql transaction, instead of
+// beginning and committing one of its own; only the pinned transaction
+// commits or rolls back.
+type txConn struct{ *sql.Conn }
+
+func (txConn) Commit() error   { return errPinnedTx }
+func (txConn) Rollback() error { return errPinnedTx }
+
+// raw calls fn with the pgx connection under p (nothing else may use the
+// connection meanwhile).
+func (p *pinned) raw(fn func(pc *pgx.Conn) error) error {
+	return p.conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("store: a %T is not a pgx connection", dc)
+		}
+		return fn(sc.Conn())
+	})
+}
+
+// release ends p: a transaction still open is rolled back, and the
+// connection goes back to the pool. (The pool would not hand out again a
+// connection left in a transaction either: pgx's stdlib checks its state
+// first, ResetSession.)
+func (p *pinned) release() {
+	_ = p.raw(func(pc *pgx.Conn) error {
+		rollback(pc)
+		return nil
+	})
+	_ = p.conn.Close()
+}
+
+// rollback ends pc's transaction, if one is open, whatever the caller's
+// context says.
+func rollback(pc *pgx.Conn) {
+	if pc.PgConn().IsClosed() || pc.PgConn().TxStatus() == 'I' {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = pc.PgConn().Exec(ctx, "ROLLBACK").Close()
+}
+
+// read is a query and what reads each of its rows. Its arguments are
+// int64s or []int64s (bigint, bigint[]).
+type read struct {
+	sql  string
+	args []any
+	scan func(pgx.Rows) error
+}
+
+// beginWith begins p's transaction and runs reads in it, in order, in one
+// round trip. Each runs after the one before it has finished (a lock it
+// waited for is held) and sees what was committed until then, as if sent
+// alone. Each is an unnamed statement, planned when it runs: prepared once
+// for the connection, PostgreSQL would keep a generic plan made while the
+// tables were small (see pairsIn).
+func (p *pinned) beginWith(ctx context.Context, reads ...read) error {
+	return p.raw(func(pc *pgx.Conn) error {
+		b := &pgconn.Batch{}
+		b.ExecParams("BEGIN", nil, nil, nil, nil)
+		for _, r := range reads {
+			vals := make([][]byte, len(r.args))
+			oids := make([]uint32, len(r.args))
+			for i, a := range r.args {
+				switch a.(type) {
+				case int64:
+					oids[i] = pgtype.Int8OID
+				case []int64:
+					oids[i] = pgtype.Int8ArrayOID
+				default:
+					return fmt.Errorf("store: a %T argument is not handled", a)
+				}
+				var err error
+				if vals[i], err = pc.TypeMap().Encode(oids[i], pgtype.BinaryFormatCode, a, nil); err != nil {
+					return err
+				}
+			}
+			b.ExecParams(r.sql, vals, oids, []int16{pgtype.BinaryFormatCode}, []int16{pgtype.BinaryFormatCode})
+		}
+		mrr := pc.PgConn().ExecBatch(ctx, b)
+		var err error
+		for i := 0; mrr.NextResult(); i++ {
+			if i == 0 || err != nil {
+				if _, cerr := mrr.ResultReader().Close(); err == nil {
+					err = cerr
+				}
+				continue
+			}
+			rows := pgx.RowsFromResultReader(pc.TypeMap(), mrr.ResultReader())
+			for rows.Next() {
+				if err = reads[i-1].scan(rows); err != nil {
+					break
+				}
+			}
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		if cerr := mrr.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+}
+
+// commitWith runs last (nil: none) and commits p's transaction, in one
+// round trip. If last fails, the transaction is left open, aborted, for
+// release to roll back.
+func (p *pinned) commitWith(ctx context.Context, last *stmt) error {
+	return p.raw(func(pc *pgx.Conn) error {
+		b := &pgx.Batch{}
+		if last != nil {
+			b.Queue(last.sql, last.args...)
+		}
+		b.Queue("COMMIT")
+		br := pc.SendBatch(ctx, b)
+		var err error
+		for i := range b.Len() {
+			var tag pgconn.CommandTag
+			if tag, err = br.Exec(); err != nil {
+				break
+			}
+			if i == b.Len()-1 {
+				err = committed(tag)
+			}
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+}
+
+// committed is ErrNotCommitted unless tag is a COMMIT's: PostgreSQL
+// answers the COMMIT of a transaction in which a statement failed with a
+// rollback, and no error.
+func committed(tag pgconn.CommandTag) error {
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("%w: %s", ErrNotCommitted, tag)
+	}
+	return nil
+}
