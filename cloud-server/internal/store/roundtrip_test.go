@@ -367,26 +367,9 @@ func TestRelayRoundAfterAnEmptyStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// idx_scan of each index of changes, this connection's counts flushed
-	// first (a backend flushes them when idle, at most once a second unless
-	// asked).
+	// idx_scan of each index of changes.
 	scans := func() map[string]int64 {
-		t.Helper()
-		if err := s.db.Exec("SELECT pg_stat_force_next_flush()").Error; err != nil {
-			t.Fatal(err)
-		}
-		var rows []struct {
-			IndexRelname string
-			IdxScan      int64
-		}
-		if err := s.db.Raw("SELECT indexrelname AS index_relname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'changes'").Scan(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]int64{}
-		for _, r := range rows {
-			m[r.IndexRelname] = r.IdxScan
-		}
-		return m
+		return pgStats(t, s, "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'changes'")
 	}
 	before := scans()
 	relay(1000)
@@ -498,24 +481,9 @@ func TestApplyUpAfterAnEmptyStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// seq_scan of each table, this connection's counts flushed first.
+	// seq_scan of each table.
 	scans := func() map[string]int64 {
-		t.Helper()
-		if err := s.db.Exec("SELECT pg_stat_force_next_flush()").Error; err != nil {
-			t.Fatal(err)
-		}
-		var rows []struct {
-			Relname string
-			SeqScan int64
-		}
-		if err := s.db.Raw("SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('changes', 'patients')").Scan(&rows).Error; err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]int64{}
-		for _, r := range rows {
-			m[r.Relname] = r.SeqScan
-		}
-		return m
+		return pgStats(t, s, "SELECT relname, seq_scan FROM pg_stat_user_tables WHERE relname IN ('changes', 'patients')")
 	}
 	before := scans()
 	res := applyUp(t, s, 1, batch(30)...)
@@ -528,4 +496,35 @@ func TestApplyUpAfterAnEmptyStart(t *testing.T) {
 			t.Errorf("a batch of 30 new patients scanned %s whole %d times, want 0 (a generic plan made on empty tables)", table, d)
 		}
 	}
+}
+
+// pgStats runs query, which selects a name and a count from PostgreSQL's
+// statistics views, after flushing this connection's counts (a backend
+// flushes them when idle, at most once a second unless asked).
+func pgStats(t *testing.T, s *Store, query string) map[string]int64 {
+	t.Helper()
+	if err := s.db.Exec("SELECT pg_stat_force_next_flush()").Error; err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.db.Raw(query).Rows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rows.Close() }()
+	m := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var n int64
+		if err := rows.Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		m[name] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(m) == 0 {
+		t.Fatalf("no statistics from %s", query)
+	}
+	return m
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 
@@ -55,31 +54,7 @@ func BenchmarkBackfillRoundTrip(b *testing.B) {
 				break
 			}
 			total += bf.Records
-			for {
-				rows, err := s.NextOutbox(ctx, wire.MaxBatch)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if len(rows) == 0 {
-					break
-				}
-				down := make([]wire.Envelope, len(rows))
-				done := make([]int64, len(rows))
-				for i, r := range rows {
-					if err := json.Unmarshal([]byte(r.Envelope), &down[i]); err != nil {
-						b.Fatal(err)
-					}
-					seq++
-					down[i].Type, down[i].CloudSeq = wire.TypeApplied, seq
-					done[i] = r.ID
-				}
-				if err := s.DeleteOutbox(ctx, done...); err != nil {
-					b.Fatal(err)
-				}
-				res, err := s.ApplyDown(ctx, down)
-				if err != nil || res.Applied != len(down) {
-					b.Fatalf("ApplyDown = %+v, %v", res, err)
-				}
+			for relayAndAccept(b, s, wire.MaxBatch, &seq) > 0 {
 			}
 		}
 		b.StopTimer()
