@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/scsync/scsync/cloud-server/internal/blob"
 	"github.com/scsync/scsync/cloud-server/internal/config"
 	"github.com/scsync/scsync/cloud-server/internal/files"
@@ -24,18 +22,8 @@ func dropBucketAtEnd(t *testing.T, cfg config.Config) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		objs := s3.NewListObjectsV2Paginator(s3c, &s3.ListObjectsV2Input{Bucket: &c.Bucket})
-		for objs.HasMorePages() {
-			page, err := objs.NextPage(ctx)
-			if err != nil {
-				break // no bucket (the node never made it), or S3 gone: DeleteBucket says
-			}
-			for _, o := range page.Contents {
-				_, _ = s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &c.Bucket, Key: o.Key})
-			}
-		}
-		if _, err := s3c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &c.Bucket}); err != nil {
-			t.Logf("delete bucket %s: %v", c.Bucket, err)
+		if err := blob.DropBucket(ctx, s3c, c.Bucket); err != nil {
+			t.Log(err)
 		}
 	})
 }

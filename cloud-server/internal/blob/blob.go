@@ -132,3 +132,34 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DropBucket empties bucket (its open multipart uploads and its objects)
+// and deletes it. It is for buckets of a test or a throw-away server
+// (filesd); sc-cloud never deletes its own. Listing stops at the first
+// error (no bucket, or S3 gone), and DeleteBucket's error says which.
+func DropBucket(ctx context.Context, c *s3.Client, bucket string) error {
+	ups := s3.NewListMultipartUploadsPaginator(c, &s3.ListMultipartUploadsInput{Bucket: &bucket})
+	for ups.HasMorePages() {
+		page, err := ups.NextPage(ctx)
+		if err != nil {
+			break
+		}
+		for _, u := range page.Uploads {
+			_, _ = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &bucket, Key: u.Key, UploadId: u.UploadId})
+		}
+	}
+	objs := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket})
+	for objs.HasMorePages() {
+		page, err := objs.NextPage(ctx)
+		if err != nil {
+			break
+		}
+		for _, o := range page.Contents {
+			_, _ = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
+		}
+	}
+	if _, err := c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket}); err != nil {
+		return fmt.Errorf("blob: delete bucket %s: %w", bucket, err)
+	}
+	return nil
+}

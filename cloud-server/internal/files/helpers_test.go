@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -60,28 +59,8 @@ func testS3(t *testing.T) (*s3.Client, string) {
 func dropBucket(t *testing.T, c *s3.Client, bucket string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ups := s3.NewListMultipartUploadsPaginator(c, &s3.ListMultipartUploadsInput{Bucket: &bucket})
-	for ups.HasMorePages() {
-		page, err := ups.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, u := range page.Uploads {
-			_, _ = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &bucket, Key: u.Key, UploadId: u.UploadId})
-		}
-	}
-	objs := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket})
-	for objs.HasMorePages() {
-		page, err := objs.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, o := range page.Contents {
-			_, _ = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
-		}
-	}
-	if _, err := c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Logf("delete bucket %s: %v", bucket, err)
+	if err := blob.DropBucket(ctx, c, bucket); err != nil {
+		t.Log(err)
 	}
 }
 

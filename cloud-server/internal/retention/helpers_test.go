@@ -71,18 +71,8 @@ func bucket(t *testing.T, c *s3.Client) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		objs := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &name})
-		for objs.HasMorePages() {
-			page, err := objs.NextPage(ctx)
-			if err != nil {
-				break
-			}
-			for _, o := range page.Contents {
-				_, _ = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &name, Key: o.Key})
-			}
-		}
-		if _, err := c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(name)}); err != nil {
-			t.Logf("delete bucket %s: %v", name, err)
+		if err := blob.DropBucket(ctx, c, name); err != nil {
+			t.Log(err)
 		}
 	})
 	return name

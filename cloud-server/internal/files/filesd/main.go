@@ -28,7 +28,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -186,27 +185,7 @@ func auth(tokens clinicTokens, h files.Handler, log *slog.Logger) http.HandlerFu
 func dropBucket(c *s3.Client, bucket string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ups := s3.NewListMultipartUploadsPaginator(c, &s3.ListMultipartUploadsInput{Bucket: &bucket})
-	for ups.HasMorePages() {
-		page, err := ups.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, u := range page.Uploads {
-			_, _ = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &bucket, Key: u.Key, UploadId: u.UploadId})
-		}
-	}
-	objs := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket})
-	for objs.HasMorePages() {
-		page, err := objs.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, o := range page.Contents {
-			_, _ = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
-		}
-	}
-	if _, err := c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if err := blob.DropBucket(ctx, c, bucket); err != nil {
 		log.Warn("delete bucket failed", "bucket", bucket, "err", err)
 	}
 }
