@@ -107,7 +107,12 @@ func WriteError(w http.ResponseWriter, log *slog.Logger, err error) {
 // Decode reads a JSON body into v strictly: unknown fields, trailing data and
 // bodies over MaxBody are errors with code bad_request or too_large.
 func Decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	return decodeFrom(http.MaxBytesReader(w, r.Body, MaxBody), v)
+}
+
+// decodeFrom is Decode of the body read from body (bounded by MaxBody).
+func decodeFrom(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -91,9 +92,114 @@ type SaveRequest struct {
 }
 
 // DecodeSave reads a SaveRequest for spec's kind and validates its content.
+//
+// A body that is exactly {"data":…} with an optional "base_version" (the
+// common case) is read in one pass, its content decoded where it stands
+// (decodeSaveOnce). Anything else — an error of any kind, a key spelt
+// otherwise, a key twice — is read again the way it always was
+// (decodeSaveTwice: the body, then its data), which decides what is
+// accepted and with which error: the one pass takes only bodies that way
+// takes too, with the same result (FuzzDecodeSaveOnce). Decoding the body
+// twice cost about 3% of sc-local's CPU under a burst of creates
+// (docs/performance.md).
 func DecodeSave(w http.ResponseWriter, r *http.Request, spec records.Spec) (SaveRequest, records.Content, error) {
+	mr := http.MaxBytesReader(w, r.Body, MaxBody)
+	body, err := readBody(mr, r.ContentLength)
+	if err == nil {
+		if req, c, ok := decodeSaveOnce(body, spec); ok {
+			return req, c, nil
+		}
+	}
+	var rest io.Reader = bytes.NewReader(body)
+	if err != nil {
+		// What the reader said after these bytes (too large, a broken
+		// connection), it says again at the same place.
+		rest = io.MultiReader(rest, mr)
+	}
+	return decodeSaveTwice(rest, spec)
+}
+
+// readBody reads r to its end, sized by the request's Content-Length when
+// it gives one within MaxBody. On an error it returns what it read before.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	size := int64(512)
+	if length > 0 && length <= MaxBody {
+		size = length + 1 // +1: the read that sees the end needs room
+	}
+	b := make([]byte, 0, size)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // grow
+		}
+	}
+}
+
+// decodeSaveOnce reads body in one pass when it is an object of exactly
+// the keys "data" and, optionally, "base_version", each once, and is valid
+// as a whole; ok is false for anything else, which decodeSaveTwice then
+// judges. The content is decoded in place by the body's own (strict)
+// decoder, so it is scanned once instead of three times (the body's value,
+// its copy as Data, then Data again).
+func decodeSaveOnce(body []byte, spec records.Spec) (req SaveRequest, c records.Content, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return req, nil, false
+	}
+	var seenData, seenBase bool
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return req, nil, false
+		}
+		switch key, _ := t.(string); key {
+		case "data":
+			if seenData {
+				return req, nil, false
+			}
+			seenData = true
+			start := dec.InputOffset()
+			if c, err = records.DecodeNext(spec.Kind, dec); err != nil {
+				return req, nil, false
+			}
+			// Data as decodeSaveTwice gives it: the value's bytes as
+			// sent (after the colon and the blanks before it).
+			req.Data = bytes.TrimLeft(body[start:dec.InputOffset()], " \t\r\n:")
+		case "base_version":
+			if seenBase {
+				return req, nil, false
+			}
+			seenBase = true
+			if err := dec.Decode(&req.BaseVersion); err != nil {
+				return req, nil, false
+			}
+		default:
+			return req, nil, false
+		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') || dec.More() || !seenData {
+		return req, nil, false
+	}
+	if req.BaseVersion != nil && req.BaseVersion.IsZero() {
+		return req, nil, false
+	}
+	return req, c, true
+}
+
+// decodeSaveTwice reads a SaveRequest from body, then its data as spec's
+// content: the reference DecodeSave's one pass agrees with, and what
+// gives every refusal its code and message.
+func decodeSaveTwice(body io.Reader, spec records.Spec) (SaveRequest, records.Content, error) {
 	var req SaveRequest
-	if err := Decode(w, r, &req); err != nil {
+	if err := decodeFrom(body, &req); err != nil {
 		return req, nil, err
 	}
 	if len(req.Data) == 0 {

@@ -123,10 +123,51 @@ var decoders = map[wire.Kind]func([]byte) (Content, error){
 
 func init() { //nolint:gochecknoinits // a consistency check of two static tables, no side effects
 	for _, s := range Kinds {
-		if decoders[s.Kind] == nil || !wire.KnownKind(s.Kind) {
+		if decoders[s.Kind] == nil || nextDecoders[s.Kind] == nil || !wire.KnownKind(s.Kind) {
 			panic("records: kind " + string(s.Kind) + " is not fully registered")
 		}
 	}
+}
+
+// DecodeNext reads the next JSON value of dec as content of kind k and
+// validates it: Decode for content inside a larger document (a request
+// body), read in the same pass as the rest of it. dec's settings apply; a
+// strict one (DisallowUnknownFields) refuses unknown fields as Decode does.
+func DecodeNext(k wire.Kind, dec *json.Decoder) (Content, error) {
+	next, ok := nextDecoders[k]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownKind, k)
+	}
+	c, err := next(dec)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var nextDecoders = map[wire.Kind]func(*json.Decoder) (Content, error){
+	wire.KindPatient:        decodeNextAs[Patient],
+	wire.KindDoctor:         decodeNextAs[Doctor],
+	wire.KindUser:           decodeNextAs[User],
+	wire.KindReportTemplate: decodeNextAs[ReportTemplate],
+	wire.KindSetting:        decodeNextAs[Setting],
+	wire.KindStudy:          decodeNextAs[Study],
+	wire.KindImage:          decodeNextAs[Image],
+	wire.KindCapture:        decodeNextAs[Capture],
+	wire.KindProjectFile:    decodeNextAs[ProjectFile],
+	wire.KindReport:         decodeNextAs[Report],
+}
+
+func decodeNextAs[C Content](dec *json.Decoder) (Content, error) {
+	var c C
+	if err := dec.Decode(&c); err != nil {
+		var zero C
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalid, zero.Kind(), err)
+	}
+	return c, nil
 }
 
 func decodeAs[C Content](b []byte) (Content, error) {

@@ -168,7 +168,12 @@ type Batch struct {
 const MaxBatch = 500
 
 // Validate checks that e is complete and consistent.
-func (e *Envelope) Validate() error {
+func (e *Envelope) Validate() error { return e.validate(false) }
+
+// validate is Validate; decoded says e was just decoded from JSON, whose
+// payload, a value of that JSON, is JSON then (the decoder checked the
+// whole body before it stored anything): it is not scanned again.
+func (e *Envelope) validate(decoded bool) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 	}
@@ -197,7 +202,7 @@ func (e *Envelope) Validate() error {
 		return bad("applied change without cloud_seq")
 	case !e.Deleted && len(e.Payload) == 0:
 		return bad("missing payload")
-	case len(e.Payload) > 0 && !json.Valid(e.Payload):
+	case !decoded && len(e.Payload) > 0 && !json.Valid(e.Payload):
 		return bad("payload is not JSON")
 	case e.Conflict != "" && e.Conflict != ResolvedLocalWins && e.Conflict != ResolvedCloudWins && e.Conflict != ResolvedKeepBoth:
 		return bad("conflict %q", e.Conflict)
@@ -216,7 +221,10 @@ func (e *Envelope) Validate() error {
 }
 
 // Validate checks the batch and every envelope in it.
-func (b *Batch) Validate() error {
+func (b *Batch) Validate() error { return b.validate(false) }
+
+// validate is Validate; decoded as Envelope.validate's.
+func (b *Batch) validate(decoded bool) error {
 	switch {
 	case !Local().Has(b.Protocol):
 		return fmt.Errorf("%w: %d (this build speaks %s)", ErrProtocol, b.Protocol, Local())
@@ -229,7 +237,7 @@ func (b *Batch) Validate() error {
 	}
 	for i := range b.Changes {
 		e := &b.Changes[i]
-		if err := e.Validate(); err != nil {
+		if err := e.validate(decoded); err != nil {
 			return fmt.Errorf("change %d: %w", i, err)
 		}
 		if e.Clinic != b.Clinic {
@@ -320,7 +328,7 @@ func Decode(body []byte, contentEncoding string) (Batch, error) {
 	if dec.More() {
 		return e, fmt.Errorf("%w: trailing data", ErrInvalid)
 	}
-	if err := e.Validate(); err != nil {
+	if err := e.validate(true); err != nil {
 		return e, err
 	}
 	return e, nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/scsync/scsync/local-server/internal/importdir"
 	"github.com/scsync/scsync/local-server/internal/store"
@@ -232,7 +233,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if store.FileOf(rec) != "" {
 		s.reconsiderFiles(r.Context()) // a held upload may be named now
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, rec)
+	writeRecord(w, http.StatusCreated, rec)
 	return nil
 }
 
@@ -256,9 +257,30 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) error {
 	}
 	auth.Audited(ctx)
 	s.notify()
-	httpapi.WriteJSON(w, http.StatusOK, rec)
+	writeRecord(w, http.StatusOK, rec)
 	return nil
 }
+
+// writeRecord answers a record just saved as httpapi.WriteJSON would,
+// with the content's JSON its save encoded already (store.AppendRecordJSON).
+func writeRecord(w http.ResponseWriter, status int, rec store.Record) {
+	bp := answers.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 { // let an unusually large one go
+			answers.Put(bp)
+		}
+	}()
+	b, err := store.AppendRecordJSON((*bp)[:0], rec)
+	*bp = b
+	if err != nil {
+		httpapi.WriteJSON(w, status, rec) // which answers the error as it always did
+		return
+	}
+	httpapi.WriteJSONBody(w, status, b)
+}
+
+// answers are writeRecord's buffers (httpapi.WriteJSON keeps its own so).
+var answers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 func (s *Server) remove(w http.ResponseWriter, r *http.Request) error {
 	spec, err := httpapi.Collection(r)

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"encoding/json"
 	"time"
 
 	"gorm.io/gorm"
@@ -62,6 +64,10 @@ type Meta struct {
 type Row[C records.Content] struct {
 	Meta
 	Data C `gorm:"embedded" json:"data"`
+	// encoded is Data's JSON as a save encoded it for its change (nil:
+	// not encoded, or changed since): the API's answer reuses it
+	// (AppendRecordJSON). Unexported: neither a column nor a JSON field.
+	encoded []byte
 }
 
 // TableName is the kind's table.
@@ -76,11 +82,43 @@ type Record interface {
 	meta() *Meta
 	content() records.Content
 	setContent(c records.Content)
+	// encodedContent is the content's JSON a save encoded (nil: none);
+	// setEncodedContent records it.
+	encodedContent() []byte
+	setEncodedContent(b []byte)
 }
 
 func (r *Row[C]) meta() *Meta                  { return &r.Meta }
 func (r *Row[C]) content() records.Content     { return r.Data }
-func (r *Row[C]) setContent(c records.Content) { r.Data = c.(C) }
+func (r *Row[C]) setContent(c records.Content) { r.Data, r.encoded = c.(C), nil }
+func (r *Row[C]) encodedContent() []byte       { return r.encoded }
+func (r *Row[C]) setEncodedContent(b []byte)   { r.encoded = b }
+
+// AppendRecordJSON appends r as the API answers it, json.Encoder's
+// encoding of r with its newline (httpapi.WriteJSON), to b. A record just
+// saved carries its content's JSON, encoded for its change's payload
+// (json.Marshal, as the encoder encodes the content inside r): it is
+// used as it is instead of encoding the content a second time.
+// TestAppendRecordJSONMatchesTheEncoder holds the two to the same bytes.
+func AppendRecordJSON(b []byte, r Record) ([]byte, error) {
+	data := r.encodedContent()
+	if data == nil {
+		var buf bytes.Buffer
+		if err := json.NewEncoder(&buf).Encode(r); err != nil {
+			return b, err
+		}
+		return append(b, buf.Bytes()...), nil
+	}
+	m, err := json.Marshal(r.meta())
+	if err != nil {
+		return b, err
+	}
+	// Row's JSON is Meta's fields (embedded), then "data": {…,"updated_at":…} → {…,"updated_at":…,"data":…}
+	b = append(b, m[:len(m)-1]...)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}', '\n'), nil
+}
 
 // RecordMeta returns the common fields of r.
 func RecordMeta(r Record) Meta { return *r.meta() }

@@ -196,6 +196,7 @@ func (s *Store) saveTx(ctx context.Context, tx *gorm.DB, k kindOps, ed Edit) (Re
 			if e.Payload, err = json.Marshal(rec.content()); err != nil {
 				return err
 			}
+			rec.setEncodedContent(e.Payload) // the API's answer reuses it
 		}
 		if err := keepVersion(tx, e, ed.Session); err != nil {
 			return err

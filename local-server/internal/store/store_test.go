@@ -1,11 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,4 +268,46 @@ func TestApplyDownSkipsUnrepresentable(t *testing.T) {
 	if cp, _ := s.Checkpoint(context.Background()); cp != 2 {
 		t.Fatalf("checkpoint = %d, want 2: a change this build cannot apply must not block the stream", cp)
 	}
+}
+
+// A saved record's answer reuses its content's JSON from the save
+// (AppendRecordJSON); it must be the encoder's bytes of the record, for
+// every kind, created and updated, with text the encoder escapes, and for
+// a record read back (which carries no encoded content).
+func TestAppendRecordJSONMatchesTheEncoder(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	parents := map[wire.Kind]ids.ID{}
+	check := func(what string, r Record, reused bool) {
+		t.Helper()
+		var want bytes.Buffer
+		if err := json.NewEncoder(&want).Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		got, err := AppendRecordJSON([]byte("prefix"), r)
+		if err != nil || string(got) != "prefix"+want.String() {
+			t.Errorf("AppendRecordJSON(%s) = %s, %v; want prefix%s", what, got, err, want.String())
+		}
+		if (r.encodedContent() != nil) != reused {
+			t.Errorf("%s: encoded content kept = %v, want %v", what, r.encodedContent() != nil, reused)
+		}
+	}
+	for i, spec := range records.Kinds {
+		r := save(t, s, Edit{Kind: spec.Kind, Content: records.Sample(spec.Kind, i, parents)})
+		m := RecordMeta(r)
+		parents[spec.Kind] = m.ID
+		check(string(spec.Kind)+" created", r, true)
+		got, err := s.Get(ctx, spec.Kind, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(string(spec.Kind)+" read", got, false)
+	}
+	p := save(t, s, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: `<Kim> & "Lee"` + " \u2028 é", Notes: strings.Repeat("n", 900)}})
+	check("patient with escaped text", p, true)
+	base := RecordMeta(p).Version
+	u := save(t, s, Edit{Kind: wire.KindPatient, ID: RecordMeta(p).ID, Base: &base, Content: records.Patient{Name: "Kim", Sex: "F"}})
+	check("patient updated", u, true)
+	d := save(t, s, Edit{Kind: wire.KindPatient, ID: RecordMeta(p).ID, Delete: true})
+	check("patient deleted", d, false)
 }
