@@ -147,7 +147,8 @@ fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder, record 
 	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./records/
 	cd shared && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./version/
 	cd shared && go test -run '^$$' -fuzz FuzzImportLine -fuzztime $(FUZZTIME) ./httpapi/
-	cd shared && go test -run '^$$' -fuzz FuzzDecodeSave -fuzztime $(FUZZTIME) ./httpapi/
+	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeSave$$' -fuzztime $(FUZZTIME) ./httpapi/
+	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeSaveOnce$$' -fuzztime $(FUZZTIME) ./httpapi/
 	cd shared && go test -run '^$$' -fuzz FuzzParseList -fuzztime $(FUZZTIME) ./httpapi/
 
 demo: stack-up ## run the whole appliance: lockd, two sc-cloud nodes, sc-local, demo data; Ctrl-C stops it
