@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -85,15 +84,10 @@ func allBinaries(t *testing.T) (cloud, local, lockd string) {
 	return filepath.Join(binDir, "sc-cloud"), filepath.Join(binDir, "sc-local"), filepath.Join(binDir, "lockd")
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is an address for a server of the test, outside the kernel's
+// ephemeral ports (testenv.FreeAddr), so that a node killed and started
+// again finds its port free.
+func freeAddr(t *testing.T) string { return testenv.FreeAddr(t) }
 
 // proc is a running binary whose output goes to the test log on failure.
 type proc struct {

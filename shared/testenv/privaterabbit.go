@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -372,6 +373,14 @@ func caClient(caFile string) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
+// FreeAddr is a loopback host:port nothing listens on, for a server the
+// test starts (and may kill and start again on the same address): see
+// freePortErr.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	return "127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	p, err := freePortErr()
@@ -381,11 +390,48 @@ func freePort(t testing.TB) int {
 	return p
 }
 
+// freePortErr returns a loopback port nothing listens on, below the
+// kernel's ephemeral range when it leaves room for one: a private server
+// that is killed and started again on its port (a broker restart, a node
+// kill) must find it free, and a port of the ephemeral range can meanwhile
+// be taken as the source port of any outgoing connection on the machine
+// (seen: a private RabbitMQ's restart failing with could_not_start_listener).
 func freePortErr() (int, error) {
+	if lo, hi := fixedPortRange(); hi > lo {
+		for range 50 {
+			port := lo + rand.IntN(hi-lo+1)
+			ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port))
+			if err != nil {
+				continue // in use: try another
+			}
+			_ = ln.Close()
+			return port, nil
+		}
+	}
 	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fixedPortRange is where freePortErr picks: from 20000 up to just below
+// the ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range;
+// 32768–60999 by default), or an empty range when there is no room or the
+// range cannot be read (then the kernel picks, as net.Listen(":0") does).
+func fixedPortRange() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0, 0
+	}
+	return 20000, first - 1
 }
