@@ -48,6 +48,16 @@ func FuzzImportLine(f *testing.F) {
 	})
 }
 
+// saveRequest is a POST of body to collection's route, with its spec; ok
+// is false for a collection that has none.
+func saveRequest(collection string, body []byte) (records.Spec, *http.Request, bool) {
+	spec, ok := records.SpecOfTable(collection)
+	if !ok {
+		return spec, nil, false
+	}
+	return spec, httptest.NewRequest(http.MethodPost, "/v1/"+url.PathEscape(collection), bytes.NewReader(body)), true
+}
+
 func FuzzDecodeSave(f *testing.F) {
 	f.Add("patients", []byte(`{"data":{"name":"Kim"},"base_version":"1.0"}`))
 	f.Add("studies", []byte(`{"data":{"patient_id":"5","study_date":"2024-02-30"}}`))
@@ -56,11 +66,10 @@ func FuzzDecodeSave(f *testing.F) {
 	f.Add("patients", []byte(`{"data":{"name":"Kim"},"base_version":"01.0"}`))
 	f.Add("settings", []byte(`[]`))
 	f.Fuzz(func(t *testing.T, collection string, body []byte) {
-		spec, ok := records.SpecOfTable(collection)
+		spec, r, ok := saveRequest(collection, body)
 		if !ok {
 			return
 		}
-		r := httptest.NewRequest(http.MethodPost, "/v1/"+url.PathEscape(collection), bytes.NewReader(body))
 		req, c, err := DecodeSave(httptest.NewRecorder(), r, spec)
 		if err != nil {
 			apiError(t, err)
@@ -108,11 +117,10 @@ func FuzzDecodeSaveOnce(f *testing.F) {
 	}
 	f.Add("studies", []byte(`{"data":{"patient_id":"5","study_date":"2024-02-03"}}`))
 	f.Fuzz(func(t *testing.T, collection string, body []byte) {
-		spec, ok := records.SpecOfTable(collection)
+		spec, r, ok := saveRequest(collection, body)
 		if !ok {
 			return
 		}
-		r := httptest.NewRequest(http.MethodPost, "/v1/"+url.PathEscape(collection), bytes.NewReader(body))
 		req, c, err := DecodeSave(httptest.NewRecorder(), r, spec)
 		wantReq, wantC, wantErr := decodeSaveTwice(bytes.NewReader(body), spec)
 		if !reflect.DeepEqual(err, wantErr) {

@@ -14,19 +14,25 @@ import (
 	"github.com/scsync/scsync/shared/testenv"
 )
 
+// testConfig is the development MinIO (or SCSYNC_TEST_S3_*) with a bucket
+// named for the test, prefix first.
+func testConfig(prefix string) Config {
+	return Config{
+		Endpoint:  testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
+		AccessKey: testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
+		SecretKey: testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"),
+		Region:    "us-east-1", PathStyle: true,
+		Bucket: strings.ReplaceAll(testenv.Name(prefix), "_", "-"),
+	}
+}
+
 // TestEnsureBucketRequiresEncryption: the bucket sc-cloud makes has SSE-S3
 // as its default encryption and a policy denying PUTs without it, both read
 // back from S3; an object put without asking is still stored encrypted.
 func TestEnsureBucketRequiresEncryption(t *testing.T) {
 	t.Parallel()
-	cfg := Config{
-		Endpoint:  testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
-		AccessKey: testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
-		SecretKey: testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"),
-		Region:    "us-east-1", PathStyle: true,
-		Bucket:               strings.ReplaceAll(testenv.Name("scsync-blob"), "_", "-"),
-		ServerSideEncryption: "AES256",
-	}
+	cfg := testConfig("scsync-blob")
+	cfg.ServerSideEncryption = "AES256"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := New(cfg)

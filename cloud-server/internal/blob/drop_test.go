@@ -18,13 +18,7 @@ import (
 // emptied and deleted; dropping a bucket that is not there is an error.
 func TestDropBucket(t *testing.T) {
 	t.Parallel()
-	cfg := Config{
-		Endpoint:  testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000"),
-		AccessKey: testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
-		SecretKey: testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"),
-		Region:    "us-east-1", PathStyle: true,
-		Bucket: strings.ReplaceAll(testenv.Name("scsync-drop"), "_", "-"),
-	}
+	cfg := testConfig("scsync-drop")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st := New(cfg)
