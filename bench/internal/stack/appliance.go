@@ -71,6 +71,11 @@ func CallRaw(ctx context.Context, method, url, token, contentType string, body i
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == want && out == nil {
+		// Drained, not kept, so the connection goes back to the pool.
+		_, err := io.Copy(io.Discard, resp.Body)
+		return err
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err

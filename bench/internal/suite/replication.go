@@ -1,6 +1,7 @@
 package suite
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +34,7 @@ var Replication = Bench{
 		size := fs.Int("size", 1024, "approximate JSON size of a record's content, bytes")
 		conc := fs.Int("concurrency", 8, "concurrent clients creating records on sc-local (and publishers in the baseline)")
 		timeout := fs.Duration("timeout", 5*time.Minute, "give up when the cloud has not seen every record by then")
-		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (to this file) and of sc-cloud (the file + .cloud) over the first -cpuprofile-for of the creates (SCSYNC_PPROF=1; go tool pprof), and their logs beside")
+		prof := fs.String("cpuprofile", "", "write CPU profiles of sc-local (to this file), of sc-cloud (the file + .cloud) and of this benchmark's own clients (the file + .bench) over the first -cpuprofile-for of the creates (SCSYNC_PPROF=1; go tool pprof), and the servers' logs beside")
 		profFor := fs.Duration("cpuprofile-for", 10*time.Second, "how long -cpuprofile profiles (whole seconds)")
 		return func(ctx context.Context, c Config) ([]results.Result, error) {
 			return runReplication(ctx, c, *n, *size, *conc, *timeout, *prof, *profFor)
@@ -70,6 +72,14 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if prof != "" {
 		defer func() { _ = os.WriteFile(prof+".local.log", []byte(clinic.Proc.Output()), 0o644) }()
 	}
+	// The bodies are encoded before the clock starts, as the baseline's
+	// are: the clients then only send them.
+	bodies := make([][]byte, n)
+	for i := range n {
+		if bodies[i], err = json.Marshal(map[string]any{"data": barePatient(i+1, size)}); err != nil {
+			return nil, err
+		}
+	}
 	l0, err := stack.ReadUsage(clinic.Proc.Pid())
 	if err != nil {
 		return nil, err
@@ -88,6 +98,11 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if prof != "" {
 		go func() { profDone <- cpuProfile(ctx, clinic.Base, stack.LocalAPIToken, prof, profFor) }()
 		go func() { profDone <- cpuProfile(ctx, a.Cloud, a.AdminToken, prof+".cloud", profFor) }()
+		stopSelf, err := selfProfile(prof+".bench", profFor)
+		if err != nil {
+			return nil, err
+		}
+		defer stopSelf()
 	} else {
 		profDone <- nil
 		profDone <- nil
@@ -101,8 +116,8 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 				if i > int64(n) {
 					return nil
 				}
-				body := map[string]any{"data": barePatient(int(i), size)}
-				if err := stack.Call(gctx, http.MethodPost, clinic.Base+"/v1/patients", "", body, nil, http.StatusCreated); err != nil {
+				body := bytes.NewReader(bodies[i-1])
+				if err := stack.CallRaw(gctx, http.MethodPost, clinic.Base+"/v1/patients", "", "application/json", body, nil, http.StatusCreated); err != nil {
 					return err
 				}
 			}
@@ -162,6 +177,28 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// selfProfile profiles this process (the benchmark's clients) for d, as
+// cpuProfile does the servers; stop ends it early.
+func selfProfile(path string, d time.Duration) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		})
+	}
+	time.AfterFunc(d, stop)
+	return stop, nil
 }
 
 // pgDatabase is the database a postgres:// URL names.

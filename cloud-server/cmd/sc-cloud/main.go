@@ -52,6 +52,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	app.SetGCPercent()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return app.Run(ctx, cfg, log, nil)

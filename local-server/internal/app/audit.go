@@ -2,13 +2,14 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/scsync/scsync/local-server/internal/backup"
 	"github.com/scsync/scsync/local-server/internal/cloudapi"
@@ -27,7 +28,7 @@ func (auditShipped) TableName() string { return "audit_shipped" }
 // (six years and more) next to the cloud's own: a lost or restored clinic
 // machine does not take its audit trail with it.
 type auditShipper struct {
-	db    *gorm.DB
+	db    *sql.DB
 	log   *audit.Log
 	cloud *cloudapi.Client
 	chain string
@@ -39,7 +40,11 @@ func newAuditShipper(ctx context.Context, db *gorm.DB, l *audit.Log, cloud *clou
 	if !db.WithContext(ctx).Migrator().HasTable(&auditShipped{}) {
 		return nil, errors.New("no audit_shipped table (the schema owner migrates it first)")
 	}
-	return &auditShipper{db: db, log: l, cloud: cloud, chain: chain, every: 5 * time.Second, lg: lg}, nil
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	return &auditShipper{db: sqlDB, log: l, cloud: cloud, chain: chain, every: 5 * time.Second, lg: lg}, nil
 }
 
 // catchUp brings back entries the cloud holds past this machine's head (a
@@ -53,14 +58,52 @@ func (a *auditShipper) catchUp(ctx context.Context) error {
 	return err
 }
 
+// The shipper's statements run as fixed text on the clinic's connection
+// (kept prepared by the store's connector), as the store's relay does
+// (store/rawsql.go): through gorm each was built anew and its rows read
+// through reflection, up to a few times a second while the clinic saves.
+const (
+	markShipped   = "INSERT INTO audit_shipped (chain, seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq"
+	selectShipped = "SELECT seq FROM audit_shipped WHERE chain = ?"
+	// selectUnshipped is audit.Log.List's query for a chain after a seq.
+	selectUnshipped = "SELECT chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash" +
+		" FROM audit_log WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+
+// shipBatch is how many entries go to the cloud in one upload.
+const shipBatch = 500
+
 func (a *auditShipper) mark(ctx context.Context, seq int64) error {
-	return a.db.WithContext(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&auditShipped{Chain: a.chain, Seq: seq}).Error
+	_, err := a.db.ExecContext(ctx, markShipped, a.chain, seq)
+	return err
 }
 
 func (a *auditShipper) shipped(ctx context.Context) (int64, error) {
-	var s auditShipped
-	err := a.db.WithContext(ctx).Where("chain = ?", a.chain).Limit(1).Find(&s).Error
-	return s.Seq, err
+	var seq int64
+	err := a.db.QueryRowContext(ctx, selectShipped, a.chain).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// unshipped returns up to limit entries of the chain after seq, in order.
+func (a *auditShipper) unshipped(ctx context.Context, after int64, limit int) ([]audit.Entry, error) {
+	rows, err := a.db.QueryContext(ctx, selectUnshipped, a.chain, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit entries to ship: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []audit.Entry
+	for rows.Next() {
+		var e audit.Entry
+		if err := rows.Scan(&e.Chain, &e.Seq, &e.At, &e.Clinic, &e.Actor, &e.Username, &e.Action, &e.Kind, &e.Target,
+			&e.Remote, &e.Outcome, &e.Detail, &e.Prev, &e.Hash); err != nil {
+			return nil, fmt.Errorf("audit entries to ship: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
 
 // ship sends what the cloud does not have yet; it reports whether more waits.
@@ -69,7 +112,7 @@ func (a *auditShipper) ship(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	es, err := a.log.List(ctx, audit.Query{Chain: a.chain, After: from, Limit: 500})
+	es, err := a.unshipped(ctx, from, shipBatch)
 	if err != nil || len(es) == 0 {
 		return false, err
 	}
@@ -87,7 +130,7 @@ func (a *auditShipper) ship(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return len(es) == 500, a.mark(ctx, min(head, es[len(es)-1].Seq))
+	return len(es) == shipBatch, a.mark(ctx, min(head, es[len(es)-1].Seq))
 }
 
 // Run ships every few seconds until ctx ends.
