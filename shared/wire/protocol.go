@@ -30,6 +30,9 @@ var maxOverride string
 // MaxProtocol is the newest protocol version this build speaks: Protocol,
 // or the test override when it is higher.
 func MaxProtocol() int {
+	if maxOverride == "" {
+		return Protocol // without strconv's error for "", an allocation per call
+	}
 	if n, err := strconv.Atoi(maxOverride); err == nil && n > Protocol {
 		return n
 	}

@@ -1061,7 +1061,7 @@ func (ct *clinicTx) known(id ids.ID) (bool, error) {
 }
 
 func (ct *clinicTx) park(e wire.Envelope, waitKind wire.Kind, waitID ids.ID) error {
-	b, err := json.Marshal(e)
+	b, err := e.AppendJSON(nil) // json.Marshal's bytes (wire/encode.go)
 	if err != nil {
 		return err
 	}

@@ -1,9 +1,9 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -128,16 +128,30 @@ func versionOf(e wire.Envelope, session string) Version {
 		SavedBy: e.SavedBy, SavedByName: e.SavedByName, Content: string(e.Payload), At: e.At.UTC()}
 }
 
+// outboxOf is e's outbox row: its JSON, the bytes json.Marshal(e) gives
+// (the relay sends rows as they are stored), written without reflection
+// and without compacting the payload the save has just encoded again.
 func outboxOf(e wire.Envelope, lane int) (Outbox, error) {
-	if err := e.Validate(); err != nil {
-		return Outbox{}, err
+	buf := outboxBufs.Get().(*[]byte)
+	b, err := e.AppendValid((*buf)[:0])
+	row := string(b)
+	if cap(b) <= maxPooledOutboxBuf {
+		*buf = b[:0]
+		outboxBufs.Put(buf)
 	}
-	b, err := json.Marshal(e)
 	if err != nil {
 		return Outbox{}, err
 	}
-	return Outbox{ChangeID: e.ChangeID, Lane: lane, Envelope: string(b)}, nil
+	return Outbox{ChangeID: e.ChangeID, Lane: lane, Envelope: row}, nil
 }
+
+// outboxBufs holds buffers outboxOf encodes into before its row's string
+// copies the bytes: one allocation an envelope instead of the buffer's
+// growth. A buffer grown beyond maxPooledOutboxBuf (a large record) is
+// left to the collector.
+const maxPooledOutboxBuf = 64 << 10
+
+var outboxBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 // bulkUpdate sets the same columns of many rows, each row with its own
 // values, in one UPDATE … FROM (VALUES …) per table and up to maxParams values:
