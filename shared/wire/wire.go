@@ -340,6 +340,25 @@ func Decode(body []byte, contentEncoding string) (Batch, error) {
 	if len(body) > MaxBody {
 		return e, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(body))
 	}
+	// A body as Encode writes it is read without reflection (decode.go);
+	// any other goes through json.Decoder.
+	if b, ok := decodeFast(body); ok {
+		e = b
+	} else {
+		var err error
+		if e, err = decodeJSON(body); err != nil {
+			return e, err
+		}
+	}
+	if err := e.validate(true); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// decodeJSON is Decode's reading of a body with json.Decoder.
+func decodeJSON(body []byte) (Batch, error) {
+	var e Batch
 	// Unknown fields are ignored: a newer peer's optional additions (it
 	// converts to a version we speak, but an addition within a version
 	// must not break us either); Validate refuses what lacks a required one.
@@ -349,9 +368,6 @@ func Decode(body []byte, contentEncoding string) (Batch, error) {
 	}
 	if dec.More() {
 		return e, fmt.Errorf("%w: trailing data", ErrInvalid)
-	}
-	if err := e.validate(true); err != nil {
-		return e, err
 	}
 	return e, nil
 }
