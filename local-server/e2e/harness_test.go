@@ -50,6 +50,7 @@ func build(prefix string, flags ...string) (string, error) {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = b.dir
 		if out, err := cmd.CombinedOutput(); err != nil {
+			_ = os.RemoveAll(dir)
 			return "", fmt.Errorf("build %s: %w\n%s", b.out, err, out)
 		}
 	}
@@ -451,7 +452,14 @@ const localAPIToken = "e2e-local-api-token-0123456789"
 
 func TestMain(m *testing.M) {
 	_ = os.Setenv("SC_LOCAL_AUTH_API_TOKEN", localAPIToken)
-	os.Exit(m.Run())
+	code := m.Run()
+	// The binaries (about 135 MB a build) go with the run.
+	for _, dir := range []string{binDir, fastDir} {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	os.Exit(code)
 }
 
 // startLocal runs sc-local for c with its data in dir.

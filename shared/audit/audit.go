@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/scsync/scsync/shared/ids"
 )
@@ -70,15 +69,34 @@ var (
 	ErrBroken = errors.New("audit: chain broken")
 	// ErrAhead: the entries to import start past this side's head.
 	ErrAhead = errors.New("audit: entries start past the head")
+	// errImportLost: an import's head row was not there to move (it
+	// cannot be: the import holds it locked).
+	errImportLost = errors.New("audit: the head row went away during the import")
 )
 
-// Hash is an entry's hash: SHA-256 over its fields and the previous hash.
+// Hash is an entry's hash: SHA-256 over its fields and the previous hash,
+// joined by \x1f (the seq, clinic and outcome in decimal, the time in UTC
+// as RFC 3339 with nanoseconds), in hex. The text is built in one buffer:
+// every append and every imported entry is hashed.
 func Hash(e Entry) string {
-	s := strings.Join([]string{e.Chain, strconv.FormatInt(e.Seq, 10), e.At.UTC().Format(time.RFC3339Nano), e.Clinic.String(),
-		e.Actor, e.Username, e.Action, e.Kind, e.Target, e.Remote, strconv.Itoa(e.Outcome), e.Detail, e.Prev}, "\x1f")
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
+	var buf [512]byte
+	b := append(buf[:0], e.Chain...)
+	b = append(strconv.AppendInt(append(b, sep), e.Seq, 10), sep)
+	b = append(e.At.UTC().AppendFormat(b, time.RFC3339Nano), sep)
+	b = append(strconv.AppendInt(b, int64(e.Clinic), 10), sep)
+	for _, f := range [...]string{e.Actor, e.Username, e.Action, e.Kind, e.Target, e.Remote} {
+		b = append(append(b, f...), sep)
+	}
+	b = append(strconv.AppendInt(b, int64(e.Outcome), 10), sep)
+	b = append(append(append(b, e.Detail...), sep), e.Prev...)
+	sum := sha256.Sum256(b)
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
+
+// sep separates an entry's fields in the text Hash hashes.
+const sep = '\x1f'
 
 // Log appends to and reads the audit tables of db.
 type Log struct {
@@ -163,12 +181,7 @@ func (l *Log) AppendTx(tx *gorm.DB, e Entry) (Entry, error) {
 // (or, when the hint is missing or stale, from the head read and locked
 // in tx), then e is inserted.
 func (l *Log) appendTx(tx *gorm.DB, e Entry) (Entry, error) {
-	q := queriesFor(tx)
-	ctx := tx.Statement.Context
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	conn := tx.Statement.ConnPool
+	q, ctx, conn := queriesFor(tx), txContext(tx), tx.Statement.ConnPool
 	moved := false
 	if h, ok := l.hint(e.Chain); ok {
 		e.Seq, e.Prev = h.Seq+1, h.Hash
@@ -194,13 +207,13 @@ func (l *Log) appendTx(tx *gorm.DB, e Entry) (Entry, error) {
 		}
 	}
 	if !moved {
-		h, err := lockHead(tx, e.Chain)
+		h, err := lockHead(ctx, conn, q, e.Chain)
 		if err != nil {
 			return Entry{}, err
 		}
 		e.Seq, e.Prev = h.Seq+1, h.Hash
 		e.Hash = Hash(e)
-		if err := saveHead(tx, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash}); err != nil {
+		if err := saveHead(ctx, conn, q, head{Chain: e.Chain, Seq: e.Seq, Hash: e.Hash}); err != nil {
 			return Entry{}, err
 		}
 	}
@@ -235,13 +248,20 @@ func (l *Log) dropHint(chain string) {
 	delete(l.hints, chain)
 }
 
-// queries are an append's statements, run on the transaction's connection
-// without gorm's statement building (an append is on every audited write).
-// On PostgreSQL (a round trip per statement), appendAfter moves the head
-// and inserts the entry in one statement, the insert only if the head
-// moved; SQLite (in the process) runs the two.
+// queries are the log's statements, run on the transaction's connection
+// without gorm's statement building (an append is on every audited write,
+// an import on every upload of a clinic's entries). On PostgreSQL (a round
+// trip per statement), appendAfter moves the head and inserts the entry in
+// one statement, the insert only if the head moved; SQLite (in the
+// process) runs the two. ensureHead, lockHead and saveHead make, read (on
+// PostgreSQL, lock) and move a chain's head row. An import's entries go in
+// as importEntries on PostgreSQL (import.go), as insertRows on SQLite.
 type queries struct {
 	advanceHead, insertEntry, appendAfter string
+	ensureHead, lockHead, saveHead        string
+	importEntries                         string
+	// insertRows[i] inserts 1<<i entries (multi-row VALUES).
+	insertRows [importRowsLog + 1]string
 }
 
 var (
@@ -259,17 +279,26 @@ func queriesFor(tx *gorm.DB) queries {
 func newQueries(dollar bool) queries {
 	q := queries{
 		advanceHead: "UPDATE audit_heads SET seq = ?, hash = ? WHERE chain = ? AND seq = ? AND hash = ?",
-		insertEntry: "INSERT INTO audit_log (chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash) " +
-			"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		insertEntry: "INSERT INTO audit_log (" + entryColumns + ") VALUES " + entryValues,
+		ensureHead:  "INSERT INTO audit_heads (chain, seq, hash) VALUES (?, 0, '') ON CONFLICT DO NOTHING",
+		lockHead:    "SELECT seq, hash FROM audit_heads WHERE chain = ?",
+		saveHead:    "UPDATE audit_heads SET seq = ?, hash = ? WHERE chain = ?",
 	}
 	if dollar {
 		q.advanceHead, q.insertEntry = numbered(q.advanceHead), numbered(q.insertEntry)
+		q.ensureHead, q.lockHead, q.saveHead = numbered(q.ensureHead), numbered(q.lockHead)+" FOR UPDATE", numbered(q.saveHead)
+		q.importEntries = importEntriesPostgres
 		// $1..$5 as advanceHead's; the entry's other columns are typed
 		// (an INSERT … SELECT does not take them from the columns).
 		q.appendAfter = "WITH h AS (UPDATE audit_heads SET seq = $1, hash = $2 WHERE chain = $3 AND seq = $4 AND hash = $5 RETURNING chain) " +
 			"INSERT INTO audit_log (chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash) " +
 			"SELECT h.chain, $1, $6::timestamptz, $7::bigint, $8::text, $9::text, $10::text, $11::text, $12::text, $13::text, " +
 			"$14::bigint, $15::text, $16::text, $2 FROM h"
+		return q
+	}
+	for i := range q.insertRows {
+		q.insertRows[i] = "INSERT INTO audit_log (" + entryColumns + ") VALUES " +
+			strings.Repeat(entryValues+", ", 1<<i-1) + entryValues
 	}
 	return q
 }
@@ -289,75 +318,28 @@ func numbered(query string) string {
 	return b.String()
 }
 
-func lockHead(tx *gorm.DB, chain string) (head, error) {
-	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&head{Chain: chain}).Error; err != nil {
+// lockHead reads chain's head in tx, locked on PostgreSQL, making it
+// (seq 0) when the chain is new.
+func lockHead(ctx context.Context, conn gorm.ConnPool, q queries, chain string) (head, error) {
+	if _, err := conn.ExecContext(ctx, q.ensureHead, chain); err != nil {
 		return head{}, err
 	}
-	q := tx
-	if tx.Name() == "postgres" {
-		q = q.Clauses(clause.Locking{Strength: "UPDATE"})
-	}
-	var h head
-	err := q.Where("chain = ?", chain).Take(&h).Error
+	h := head{Chain: chain}
+	err := conn.QueryRowContext(ctx, q.lockHead, chain).Scan(&h.Seq, &h.Hash)
 	return h, err
 }
 
-func saveHead(tx *gorm.DB, h head) error {
-	return tx.Model(&head{}).Where("chain = ?", h.Chain).Updates(map[string]any{"seq": h.Seq, "hash": h.Hash}).Error
+func saveHead(ctx context.Context, conn gorm.ConnPool, q queries, h head) error {
+	_, err := conn.ExecContext(ctx, q.saveHead, h.Seq, h.Hash, h.Chain)
+	return err
 }
 
-// importBatch: entries per INSERT statement of an import (14 columns, so
-// well under PostgreSQL's 65,535 parameters and SQLite's 32,766).
-const importBatch = 500
-
-// Import appends entries made elsewhere (a clinic's, replicated to the
-// cloud; or the cloud's copy, brought back to a restored clinic) keeping
-// their hashes. Entries up to the head already here are skipped; the rest
-// must continue the chain. It returns the head's seq after the import.
-func (l *Log) Import(ctx context.Context, chain string, es []Entry) (int64, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.dropHint(chain) // the next append reads the head (this import's, or what it left)
-	var seq int64
-	err := l.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		h, err := lockHead(tx, chain)
-		if err != nil {
-			return err
-		}
-		fresh := make([]Entry, 0, len(es))
-		for _, e := range es {
-			e.At = e.At.UTC()
-			if e.Chain != chain || Hash(e) != e.Hash {
-				return fmt.Errorf("%w: entry %d does not match its hash", ErrBroken, e.Seq)
-			}
-			if e.Seq <= h.Seq {
-				continue // sent again
-			}
-			if e.Seq != h.Seq+1 {
-				return fmt.Errorf("%w: entry %d after head %d", ErrAhead, e.Seq, h.Seq)
-			}
-			if e.Prev != h.Hash {
-				return fmt.Errorf("%w: entry %d does not follow entry %d", ErrBroken, e.Seq, h.Seq)
-			}
-			fresh = append(fresh, e)
-			h = head{Chain: chain, Seq: e.Seq, Hash: e.Hash}
-		}
-		seq = h.Seq
-		if len(fresh) == 0 {
-			return nil // all sent again: the head is where it was
-		}
-		// The whole chain is checked above, so the new entries go in as
-		// multi-row INSERTs (one statement per importBatch entries), not
-		// one round trip each.
-		if err := tx.CreateInBatches(fresh, importBatch).Error; err != nil {
-			return err
-		}
-		return saveHead(tx, h)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("audit: import: %w", err)
+// txContext is the context tx runs with.
+func txContext(tx *gorm.DB) context.Context {
+	if ctx := tx.Statement.Context; ctx != nil {
+		return ctx
 	}
-	return seq, nil
+	return context.Background()
 }
 
 // Head is the seq of a chain's last entry (0: empty).

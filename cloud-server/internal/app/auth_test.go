@@ -321,6 +321,36 @@ func TestCloudPeople(t *testing.T) {
 	if got := do(t, "POST", base+"/v1/clinics/"+b.ID.String()+"/audit", a.Token, api.AuditUpload{Entries: local}); got.status != 404 {
 		t.Errorf("upload to another clinic = %d, want 404", got.status)
 	}
+	// Refused, whatever the clinic signs: entries naming another clinic,
+	// another clinic's chain, a changed entry, a gap past the head.
+	entry := func(chain string, clinic ids.ID, seq int64, prev string) audit.Entry {
+		e := audit.Entry{Chain: chain, Seq: seq, At: time.Now().UTC().Truncate(time.Microsecond), Clinic: clinic,
+			Actor: eve.String(), Action: "read", Outcome: 200, Prev: prev}
+		e.Hash = audit.Hash(e)
+		return e
+	}
+	changed := entry(api.LocalChain(a.ID), a.ID, 3, local[1].Hash)
+	changed.Outcome = 403
+	for _, tc := range []struct {
+		name   string
+		e      audit.Entry
+		status int
+		body   string
+	}{
+		{"naming clinic B", entry(api.LocalChain(b.ID), b.ID, 3, local[1].Hash), 400, `"code":"bad_request","message":"entry 3 is of another clinic"`},
+		{"of clinic B's chain", entry(api.LocalChain(b.ID), a.ID, 3, local[1].Hash), 409,
+			`"code":"audit_broken","head":2,"message":"audit: import: audit: chain broken: entry 3 does not match its hash"`},
+		{"changed", changed, 409, `"code":"audit_broken","head":2,"message":"audit: import: audit: chain broken: entry 3 does not match its hash"`},
+		{"past the head", entry(api.LocalChain(a.ID), a.ID, 4, local[1].Hash), 409,
+			`"code":"audit_gap","head":2,"message":"audit: import: audit: entries start past the head: entry 4 after head 2"`},
+		{"not following", entry(api.LocalChain(a.ID), a.ID, 3, local[0].Hash), 409,
+			`"code":"audit_broken","head":2,"message":"audit: import: audit: chain broken: entry 3 does not follow entry 2"`},
+	} {
+		if got := do(t, "POST", pa+"audit", a.Token, api.AuditUpload{Entries: []audit.Entry{tc.e}}); got.status != tc.status ||
+			!strings.Contains(string(got.body), tc.body) {
+			t.Errorf("upload of an entry %s = %d %s, want %d %s", tc.name, got.status, got.body, tc.status, tc.body)
+		}
+	}
 	var v audit.Verification
 	do(t, "GET", pa+"audit/verify?side=local", adminToken, nil).decode(t, &v)
 	if !v.OK || v.Entries != 2 {

@@ -1,9 +1,6 @@
 package app
 
-import (
-	"os"
-	"runtime/debug"
-)
+import "github.com/scsync/scsync/shared/gcpercent"
 
 // GCPercent is sc-cloud's GOGC when the environment sets none. A node
 // keeps little live (7–9 MB while it accepts a clinic's 5,000 creates in
@@ -17,12 +14,4 @@ const GCPercent = 200
 
 // SetGCPercent applies GCPercent unless GOGC is set. It returns the
 // percent in force.
-func SetGCPercent() int {
-	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
-		p := debug.SetGCPercent(100) // read it back: there is no getter
-		debug.SetGCPercent(p)
-		return p
-	}
-	debug.SetGCPercent(GCPercent)
-	return GCPercent
-}
+func SetGCPercent() int { return gcpercent.Apply(GCPercent) }

@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"testing"
+	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/audit"
+	"github.com/scsync/scsync/shared/audit/audittest"
 	"github.com/scsync/scsync/shared/testenv"
 )
 
@@ -92,5 +97,131 @@ func TestAuditImportBatches(t *testing.T) {
 		if e.Hash != all[1000+i].Hash || e.Target != all[1000+i].Target {
 			t.Fatalf("entry %d = %+v, want %+v", e.Seq, e, all[1000+i])
 		}
+	}
+}
+
+// TestAuditImportMatchesGorm: Import writes, with its fixed statements on
+// PostgreSQL (the entries from arrays, the head moved in the same
+// statement), the rows gorm's import wrote, answers as it did for batches
+// sent again, overlapping and refused, and keeps nothing of a refused one
+// (audittest.CheckImport).
+func TestAuditImportMatchesGorm(t *testing.T) {
+	audittest.CheckImport(t, func(t *testing.T) *gorm.DB { return open(t).DB() })
+}
+
+// TestAuditImportRetriedConcurrently: the same batches uploaded at once
+// through several nodes (a clinic's shipper retrying after a timeout
+// reaches another node) are each kept once: the head row's lock orders the
+// imports, and each skips what the one before it kept.
+func TestAuditImportRetriedConcurrently(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.PostgresDB(t)
+	const chain = "local:4242"
+	all := audittest.Chain(chain, 4242, 1, "", 1500)
+	var logs []*audit.Log
+	for range 4 {
+		s, err := Open(ctx, url, &seqIDs{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		l, err := audit.Open(ctx, s.DB())
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, l)
+	}
+	for round := range 3 {
+		batch := all[:500*(round+1)] // from the start: the new chain's head row made at once too
+		errs := make(chan error, len(logs))
+		for _, l := range logs {
+			go func() {
+				head, err := l.Import(ctx, chain, batch)
+				if err == nil && head != int64(len(batch)) {
+					err = fmt.Errorf("head %d, want %d", head, len(batch))
+				}
+				errs <- err
+			}()
+		}
+		for range logs {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: Import = %v", round, err)
+			}
+		}
+	}
+	var rows int64
+	if err := logs[0].DB().Raw("SELECT count(*) FROM audit_log WHERE chain = ?", chain).Scan(&rows).Error; err != nil || rows != 1500 {
+		t.Fatalf("audit_log holds %d rows, %v; want 1500", rows, err)
+	}
+	if v, err := logs[0].Verify(ctx, chain); err != nil || !v.OK || v.Entries != 1500 {
+		t.Fatalf("Verify = %+v, %v", v, err)
+	}
+}
+
+// BenchmarkAuditImport: the cloud's import of a clinic's upload of 500 new
+// entries (the shipper's batch), through gorm as before (audittest.
+// ImportGorm) and through Import's fixed statements: the process's and
+// PostgreSQL's backend's CPU per entry, counted around the imports alone
+// (each batch is made, and its making's garbage collected, before).
+//
+//	go test ./internal/store -run '^$' -bench AuditImport -benchtime 200x
+func BenchmarkAuditImport(b *testing.B) {
+	for _, way := range []string{"gorm", "fixed"} {
+		b.Run(way, func(b *testing.B) {
+			s, err := Open(context.Background(), testenv.PostgresDB(b), &seqIDs{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			sqlDB, err := s.db.DB()
+			if err != nil {
+				b.Fatal(err)
+			}
+			sqlDB.SetMaxOpenConns(1)
+			ctx := context.Background()
+			l, err := audit.Open(ctx, s.DB())
+			if err != nil {
+				b.Fatal(err)
+			}
+			var backend int
+			if err := s.db.Raw("SELECT pg_backend_pid()").Scan(&backend).Error; err != nil {
+				b.Fatal(err)
+			}
+			const chain, perOp, warm = "local:600", 500, 20
+			prev, pgCPU, cpu := "", time.Duration(0), time.Duration(0)
+			op := func(i int) {
+				b.StopTimer()
+				batch := audittest.Chain(chain, 600, int64(i*perOp+1), prev, perOp)
+				prev = batch[perOp-1].Hash
+				runtime.GC() // the batch's making is not the import's garbage
+				self0, pg0 := selfCPU(), procCPU(b, backend)
+				b.StartTimer()
+				var head int64
+				if way == "gorm" {
+					head, err = audittest.ImportGorm(ctx, s.DB(), chain, batch)
+				} else {
+					head, err = l.Import(ctx, chain, batch)
+				}
+				b.StopTimer()
+				cpu, pgCPU = cpu+selfCPU()-self0, pgCPU+procCPU(b, backend)-pg0
+				if err != nil || head != batch[perOp-1].Seq {
+					b.Fatalf("import = %d, %v", head, err)
+				}
+				b.StartTimer()
+			}
+			for i := range warm { // the connection's statements, the plans
+				op(i)
+			}
+			cpu, pgCPU = 0, 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				op(warm + i)
+			}
+			b.StopTimer()
+			entries := float64(b.N * perOp)
+			b.ReportMetric(float64(cpu.Microseconds())/entries, "cpu-µs/entry")
+			b.ReportMetric(float64(pgCPU.Microseconds())/entries, "pg-cpu-µs/entry")
+		})
 	}
 }

@@ -1,9 +1,6 @@
 package app
 
-import (
-	"os"
-	"runtime/debug"
-)
+import "github.com/scsync/scsync/shared/gcpercent"
 
 // GCPercent is lockd's GOGC when the environment sets none. lockd keeps
 // about 1 MB live, so at Go's default of 100 its heap goal is the 4 MB
@@ -17,12 +14,4 @@ const GCPercent = 400
 
 // SetGCPercent applies GCPercent unless GOGC is set. It returns the
 // percent in force.
-func SetGCPercent() int {
-	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
-		p := debug.SetGCPercent(100) // read it back: there is no getter
-		debug.SetGCPercent(p)
-		return p
-	}
-	debug.SetGCPercent(GCPercent)
-	return GCPercent
-}
+func SetGCPercent() int { return gcpercent.Apply(GCPercent) }
