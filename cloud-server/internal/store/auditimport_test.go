@@ -21,20 +21,9 @@ import (
 // itself, and the chain stays whole.
 func TestAuditImportBatches(t *testing.T) {
 	ctx := context.Background()
-	open := func() *audit.Log {
-		s, err := Open(ctx, testenv.PostgresDB(t), &seqIDs{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		l, err := audit.Open(ctx, s.DB())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	newLog := func() *audit.Log { return auditLog(t, open(t)) }
 	const chain = "local:100"
-	src, dst := open(), open()
+	src, dst := newLog(), newLog()
 	const n = 1234 // more than one INSERT's worth
 	for i := range n {
 		if _, err := src.Append(ctx, audit.Entry{Chain: chain, Clinic: 100, Actor: "person:7", Action: "create",
@@ -120,16 +109,7 @@ func TestAuditImportRetriedConcurrently(t *testing.T) {
 	all := audittest.Chain(chain, 4242, 1, "", 1500)
 	var logs []*audit.Log
 	for range 4 {
-		s, err := Open(ctx, url, &seqIDs{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		l, err := audit.Open(ctx, s.DB())
-		if err != nil {
-			t.Fatal(err)
-		}
-		logs = append(logs, l)
+		logs = append(logs, auditLog(t, openOn(t, url)))
 	}
 	for round := range 3 {
 		batch := all[:500*(round+1)] // from the start: the new chain's head row made at once too
@@ -168,21 +148,14 @@ func TestAuditImportRetriedConcurrently(t *testing.T) {
 func BenchmarkAuditImport(b *testing.B) {
 	for _, way := range []string{"gorm", "fixed"} {
 		b.Run(way, func(b *testing.B) {
-			s, err := Open(context.Background(), testenv.PostgresDB(b), &seqIDs{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := openOn(b, testenv.PostgresDB(b))
 			sqlDB, err := s.db.DB()
 			if err != nil {
 				b.Fatal(err)
 			}
 			sqlDB.SetMaxOpenConns(1)
 			ctx := context.Background()
-			l, err := audit.Open(ctx, s.DB())
-			if err != nil {
-				b.Fatal(err)
-			}
+			l := auditLog(b, s)
 			var backend int
 			if err := s.db.Raw("SELECT pg_backend_pid()").Scan(&backend).Error; err != nil {
 				b.Fatal(err)
@@ -224,4 +197,14 @@ func BenchmarkAuditImport(b *testing.B) {
 			b.ReportMetric(float64(pgCPU.Microseconds())/entries, "pg-cpu-µs/entry")
 		})
 	}
+}
+
+// auditLog opens the audit log on s's database.
+func auditLog(tb testing.TB, s *Store) *audit.Log {
+	tb.Helper()
+	l, err := audit.Open(context.Background(), s.DB())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
 }

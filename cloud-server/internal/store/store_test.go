@@ -24,11 +24,17 @@ func (s *seqIDs) Next() (ids.ID, error) { return ids.ID(9_000_000 + s.n.Add(1)),
 
 func open(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), testenv.PostgresDB(t), &seqIDs{})
+	return openOn(t, testenv.PostgresDB(t))
+}
+
+// openOn opens a store on the database at url, closed when tb ends.
+func openOn(tb testing.TB, url string) *Store {
+	tb.Helper()
+	s, err := Open(context.Background(), url, &seqIDs{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { _ = s.Close() })
+	tb.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
