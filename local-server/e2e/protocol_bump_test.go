@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,7 @@ func TestProtocolBump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	for _, bin := range []string{"sc-cloud", "sc-local", "lockd"} {
 		out, err := exec.Command(filepath.Join(dir, bin), "--version").CombinedOutput()
 		if err != nil || !strings.HasPrefix(string(out), bin+" ") || !strings.Contains(string(out), "(commit "+bumpCommit[:12]+")") {
