@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -65,9 +64,6 @@ func (a *auditShipper) catchUp(ctx context.Context) error {
 const (
 	markShipped   = "INSERT INTO audit_shipped (chain, seq) VALUES (?, ?) ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq"
 	selectShipped = "SELECT seq FROM audit_shipped WHERE chain = ?"
-	// selectUnshipped is audit.Log.List's query for a chain after a seq.
-	selectUnshipped = "SELECT chain, seq, at, clinic, actor, username, action, kind, target, remote, outcome, detail, prev, hash" +
-		" FROM audit_log WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 
 // shipBatch is how many entries go to the cloud in one upload.
@@ -87,32 +83,13 @@ func (a *auditShipper) shipped(ctx context.Context) (int64, error) {
 	return seq, err
 }
 
-// unshipped returns up to limit entries of the chain after seq, in order.
-func (a *auditShipper) unshipped(ctx context.Context, after int64, limit int) ([]audit.Entry, error) {
-	rows, err := a.db.QueryContext(ctx, selectUnshipped, a.chain, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("audit entries to ship: %w", err)
-	}
-	defer func() { _ = rows.Close() }()
-	var out []audit.Entry
-	for rows.Next() {
-		var e audit.Entry
-		if err := rows.Scan(&e.Chain, &e.Seq, &e.At, &e.Clinic, &e.Actor, &e.Username, &e.Action, &e.Kind, &e.Target,
-			&e.Remote, &e.Outcome, &e.Detail, &e.Prev, &e.Hash); err != nil {
-			return nil, fmt.Errorf("audit entries to ship: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
-}
-
 // ship sends what the cloud does not have yet; it reports whether more waits.
 func (a *auditShipper) ship(ctx context.Context) (bool, error) {
 	from, err := a.shipped(ctx)
 	if err != nil {
 		return false, err
 	}
-	es, err := a.unshipped(ctx, from, shipBatch)
+	es, err := a.log.List(ctx, audit.Query{Chain: a.chain, After: from, Limit: shipBatch}) // fixed text (audit.listAfter)
 	if err != nil || len(es) == 0 {
 		return false, err
 	}
