@@ -147,7 +147,8 @@ fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and enco
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzValidJSON$$' -fuzztime $(FUZZTIME) ./wire/
-	cd shared && go test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./records/
+	cd shared && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./records/
+	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeFlat$$' -fuzztime $(FUZZTIME) ./records/
 	cd shared && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./version/
 	cd shared && go test -run '^$$' -fuzz FuzzImportLine -fuzztime $(FUZZTIME) ./httpapi/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeSave$$' -fuzztime $(FUZZTIME) ./httpapi/
