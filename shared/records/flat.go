@@ -1,6 +1,8 @@
 package records
 
 import (
+	"encoding"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"unicode/utf8"
@@ -130,9 +132,10 @@ var flatKinds = func() map[wire.Kind]*flatKind {
 }()
 
 // flatOf is t as a flatKind, or nil when a field is not a plain string
-// with a plain JSON name (or t has more fields than DecodeFlat tracks).
+// with a plain JSON name, when t decodes itself (UnmarshalJSON or
+// UnmarshalText), or when t has more fields than DecodeFlat tracks.
 func flatOf(t reflect.Type) *flatKind {
-	if t.Kind() != reflect.Struct || t.NumField() > 64 {
+	if t.Kind() != reflect.Struct || t.NumField() > 64 || codes(t) || codes(reflect.PointerTo(t)) {
 		return nil
 	}
 	fk := &flatKind{typ: t, fields: map[string]int{}}
@@ -148,6 +151,17 @@ func flatOf(t reflect.Type) *flatKind {
 		fk.fields[name] = i
 	}
 	return fk
+}
+
+// codes: t has a JSON or text method of its own, which encoding/json would
+// call instead of setting the fields.
+func codes(t reflect.Type) bool {
+	for _, i := range []reflect.Type{reflect.TypeFor[json.Unmarshaler](), reflect.TypeFor[encoding.TextUnmarshaler]()} {
+		if t.Implements(i) {
+			return true
+		}
+	}
+	return false
 }
 
 // plainName: a JSON name of lower-case ASCII letters, digits and

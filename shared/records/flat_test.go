@@ -109,3 +109,19 @@ func FuzzDecodeFlat(f *testing.F) {
 		checkFlat(t, wire.Kind(kind), b)
 	})
 }
+
+// selfDecoding has only string fields but decodes itself: not flat.
+type selfDecoding struct {
+	Name string `json:"name"`
+}
+
+func (s *selfDecoding) UnmarshalJSON([]byte) error { s.Name = "mine"; return nil }
+
+func TestFlatOfLeavesSelfDecodingTypes(t *testing.T) {
+	if flatOf(reflect.TypeFor[selfDecoding]()) != nil {
+		t.Error("flatOf(a type with UnmarshalJSON) is flat, want nil")
+	}
+	if flatOf(reflect.TypeFor[Patient]()) == nil {
+		t.Error("flatOf(Patient) = nil, want flat")
+	}
+}
