@@ -1,6 +1,7 @@
 package files
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -211,6 +212,39 @@ func TestMultipartWrongContentRejected(t *testing.T) {
 	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, sha), tokenA, filekey.BeginRequest{Size: int64(len(other))}, &again)
 	if again.State != filekey.StateUploading || again.UploadID == "" || again.UploadID == begin.UploadID {
 		t.Errorf("begin after rejection = %+v, want a new upload", again)
+	}
+}
+
+// TestVerifyReusesBuffersInOrder verifies objects of more ranges than the
+// verify holds buffers, so every buffer is reused: the right bytes are
+// present, and bytes that differ only in the last range are rejected.
+func TestVerifyReusesBuffersInOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	n := 2*(verifyReaders+1)*verifyChunk + 12345 // 11 ranges, 5 buffers
+	data, sha := randomBytes(t, n)
+	all := make([]int, filekey.PartCount(int64(n), 8*filekey.MiB))
+	for i := range all {
+		all[i] = i + 1
+	}
+	var begin filekey.BeginResponse
+	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, sha), tokenA, filekey.BeginRequest{Size: int64(n)}, &begin)
+	e.uploadParts(t, clinicA, tokenA, sha, data, all...)
+	var f filekey.File
+	e.mustCall(t, "POST", path(filekey.PathComplete, clinicA, sha), tokenA, nil, &f)
+	if f.State != filekey.StatePresent {
+		t.Fatalf("complete = %+v, want present", f)
+	}
+
+	// Other bytes under a SHA-256 that differ from them only in the last
+	// range, hashed after every buffer was reused.
+	want, otherSHA := randomBytes(t, n)
+	wrong := bytes.Clone(want)
+	wrong[n-1] ^= 0xff
+	e.mustCall(t, "POST", path(filekey.PathUpload, clinicA, otherSHA), tokenA, filekey.BeginRequest{Size: int64(n)}, &begin)
+	e.uploadParts(t, clinicA, tokenA, otherSHA, wrong, all...)
+	if status, code := e.call(t, "POST", path(filekey.PathComplete, clinicA, otherSHA), tokenA, nil, nil); status != http.StatusUnprocessableEntity || code != filekey.CodeVerifyFailed {
+		t.Fatalf("complete of wrong content = %d %s, want 422 %s", status, code, filekey.CodeVerifyFailed)
 	}
 }
 
