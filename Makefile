@@ -56,16 +56,8 @@ package-windows: ## build and check the MSI of sc-local on Linux with wixl (dist
 # with only Go, git and make) runs the same tests without the detector.
 RACE ?= $(shell command -v gcc >/dev/null 2>&1 && echo -race)
 
-test: stack-up ## run every module's tests (with -race where a C compiler is installed) against the real services
-	@$(STACK_ENV); export CI=$${CI:-}; failed=""; \
-	if [ -z "$(RACE)" ]; then echo "note: no C compiler (gcc): the tests run without -race (apt install gcc to add it)"; fi; \
-	for m in $(MODULES); do \
-		echo "== $$m"; \
-		timeout=10m; par=""; \
-		if [ $$m = local-server ]; then timeout=25m; par="-parallel 4"; fi; \
-		(cd $$m && go test $(RACE) -count=1 -timeout $$timeout $$par ./...) || failed="$$failed $$m"; \
-	done; \
-	if [ -n "$$failed" ]; then echo "FAILED modules:$$failed"; exit 1; fi
+test: stack-up ## run every module's tests (with -race where a C compiler is installed) against the real services; local-server beside the others (scripts/test.sh)
+	@$(STACK_ENV); export CI=$${CI:-}; RACE="$(RACE)" bash scripts/test.sh $(MODULES)
 
 # The viewer's Chromium tests (build tag browser, local-server/e2e/viewer*_test.go):
 # apart from `make test` so a fresh Debian without chromium still passes it.

@@ -149,7 +149,7 @@ func sameChain(local, cloud []audit.Entry) error {
 // found by `sc-local audit -verify` and the API, and an entry removed from
 // PostgreSQL by the cloud's verification.
 func TestAuditSessionBothSides(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	// No scheduled backups or verifications: every entry comes from the
 	// script.

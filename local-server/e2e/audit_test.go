@@ -23,7 +23,7 @@ type auditEntry struct {
 // where it verifies; the person's account replicates too, so the same
 // person logs in to the cloud.
 func TestAuditReplicatesToCloud(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Audit Dental")
 	s.startLocal(t, c, t.TempDir())

@@ -105,7 +105,7 @@ func cloudFeed(t *testing.T, cloud side) []feedChange {
 // them), live edits made meanwhile overtake it, a SIGKILL of sc-local midway
 // resumes where it stopped (nothing sent twice), and every file arrives.
 func TestBackfillHundredThousand(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	start := time.Now()
 	s := newStackWith(t, stackOpts{cloudNodes: 1, fast: true})
 	c := s.enroll(t, "Jeonju Ten-Year Dental")

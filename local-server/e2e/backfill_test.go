@@ -15,7 +15,7 @@ import (
 // and the cloud receives them newest first, even across a SIGKILL of
 // sc-local in the middle.
 func TestBackfillNewestFirst(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Andong Dental")
 	s.startLocal(t, c, t.TempDir())

@@ -12,7 +12,7 @@ import (
 // TestChaosLedgerJudges: the soak's checks flag what they are there to
 // flag, so a quiet soak means a sound system, not a blind check.
 func TestChaosLedgerJudges(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	v := func(s string) version.V {
 		x, err := version.Parse(s)
 		if err != nil {

@@ -125,7 +125,7 @@ func startChaos(t *testing.T) *chaosEnv {
 // sides. CHAOS_DURATION sets how long the faults go on (default 2m),
 // CHAOS_SEED the seed of the operations and the fault schedule.
 func TestChaos(t *testing.T) {
-	t.Parallel()
+	parallelLong(t)
 	duration, seed := chaosSettings(t)
 	t.Logf("chaos: seed %d, duration %s (replay: CHAOS_SEED=%d CHAOS_DURATION=%s make chaos)", seed, duration, seed, duration)
 	root := rand.New(rand.NewPCG(seed, 0x5c5_c4a05))

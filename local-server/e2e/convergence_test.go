@@ -93,7 +93,7 @@ func listPatients(t *testing.T, sd side) []patientWithMarks {
 // as a flagged conflict copy) and viewers on both sides get a conflict
 // event. It used to overwrite the cloud's edit silently.
 func TestEditAnywayCollisionKeepsBoth(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	deadLockd := "http://" + freeAddr(t) // nothing listens: lockd is unreachable
 	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{"SC_CLOUD_LOCKD_URL=" + deadLockd, "SC_CLOUD_LOCKD_TOKEN=svc"}})
 	c := s.enrollWith(t, "Andong Dental", "keep-both")
@@ -165,7 +165,7 @@ func TestEditAnywayCollisionKeepsBoth(t *testing.T) {
 // tombstone — the content from before the delete, not the losing edit on
 // one side only. converged compares digests that cover tombstone content.
 func TestTombstonesConvergeAfterEditAgainstDelete(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	for _, policy := range []string{"cloud-wins", "keep-both"} {
 		t.Run(policy, func(t *testing.T) {
@@ -207,7 +207,7 @@ func TestTombstonesConvergeAfterEditAgainstDelete(t *testing.T) {
 // it is offline, and one made in the cloud, show the same creation time on
 // both sides (the origin's), not each side's own.
 func TestCreatedAtReplicated(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Gimhae Dental")
 	amqpURL, amqpLink := viaProxy(t, s.amqpURL)

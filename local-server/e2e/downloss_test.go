@@ -18,7 +18,7 @@ import (
 // whenever its down consumer subscribes again, so the change arrives as soon
 // as it is back, not at its next periodic pull (set to 10 minutes here).
 func TestDownLostInBrokerRestartPulledAtOnce(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	rabbit := testenv.StartPrivateRabbitManaged(t)
 	s := newStackWith(t, stackOpts{cloudNodes: 1, amqpURL: rabbit.URL, mgmtURL: rabbit.MgmtURL})
 	s.localEnv = append(s.localEnv, "SC_LOCAL_CLOUD_PULL_EVERY=10m")

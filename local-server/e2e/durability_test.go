@@ -23,7 +23,7 @@ import (
 // twice), and the cloud ends with exactly the clinic's records: each change
 // went up with its outbox row, once.
 func TestGroupCommitSurvivesKill9(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStackWith(t, stackOpts{cloudNodes: 1, fast: true})
 	c := s.enroll(t, "Durable Dental")
 	s.startLocal(t, c, t.TempDir())

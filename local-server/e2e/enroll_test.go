@@ -21,7 +21,7 @@ func runLocal(t *testing.T, bin string, env []string, args ...string) (string, e
 // server with a one-time token, which writes its identity into the config;
 // the token cannot be used twice; doctor says what works and what is wrong.
 func TestEnrollAndDoctor(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	var en struct{ Token string }
 	if code := call(t, "POST", s.cloud[0]+"/v1/admin/enrollments", s.adminToken, map[string]string{"name": "Mokpo Dental"}, &en); code != 201 || !strings.HasPrefix(en.Token, "sce_") {

@@ -50,7 +50,7 @@ type transferRow struct {
 // cloud; a file a cloud client uploads for a cloud-made image reaches the
 // clinic by presigned GET, verified by SHA-256; an original never changes.
 func TestImageFilesBothWays(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Suwon Dental Imaging")
 	dataDir := t.TempDir()
@@ -167,7 +167,7 @@ func TestImageFilesBothWays(t *testing.T) {
 // through a multipart upload; restarted, it finishes without sending again
 // a part S3 already holds.
 func TestUploadResumesAfterKill(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Cheongju Imaging")
 	s.localEnv = []string{"SC_LOCAL_FILES_BYTES_PER_SECOND=" + fmt.Sprint(16<<20)} // a clinic uplink, so the kill lands midway

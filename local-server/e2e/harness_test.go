@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +33,15 @@ var (
 	buildFastOnce sync.Once
 	fastDir       string
 	buildFastErr  error
+
+	// buildMu runs the package's go builds one at a time. Started together
+	// (parallel tests ask for the race build, the race-free one, the
+	// protocol-bump build and the previous release at once), each compiles
+	// the dependencies they share in full, since the build cache holds only
+	// finished work: on a cold cache, as in CI, that was minutes of CPU and
+	// test slots held for as long. In turn, each later build mostly links
+	// what an earlier one compiled.
+	buildMu sync.Mutex
 )
 
 var targets = []struct{ dir, pkg, out string }{
@@ -45,6 +56,8 @@ func build(prefix string, flags ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	for _, b := range targets {
 		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(dir, b.out), b.pkg)
 		cmd := exec.Command("go", args...)
@@ -83,6 +96,54 @@ func allBinaries(t *testing.T) (cloud, local, lockd string) {
 		t.Fatal(buildErr)
 	}
 	return filepath.Join(binDir, "sc-cloud"), filepath.Join(binDir, "sc-local"), filepath.Join(binDir, "lockd")
+}
+
+// slots is the package's limit on tests running at once: go test's
+// -parallel (TestMain takes it over).
+var slots = struct {
+	mu             sync.Mutex
+	cond           *sync.Cond
+	running, limit int
+}{limit: 1}
+
+func init() { slots.cond = sync.NewCond(&slots.mu) }
+
+// parallel is t.Parallel for a test of ordinary length: it runs once fewer
+// than -parallel tests are running, long ones included.
+// Its time as go test reports it includes the wait, logged apart.
+func parallel(t *testing.T) {
+	t.Parallel()
+	began := time.Now()
+	slots.mu.Lock()
+	for slots.running >= slots.limit {
+		slots.cond.Wait()
+	}
+	slots.running++
+	slots.mu.Unlock()
+	t.Cleanup(leaveSlot) // the first cleanup registered runs last
+	if w := time.Since(began); w > time.Second {
+		t.Logf("waited %s for a slot (-parallel %d)", w.Round(time.Second), slots.limit)
+	}
+}
+
+// parallelLong is t.Parallel for a test of minutes (the chaos soak, the
+// 100,000-record backfill): it starts at once, counted among the running
+// tests but never waiting for a slot. go test starts parallel tests in no
+// set order, and with a slot like the others these two were, as often as
+// not, started last, leaving the run's final minutes to them alone.
+func parallelLong(t *testing.T) {
+	t.Parallel()
+	slots.mu.Lock()
+	slots.running++
+	slots.mu.Unlock()
+	t.Cleanup(leaveSlot)
+}
+
+func leaveSlot() {
+	slots.mu.Lock()
+	slots.running--
+	slots.mu.Unlock()
+	slots.cond.Broadcast()
 }
 
 // freeAddr is an address for a server of the test, outside the kernel's
@@ -452,6 +513,18 @@ const localAPIToken = "e2e-local-api-token-0123456789"
 
 func TestMain(m *testing.M) {
 	_ = os.Setenv("SC_LOCAL_AUTH_API_TOKEN", localAPIToken)
+	// The tests run -parallel at once under this package's own limit
+	// (parallel, parallelLong), and go test's is lifted so that it never holds a
+	// long test back.
+	flag.Parse()
+	limit := 1
+	if f := flag.Lookup("test.parallel"); f != nil {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil && n > 0 {
+			limit = n
+		}
+		_ = f.Value.Set(strconv.Itoa(limit + 64))
+	}
+	slots.limit = limit
 	code := m.Run()
 	// The binaries (about 135 MB a build) go with the run.
 	for _, dir := range []string{binDir, fastDir} {

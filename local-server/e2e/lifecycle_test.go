@@ -19,7 +19,7 @@ import (
 // made with the old secret), and disabling stops all of them at once,
 // WebSocket included. Enabling issues fresh broker and lockd credentials.
 func TestCredentialLifecycle(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok := "svc-" + testenv.Name("token")
 	lockAddr := freeAddr(t)

@@ -40,7 +40,7 @@ type heldSession struct {
 // tokens grow with time, and every save made after the lock was lost (a
 // paused client) is rejected.
 func TestEditLockRace(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok := "svc-" + testenv.Name("token")
 	lockAddrs := []string{freeAddr(t), freeAddr(t)}
@@ -181,7 +181,7 @@ func TestEditLockRace(t *testing.T) {
 // so, with the choice to edit anyway; the unfenced edit saves, is marked,
 // and replicates.
 func TestEditAnywayWhenLockdDown(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok := "svc-" + testenv.Name("token")
 	lockAddr := freeAddr(t)

@@ -39,7 +39,7 @@ func legacyQueue(t *testing.T, ch *amqp.Channel, name, exchange, key string) {
 // change lost with the old down queue reaches the clinic through the pull
 // API; and the clinic keeps replicating both ways.
 func TestLegacyTopologyMigrates(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Legacy Clinic")
 	s.startLocal(t, c, t.TempDir())

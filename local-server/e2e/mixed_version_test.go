@@ -155,6 +155,8 @@ func buildPrevious() (dir string, missing bool, err error) {
 	if _, err := os.Stat(filepath.Join(src, "go.work")); err == nil {
 		env = append(os.Environ(), "GOWORK="+filepath.Join(src, "go.work"))
 	}
+	buildMu.Lock() // one build at a time: the dependencies it shares with this tree's come from the cache (harness_test.go)
+	defer buildMu.Unlock()
 	for _, b := range []struct{ dir, pkg, out string }{
 		{"cloud-server", "./cmd/sc-cloud", "sc-cloud"},
 		{"local-server", "./cmd/sc-local", "sc-local"},
@@ -447,7 +449,7 @@ func noDeadLetters(t *testing.T, s *stack) {
 // release, enrolled by its own `enroll` command, against the current cloud
 // and lockd; then the same clinic upgraded in place to the current sc-local.
 func TestMixedVersionOldClinic(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	_, oldLocal, _ := previousBinaries(t)
 	_, _, lockdBin := allBinaries(t)
 	s, _ := newLockedStack(t, stackOpts{cloudNodes: 1}, lockdBin)
@@ -476,7 +478,7 @@ func TestMixedVersionOldClinic(t *testing.T) {
 // and one new node serve together; records, locked edits and files go both
 // ways through both.
 func TestMixedVersionRollingCloud(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	oldCloud, oldLocal, oldLockd := previousBinaries(t)
 	newCloud, _ := binaries(t)
 	s, lockURL := newLockedStack(t, stackOpts{cloudNodes: 2, cloudBin: oldCloud}, oldLockd)

@@ -29,7 +29,7 @@ const bumpCommit = "b0b0b0b0b0b0b0b0b0b0"
 // both converge, nothing is rejected; the cloud records each clinic's
 // range and sends each its newest common version.
 func TestProtocolBump(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	dir, err := build("scsync-e2e-proto3", "-ldflags",
 		"-X github.com/scsync/scsync/shared/wire.maxOverride=3 -X github.com/scsync/scsync/shared/buildinfo.Commit="+bumpCommit)
 	if err != nil {

@@ -48,7 +48,7 @@ type page struct {
 // reaches the cloud (read through the other cloud node), the clinic sees it
 // synced once the cloud's acceptance returns, and a cloud edit comes back.
 func TestPatientRoundTrip(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 2)
 	c := s.enroll(t, "Seoul Smile Dental")
 	s.startLocal(t, c, t.TempDir())
@@ -141,7 +141,7 @@ func TestPatientRoundTrip(t *testing.T) {
 // TestTenantIsolation: a clinic's people and token reach only their own
 // clinic, and the clinic's machine token cannot act as a person.
 func TestTenantIsolation(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	a := s.enroll(t, "Clinic A")
 	b := s.enroll(t, "Clinic B")
@@ -191,7 +191,7 @@ func TestTenantIsolation(t *testing.T) {
 // changes keep flowing, and killing every broker connection midway loses none
 // of 200 changes made concurrently.
 func TestPoisonAndConnectionLoss(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 2)
 	c := s.enroll(t, "Busan Ortho")
 	other := s.enroll(t, "Other")

@@ -16,7 +16,7 @@ import (
 // back both sides hold exactly the same records and tombstones, with none
 // lost and none doubled, without anyone touching anything.
 func TestOfflineConvergence(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 2)
 	c := s.enroll(t, "Daegu Dental")
 	amqpURL, amqpLink := viaProxy(t, s.amqpURL)
@@ -82,7 +82,7 @@ func TestOfflineConvergence(t *testing.T) {
 // TestCloudNodeKilledMidBatch: cloud nodes die with SIGKILL while a clinic's
 // changes stream in; nothing is lost and nothing is accepted twice.
 func TestCloudNodeKilledMidBatch(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 2)
 	c := s.enroll(t, "Incheon Implant")
 	s.startLocal(t, c, t.TempDir())
@@ -137,7 +137,7 @@ func TestCloudNodeKilledMidBatch(t *testing.T) {
 // changes flow both ways; durable quorum queues and publisher confirms mean
 // nothing is lost.
 func TestBrokerRestart(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	// With its own broker identity, as production enrolls it: the broker
 	// keeps users, permissions and queues across the restart.
 	rabbit := testenv.StartPrivateRabbitManaged(t)
@@ -187,7 +187,7 @@ func TestBrokerRestart(t *testing.T) {
 // the clinic is offline ends with the policy's winner on both sides;
 // keep-both keeps both contents, the loser as a flagged conflict copy.
 func TestConflictPoliciesBothSides(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	for _, policy := range []string{"local-wins", "cloud-wins", "keep-both"} {
 		t.Run(policy, func(t *testing.T) {
@@ -251,7 +251,7 @@ func TestConflictPoliciesBothSides(t *testing.T) {
 // TestWipedClinicResyncs (M29): a clinic whose database is lost starts
 // empty and rebuilds every record and tombstone from the cloud's pull API.
 func TestWipedClinicResyncs(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Ulsan Smile")
 	dir := t.TempDir()

@@ -27,7 +27,7 @@ import (
 // what happened after the backup, and gets its image files back. The cloud
 // notices the clinic came back older than it had acknowledged.
 func TestBackupWipeRestore(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Gangneung Dental")
 	dir := t.TempDir()

@@ -46,7 +46,7 @@ func history(t *testing.T, url, token, v string) savedVersion {
 // authenticated person's: a save with the clinic's service token names no
 // one, and nothing the client sends changes it.
 func TestSavedByBothSides(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Saved By Dental")
 	s.startLocal(t, c, t.TempDir())

@@ -144,7 +144,7 @@ func (sc *scopeClinic) check(t *testing.T, wantStudies []string, wantImage func(
 // period each sync exactly the records they cover, with exactly those
 // records' files; the rest stays in the clinic, files included.
 func TestScopeExactSets(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 
 	byModality := newScopeClinic(t, s, "Modality Scope Dental", map[string]any{"modalities": []string{"CBCT"}})

@@ -85,7 +85,7 @@ func publishConfirmed(ch *amqp.Channel, exchange, key string, p amqp.Publishing)
 // broker cannot refuse (a body naming B under A's key, a message without A's
 // user-id) the cloud dead-letters. Both clinics keep replicating both ways.
 func TestBrokerTenancy(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	a := s.enroll(t, "Clinic A")
 	b := s.enroll(t, "Clinic B")

@@ -45,7 +45,7 @@ func (b *syncBuffer) String() string {
 // request to it is refused. With require_tls, an amqp:// broker URL is
 // refused at start with an error naming the setting.
 func TestTLSEverywhere(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	ca, cert, key := testenv.PKI(t, t.TempDir())
 	broker := testenv.StartPrivateRabbitTLS(t, testenv.RabbitTLS{CAFile: ca, CertFile: cert, KeyFile: key, Managed: true})
 	s := newStackWith(t, stackOpts{cloudNodes: 1, amqpURL: broker.URL, mgmtURL: broker.MgmtURL, tls: &stackTLS{ca: ca, cert: cert, key: key}})

@@ -16,7 +16,7 @@ import (
 // cloud becomes a tombstone in the cloud while the clinic keeps its copy,
 // excluded; syncing it again brings it back (no stuck tombstone).
 func TestUnsyncBothSides(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Sokcho Dental")
 	s.startLocal(t, c, t.TempDir())
@@ -72,7 +72,7 @@ func TestUnsyncBothSides(t *testing.T) {
 // the image again makes sc-local upload the file again, so the cloud has
 // it, verified, and it downloads with the right SHA-256.
 func TestUnsyncedFileDeletedThenResynced(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStackWith(t, stackOpts{cloudNodes: 1, cloudEnv: []string{
 		"SC_CLOUD_FILES_UNSYNCED_GRACE=1s", "SC_CLOUD_FILES_SWEEP_INTERVAL=1s"}})
 	c := s.enroll(t, "Yangyang Dental")

@@ -79,7 +79,7 @@ func fileSHA(t *testing.T, path string) string {
 // through the transfer queue (upload again from the clinic's copy; download
 // again from S3), and both files are back with their SHA-256.
 func TestVerifyFilesFindsAndRepairs(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Suwon Verify Files")
 	dataDir := t.TempDir()

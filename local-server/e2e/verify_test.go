@@ -59,7 +59,7 @@ func runVerify(t *testing.T, c *clinic, repair bool) verifyReport {
 // which side, what), repairs each through replication, tells viewers, and
 // the two sides converge again.
 func TestVerifyFindsAndRepairs(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Suwon Verify Dental")
 	dir := t.TempDir()
@@ -186,7 +186,7 @@ func grepLines(s, sub string) string {
 // the rest in a second request), each record with its side, and all of it is
 // repaired.
 func TestVerifyDescends(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	s := newStack(t, 1)
 	c := s.enroll(t, "Suwon Verify Many")
 	dir := t.TempDir()

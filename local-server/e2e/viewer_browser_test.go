@@ -112,7 +112,7 @@ func patientSettled(t *testing.T, c *clinic, cloud side, id, want string) {
 // roll back to the first version from the history; and resolve a keep-both
 // conflict from the side-by-side view.
 func TestViewerWorkflow(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
 	lockAddr := freeAddr(t)

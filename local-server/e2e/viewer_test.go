@@ -239,7 +239,7 @@ func click(t *testing.T, ctx context.Context, sel string) {
 // "Editing by cloud" in the clinic page, then "Saved", then the new
 // version; and the other way round.
 func TestViewerPagesLive(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	redis := testenv.StartPrivateRedis(t)
 	serviceTok, clinicTok := "svc-"+testenv.Name("token"), "clinic-"+testenv.Name("token")
 	lockAddr := freeAddr(t)
