@@ -31,7 +31,11 @@ func browser(t *testing.T) context.Context {
 		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()))
+		chromedp.UserDataDir(t.TempDir()),
+		// Chromium makes a directory for its singleton socket under TMPDIR
+		// (/tmp/org.chromium.Chromium.*) and leaves it when the test ends it:
+		// under the test's own directory it goes with the test.
+		chromedp.Env("TMPDIR="+t.TempDir()))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	// This chromedp cannot decode a few newer Chromium events; they are
 	// irrelevant here, so their decode errors are not printed.
