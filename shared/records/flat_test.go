@@ -3,6 +3,7 @@ package records
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,7 +13,7 @@ import (
 )
 
 // TestDecodeFlat: the plain objects DecodeFlat takes, and what it leaves
-// to Decode (each checked against Decode by checkFlat).
+// to encoding/json (each checked against it, and Decode too, by checkFlat).
 func TestDecodeFlat(t *testing.T) {
 	if flatKinds[wire.KindPatient] == nil {
 		t.Fatal("DecodeFlat does not read patients")
@@ -41,6 +42,9 @@ func TestDecodeFlat(t *testing.T) {
 		{"{\"name\":\"Kim\xff\"}", false},
 		{`{"name":""}`, false}, // invalid: Decode gives the error
 		{`{"name":"Kim",}`, false},
+		{`{"name":"Kim"} `, true},  // Decode allows the blanks after it
+		{`{"name":"Kim"} x`, true}, // Decode refuses the rest
+		{`{"name":"Kim"}{}`, true},
 		{`{"name":"Kim"`, false},
 		{`{}`, false},
 		{`[]`, false},
@@ -67,28 +71,35 @@ func TestDecodeFlat(t *testing.T) {
 	}
 }
 
-// checkFlat fails when DecodeFlat takes b and Decode reads the object
-// otherwise, or when it does not end where the object ends.
+// checkFlat fails when DecodeFlat takes b and encoding/json (decodeStrict)
+// reads the object otherwise, when it does not end where the object ends,
+// or when Decode, which reads with DecodeFlat first, gives b another
+// content or another error than decodeStrict.
 func checkFlat(t *testing.T, k wire.Kind, b []byte) {
 	t.Helper()
+	want, wantErr := decodeStrict(k, b)
+	got, err := Decode(k, b)
+	if !reflect.DeepEqual(got, want) || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+		t.Fatalf("Decode(%s, %q) = %#v, %v; want encoding/json's %#v, %v", k, b, got, err, want, wantErr)
+	}
 	c, n, ok := DecodeFlat(k, b)
 	if !ok {
 		return
 	}
-	want, err := Decode(k, b[:n])
+	want, err = decodeStrict(k, b[:n])
 	if err != nil {
-		t.Fatalf("DecodeFlat(%s, %q) = %#v, but Decode refuses it: %v", k, b, c, err)
+		t.Fatalf("DecodeFlat(%s, %q) = %#v, but encoding/json refuses it: %v", k, b, c, err)
 	}
 	if !reflect.DeepEqual(c, want) {
-		t.Fatalf("DecodeFlat(%s, %q) = %#v, want Decode's %#v", k, b, c, want)
+		t.Fatalf("DecodeFlat(%s, %q) = %#v, want encoding/json's %#v", k, b, c, want)
 	}
 	if rest := bytes.TrimLeft(b[n:], " \t\r\n"); len(rest) > 0 && json.Valid(b) {
 		t.Fatalf("DecodeFlat(%s, %q) ended at %d, before the object's end", k, b, n)
 	}
 }
 
-// FuzzDecodeFlat: whatever DecodeFlat takes, Decode reads as the same
-// content.
+// FuzzDecodeFlat: whatever DecodeFlat takes, encoding/json reads as the
+// same content, and Decode gives what encoding/json gives.
 func FuzzDecodeFlat(f *testing.F) {
 	for i, spec := range Kinds {
 		b, _ := json.Marshal(Sample(spec.Kind, i, map[wire.Kind]ids.ID{wire.KindPatient: 1, wire.KindStudy: 2}))

@@ -98,6 +98,19 @@ func SpecOfTable(name string) (Spec, bool) {
 // Decode parses a payload of kind k strictly (unknown fields are an error)
 // and validates it.
 func Decode(k wire.Kind, payload []byte) (Content, error) {
+	// A payload in the plain form clients write (a patient's, say) is read
+	// without encoding/json, whose scan of it would be the second after
+	// wire.Decode's on the cloud's up path; DecodeFlat takes only what
+	// encoding/json reads as the same valid content, and blanks after the
+	// object are all Decode allows after it too.
+	if c, n, ok := DecodeFlat(k, payload); ok && skipBlanks(payload, n) == len(payload) {
+		return c, nil
+	}
+	return decodeStrict(k, payload)
+}
+
+// decodeStrict is Decode with encoding/json alone.
+func decodeStrict(k wire.Kind, payload []byte) (Content, error) {
 	c, err := decoders[k](payload)
 	if err != nil {
 		return nil, err
