@@ -150,34 +150,25 @@ func readBody(r io.Reader, length int64) ([]byte, error) {
 // without encoding/json; ok is false for anything else (base_version
 // included), which decodeSaveOnce and decodeSaveTwice then judge.
 func decodeSaveFlat(body []byte, spec records.Spec) (req SaveRequest, c records.Content, ok bool) {
-	i := skipBlanks(body, 0)
+	i := wire.SkipSpace(body, 0)
 	if !bytes.HasPrefix(body[i:], []byte(`{"data"`)) {
 		return req, nil, false
 	}
-	i = skipBlanks(body, i+len(`{"data"`))
+	i = wire.SkipSpace(body, i+len(`{"data"`))
 	if i >= len(body) || body[i] != ':' {
 		return req, nil, false
 	}
-	i = skipBlanks(body, i+1)
+	i = wire.SkipSpace(body, i+1)
 	c, n, ok := records.DecodeFlat(spec.Kind, body[i:])
 	if !ok {
 		return req, nil, false
 	}
 	req.Data = body[i : i+n]
-	i = skipBlanks(body, i+n)
-	if i >= len(body) || body[i] != '}' || skipBlanks(body, i+1) != len(body) {
+	i = wire.SkipSpace(body, i+n)
+	if i >= len(body) || body[i] != '}' || wire.SkipSpace(body, i+1) != len(body) {
 		return SaveRequest{}, nil, false
 	}
 	return req, c, true
-}
-
-// skipBlanks is the index of the first byte at or after i that is not JSON
-// whitespace.
-func skipBlanks(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 // decodeSaveOnce reads body in one pass when it is an object of exactly

@@ -29,11 +29,11 @@ func DecodeFlat(k wire.Kind, b []byte) (c Content, n int, ok bool) {
 	}
 	v := reflect.New(fk.typ).Elem()
 	var seen uint64
-	i := skipBlanks(b, 0)
+	i := wire.SkipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, 0, false
 	}
-	i = skipBlanks(b, i+1)
+	i = wire.SkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return finishFlat(v, i+1)
 	}
@@ -47,16 +47,16 @@ func DecodeFlat(k wire.Kind, b []byte) (c Content, n int, ok bool) {
 			return nil, 0, false
 		}
 		seen |= 1 << f
-		i = skipBlanks(b, j)
+		i = wire.SkipSpace(b, j)
 		if i >= len(b) || b[i] != ':' {
 			return nil, 0, false
 		}
-		val, j, ok := plainString(b, skipBlanks(b, i+1))
+		val, j, ok := plainString(b, wire.SkipSpace(b, i+1))
 		if !ok {
 			return nil, 0, false
 		}
 		v.Field(f).SetString(val)
-		i = skipBlanks(b, j)
+		i = wire.SkipSpace(b, j)
 		if i >= len(b) {
 			return nil, 0, false
 		}
@@ -64,7 +64,7 @@ func DecodeFlat(k wire.Kind, b []byte) (c Content, n int, ok bool) {
 		case '}':
 			return finishFlat(v, i+1)
 		case ',':
-			i = skipBlanks(b, i+1)
+			i = wire.SkipSpace(b, i+1)
 		default:
 			return nil, 0, false
 		}
@@ -100,15 +100,6 @@ func plainString(b []byte, i int) (s string, end int, ok bool) {
 		}
 	}
 	return "", 0, false
-}
-
-// skipBlanks is the index of the first byte at or after i that is not JSON
-// whitespace.
-func skipBlanks(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
 
 // flatKind is a content struct of plain string fields: its type and each

@@ -103,7 +103,7 @@ func Decode(k wire.Kind, payload []byte) (Content, error) {
 	// wire.Decode's on the cloud's up path; DecodeFlat takes only what
 	// encoding/json reads as the same valid content, and blanks after the
 	// object are all Decode allows after it too.
-	if c, n, ok := DecodeFlat(k, payload); ok && skipBlanks(payload, n) == len(payload) {
+	if c, n, ok := DecodeFlat(k, payload); ok && wire.SkipSpace(payload, n) == len(payload) {
 		return c, nil
 	}
 	return decodeStrict(k, payload)

@@ -7,14 +7,17 @@ package wire
 // then most of the cost of encoding a down message. FuzzValidJSON holds it
 // to json.Valid.
 func validJSON(p []byte) bool {
-	i, ok := validValue(p, skipSpace(p, 0), 0)
-	return ok && skipSpace(p, i) == len(p)
+	i, ok := validValue(p, SkipSpace(p, 0), 0)
+	return ok && SkipSpace(p, i) == len(p)
 }
 
 // maxDepth is encoding/json's limit of nested arrays and objects.
 const maxDepth = 10000
 
-func skipSpace(p []byte, i int) int {
+// SkipSpace is the index of the first byte at or after i in p that is not
+// JSON whitespace (space, tab, newline, carriage return). The hand readers
+// of JSON in shared (records.DecodeFlat, httpapi's create body) use it too.
+func SkipSpace(p []byte, i int) int {
 	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
 		i++
 	}
@@ -34,7 +37,7 @@ func validValue(p []byte, i, depth int) (int, bool) {
 		if depth++; depth > maxDepth {
 			return i, false
 		}
-		i = skipSpace(p, i+1)
+		i = SkipSpace(p, i+1)
 		if i < len(p) && p[i] == '}' {
 			return i + 1, true
 		}
@@ -46,20 +49,20 @@ func validValue(p []byte, i, depth int) (int, bool) {
 			if i, ok = validString(p, i); !ok {
 				return i, false
 			}
-			if i = skipSpace(p, i); i >= len(p) || p[i] != ':' {
+			if i = SkipSpace(p, i); i >= len(p) || p[i] != ':' {
 				return i, false
 			}
-			if i, ok = validValue(p, skipSpace(p, i+1), depth); !ok {
+			if i, ok = validValue(p, SkipSpace(p, i+1), depth); !ok {
 				return i, false
 			}
-			if i = skipSpace(p, i); i >= len(p) {
+			if i = SkipSpace(p, i); i >= len(p) {
 				return i, false
 			}
 			switch p[i] {
 			case '}':
 				return i + 1, true
 			case ',':
-				i = skipSpace(p, i+1)
+				i = SkipSpace(p, i+1)
 			default:
 				return i, false
 			}
@@ -68,7 +71,7 @@ func validValue(p []byte, i, depth int) (int, bool) {
 		if depth++; depth > maxDepth {
 			return i, false
 		}
-		i = skipSpace(p, i+1)
+		i = SkipSpace(p, i+1)
 		if i < len(p) && p[i] == ']' {
 			return i + 1, true
 		}
@@ -77,14 +80,14 @@ func validValue(p []byte, i, depth int) (int, bool) {
 			if i, ok = validValue(p, i, depth); !ok {
 				return i, false
 			}
-			if i = skipSpace(p, i); i >= len(p) {
+			if i = SkipSpace(p, i); i >= len(p) {
 				return i, false
 			}
 			switch p[i] {
 			case ']':
 				return i + 1, true
 			case ',':
-				i = skipSpace(p, i+1)
+				i = SkipSpace(p, i+1)
 			default:
 				return i, false
 			}
