@@ -217,6 +217,7 @@ cmd_run() {
 	cat >"$STATE/sudo.exp" <<-'EOF'
 		set timeout -1
 		log_user 1
+		log_file -noappend $env(FRESH_LOG)
 		set prompts 0
 		spawn -noecho {*}$argv
 		expect {
@@ -224,12 +225,15 @@ cmd_run() {
 			eof
 		}
 		set st [wait]
-		puts "\n==> sudo asked for the password $prompts time(s); exit status [lindex $st 3]"
+		send_user "\n==> sudo asked for the password $prompts time(s); exit status [lindex $st 3]\n"
 		exit [lindex $st 3]
 	EOF
-	FRESH_PW=$USER_PASSWORD expect -f "$STATE/sudo.exp" -- nsenter --target "$pid" --mount --net --pid --uts --root --wd -- \
-		su --pty - "$USER_NAME" -c "cd ~/scsync && $cmd" 2>&1 | tee "$logf"
-	return "${PIPESTATUS[0]}"
+	# expect writes the log itself (log_file), not through a pipe to tee: a
+	# daemon the command starts (MinIO from make stack-up) inherits expect's
+	# descriptors, and a pipe it holds would keep tee, and the trial, waiting
+	# after the command has ended.
+	FRESH_PW=$USER_PASSWORD FRESH_LOG=$logf expect -f "$STATE/sudo.exp" -- nsenter --target "$pid" --mount --net --pid --uts --root --wd -- \
+		su --pty - "$USER_NAME" -c "cd ~/scsync && $cmd" 2>&1
 }
 
 cmd_shell() { in_machine /bin/bash -l; }
