@@ -146,10 +146,15 @@ func TestAuditShipperSendsEachEntryOnce(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(rctx) }()
 	appendEntries(ctx, t, l, a.chain, 700, 601)
+	// Wait for the local mark as well as the cloud's head: the shipper
+	// writes its mark after the cloud's answer, and a cancel in between
+	// (the cloud at 1301, the mark not yet written) would leave the mark
+	// behind, to be sent again at the next start.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		head, _ := cloud.state()
-		if head >= 1301 || time.Now().After(deadline) {
+		s, _ := a.shipped(ctx)
+		if (head >= 1301 && s >= 1301) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond)
