@@ -134,7 +134,7 @@ bench-verify: stack-up ## the verify benchmark alone over VERIFY_RECORDS equal r
 # "context deadline exceeded" when the time runs out while a worker is mid-call on a busy machine
 # (golang/go#75804, fixed only in go1.27). A count has no deadline to race.
 FUZZTIME ?= 200000x
-fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and encoder, record decoding, versions and the API input parsers
+fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and encoder, record decoding, versions, the API input parsers and the cloud's statement arguments
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime $(FUZZTIME) ./wire/
@@ -146,6 +146,7 @@ fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and enco
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeSave$$' -fuzztime $(FUZZTIME) ./httpapi/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeSaveOnce$$' -fuzztime $(FUZZTIME) ./httpapi/
 	cd shared && go test -run '^$$' -fuzz FuzzParseList -fuzztime $(FUZZTIME) ./httpapi/
+	cd cloud-server && go test -run '^$$' -fuzz '^FuzzEncodeParams$$' -fuzztime $(FUZZTIME) ./internal/store/
 
 demo: stack-up ## run the whole appliance: lockd, two sc-cloud nodes, sc-local, demo data; Ctrl-C stops it
 	@bash scripts/demo.sh

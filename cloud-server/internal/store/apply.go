@@ -284,7 +284,8 @@ func flushAll(tx *gorm.DB, cts []*clinicTx) ([]stmt, error) {
 
 // stmt is an SQL statement, its parameters written ?, and its arguments,
 // which go to pgx as they are (not through gorm, which would expand a
-// slice into a list of parameters): a Go slice is sent as a binary array.
+// slice into a list of parameters): a Go slice is sent as a binary array
+// (encodeParams: the same bytes as pgx's).
 type stmt struct {
 	sql  string
 	args []any

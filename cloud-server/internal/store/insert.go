@@ -8,10 +8,12 @@ import "time"
 // changes), each bound through gorm's and pgx's reflection, and parsed as
 // such by PostgreSQL; insertChanges and insertOutbox send one array per
 // column instead (INSERT … SELECT FROM unnest), a few parameters whatever
-// the count. The arrays are Go slices, which pgx sends in PostgreSQL's
-// binary array format: each element length-prefixed, nothing to escape
-// here or to parse there (array literals were 4% of sc-cloud's CPU on the
-// live up path, a byte at a time, and PostgreSQL scanned each again).
+// the count. The arrays are Go slices, sent in PostgreSQL's binary array
+// format: each element length-prefixed, nothing to escape here or to
+// parse there (array literals were 4% of sc-cloud's CPU on the live up
+// path, a byte at a time, and PostgreSQL scanned each again). As a
+// transaction's last statement (commitWith) they are encoded by
+// encodeParams, into one buffer of their size; otherwise by pgx.
 
 // insertChanges is the statement inserting cs.
 func insertChanges(cs []Change) stmt {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -27,6 +28,8 @@ type pinned struct {
 	conn *sql.Conn
 	// tx runs statements in the transaction, through gorm.
 	tx *gorm.DB
+	// texts are the statement texts commitWith prepares.
+	texts *preparedTexts
 }
 
 // pin takes a connection of the pool for a transaction (not begun yet).
@@ -41,7 +44,7 @@ func (s *Store) pin(ctx context.Context) (*pinned, error) {
 	}
 	tx := s.db.Session(&gorm.Session{Context: ctx, NewDB: true})
 	tx.Statement.ConnPool = txConn{conn}
-	return &pinned{conn: conn, tx: tx}, nil
+	return &pinned{conn: conn, tx: tx, texts: &s.texts}, nil
 }
 
 // txConn is a pinned connection as gorm sees it: a transaction in
@@ -155,30 +158,104 @@ func (p *pinned) beginWith(ctx context.Context, reads ...read) error {
 
 // commitWith runs last (nil: none) and commits p's transaction, in one
 // round trip. If last fails, the transaction is left open, aborted, for
-// release to roll back.
+// release to roll back. last is prepared on the connection the first time
+// it runs there (as pgx's statement cache did), and its arguments encoded
+// by encodeParams.
 func (p *pinned) commitWith(ctx context.Context, last *stmt) error {
 	return p.raw(func(pc *pgx.Conn) error {
-		b := &pgx.Batch{}
+		b := &pgconn.Batch{}
+		n := 1
 		if last != nil {
-			b.Queue(last.sql, last.args...)
-		}
-		b.Queue("COMMIT")
-		br := pc.SendBatch(ctx, b)
-		var err error
-		for i := range b.Len() {
-			var tag pgconn.CommandTag
-			if tag, err = br.Exec(); err != nil {
-				break
+			sd, err := p.texts.prepare(ctx, pc, last.sql)
+			if err != nil {
+				return err
 			}
-			if i == b.Len()-1 {
-				err = committed(tag)
+			if sd == nil {
+				return commitWithPgx(ctx, pc, last)
+			}
+			vals, formats, err := encodeParams(pc.TypeMap(), sd.ParamOIDs, last.args)
+			if err != nil {
+				return err
+			}
+			results := make([]int16, len(sd.Fields))
+			for i, f := range sd.Fields {
+				results[i] = pc.TypeMap().FormatCodeForOID(f.DataTypeOID)
+			}
+			b.ExecStatement(sd, vals, formats, results)
+			n++
+		}
+		b.ExecParams("COMMIT", nil, nil, nil, nil)
+		res, err := pc.PgConn().ExecBatch(ctx, b).ReadAll()
+		if err != nil {
+			return err
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return r.Err
 			}
 		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
+		if len(res) != n {
+			return fmt.Errorf("%w: %d results of %d", ErrNotCommitted, len(res), n)
 		}
-		return err
+		return committed(res[n-1].CommandTag)
 	})
+}
+
+// commitWithPgx is commitWith through pgx's batch and statement cache,
+// for a statement text past maxPreparedTexts.
+func commitWithPgx(ctx context.Context, pc *pgx.Conn, last *stmt) error {
+	b := &pgx.Batch{}
+	b.Queue(last.sql, last.args...)
+	b.Queue("COMMIT")
+	br := pc.SendBatch(ctx, b)
+	var err error
+	for i := range b.Len() {
+		var tag pgconn.CommandTag
+		if tag, err = br.Exec(); err != nil {
+			break
+		}
+		if i == b.Len()-1 {
+			err = committed(tag)
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// maxPreparedTexts bounds the statement texts commitWith prepares on a
+// connection (pgx's Conn.Prepare keeps each for the connection's life).
+// The texts are few (a statement per kind of record created, the changes,
+// the outbox rows, last_seq: a handful of combinations on the live path),
+// but the kinds come in the order a transaction meets them; past this
+// many, a text goes through pgx's statement cache (a bounded LRU).
+const maxPreparedTexts = 256
+
+// preparedTexts is the set of statement texts commitWith prepares, shared
+// by a Store's connections.
+type preparedTexts struct {
+	mu    sync.Mutex
+	texts map[string]bool
+}
+
+// prepare is the description of sql prepared on pc (prepared now, a round
+// trip, if it was not yet), or nil when sql is not one of the texts
+// prepared so.
+func (pt *preparedTexts) prepare(ctx context.Context, pc *pgx.Conn, sql string) (*pgconn.StatementDescription, error) {
+	pt.mu.Lock()
+	ok := pt.texts[sql]
+	if !ok && len(pt.texts) < maxPreparedTexts {
+		if pt.texts == nil {
+			pt.texts = map[string]bool{}
+		}
+		pt.texts[sql], ok = true, true
+	}
+	pt.mu.Unlock()
+	if !ok {
+		return nil, nil
+	}
+	return pc.Prepare(ctx, sql, sql)
 }
 
 // committed is ErrNotCommitted unless tag is a COMMIT's: PostgreSQL

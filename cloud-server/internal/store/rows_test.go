@@ -32,10 +32,11 @@ func TestInsertRowsAsGormDoes(t *testing.T) {
 	for _, spec := range records.Kinds {
 		t.Run(string(spec.Kind), func(t *testing.T) {
 			k, _ := opsFor(spec.Kind)
-			var viaGorm, viaArrays []Record
+			var viaGorm, viaArrays, viaCommit []Record
 			for v := range 4 {
 				viaGorm = append(viaGorm, testRow(t, k, 1, v))
 				viaArrays = append(viaArrays, testRow(t, k, 2, v))
+				viaCommit = append(viaCommit, testRow(t, k, 3, v))
 			}
 			typed := reflect.MakeSlice(reflect.SliceOf(reflect.TypeOf(viaGorm[0])), 0, len(viaGorm))
 			for _, r := range viaGorm {
@@ -54,18 +55,26 @@ func TestInsertRowsAsGormDoes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("insertRecords = %v", err)
 			}
-			want, got := tableRows(t, s, spec.Table, 1), tableRows(t, s, spec.Table, 2)
-			if len(got) != len(want) {
-				t.Fatalf("%d rows inserted, want %d", len(got), len(want))
+			// And as a transaction's last statement, whose arguments
+			// commitWith encodes itself (encodeParams).
+			if err := commitRows(context.Background(), s, db, viaCommit); err != nil {
+				t.Fatalf("commitWith(insertRecords) = %v", err)
 			}
-			for i := range want {
-				for col, w := range want[i] {
-					if g, ok := got[i][col]; !ok || string(g) != string(w) {
-						t.Errorf("row %d: %s = %s, want %s (as gorm wrote it)", i, col, g, w)
-					}
+			want := tableRows(t, s, spec.Table, 1)
+			for clinic, how := range map[ids.ID]string{2: "insertRecords", 3: "insertRecords in commitWith"} {
+				got := tableRows(t, s, spec.Table, clinic)
+				if len(got) != len(want) {
+					t.Fatalf("%s: %d rows inserted, want %d", how, len(got), len(want))
 				}
-				if len(got[i]) != len(want[i]) {
-					t.Errorf("row %d has %d columns, want %d", i, len(got[i]), len(want[i]))
+				for i := range want {
+					for col, w := range want[i] {
+						if g, ok := got[i][col]; !ok || string(g) != string(w) {
+							t.Errorf("%s: row %d: %s = %s, want %s (as gorm wrote it)", how, i, col, g, w)
+						}
+					}
+					if len(got[i]) != len(want[i]) {
+						t.Errorf("%s: row %d has %d columns, want %d", how, i, len(got[i]), len(want[i]))
+					}
 				}
 			}
 			// The filled row (1) sets every column away from the zero
@@ -84,6 +93,25 @@ func TestInsertRowsAsGormDoes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// commitRows inserts rs (insertRecords through db, for its clock) as the
+// last statement of a pinned transaction, sent with its commit.
+func commitRows(ctx context.Context, s *Store, db *gorm.DB, rs []Record) error {
+	p, err := s.pin(ctx)
+	if err != nil {
+		return err
+	}
+	defer p.release()
+	if err := p.beginWith(ctx); err != nil {
+		return err
+	}
+	writes, err := insertRecords(db, rs)
+	if err != nil {
+		return err
+	}
+	last := together(writes)
+	return p.commitWith(ctx, &last)
 }
 
 // testRow is a record of kind k of clinic whose fields are: v 0, all zero

@@ -36,6 +36,9 @@ type Store struct {
 	db  *gorm.DB
 	ids IDs
 	gc  committer // the API saves' group commits (commit.go)
+	// texts are the statement texts transactions' last statements are
+	// prepared as (pinned.go).
+	texts preparedTexts
 }
 
 // Open connects to PostgreSQL at url and migrates the schema. gen mints the
