@@ -134,11 +134,14 @@ bench-verify: stack-up ## the verify benchmark alone over VERIFY_RECORDS equal r
 # "context deadline exceeded" when the time runs out while a worker is mid-call on a busy machine
 # (golang/go#75804, fixed only in go1.27). A count has no deadline to race.
 FUZZTIME ?= 200000x
-fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and encoder, record decoding, versions, the API input parsers and the cloud's statement arguments
+fuzz: ## short fuzz runs (FUZZTIME executions each) of the wire decoder and encoder, the other hand JSON encoders, record decoding, versions, the API input parsers and the cloud's statement arguments
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeFast$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime $(FUZZTIME) ./wire/
 	cd shared && go test -run '^$$' -fuzz '^FuzzValidJSON$$' -fuzztime $(FUZZTIME) ./wire/
+	cd shared && go test -run '^$$' -fuzz '^FuzzAppenders$$' -fuzztime $(FUZZTIME) ./wire/
+	cd shared && go test -run '^$$' -fuzz '^FuzzAppendJSON$$' -fuzztime $(FUZZTIME) ./events/
+	cd local-server && go test -run '^$$' -fuzz '^FuzzAppendMeta$$' -fuzztime $(FUZZTIME) ./internal/store/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./records/
 	cd shared && go test -run '^$$' -fuzz '^FuzzDecodeFlat$$' -fuzztime $(FUZZTIME) ./records/
 	cd shared && go test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./version/

@@ -206,7 +206,7 @@ func (b *Bus) Publish(ctx context.Context, e Event) error {
 	if e.At.IsZero() {
 		e.At = time.Now().UTC()
 	}
-	body, err := json.Marshal(e)
+	body, err := e.AppendJSON(make([]byte, 0, 256))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}

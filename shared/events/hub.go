@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,6 +80,8 @@ type Hub struct {
 	// without a resume position is sent after its reset (so "Editing by
 	// …" shows on load, not at the next event). A closed event removes it.
 	editing map[ids.ID]map[string]presence
+	// buf is where Publish encodes an event before copying it out.
+	buf []byte
 }
 
 // presence is an open edit session as its editing event told it.
@@ -141,12 +144,14 @@ func (h *Hub) Publish(e Event) {
 	}
 	h.last++
 	e.Seq = h.last
-	data, err := json.Marshal(e)
+	buf, err := e.AppendJSON(h.buf[:0])
 	if err != nil {
-		// Event has no field that can fail to encode; keep the seq anyway.
+		// Only a time beyond year 9999 fails to encode; keep the seq anyway.
 		h.log.Error("event not encodable", "type", e.Type, "err", err)
 		return
 	}
+	h.buf = buf
+	data := bytes.Clone(buf) // kept in the ring and queued: its own, of its size
 	h.ring[h.last%int64(len(h.ring))] = entry{clinic: e.Clinic, data: data}
 	h.trackLocked(e, data)
 	if h.count < len(h.ring) {

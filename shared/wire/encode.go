@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/scsync/scsync/shared/ids"
@@ -15,9 +16,10 @@ import (
 // messages) reflection and json.Marshal compacting each payload again were
 // most of the cost of encoding a change. The bytes are exactly
 // json.Marshal's (the wire format and the outbox rows must not change by one
-// byte): an envelope whose strings or payload json.Marshal would rewrite
-// (escape, compact) is encoded by json.Marshal itself, as is one it would
-// refuse, with its error. TestAppendJSONMatchesMarshal and
+// byte): a string json.Marshal would escape is written by json.Marshal
+// alone (AppendString), an envelope whose payload it would rewrite
+// (compact, escape) by json.Marshal itself, as is one it would refuse,
+// with its error. TestAppendJSONMatchesMarshal and
 // FuzzAppendJSON hold the two to the same bytes.
 
 // AppendJSON appends e's JSON to b: exactly the bytes json.Marshal(e)
@@ -50,35 +52,31 @@ func (e *Envelope) appendJSON(b []byte, payloadValid bool) ([]byte, error) {
 }
 
 // appendFast appends e's JSON as json.Marshal writes it, or reports false
-// when json.Marshal would write something else than the fields as they
-// are: a string it escapes, a payload it compacts or escapes or refuses, a
-// time it refuses. The caller then falls back to json.Marshal.
+// when json.Marshal would write something else than the payload as it is
+// (a payload it compacts or escapes or refuses) or refuse e (a time it
+// refuses). The caller then falls back to json.Marshal.
 func (e *Envelope) appendFast(b []byte, payloadValid bool) ([]byte, bool) {
-	if !plain(string(e.Type)) || !plain(string(e.Origin)) || !plain(string(e.Kind)) ||
-		!plain(e.Conflict) || !plain(e.SavedByName) {
-		return b, false
-	}
 	if len(e.Payload) > 0 && (!canonical(e.Payload) || !payloadValid && !validJSON(e.Payload)) {
 		return b, false
 	}
 	b = append(b, `{"protocol":`...)
 	b = strconv.AppendInt(b, int64(e.Protocol), 10)
-	b = append(b, `,"type":"`...)
-	b = append(b, e.Type...)
-	b = append(b, `","clinic":`...)
-	b = appendID(b, e.Clinic)
-	b = append(b, `,"origin":"`...)
-	b = append(b, e.Origin...)
-	b = append(b, `","change_id":`...)
-	b = appendID(b, e.ChangeID)
-	b = append(b, `,"kind":"`...)
-	b = append(b, e.Kind...)
-	b = append(b, `","record_id":`...)
-	b = appendID(b, e.RecordID)
+	b = append(b, `,"type":`...)
+	b = AppendString(b, string(e.Type))
+	b = append(b, `,"clinic":`...)
+	b = AppendID(b, e.Clinic)
+	b = append(b, `,"origin":`...)
+	b = AppendString(b, string(e.Origin))
+	b = append(b, `,"change_id":`...)
+	b = AppendID(b, e.ChangeID)
+	b = append(b, `,"kind":`...)
+	b = AppendString(b, string(e.Kind))
+	b = append(b, `,"record_id":`...)
+	b = AppendID(b, e.RecordID)
 	b = append(b, `,"base_version":`...)
-	b = appendVersion(b, e.BaseVersion)
+	b = AppendVersion(b, e.BaseVersion)
 	b = append(b, `,"new_version":`...)
-	b = appendVersion(b, e.NewVersion)
+	b = AppendVersion(b, e.NewVersion)
 	if e.Deleted {
 		b = append(b, `,"deleted":true`...)
 	}
@@ -86,26 +84,19 @@ func (e *Envelope) appendFast(b []byte, payloadValid bool) ([]byte, bool) {
 		b = append(b, `,"cloud_seq":`...)
 		b = strconv.AppendInt(b, e.CloudSeq, 10)
 	}
-	b = append(b, `,"at":"`...)
-	// Time.MarshalJSON's text: RFC 3339 with nanoseconds, refusing a year
-	// outside 0–9999 and a zone offset of 24 hours or more.
-	b, err := e.At.AppendText(b)
-	if err != nil {
+	b = append(b, `,"at":`...)
+	b, ok := AppendTime(b, e.At)
+	if !ok {
 		return b, false
 	}
-	b = append(b, '"')
 	if len(e.Payload) > 0 {
 		b = append(b, `,"payload":`...)
 		b = append(b, e.Payload...)
 	}
-	if e.Conflict != "" {
-		b = append(b, `,"conflict":"`...)
-		b = append(b, e.Conflict...)
-		b = append(b, '"')
-	}
+	b = AppendOmitEmpty(b, `,"conflict":`, e.Conflict)
 	if e.ConflictOf != 0 {
 		b = append(b, `,"conflict_of":`...)
-		b = appendID(b, e.ConflictOf)
+		b = AppendID(b, e.ConflictOf)
 	}
 	if e.Fence != 0 {
 		b = append(b, `,"fence":`...)
@@ -119,13 +110,9 @@ func (e *Envelope) appendFast(b []byte, payloadValid bool) ([]byte, bool) {
 	}
 	if e.SavedBy != 0 {
 		b = append(b, `,"saved_by":`...)
-		b = appendID(b, e.SavedBy)
+		b = AppendID(b, e.SavedBy)
 	}
-	if e.SavedByName != "" {
-		b = append(b, `,"saved_by_name":"`...)
-		b = append(b, e.SavedByName...)
-		b = append(b, '"')
-	}
+	b = AppendOmitEmpty(b, `,"saved_by_name":`, e.SavedByName)
 	return append(b, '}'), true
 }
 
@@ -154,7 +141,7 @@ func appendBatchHead(b []byte, protocol int, clinic ids.ID) []byte {
 	b = append(b, `{"protocol":`...)
 	b = strconv.AppendInt(b, int64(protocol), 10)
 	b = append(b, `,"clinic":`...)
-	b = appendID(b, clinic)
+	b = AppendID(b, clinic)
 	return append(b, `,"changes":`...)
 }
 
@@ -167,20 +154,61 @@ func encodedSize(batch *Batch) int {
 	return n
 }
 
-// appendID appends id as ids.ID.MarshalJSON writes it (a JSON string).
-func appendID(b []byte, id ids.ID) []byte {
+// The appenders below write a value exactly as json.Marshal writes it
+// inside a struct; the other hand encoders of JSON (the clinic's API
+// answers, the viewers' events) use them too. TestAppendersMatchMarshal
+// and FuzzAppenders hold them to json.Marshal.
+
+// AppendID appends id as ids.ID.MarshalJSON writes it (a JSON string).
+func AppendID(b []byte, id ids.ID) []byte {
 	b = append(b, '"')
 	b = strconv.AppendInt(b, int64(id), 10)
 	return append(b, '"')
 }
 
-// appendVersion appends v as json.Marshal writes it (its text, a JSON string).
-func appendVersion(b []byte, v version.V) []byte {
+// AppendVersion appends v as json.Marshal writes it (its text, a JSON string).
+func AppendVersion(b []byte, v version.V) []byte {
 	b = append(b, '"')
 	b = strconv.AppendUint(b, uint64(v.A), 10)
 	b = append(b, '.')
 	b = strconv.AppendUint(b, uint64(v.B), 10)
 	return append(b, '"')
+}
+
+// AppendString appends s as json.Marshal writes a string. One it writes
+// between quotes as it is (plain), as nearly every string the servers
+// write is, is copied; any other is left to json.Marshal, whose escaping
+// (with HTML escaping, invalid UTF-8 as \ufffd) is then exactly the same.
+func AppendString(b []byte, s string) []byte {
+	if plain(s) {
+		b = append(b, '"')
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	j, _ := json.Marshal(s) // a string always encodes
+	return append(b, j...)
+}
+
+// AppendOmitEmpty appends a string field json.Marshal leaves out when it
+// is empty (omitempty): key (with its comma and colon) and s, or nothing.
+func AppendOmitEmpty(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return AppendString(append(b, key...), s)
+}
+
+// AppendTime appends t as json.Marshal writes a time.Time
+// (Time.MarshalJSON: RFC 3339 with nanoseconds, between quotes). It
+// reports false, with b as it was, where json.Marshal fails (a year
+// outside 0–9999, a zone offset of 24 hours or more): the caller then
+// takes json.Marshal's error.
+func AppendTime(b []byte, t time.Time) ([]byte, bool) {
+	out, err := t.AppendText(append(b, '"')) // MarshalJSON's text, refused where it refuses
+	if err != nil {
+		return b, false
+	}
+	return append(out, '"'), true
 }
 
 // plain reports whether json.Marshal writes s between quotes as it is:

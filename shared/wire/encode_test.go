@@ -7,29 +7,21 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/version"
+	"github.com/scsync/scsync/shared/wire/wiretest"
 )
 
 // sameAsMarshal fails t unless e.AppendJSON appends exactly what
 // json.Marshal(e) returns, or fails with its error and leaves b as it was.
 func sameAsMarshal(t *testing.T, e Envelope) {
 	t.Helper()
-	want, werr := json.Marshal(e)
-	prefix := []byte("prefix,")
-	got, gerr := e.AppendJSON(bytes.Clone(prefix))
-	switch {
-	case (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error():
-		t.Fatalf("AppendJSON(%#v) error = %v, json.Marshal's %v", e, gerr, werr)
-	case werr != nil && !bytes.Equal(got, prefix):
-		t.Fatalf("AppendJSON(%#v) failed and left %q, want %q", e, got, prefix)
-	case werr == nil && !bytes.Equal(got, append(prefix, want...)):
-		t.Fatalf("AppendJSON(%#v) = %s, json.Marshal's %s", e, got[len(prefix):], want)
-	}
+	wiretest.SameAsMarshal(t, e, e.AppendJSON)
 }
 
 // optional sets each of the envelope's optional (omitempty) fields when its
@@ -78,15 +70,9 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 		sameAsMarshal(t, Envelope{})
 		sameAsMarshal(t, Envelope{Payload: json.RawMessage{}})
 	})
-	strs := []string{
-		"", "plain", "José Müller", "李", "emoji 😀", `quote"d`, `back\slash`, "<b>&amp;</b>",
-		"line\u2028sep", "para\u2029sep", "\u2027\u202a", "nul\x00", "ctl\x01\x1f", "tab\t", "nl\n", "cr\r",
-		"bs\b", "ff\f", "del\x7f", "bad\xff", "cut\xe2\x80", "overlong\xc0\xaf", "surrogate\xed\xa0\x80",
-		strings.Repeat("x", 70),
-	}
 	t.Run("strings", func(t *testing.T) {
 		t.Parallel()
-		for _, s := range strs {
+		for _, s := range wiretest.Strings {
 			for _, f := range []func(*Envelope){
 				func(e *Envelope) { e.Type = Type(s) },
 				func(e *Envelope) { e.Origin = Origin(s) },
@@ -132,14 +118,7 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 	})
 	t.Run("times", func(t *testing.T) {
 		t.Parallel()
-		for _, at := range []time.Time{
-			{}, time.Date(2026, 12, 7, 3, 4, 5, 0, time.UTC), time.Date(2026, 12, 7, 3, 4, 5, 123456789, time.UTC),
-			time.Date(2026, 12, 7, 3, 4, 5, 120000000, time.UTC), time.Date(2026, 12, 7, 3, 4, 5, 1000, time.FixedZone("", 5*3600+1800)),
-			time.Date(2026, 12, 7, 3, 4, 5, 0, time.FixedZone("", -8*3600)), time.Date(2026, 12, 7, 3, 4, 5, 0, time.FixedZone("odd", 61)),
-			time.Date(2026, 12, 7, 3, 4, 5, 0, time.FixedZone("", 24*3600)), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
-			time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
-			time.Now(), time.Now().Local(),
-		} {
+		for _, at := range wiretest.Times() {
 			e := valid()
 			e.At = at
 			sameAsMarshal(t, e)
@@ -151,20 +130,14 @@ func TestAppendJSONMatchesMarshal(t *testing.T) {
 // a field: appendFast must then write it too.
 func TestAppendJSONKnowsEveryField(t *testing.T) {
 	t.Parallel()
-	var got []string
-	for f := range reflect.TypeFor[Envelope]().Fields() {
-		got = append(got, f.Name+" "+string(f.Tag))
-	}
 	want := []string{
-		`Protocol json:"protocol"`, `Type json:"type"`, `Clinic json:"clinic"`, `Origin json:"origin"`,
-		`ChangeID json:"change_id"`, `Kind json:"kind"`, `RecordID json:"record_id"`,
-		`BaseVersion json:"base_version"`, `NewVersion json:"new_version"`, `Deleted json:"deleted,omitempty"`,
-		`CloudSeq json:"cloud_seq,omitempty"`, `At json:"at"`, `Payload json:"payload,omitempty"`,
-		`Conflict json:"conflict,omitempty"`, `ConflictOf json:"conflict_of,omitempty"`, `Fence json:"fence,omitempty"`,
-		`Unfenced json:"unfenced,omitempty"`, `Unsync json:"unsync,omitempty"`, `SavedBy json:"saved_by,omitempty"`,
-		`SavedByName json:"saved_by_name,omitempty"`,
+		"Protocol protocol", "Type type", "Clinic clinic", "Origin origin", "ChangeID change_id", "Kind kind",
+		"RecordID record_id", "BaseVersion base_version", "NewVersion new_version", "Deleted deleted,omitempty",
+		"CloudSeq cloud_seq,omitempty", "At at", "Payload payload,omitempty", "Conflict conflict,omitempty",
+		"ConflictOf conflict_of,omitempty", "Fence fence,omitempty", "Unfenced unfenced,omitempty",
+		"Unsync unsync,omitempty", "SavedBy saved_by,omitempty", "SavedByName saved_by_name,omitempty",
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+	if got := wiretest.JSONFields(reflect.TypeFor[Envelope]()); !slices.Equal(got, want) {
 		t.Fatalf("Envelope's fields = %q, the encoder writes %q: update appendFast and this list", got, want)
 	}
 }
@@ -241,7 +214,7 @@ func FuzzAppendJSON(f *testing.F) {
 		e := Envelope{
 			Protocol: int(n), Type: Type(typ), Clinic: ids.ID(id), Origin: Origin(origin), ChangeID: ids.ID(id + 1),
 			Kind: Kind(kind), RecordID: ids.ID(n), BaseVersion: version.V{A: uint32(id), B: uint32(n)},
-			NewVersion: version.V{A: uint32(n), B: uint32(flags)}, Deleted: flag(0), At: time.Unix(0, at).In(time.FixedZone("", offset)),
+			NewVersion: version.V{A: uint32(n), B: uint32(flags)}, Deleted: flag(0), At: wiretest.Time(at, offset, 0, flag(9)),
 			Conflict: conflict, Fence: n * int64(flags&2), Unfenced: flag(2), Unsync: flag(3), SavedByName: name,
 		}
 		if flag(4) {
@@ -257,9 +230,68 @@ func FuzzAppendJSON(f *testing.F) {
 			e.SavedBy = ids.ID(id)
 		}
 		if flag(8) {
-			e.At = e.At.AddDate(int(n%20000), 0, 0)
+			e.At = wiretest.Time(at, offset, int(n%20000), false)
 		}
 		sameAsMarshal(t, e)
+	})
+}
+
+// sameAppended fails t unless the appender's bytes for v are json.Marshal's
+// (ok false where json.Marshal fails, with b as it was).
+func sameAppended[T any](t *testing.T, appender func([]byte, T) ([]byte, bool), v T) {
+	t.Helper()
+	wiretest.SameAsMarshal(t, v, func(b []byte) ([]byte, error) {
+		out, ok := appender(b, v)
+		if !ok {
+			return out, wiretest.ErrRefused
+		}
+		return out, nil
+	})
+}
+
+// always is an appender that cannot fail, as sameAppended takes it.
+func always[T any](appender func([]byte, T) []byte) func([]byte, T) ([]byte, bool) {
+	return func(b []byte, v T) ([]byte, bool) { return appender(b, v), true }
+}
+
+// omitEmpty is a struct with a string field tagged omitempty, and
+// appendOmitEmpty its JSON by AppendOmitEmpty.
+type omitEmpty struct {
+	A int    `json:"a"`
+	S string `json:"s,omitempty"`
+}
+
+func appendOmitEmpty(b []byte, v omitEmpty) []byte {
+	b = append(b, `{"a":`...)
+	b = strconv.AppendInt(b, int64(v.A), 10)
+	return append(AppendOmitEmpty(b, `,"s":`, v.S), '}')
+}
+
+func TestAppendersMatchMarshal(t *testing.T) {
+	t.Parallel()
+	for _, s := range wiretest.Strings {
+		sameAppended(t, always(AppendString), s)
+		sameAppended(t, always(appendOmitEmpty), omitEmpty{S: s})
+	}
+	for _, at := range wiretest.Times() {
+		sameAppended(t, AppendTime, at)
+	}
+	for _, n := range []int64{0, 1, -1, 1 << 53, 1<<63 - 1, -1 << 63} {
+		sameAppended(t, always(AppendID), ids.ID(n))
+	}
+	for _, v := range []version.V{{}, version.First, {A: 3, B: 17}, {A: 1<<32 - 1, B: 1<<32 - 1}} {
+		sameAppended(t, always(AppendVersion), v)
+	}
+}
+
+func FuzzAppenders(f *testing.F) {
+	wiretest.AddSeeds(f)
+	f.Fuzz(func(t *testing.T, s, _ string, x, y int64, flags uint16, at int64, offset int, mono bool) {
+		sameAppended(t, always(AppendString), s)
+		sameAppended(t, always(appendOmitEmpty), omitEmpty{A: offset, S: s})
+		sameAppended(t, AppendTime, wiretest.Time(at, offset, int(y%20000), mono))
+		sameAppended(t, always(AppendID), ids.ID(x))
+		sameAppended(t, always(AppendVersion), version.V{A: uint32(x), B: uint32(y) ^ uint32(flags)})
 	})
 }
 
