@@ -184,21 +184,28 @@ func (p *pinned) commitWith(ctx context.Context, last *stmt) error {
 			b.ExecStatement(sd, vals, formats, results)
 			n++
 		}
-		b.ExecParams("COMMIT", nil, nil, nil, nil)
-		res, err := pc.PgConn().ExecBatch(ctx, b).ReadAll()
-		if err != nil {
-			return err
-		}
-		for _, r := range res {
-			if r.Err != nil {
-				return r.Err
-			}
-		}
-		if len(res) != n {
-			return fmt.Errorf("%w: %d results of %d", ErrNotCommitted, len(res), n)
-		}
-		return committed(res[n-1].CommandTag)
+		return execCommit(ctx, pc, b, n)
 	})
+}
+
+// execCommit queues COMMIT after the n-1 statements of b, sends them in one
+// round trip, and is the first statement's error, or ErrNotCommitted unless
+// every statement answered and the last was a COMMIT.
+func execCommit(ctx context.Context, pc *pgx.Conn, b *pgconn.Batch, n int) error {
+	b.ExecParams("COMMIT", nil, nil, nil, nil)
+	res, err := pc.PgConn().ExecBatch(ctx, b).ReadAll()
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	if len(res) != n {
+		return fmt.Errorf("%w: %d results of %d", ErrNotCommitted, len(res), n)
+	}
+	return committed(res[n-1].CommandTag)
 }
 
 // commitWithPgx is commitWith through pgx's batch and statement cache,

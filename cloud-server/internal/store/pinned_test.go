@@ -80,11 +80,7 @@ func TestPinnedTransactionNests(t *testing.T) {
 func TestCommitWithFailsWhole(t *testing.T) {
 	s := open(t)
 	enroll(t, s, 1, "")
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB.SetMaxOpenConns(1)
+	oneConn(t, s)
 	ctx := context.Background()
 	write := func(name string) error {
 		p, err := s.pin(ctx)
@@ -104,7 +100,7 @@ func TestCommitWithFailsWhole(t *testing.T) {
 		})
 		return p.commitWith(ctx, &last)
 	}
-	err = write("bad \x00 name")
+	err := write("bad \x00 name")
 	if !IsRefusedContent(err) {
 		t.Fatalf("commitWith(a NUL in a text) = %v, want PostgreSQL's refusal (class 22)", err)
 	}
@@ -132,11 +128,7 @@ func TestCommitWithFailsWhole(t *testing.T) {
 func TestCommitWithBoundsItsPreparedTexts(t *testing.T) {
 	s := open(t)
 	enroll(t, s, 1, "")
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sqlDB.SetMaxOpenConns(1)
+	oneConn(t, s)
 	s.texts.texts = map[string]bool{}
 	for i := range maxPreparedTexts - 1 {
 		s.texts.texts[fmt.Sprint("SELECT ", i)] = true // other texts, prepared elsewhere
@@ -187,4 +179,15 @@ func TestCommitWithBoundsItsPreparedTexts(t *testing.T) {
 	if got := feed(t, s, 1); len(got) != 7 || got[6].CloudSeq != 7 {
 		t.Fatalf("feed = %d changes, want 7, dense", len(got))
 	}
+}
+
+// oneConn limits s's pool to one connection, so that every transaction of
+// a test runs on the same one.
+func oneConn(t *testing.T, s *Store) {
+	t.Helper()
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(1)
 }

@@ -408,20 +408,7 @@ func relayCommit(ctx context.Context, pc *pgx.Conn, ids []int64) error {
 	}
 	b := &pgconn.Batch{}
 	b.ExecParams("DELETE FROM outbox WHERE id = ANY($1)", [][]byte{arr}, []uint32{pgtype.Int8ArrayOID}, []int16{pgtype.BinaryFormatCode}, nil)
-	b.ExecParams("COMMIT", nil, nil, nil, nil)
-	res, err := pc.PgConn().ExecBatch(ctx, b).ReadAll()
-	if err != nil {
-		return err
-	}
-	for _, r := range res {
-		if r.Err != nil {
-			return r.Err
-		}
-	}
-	if len(res) != 2 {
-		return fmt.Errorf("%w: %d results of 2", ErrNotCommitted, len(res))
-	}
-	return committed(res[1].CommandTag)
+	return execCommit(ctx, pc, b, 2)
 }
 
 // relayRow is an outbox row and its change, if found.
