@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +87,7 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
+	gc0, gcErr := groupCommits(ctx, clinic.Base)
 	c0, err := stack.ReadUsage(a.CloudProc.Pid())
 	if err != nil {
 		return nil, err
@@ -140,6 +144,8 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 	if err != nil {
 		return nil, err
 	}
+	gc1, err := groupCommits(ctx, clinic.Base)
+	gcErr = errors.Join(gcErr, err)
 	pg, pgAll, mq := pgW.Stop(), pgAllW.Stop(), mqW.Stop()
 	self := selfCPU() - self0
 	for range 2 {
@@ -165,9 +171,51 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 		// The benchmark's own clients (and its /proc sampling).
 		"bench_client_cpu_seconds": round3(self.Seconds()),
 	}
+	// sc-local's group commits during the run (its writes: the creates,
+	// the relay's deletes, the acceptances' marks): the mean batch.
+	if gcErr != nil {
+		c.Log.Warn("no group commit counters", "err", gcErr)
+	} else if commits := gc1[0] - gc0[0]; commits > 0 {
+		r.Extra["sc_local_group_commits"] = commits
+		r.Extra["sc_local_group_commit_mean_batch"] = round3((gc1[1] - gc0[1]) / commits)
+	}
 	r.Note = "ours: POST /v1/patients on sc-local (concurrency clients) until the cloud's change feed head reaches N; " +
 		"baseline: the same JSON published with confirms (persistent, quorum queue), consumed with manual acks and batch-inserted into PostgreSQL"
 	return []results.Result{r}, nil
+}
+
+// groupCommits reads sc-local's group commit counters from its /metrics:
+// the commits and the writes they held.
+func groupCommits(ctx context.Context, base string) ([2]float64, error) {
+	var out [2]float64
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return out, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return out, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return out, err
+	}
+	found := 0
+	for line := range strings.Lines(string(body)) {
+		for i, name := range []string{"scsync_local_group_commits_total ", "scsync_local_group_commit_writes_total "} {
+			if v, ok := strings.CutPrefix(line, name); ok {
+				if out[i], err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
+					return out, err
+				}
+				found++
+			}
+		}
+	}
+	if found != 2 {
+		return out, fmt.Errorf("group commit counters: %d of 2 in %s/metrics", found, base)
+	}
+	return out, nil
 }
 
 // selfCPU is the CPU time this process used so far.

@@ -9,6 +9,8 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/scsync/scsync/shared/audit"
+	"github.com/scsync/scsync/shared/records"
+	"github.com/scsync/scsync/shared/wire"
 )
 
 // TestAuditChainSurvivesRollbacksAndOtherWriters appends to one chain
@@ -36,10 +38,13 @@ func TestAuditChainSurvivesRollbacksAndOtherWriters(t *testing.T) {
 	add("b")
 
 	// A batch where one write appends and then fails (rolled back to its
-	// savepoint) and the next appends: the second must follow entry 2.
+	// savepoint: a save, which appends nothing, runs first in the
+	// transaction) and the next appends: the second must follow entry 2.
 	errBoom := errors.New("boom")
 	var got audit.Entry
+	var saved Record
 	batch := []*writeReq{
+		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "A"}}, &saved),
 		{ctx: ctx, done: make(chan error, 1), fn: func(tx *gorm.DB) error {
 			if _, err := l.AppendTx(tx, audit.Entry{Chain: chain, Actor: "p1", Action: "rolled back"}); err != nil {
 				return err
@@ -53,10 +58,13 @@ func TestAuditChainSurvivesRollbacksAndOtherWriters(t *testing.T) {
 		}},
 	}
 	s.commitBatch(batch)
-	if err := <-batch[0].done; !errors.Is(err, errBoom) {
+	if err := <-batch[0].done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-batch[1].done; !errors.Is(err, errBoom) {
 		t.Fatalf("failing write: %v", err)
 	}
-	if err := <-batch[1].done; err != nil {
+	if err := <-batch[2].done; err != nil {
 		t.Fatal(err)
 	}
 	if got.Seq != 3 {

@@ -312,10 +312,12 @@ func TestBulkMarksLeaveUndoToTheirTransaction(t *testing.T) {
 		}
 	}
 
-	// In a group commit the write's savepoint is what undoes it; the
-	// batch's other write commits.
-	var saved Record
+	// In a group commit the write's savepoint is what undoes it (it is
+	// not the first of its transaction, which runs without one); the
+	// batch's other writes commit.
+	var saved, before Record
 	batch := []*writeReq{
+		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "C"}}, &before),
 		{ctx: ctx, done: make(chan error, 1), fn: func(tx *gorm.DB) error {
 			u := newBulkUpdate("pending_change_id = v.column2", 2)
 			u.add(table, pids[0], int64(7))
@@ -325,16 +327,20 @@ func TestBulkMarksLeaveUndoToTheirTransaction(t *testing.T) {
 		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "D"}}, &saved),
 	}
 	s.commitBatch(batch)
-	if err := <-batch[0].done; err == nil {
+	if err := <-batch[1].done; err == nil {
 		t.Error("the failing write of the group commit: err = nil")
 	}
-	if err := <-batch[1].done; err != nil {
-		t.Fatalf("the other write of the group commit: %v", err)
+	for _, i := range []int{0, 2} {
+		if err := <-batch[i].done; err != nil {
+			t.Fatalf("write %d of the group commit: %v", i, err)
+		}
 	}
 	if got := pending(s.db, pids[0]); got != 0 {
 		t.Errorf("after the group commit, pending_change_id of %s = %d, want 0", pids[0], got)
 	}
-	if m, _ := get(t, s, wire.KindPatient, RecordMeta(saved).ID); m.SyncState == "" {
-		t.Errorf("the group commit's save is missing: %+v", m)
+	for _, r := range []Record{before, saved} {
+		if m, _ := get(t, s, wire.KindPatient, RecordMeta(r).ID); m.SyncState == "" {
+			t.Errorf("the group commit's save is missing: %+v", m)
+		}
 	}
 }

@@ -16,18 +16,26 @@ import (
 // how many saves a second the clinic takes (about 1.2 fsyncs per record
 // when each API write had its own transaction). The API's writes (creates,
 // updates, deletes, edit-session saves, per-record sync choices, imports)
-// go to one committer goroutine instead: it takes every write waiting when
-// it is free, runs them in one transaction, each under a savepoint of its
-// own, and commits once. A write is answered only after the commit that
-// holds it, so durability is what it was: nothing is acknowledged before
-// its fsync. A write that fails rolls back to its savepoint and fails
-// alone; the others of its batch commit. If the batch itself cannot commit
-// (or a savepoint cannot be rolled back), every write of it that had not
-// failed on its own runs again in a transaction of its own, as before.
+// go to one committer goroutine instead. It opens a transaction when a
+// write comes and runs it at once; the writes that come while it gathers
+// its batch run in the same transaction as each arrives, each under a
+// savepoint of its own; then it commits once. A write is answered only
+// after the commit that holds it, so durability is what it was: nothing is
+// acknowledged before its fsync. A write that fails rolls back to its
+// savepoint and fails alone; the others of its batch commit. The first
+// write of a transaction needs no savepoint: if it fails, the transaction
+// holds nothing else and is rolled back, and the next write of the batch
+// opens another. If the batch itself cannot commit (or a savepoint cannot
+// be rolled back), every write of it that had not failed on its own runs
+// again in a transaction of its own, as before.
 //
-// Batches form by themselves: while one commits, the writes arriving
-// meanwhile wait, and go together in the next. A lone write does not wait
-// for company.
+// Batches form by themselves: the writes arriving while one commits wait,
+// and go together in the next. When a recent batch was larger than the one
+// being gathered, the committer waits a moment for the writers a busy
+// moment brings (running each as it comes, so the writer is not idle
+// meanwhile); a lone write does not wait for company. While the
+// transaction is open, the read-only connections still read (WAL: the last
+// commit), and reads on the writer connection wait for the commit.
 
 // ErrClosed: the store is closed.
 var ErrClosed = errors.New("store: closed")
@@ -59,10 +67,15 @@ type committer struct {
 	mu      sync.Mutex
 	batches int64
 	writes  int64
+	// recent: the sizes of the last batches; linger: the longest a batch
+	// waits for more writers (tests set both before their first write).
+	// Only the committer's goroutine uses them.
+	recent [4]int
+	linger time.Duration
 }
 
 func newCommitter() *committer {
-	return &committer{reqs: make(chan *writeReq), closing: make(chan struct{}), stopped: make(chan struct{})}
+	return &committer{reqs: make(chan *writeReq), closing: make(chan struct{}), stopped: make(chan struct{}), linger: defaultLinger}
 }
 
 // stop ends the committer after the batch it runs, and waits for it.
@@ -103,9 +116,11 @@ func (s *Store) submit(r *writeReq) error {
 // commitLoop runs group commits until the store closes.
 func (s *Store) commitLoop() {
 	defer close(s.gc.stopped)
-	var recent [4]int // the sizes of the last batches
 	n := 0
-	var held *writeReq // a write that goes alone, taken while gathering: the next batch
+	var held *writeReq      // a write that goes alone, taken while gathering: the next batch
+	var waiting []*writeReq // the writes waiting when a batch opens
+	lingering := time.NewTimer(time.Hour)
+	lingering.Stop()
 	for {
 		first := held
 		held = nil
@@ -116,89 +131,145 @@ func (s *Store) commitLoop() {
 				return
 			}
 		}
-		batch := []*writeReq{first}
-		// add takes r into the batch, or holds it for the next one if
-		// either goes alone; false ends the gathering.
-		add := func(r *writeReq) bool {
-			if r.alone || batch[0].alone {
-				held = r
-				return false
-			}
-			batch = append(batch, r)
-			return true
-		}
-	gather:
-		for len(batch) < maxBatch && !first.alone {
+		b := &batch{s: s}
+		// Every write waiting now (they came while the last batch
+		// committed) goes in this batch: so batches grow with the writers.
+		waiting = append(waiting[:0], first)
+	drain:
+		for len(waiting) < maxBatch && !first.alone {
 			select {
 			case r := <-s.gc.reqs:
-				if !add(r) {
-					break gather
+				if r.alone {
+					held = r
+					break drain
 				}
+				waiting = append(waiting, r)
 			default:
-				break gather
+				break drain
 			}
 		}
-		// Many writers at once (a recent batch was larger than this one so
-		// far): wait a moment for the others, who are usually a few hundred
-		// microseconds behind, rather than commit each alone. A lone writer
-		// (recent batches of one) never waits.
-		if last := slices.Max(recent[:]); len(batch) < last && held == nil && !first.alone {
-			t := time.NewTimer(linger)
-		wait:
-			for len(batch) < last {
-				select {
-				case r := <-s.gc.reqs:
-					if !add(r) {
-						break wait
-					}
-				case <-t.C:
-					break wait
-				}
-			}
-			t.Stop()
+		for _, r := range waiting {
+			b.run(r)
 		}
-		recent[n%len(recent)] = len(batch)
+		clear(waiting)
+		if held == nil && !first.alone {
+			held = s.gather(b, slices.Max(s.gc.recent[:]), lingering)
+		}
+		s.gc.recent[n%len(s.gc.recent)] = len(b.reqs)
 		n++
-		s.commitBatch(batch)
+		b.commit()
 	}
 }
 
-// linger is the longest a batch waits for the writers a busy moment is
-// expected to bring (the largest of the last few batches).
-const linger = 2 * time.Millisecond
-
-// commitBatch runs batch in one transaction and answers each write.
-func (s *Store) commitBatch(batch []*writeReq) {
-	errs := make([]error, len(batch))
-	ran := make([]bool, len(batch)) // run in the batch, and failed or kept
-	// The batch's context is none of its callers': one leaving must not
-	// roll back the others.
-	err := s.db.WithContext(context.Background()).Transaction(func(tx *gorm.DB) error {
-		for i, r := range batch {
-			if err := r.ctx.Err(); err != nil {
-				errs[i], ran[i] = err, true
-				continue
+// gather waits for more writes while b holds fewer than want (the largest
+// of the last batches: many writers at once, who are usually a few hundred
+// microseconds behind), and runs each as it comes; the writer waits at
+// most linger in all for a batch. A lone writer (recent batches of one)
+// never waits, nor does a store closing. It returns a write that goes
+// alone, held for the next batch.
+func (s *Store) gather(b *batch, want int, t *time.Timer) (held *writeReq) {
+	defer t.Stop()
+	left := s.gc.linger
+	for len(b.reqs) < min(want, maxBatch) && b.lost == nil && left > 0 {
+		t.Reset(left)
+		began := time.Now()
+		select {
+		case r := <-s.gc.reqs:
+			left -= time.Since(began)
+			if r.alone {
+				return r
 			}
-			if len(batch) == 1 {
-				errs[i], ran[i] = run(r.fn, tx), true
-				return errs[i] // its own transaction: nothing to keep
-			}
-			if err := execRaw(tx, "SAVEPOINT w"); err != nil {
-				return err
-			}
-			if ferr := run(r.fn, tx); ferr != nil {
-				if err := execRaw(tx, "ROLLBACK TO w"); err != nil {
-					return fmt.Errorf("rollback to savepoint: %w", err)
-				}
-				errs[i] = ferr
-			}
-			ran[i] = true
-			if err := execRaw(tx, "RELEASE w"); err != nil {
-				return err
-			}
+			b.run(r)
+		case <-t.C:
+			return nil
+		case <-s.gc.closing: // commit what it holds
+			return nil
 		}
-		return nil
-	})
+	}
+	return nil
+}
+
+// defaultLinger is the longest a batch waits for the writers a busy moment
+// is expected to bring (the largest of the last few batches).
+const defaultLinger = 2 * time.Millisecond
+
+// batch is one group commit: its writes, run as they are taken, in tx.
+type batch struct {
+	s    *Store
+	reqs []*writeReq
+	errs []error
+	ran  []bool   // run in the batch, and failed or kept
+	tx   *gorm.DB // the open transaction; nil before the first write, or after one that failed first in it
+	// lost: the transaction was lost as a whole (a savepoint, the begin);
+	// the writes not run yet run after it, alone.
+	lost error
+}
+
+// run runs r in b's transaction, opening one if none is open. The first
+// write of a transaction needs no savepoint: if it fails, its transaction
+// is rolled back whole, nothing else in it, and the next write opens
+// another. The others run each under a savepoint of its own, and one that
+// fails rolls back to it.
+func (b *batch) run(r *writeReq) {
+	i := len(b.reqs)
+	b.reqs = append(b.reqs, r)
+	b.errs = append(b.errs, nil)
+	b.ran = append(b.ran, false)
+	if b.lost != nil {
+		return
+	}
+	if err := r.ctx.Err(); err != nil {
+		b.errs[i], b.ran[i] = err, true
+		return
+	}
+	if b.tx == nil {
+		// The batch's context is none of its callers': one leaving must
+		// not roll back the others.
+		tx := b.s.db.WithContext(context.Background()).Begin()
+		if tx.Error != nil {
+			b.lost = tx.Error
+			return
+		}
+		b.errs[i], b.ran[i] = run(r.fn, tx), true
+		if b.errs[i] != nil {
+			_ = tx.Rollback().Error // its own failure is the answer
+			b.s.scopeKept.Store(nil)
+			return
+		}
+		b.tx = tx
+		return
+	}
+	tx := b.tx
+	if err := execRaw(tx, "SAVEPOINT w"); err != nil {
+		b.lost = err
+		return
+	}
+	if ferr := run(r.fn, tx); ferr != nil {
+		if err := execRaw(tx, "ROLLBACK TO w"); err != nil {
+			b.lost = fmt.Errorf("rollback to savepoint: %w", err)
+			return
+		}
+		b.errs[i] = ferr
+	}
+	b.ran[i] = true
+	if err := execRaw(tx, "RELEASE w"); err != nil {
+		b.lost = err
+	}
+}
+
+// commit commits b's transaction and answers each write.
+func (b *batch) commit() {
+	s := b.s
+	err := b.lost
+	if b.tx != nil {
+		if err == nil {
+			err = b.tx.Commit().Error
+		}
+		if err != nil {
+			_ = b.tx.Rollback().Error
+		}
+		b.tx = nil
+	}
 	if err != nil {
 		// What a write of the lost transaction read may not have
 		// committed: the scope is read again (scopeIn).
@@ -206,29 +277,29 @@ func (s *Store) commitBatch(batch []*writeReq) {
 	}
 	s.gc.mu.Lock()
 	s.gc.batches++
-	s.gc.writes += int64(len(batch))
+	s.gc.writes += int64(len(b.reqs))
 	s.gc.mu.Unlock()
 	switch {
 	case err == nil:
-	case len(batch) == 1 && ran[0]:
-		// A lone write's own error, or its commit's: as before group commit.
-		errs[0] = err
+	case len(b.reqs) == 1 && b.ran[0]:
+		// A lone write's own commit failed: as before group commit.
+		b.errs[0] = err
 	default:
 		// The batch failed as a whole (its commit, a savepoint): nothing of
 		// it is durable. The writes that had not failed on their own run
 		// again, each in a transaction of its own.
-		for i, r := range batch {
-			if ran[i] && errs[i] != nil {
+		for i, r := range b.reqs {
+			if b.ran[i] && b.errs[i] != nil {
 				continue
 			}
-			errs[i] = r.ctx.Err()
-			if errs[i] == nil {
-				errs[i] = s.db.WithContext(context.Background()).Transaction(func(tx *gorm.DB) error { return run(r.fn, tx) })
+			b.errs[i] = r.ctx.Err()
+			if b.errs[i] == nil {
+				b.errs[i] = s.db.WithContext(context.Background()).Transaction(func(tx *gorm.DB) error { return run(r.fn, tx) })
 			}
 		}
 	}
-	for i, r := range batch {
-		r.done <- errs[i]
+	for i, r := range b.reqs {
+		r.done <- b.errs[i]
 	}
 }
 

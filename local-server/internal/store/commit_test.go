@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -12,6 +13,16 @@ import (
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/wire"
 )
+
+// commitBatch runs reqs as one group commit, as the committer runs the
+// writes it gathers, and answers each write.
+func (s *Store) commitBatch(reqs []*writeReq) {
+	b := &batch{s: s}
+	for _, r := range reqs {
+		b.run(r)
+	}
+	b.commit()
+}
 
 // saveReq is a write of batch that saves ed, its record in *out.
 func saveReq(s *Store, ctx context.Context, ed Edit, out *Record) *writeReq {
@@ -213,5 +224,182 @@ func TestGroupCommitImportBesideSaves(t *testing.T) {
 	}
 	if names["saved"] != 80 || names["imported"] != 500 {
 		t.Fatalf("patients by name = %v, want 80 saved and 500 imported", names)
+	}
+}
+
+// gathering sets s's committer to gather batches of want writes, waiting
+// for them as long as a test may take (no linger ends a batch early).
+func gathering(s *Store, want int) {
+	s.gc.recent = [4]int{want}
+	s.gc.linger = time.Hour
+}
+
+// submitted is a write sent to the committer from its own goroutine, as a
+// request's: ran is signalled each time its fn runs, done gives its answer.
+type submitted struct {
+	ran  chan struct{}
+	done chan error
+}
+
+func submit(s *Store, fn func(tx *gorm.DB) error) submitted {
+	w := submitted{ran: make(chan struct{}, 2), done: make(chan error, 1)}
+	go func() {
+		w.done <- s.write(context.Background(), func(tx *gorm.DB) error {
+			err := fn(tx)
+			w.ran <- struct{}{}
+			return err
+		})
+	}()
+	return w
+}
+
+// waitRan fails t unless w's fn runs (the batch is still open: no timer
+// ends it).
+func waitRan(t *testing.T, w submitted, what string) {
+	t.Helper()
+	select {
+	case <-w.ran:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not run while its batch was gathering", what)
+	}
+}
+
+// notAnswered fails t if w was answered.
+func notAnswered(t *testing.T, w submitted, what string) {
+	t.Helper()
+	select {
+	case err := <-w.done:
+		t.Fatalf("%s answered (err %v) before its batch committed", what, err)
+	default:
+	}
+}
+
+// committedPatients counts the patients a reader sees (the last commit;
+// the writer connection is the open batch's).
+func committedPatients(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var n int64
+	if err := s.rdb.Model(&Row[records.Patient]{}).Count(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// patientNames counts the committed patients by name.
+func patientNames(t *testing.T, s *Store) map[string]int {
+	t.Helper()
+	names := map[string]int{}
+	for _, n := range patientIDs(t, s) {
+		names[n]++
+	}
+	return names
+}
+
+// savePatient is a write that saves a patient named name, then returns fail.
+func savePatient(s *Store, name string, fail error) func(tx *gorm.DB) error {
+	return func(tx *gorm.DB) error {
+		if _, err := s.saveTx(context.Background(), tx, kinds[wire.KindPatient], Edit{Kind: wire.KindPatient, Content: records.Patient{Name: name}}); err != nil {
+			return err
+		}
+		return fail // after writing its record and outbox row
+	}
+}
+
+// TestGroupCommitRunsWritesWhileGathering: the committer runs a write as
+// soon as it takes it, while its batch still waits for more writers; the
+// writes that come later join the same transaction, a failing one among
+// them rolls back alone, and none is answered or visible before the one
+// commit that holds them all.
+func TestGroupCommitRunsWritesWhileGathering(t *testing.T) {
+	s := open(t)
+	gathering(s, 3)
+	errBoom := errors.New("boom")
+
+	a := submit(s, savePatient(s, "A", nil))
+	waitRan(t, a, "the first write")
+	notAnswered(t, a, "the first write")
+	if n := committedPatients(t, s); n != 0 {
+		t.Fatalf("a reader sees %d patients while the batch gathers, want 0", n)
+	}
+
+	half := submit(s, savePatient(s, "half", errBoom))
+	waitRan(t, half, "the second (failing) write")
+	// The committer runs one write at a time: had it answered the first
+	// after running it, the answer would be there by now.
+	notAnswered(t, a, "the first write")
+	notAnswered(t, half, "the failing write")
+
+	b := submit(s, savePatient(s, "B", nil))
+	if err := <-a.done; err != nil {
+		t.Errorf("first write: err = %v, want nil", err)
+	}
+	if err := <-half.done; !errors.Is(err, errBoom) {
+		t.Errorf("failing write: err = %v, want %v", err, errBoom)
+	}
+	if err := <-b.done; err != nil {
+		t.Errorf("third write: err = %v, want nil", err)
+	}
+	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
+		t.Fatalf("patients by name = %v, want A and B once each", names)
+	}
+	if ob := outbox(t, s); len(ob) != 2 {
+		t.Fatalf("outbox: %d rows, want 2 (one per committed save)", len(ob))
+	}
+	if c, w := s.GroupCommits(); c != 1 || w != 3 {
+		t.Errorf("GroupCommits() = %d, %d; want 1, 3 (one commit for the three writes)", c, w)
+	}
+	for i, w := range []submitted{a, half, b} {
+		if want := map[int]int{2: 1}[i]; len(w.ran) != want {
+			t.Errorf("write %d ran %d more times, want %d (a batch fallen back runs its writes again)", i, len(w.ran), want)
+		}
+	}
+}
+
+// TestGroupCommitFirstWriteFailsAlone: the first write of a batch runs
+// without a savepoint; when it fails after writing, its transaction is
+// rolled back whole and the writes gathered after it commit in another,
+// in the same batch.
+func TestGroupCommitFirstWriteFailsAlone(t *testing.T) {
+	s := open(t)
+	gathering(s, 3)
+	errBoom := errors.New("boom")
+
+	half := submit(s, savePatient(s, "half", errBoom))
+	waitRan(t, half, "the failing first write")
+	a := submit(s, savePatient(s, "A", nil))
+	waitRan(t, a, "the second write")
+	b := submit(s, savePatient(s, "B", nil))
+	if err := <-half.done; !errors.Is(err, errBoom) {
+		t.Errorf("failing first write: err = %v, want %v", err, errBoom)
+	}
+	for _, w := range []submitted{a, b} {
+		if err := <-w.done; err != nil {
+			t.Errorf("write after the failing one: err = %v, want nil", err)
+		}
+	}
+	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
+		t.Fatalf("patients by name = %v, want A and B once each", names)
+	}
+	if ob := outbox(t, s); len(ob) != 2 {
+		t.Fatalf("outbox: %d rows, want 2", len(ob))
+	}
+	if c, w := s.GroupCommits(); c != 1 || w != 3 {
+		t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
+	}
+}
+
+// TestGroupCommitLoneWriterDoesNotWait: with recent batches of one, a
+// write is committed and answered without waiting for company.
+func TestGroupCommitLoneWriterDoesNotWait(t *testing.T) {
+	s := open(t)
+	gathering(s, 1)
+	a := submit(s, savePatient(s, "A", nil))
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lone write waited for company")
 	}
 }
