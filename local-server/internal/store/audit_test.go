@@ -57,6 +57,7 @@ func TestAuditChainSurvivesRollbacksAndOtherWriters(t *testing.T) {
 			return err
 		}},
 	}
+	setCareful(s, true) // the savepoint path (the other: TestGroupCommitIsolatesFailures)
 	s.commitBatch(batch)
 	if err := <-batch[0].done; err != nil {
 		t.Fatal(err)

@@ -326,6 +326,7 @@ func TestBulkMarksLeaveUndoToTheirTransaction(t *testing.T) {
 		}},
 		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "D"}}, &saved),
 	}
+	setCareful(s, true) // the savepoint path (the other: TestGroupCommitIsolatesFailures)
 	s.commitBatch(batch)
 	if err := <-batch[1].done; err == nil {
 		t.Error("the failing write of the group commit: err = nil")

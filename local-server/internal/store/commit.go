@@ -18,24 +18,30 @@ import (
 // updates, deletes, edit-session saves, per-record sync choices, imports)
 // go to one committer goroutine instead. It opens a transaction when a
 // write comes and runs it at once; the writes that come while it gathers
-// its batch run in the same transaction as each arrives, each under a
-// savepoint of its own; then it commits once. A write is answered only
-// after the commit that holds it, so durability is what it was: nothing is
-// acknowledged before its fsync. A write that fails rolls back to its
-// savepoint and fails alone; the others of its batch commit. The first
-// write of a transaction needs no savepoint: if it fails, the transaction
+// its batch run in the same transaction as each arrives; then it commits
+// once. A write is answered only after the commit that holds it, so
+// durability is what it was: nothing is acknowledged before its fsync.
+//
+// A write that fails fails alone; the others of its batch commit. The
+// first write of a transaction runs as it is: if it fails, the transaction
 // holds nothing else and is rolled back, and the next write of the batch
-// opens another. If the batch itself cannot commit (or a savepoint cannot
-// be rolled back), every write of it that had not failed on its own runs
-// again in a transaction of its own, as before.
+// opens another. The others run as they are too (a savepoint each would
+// cost its statements and SQLite's copies of the pages it changes), until
+// one fails: its transaction is then rolled back, its error is its answer,
+// and the writes kept in it run again in a new one, each under a savepoint
+// of its own, as do the rest of the batch and the next carefulBatches
+// batches (a failing write there rolls back to its savepoint). If the
+// batch itself cannot commit (or a savepoint cannot be rolled back), every
+// write of it that had not failed on its own runs again in a transaction
+// of its own, as before.
 //
 // Batches form by themselves: the writes arriving while one commits wait,
 // and go together in the next. When a recent batch was larger than the one
 // being gathered, the committer waits a moment for the writers a busy
-// moment brings (running each as it comes, so the writer is not idle
-// meanwhile); a lone write does not wait for company. While the
-// transaction is open, the read-only connections still read (WAL: the last
-// commit), and reads on the writer connection wait for the commit.
+// moment brings (running each as it comes); a lone write does not wait
+// for company. While the transaction is open, the read-only connections
+// still read (WAL: the last commit), and reads on the writer connection
+// wait for the commit.
 
 // ErrClosed: the store is closed.
 var ErrClosed = errors.New("store: closed")
@@ -72,6 +78,9 @@ type committer struct {
 	// Only the committer's goroutine uses them.
 	recent [4]int
 	linger time.Duration
+	// careful: how many more batches run their writes under savepoints
+	// (commit.go's giveUp); only the committer's goroutine uses it.
+	careful int
 }
 
 func newCommitter() *committer {
@@ -131,7 +140,7 @@ func (s *Store) commitLoop() {
 				return
 			}
 		}
-		b := &batch{s: s}
+		b := s.gc.newBatch(s)
 		// Every write waiting now (they came while the last batch
 		// committed) goes in this batch: so batches grow with the writers.
 		waiting = append(waiting[:0], first)
@@ -200,21 +209,48 @@ type batch struct {
 	errs []error
 	ran  []bool   // run in the batch, and failed or kept
 	tx   *gorm.DB // the open transaction; nil before the first write, or after one that failed first in it
+	// inTx: the writes kept in tx (to run again if it must be given up).
+	inTx []int
+	// careful: each write after the first of a transaction runs under a
+	// savepoint. Otherwise they run as they are, and the first that fails
+	// gives the transaction up: the others run again, carefully.
+	careful bool
 	// lost: the transaction was lost as a whole (a savepoint, the begin);
 	// the writes not run yet run after it, alone.
 	lost error
 }
 
-// run runs r in b's transaction, opening one if none is open. The first
-// write of a transaction needs no savepoint: if it fails, its transaction
-// is rolled back whole, nothing else in it, and the next write opens
-// another. The others run each under a savepoint of its own, and one that
-// fails rolls back to it.
+// newBatch is the committer's next batch: careful for a while after a
+// write failed in a batch that was not.
+func (c *committer) newBatch(s *Store) *batch {
+	b := &batch{s: s, careful: c.careful > 0}
+	if c.careful > 0 {
+		c.careful--
+	}
+	return b
+}
+
+// carefulBatches is how many batches run their writes under savepoints
+// after a write failed in one that did not: a client whose writes keep
+// failing does not make every batch run twice.
+const carefulBatches = 32
+
+// run takes r into b and runs it.
 func (b *batch) run(r *writeReq) {
-	i := len(b.reqs)
 	b.reqs = append(b.reqs, r)
 	b.errs = append(b.errs, nil)
 	b.ran = append(b.ran, false)
+	b.exec(len(b.reqs) - 1)
+}
+
+// exec runs write i in b's transaction, opening one if none is open. The
+// first write of a transaction needs no savepoint: if it fails, its
+// transaction is rolled back whole, nothing else in it, and the next write
+// opens another. In a careful batch the others run each under a savepoint
+// of its own, and one that fails rolls back to it; in the others they run
+// as they are, and one that fails gives up the transaction (see giveUp).
+func (b *batch) exec(i int) {
+	r := b.reqs[i]
 	if b.lost != nil {
 		return
 	}
@@ -237,9 +273,19 @@ func (b *batch) run(r *writeReq) {
 			return
 		}
 		b.tx = tx
+		b.inTx = append(b.inTx[:0], i)
 		return
 	}
 	tx := b.tx
+	if !b.careful {
+		b.errs[i], b.ran[i] = run(r.fn, tx), true
+		if b.errs[i] != nil {
+			b.giveUp()
+			return
+		}
+		b.inTx = append(b.inTx, i)
+		return
+	}
 	if err := execRaw(tx, "SAVEPOINT w"); err != nil {
 		b.lost = err
 		return
@@ -252,8 +298,32 @@ func (b *batch) run(r *writeReq) {
 		b.errs[i] = ferr
 	}
 	b.ran[i] = true
+	if b.errs[i] == nil {
+		b.inTx = append(b.inTx, i)
+	}
 	if err := execRaw(tx, "RELEASE w"); err != nil {
 		b.lost = err
+	}
+}
+
+// giveUp handles a write that failed in a transaction without savepoints:
+// what it wrote cannot be undone alone, so the transaction is rolled back
+// and the writes kept in it run again, in a new one, each under a
+// savepoint, as do the rest of the batch and the next batches
+// (carefulBatches). The failed write's error is its answer: it failed with
+// the same writes before it as it would now.
+func (b *batch) giveUp() {
+	_ = b.tx.Rollback().Error
+	b.tx = nil
+	// What a write of the given-up transaction read may not commit.
+	b.s.scopeKept.Store(nil)
+	b.careful = true
+	b.s.gc.careful = carefulBatches
+	again := slices.Clone(b.inTx)
+	b.inTx = b.inTx[:0]
+	for _, j := range again {
+		b.errs[j], b.ran[j] = nil, false
+		b.exec(j)
 	}
 }
 

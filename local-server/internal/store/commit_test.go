@@ -17,7 +17,7 @@ import (
 // commitBatch runs reqs as one group commit, as the committer runs the
 // writes it gathers, and answers each write.
 func (s *Store) commitBatch(reqs []*writeReq) {
-	b := &batch{s: s}
+	b := s.gc.newBatch(s)
 	for _, r := range reqs {
 		b.run(r)
 	}
@@ -50,9 +50,25 @@ func patientIDs(t *testing.T, s *Store) map[ids.ID]string {
 // TestGroupCommitIsolatesFailures runs one batch of writes where some fail
 // (a save refused by the rules, a write that fails after writing, a panic,
 // a caller gone before its turn): the others commit, each failed one left
-// nothing behind, and every write got its own answer.
+// nothing behind, and every write got its own answer; in a careful batch
+// (savepoints) and in one without savepoints, which gives its transaction
+// up at the first failure.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
+	for _, careful := range []bool{true, false} {
+		t.Run(map[bool]string{true: "careful", false: "optimistic"}[careful], func(t *testing.T) {
+			testGroupCommitIsolatesFailures(t, careful)
+		})
+	}
+}
+
+// setCareful makes s's next batch careful or not (before its first write).
+func setCareful(s *Store, careful bool) {
+	s.gc.careful = map[bool]int{true: 1}[careful]
+}
+
+func testGroupCommitIsolatesFailures(t *testing.T, careful bool) {
 	s := open(t)
+	setCareful(s, careful)
 	ctx := context.Background()
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
@@ -127,6 +143,7 @@ func TestGroupCommitFallsBackAlone(t *testing.T) {
 		}},
 		saveReq(s, ctx, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "B"}}, &b),
 	}
+	setCareful(s, true) // the savepoint that cannot be rolled back (without savepoints: giveUp, TestGroupCommitIsolatesFailures)
 	s.commitBatch(batch)
 	for i, r := range batch {
 		err := <-r.done
@@ -309,10 +326,22 @@ func savePatient(s *Store, name string, fail error) func(tx *gorm.DB) error {
 // soon as it takes it, while its batch still waits for more writers; the
 // writes that come later join the same transaction, a failing one among
 // them rolls back alone, and none is answered or visible before the one
-// commit that holds them all.
+// commit that holds them all. In a careful batch the failing write rolls
+// back to its savepoint; in one without savepoints it gives up the
+// transaction, the first write runs again under a savepoint (and the
+// failing one does not), and the next batches are careful.
 func TestGroupCommitRunsWritesWhileGathering(t *testing.T) {
+	for _, careful := range []bool{true, false} {
+		t.Run(map[bool]string{true: "careful", false: "optimistic"}[careful], func(t *testing.T) {
+			testGroupCommitRunsWritesWhileGathering(t, careful)
+		})
+	}
+}
+
+func testGroupCommitRunsWritesWhileGathering(t *testing.T, careful bool) {
 	s := open(t)
 	gathering(s, 3)
+	setCareful(s, careful)
 	errBoom := errors.New("boom")
 
 	a := submit(s, savePatient(s, "A", nil))
@@ -348,10 +377,17 @@ func TestGroupCommitRunsWritesWhileGathering(t *testing.T) {
 	if c, w := s.GroupCommits(); c != 1 || w != 3 {
 		t.Errorf("GroupCommits() = %d, %d; want 1, 3 (one commit for the three writes)", c, w)
 	}
+	again := map[int]int{2: 1} // b's one run, not waited for
+	if !careful {
+		again[0]++ // run again after the failing write gave up the transaction
+	}
 	for i, w := range []submitted{a, half, b} {
-		if want := map[int]int{2: 1}[i]; len(w.ran) != want {
-			t.Errorf("write %d ran %d more times, want %d (a batch fallen back runs its writes again)", i, len(w.ran), want)
+		if len(w.ran) != again[i] {
+			t.Errorf("write %d ran %d more times, want %d", i, len(w.ran), again[i])
 		}
+	}
+	if !careful && s.gc.careful != carefulBatches {
+		t.Errorf("after a write failed in a batch without savepoints, %d careful batches to come, want %d", s.gc.careful, carefulBatches)
 	}
 }
 
