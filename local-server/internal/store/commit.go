@@ -16,11 +16,10 @@ import (
 // how many saves a second the clinic takes (about 1.2 fsyncs per record
 // when each API write had its own transaction). The API's writes (creates,
 // updates, deletes, edit-session saves, per-record sync choices, imports)
-// go to one committer goroutine instead. It opens a transaction when a
-// write comes and runs it at once; the writes that come while it gathers
-// its batch run in the same transaction as each arrives; then it commits
-// once. A write is answered only after the commit that holds it, so
-// durability is what it was: nothing is acknowledged before its fsync.
+// go to one committer goroutine instead: it takes every write waiting when
+// it is free, runs them in one transaction and commits once. A write is
+// answered only after the commit that holds it, so durability is what it
+// was: nothing is acknowledged before its fsync.
 //
 // A write that fails fails alone; the others of its batch commit. The
 // first write of a transaction runs as it is: if it fails, the transaction
@@ -38,10 +37,9 @@ import (
 // Batches form by themselves: the writes arriving while one commits wait,
 // and go together in the next. When a recent batch was larger than the one
 // being gathered, the committer waits a moment for the writers a busy
-// moment brings (running each as it comes); a lone write does not wait
-// for company. While the transaction is open, the read-only connections
-// still read (WAL: the last commit), and reads on the writer connection
-// wait for the commit.
+// moment brings; a lone write does not wait for company. (Running each
+// write as it came, while gathering, was tried: on a 2-core machine it cost
+// CPU and gained no throughput, docs/performance.md.)
 
 // ErrClosed: the store is closed.
 var ErrClosed = errors.New("store: closed")
@@ -126,8 +124,8 @@ func (s *Store) submit(r *writeReq) error {
 func (s *Store) commitLoop() {
 	defer close(s.gc.stopped)
 	n := 0
-	var held *writeReq      // a write that goes alone, taken while gathering: the next batch
-	var waiting []*writeReq // the writes waiting when a batch opens
+	var held *writeReq   // a write that goes alone, taken while gathering: the next batch
+	var reqs []*writeReq // the batch being gathered
 	lingering := time.NewTimer(time.Hour)
 	lingering.Stop()
 	for {
@@ -140,55 +138,54 @@ func (s *Store) commitLoop() {
 				return
 			}
 		}
-		b := s.gc.newBatch(s)
-		// Every write waiting now (they came while the last batch
-		// committed) goes in this batch: so batches grow with the writers.
-		waiting = append(waiting[:0], first)
-	drain:
-		for len(waiting) < maxBatch && !first.alone {
-			select {
-			case r := <-s.gc.reqs:
-				if r.alone {
-					held = r
-					break drain
-				}
-				waiting = append(waiting, r)
-			default:
-				break drain
-			}
+		reqs = append(reqs[:0], first)
+		if !first.alone {
+			held = s.gather(&reqs, lingering)
 		}
-		for _, r := range waiting {
+		b := s.gc.newBatch(s)
+		for _, r := range reqs {
 			b.run(r)
 		}
-		clear(waiting)
-		if held == nil && !first.alone {
-			held = s.gather(b, slices.Max(s.gc.recent[:]), lingering)
-		}
+		clear(reqs)
 		s.gc.recent[n%len(s.gc.recent)] = len(b.reqs)
 		n++
 		b.commit()
 	}
 }
 
-// gather waits for more writes while b holds fewer than want (the largest
-// of the last batches: many writers at once, who are usually a few hundred
-// microseconds behind), and runs each as it comes; the writer waits at
-// most linger in all for a batch. A lone writer (recent batches of one)
-// never waits, nor does a store closing. It returns a write that goes
-// alone, held for the next batch.
-func (s *Store) gather(b *batch, want int, t *time.Timer) (held *writeReq) {
-	defer t.Stop()
-	left := s.gc.linger
-	for len(b.reqs) < min(want, maxBatch) && b.lost == nil && left > 0 {
-		t.Reset(left)
-		began := time.Now()
+// gather adds to *reqs every write waiting (they came while the last
+// batch committed: so batches grow with the writers), then, while it
+// holds fewer than the largest of the last batches (many writers at once,
+// who are usually a few hundred microseconds behind), waits for more, up
+// to linger. A lone writer (recent batches of one) never waits, nor does a
+// store closing. It returns a write that goes alone, held for the next
+// batch.
+func (s *Store) gather(reqs *[]*writeReq, t *time.Timer) (held *writeReq) {
+	for len(*reqs) < maxBatch {
 		select {
 		case r := <-s.gc.reqs:
-			left -= time.Since(began)
 			if r.alone {
 				return r
 			}
-			b.run(r)
+			*reqs = append(*reqs, r)
+			continue
+		default:
+		}
+		break
+	}
+	want := min(slices.Max(s.gc.recent[:]), maxBatch)
+	if len(*reqs) >= want {
+		return nil
+	}
+	t.Reset(s.gc.linger)
+	defer t.Stop()
+	for len(*reqs) < want {
+		select {
+		case r := <-s.gc.reqs:
+			if r.alone {
+				return r
+			}
+			*reqs = append(*reqs, r)
 		case <-t.C:
 			return nil
 		case <-s.gc.closing: // commit what it holds
@@ -202,7 +199,7 @@ func (s *Store) gather(b *batch, want int, t *time.Timer) (held *writeReq) {
 // is expected to bring (the largest of the last few batches).
 const defaultLinger = 2 * time.Millisecond
 
-// batch is one group commit: its writes, run as they are taken, in tx.
+// batch is one group commit: its writes, run in turn in tx.
 type batch struct {
 	s    *Store
 	reqs []*writeReq

@@ -270,38 +270,6 @@ func submit(s *Store, fn func(tx *gorm.DB) error) submitted {
 	return w
 }
 
-// waitRan fails t unless w's fn runs (the batch is still open: no timer
-// ends it).
-func waitRan(t *testing.T, w submitted, what string) {
-	t.Helper()
-	select {
-	case <-w.ran:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not run while its batch was gathering", what)
-	}
-}
-
-// notAnswered fails t if w was answered.
-func notAnswered(t *testing.T, w submitted, what string) {
-	t.Helper()
-	select {
-	case err := <-w.done:
-		t.Fatalf("%s answered (err %v) before its batch committed", what, err)
-	default:
-	}
-}
-
-// committedPatients counts the patients a reader sees (the last commit;
-// the writer connection is the open batch's).
-func committedPatients(t *testing.T, s *Store) int64 {
-	t.Helper()
-	var n int64
-	if err := s.rdb.Model(&Row[records.Patient]{}).Count(&n).Error; err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // patientNames counts the committed patients by name.
 func patientNames(t *testing.T, s *Store) map[string]int {
 	t.Helper()
@@ -322,95 +290,79 @@ func savePatient(s *Store, name string, fail error) func(tx *gorm.DB) error {
 	}
 }
 
-// TestGroupCommitRunsWritesWhileGathering: the committer runs a write as
-// soon as it takes it, while its batch still waits for more writers; the
-// writes that come later join the same transaction, a failing one among
-// them rolls back alone, and none is answered or visible before the one
-// commit that holds them all. In a careful batch the failing write rolls
-// back to its savepoint; in one without savepoints it gives up the
-// transaction, the first write runs again under a savepoint (and the
-// failing one does not), and the next batches are careful.
-func TestGroupCommitRunsWritesWhileGathering(t *testing.T) {
-	for _, careful := range []bool{true, false} {
-		t.Run(map[bool]string{true: "careful", false: "optimistic"}[careful], func(t *testing.T) {
-			testGroupCommitRunsWritesWhileGathering(t, careful)
-		})
-	}
+// counted is a write that saves a patient named name and returns fail,
+// counting its runs in *runs.
+func counted(s *Store, name string, fail error, runs *int) *writeReq {
+	save := savePatient(s, name, fail)
+	return &writeReq{ctx: context.Background(), done: make(chan error, 1), fn: func(tx *gorm.DB) error {
+		*runs++
+		return save(tx)
+	}}
 }
 
-func testGroupCommitRunsWritesWhileGathering(t *testing.T, careful bool) {
-	s := open(t)
-	gathering(s, 3)
-	setCareful(s, careful)
-	errBoom := errors.New("boom")
-
-	a := submit(s, savePatient(s, "A", nil))
-	waitRan(t, a, "the first write")
-	notAnswered(t, a, "the first write")
-	if n := committedPatients(t, s); n != 0 {
-		t.Fatalf("a reader sees %d patients while the batch gathers, want 0", n)
-	}
-
-	half := submit(s, savePatient(s, "half", errBoom))
-	waitRan(t, half, "the second (failing) write")
-	// The committer runs one write at a time: had it answered the first
-	// after running it, the answer would be there by now.
-	notAnswered(t, a, "the first write")
-	notAnswered(t, half, "the failing write")
-
-	b := submit(s, savePatient(s, "B", nil))
-	if err := <-a.done; err != nil {
-		t.Errorf("first write: err = %v, want nil", err)
-	}
-	if err := <-half.done; !errors.Is(err, errBoom) {
-		t.Errorf("failing write: err = %v, want %v", err, errBoom)
-	}
-	if err := <-b.done; err != nil {
-		t.Errorf("third write: err = %v, want nil", err)
-	}
-	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
-		t.Fatalf("patients by name = %v, want A and B once each", names)
-	}
-	if ob := outbox(t, s); len(ob) != 2 {
-		t.Fatalf("outbox: %d rows, want 2 (one per committed save)", len(ob))
-	}
-	if c, w := s.GroupCommits(); c != 1 || w != 3 {
-		t.Errorf("GroupCommits() = %d, %d; want 1, 3 (one commit for the three writes)", c, w)
-	}
-	again := map[int]int{2: 1} // b's one run, not waited for
-	if !careful {
-		again[0]++ // run again after the failing write gave up the transaction
-	}
-	for i, w := range []submitted{a, half, b} {
-		if len(w.ran) != again[i] {
-			t.Errorf("write %d ran %d more times, want %d", i, len(w.ran), again[i])
-		}
-	}
-	if !careful && s.gc.careful != carefulBatches {
-		t.Errorf("after a write failed in a batch without savepoints, %d careful batches to come, want %d", s.gc.careful, carefulBatches)
+// TestGroupCommitFailureWithoutSavepoints: a write that fails after
+// writing fails alone. In a careful batch it rolls back to its savepoint;
+// in one without savepoints it gives up the transaction: the write before
+// it runs again under a savepoint (and it does not), and the next batches
+// are careful. One commit holds the others either way.
+func TestGroupCommitFailureWithoutSavepoints(t *testing.T) {
+	for _, careful := range []bool{true, false} {
+		t.Run(map[bool]string{true: "careful", false: "optimistic"}[careful], func(t *testing.T) {
+			s := open(t)
+			setCareful(s, careful)
+			errBoom := errors.New("boom")
+			var runs [3]int
+			batch := []*writeReq{
+				counted(s, "A", nil, &runs[0]),
+				counted(s, "half", errBoom, &runs[1]),
+				counted(s, "B", nil, &runs[2]),
+			}
+			s.commitBatch(batch)
+			for i, want := range []error{nil, errBoom, nil} {
+				if err := <-batch[i].done; !errors.Is(err, want) {
+					t.Errorf("write %d: err = %v, want %v", i, err, want)
+				}
+			}
+			if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
+				t.Fatalf("patients by name = %v, want A and B once each", names)
+			}
+			if ob := outbox(t, s); len(ob) != 2 {
+				t.Fatalf("outbox: %d rows, want 2 (one per committed save)", len(ob))
+			}
+			if c, w := s.GroupCommits(); c != 1 || w != 3 {
+				t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
+			}
+			want := [3]int{1, 1, 1}
+			if !careful {
+				want[0] = 2 // again, after the failing write gave up the transaction
+			}
+			if runs != want {
+				t.Errorf("runs of the writes = %v, want %v", runs, want)
+			}
+			if !careful && s.gc.careful != carefulBatches {
+				t.Errorf("after a write failed in a batch without savepoints, %d careful batches to come, want %d", s.gc.careful, carefulBatches)
+			}
+		})
 	}
 }
 
 // TestGroupCommitFirstWriteFailsAlone: the first write of a batch runs
 // without a savepoint; when it fails after writing, its transaction is
-// rolled back whole and the writes gathered after it commit in another,
-// in the same batch.
+// rolled back whole and the writes after it commit in another, in the
+// same batch.
 func TestGroupCommitFirstWriteFailsAlone(t *testing.T) {
 	s := open(t)
-	gathering(s, 3)
 	errBoom := errors.New("boom")
-
-	half := submit(s, savePatient(s, "half", errBoom))
-	waitRan(t, half, "the failing first write")
-	a := submit(s, savePatient(s, "A", nil))
-	waitRan(t, a, "the second write")
-	b := submit(s, savePatient(s, "B", nil))
-	if err := <-half.done; !errors.Is(err, errBoom) {
-		t.Errorf("failing first write: err = %v, want %v", err, errBoom)
+	var runs [3]int
+	batch := []*writeReq{
+		counted(s, "half", errBoom, &runs[0]),
+		counted(s, "A", nil, &runs[1]),
+		counted(s, "B", nil, &runs[2]),
 	}
-	for _, w := range []submitted{a, b} {
-		if err := <-w.done; err != nil {
-			t.Errorf("write after the failing one: err = %v, want nil", err)
+	s.commitBatch(batch)
+	for i, want := range []error{errBoom, nil, nil} {
+		if err := <-batch[i].done; !errors.Is(err, want) {
+			t.Errorf("write %d: err = %v, want %v", i, err, want)
 		}
 	}
 	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
@@ -421,6 +373,9 @@ func TestGroupCommitFirstWriteFailsAlone(t *testing.T) {
 	}
 	if c, w := s.GroupCommits(); c != 1 || w != 3 {
 		t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
+	}
+	if runs != [3]int{1, 1, 1} {
+		t.Errorf("runs of the writes = %v, want each once", runs)
 	}
 }
 
