@@ -300,6 +300,27 @@ func counted(s *Store, name string, fail error, runs *int) *writeReq {
 	}}
 }
 
+// checkOneCommitOfAB checks a batch of three writes (patients A and B
+// and one that fails) after commitBatch: each write's answer is want's,
+// A and B are saved once each with an outbox row, in one group commit.
+func checkOneCommitOfAB(t *testing.T, s *Store, batch []*writeReq, want []error) {
+	t.Helper()
+	for i, w := range want {
+		if err := <-batch[i].done; !errors.Is(err, w) {
+			t.Errorf("write %d: err = %v, want %v", i, err, w)
+		}
+	}
+	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
+		t.Fatalf("patients by name = %v, want A and B once each", names)
+	}
+	if ob := outbox(t, s); len(ob) != 2 {
+		t.Fatalf("outbox: %d rows, want 2 (one per committed save)", len(ob))
+	}
+	if c, w := s.GroupCommits(); c != 1 || w != 3 {
+		t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
+	}
+}
+
 // TestGroupCommitFailureWithoutSavepoints: a write that fails after
 // writing fails alone. In a careful batch it rolls back to its savepoint;
 // in one without savepoints it gives up the transaction: the write before
@@ -318,20 +339,7 @@ func TestGroupCommitFailureWithoutSavepoints(t *testing.T) {
 				counted(s, "B", nil, &runs[2]),
 			}
 			s.commitBatch(batch)
-			for i, want := range []error{nil, errBoom, nil} {
-				if err := <-batch[i].done; !errors.Is(err, want) {
-					t.Errorf("write %d: err = %v, want %v", i, err, want)
-				}
-			}
-			if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
-				t.Fatalf("patients by name = %v, want A and B once each", names)
-			}
-			if ob := outbox(t, s); len(ob) != 2 {
-				t.Fatalf("outbox: %d rows, want 2 (one per committed save)", len(ob))
-			}
-			if c, w := s.GroupCommits(); c != 1 || w != 3 {
-				t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
-			}
+			checkOneCommitOfAB(t, s, batch, []error{nil, errBoom, nil})
 			want := [3]int{1, 1, 1}
 			if !careful {
 				want[0] = 2 // again, after the failing write gave up the transaction
@@ -360,20 +368,7 @@ func TestGroupCommitFirstWriteFailsAlone(t *testing.T) {
 		counted(s, "B", nil, &runs[2]),
 	}
 	s.commitBatch(batch)
-	for i, want := range []error{errBoom, nil, nil} {
-		if err := <-batch[i].done; !errors.Is(err, want) {
-			t.Errorf("write %d: err = %v, want %v", i, err, want)
-		}
-	}
-	if names := patientNames(t, s); len(names) != 2 || names["A"] != 1 || names["B"] != 1 {
-		t.Fatalf("patients by name = %v, want A and B once each", names)
-	}
-	if ob := outbox(t, s); len(ob) != 2 {
-		t.Fatalf("outbox: %d rows, want 2", len(ob))
-	}
-	if c, w := s.GroupCommits(); c != 1 || w != 3 {
-		t.Errorf("GroupCommits() = %d, %d; want 1, 3", c, w)
-	}
+	checkOneCommitOfAB(t, s, batch, []error{errBoom, nil, nil})
 	if runs != [3]int{1, 1, 1} {
 		t.Errorf("runs of the writes = %v, want each once", runs)
 	}
