@@ -93,11 +93,13 @@ func (c *committer) stop() {
 
 // write runs fn in a group commit and returns its outcome once the commit
 // that holds its change is durable (or fn's own error). fn must use only
-// tx (the writer connection is the batch's), and may run a second time, on
-// its own, if its batch fails as a whole: it must set its outputs anew
-// each time. A write whose ctx ends before it runs is not run; once it is
-// in a batch, the caller waits for the commit whatever ctx says, so that
-// it never reports as failed a change that was committed.
+// tx (the writer connection is the batch's), and may run more than once:
+// again in a new transaction of its batch when a later write of it fails
+// without a savepoint, and on its own if its batch fails as a whole. It
+// must set its outputs anew each time. A write whose ctx ends before it
+// runs is not run; once it is in a batch, the caller waits for the commit
+// whatever ctx says, so that it never reports as failed a change that was
+// committed.
 func (s *Store) write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.submit(&writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
 }
@@ -392,7 +394,7 @@ func (s *Store) GroupCommits() (commits, writes int64) {
 // Write runs fn in a group commit with the API's other writes and returns
 // once the commit holding it is durable: for packages keeping their own
 // tables in the clinic's database (the audit log). fn must use only tx and
-// may run twice (see write).
+// may run more than once (see write).
 func (s *Store) Write(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.write(ctx, fn)
 }
