@@ -7,12 +7,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,34 +186,11 @@ func runReplication(ctx context.Context, c Config, n, size, conc int, timeout ti
 // the commits and the writes they held.
 func groupCommits(ctx context.Context, base string) ([2]float64, error) {
 	var out [2]float64
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
-	if err != nil {
-		return out, err
+	var errs [2]error
+	for i, name := range []string{"scsync_local_group_commits_total", "scsync_local_group_commit_writes_total"} {
+		out[i], errs[i] = stack.Gauge(ctx, base, name)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return out, err
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return out, err
-	}
-	found := 0
-	for line := range strings.Lines(string(body)) {
-		for i, name := range []string{"scsync_local_group_commits_total ", "scsync_local_group_commit_writes_total "} {
-			if v, ok := strings.CutPrefix(line, name); ok {
-				if out[i], err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil {
-					return out, err
-				}
-				found++
-			}
-		}
-	}
-	if found != 2 {
-		return out, fmt.Errorf("group commit counters: %d of 2 in %s/metrics", found, base)
-	}
-	return out, nil
+	return out, errors.Join(errs[:]...)
 }
 
 // selfCPU is the CPU time this process used so far.
