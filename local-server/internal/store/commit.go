@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -122,9 +123,13 @@ func (s *Store) submit(r *writeReq) error {
 	return <-r.done
 }
 
-// commitLoop runs group commits until the store closes.
+// commitLoop runs group commits until the store closes. Its goroutine is
+// labelled (store=committer), so a CPU profile tells the committer's work,
+// the serial part of every write, from the requests' (go tool pprof
+// -tagfocus store=committer).
 func (s *Store) commitLoop() {
 	defer close(s.gc.stopped)
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("store", "committer")))
 	n := 0
 	var held *writeReq   // a write that goes alone, taken while gathering: the next batch
 	var reqs []*writeReq // the batch being gathered
