@@ -78,6 +78,7 @@ func (g *globals) serve(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	setGC()
 	return app.Run(cmd.Context(), cfg, log, nil)
 }
 
@@ -509,6 +510,7 @@ func serviceCommand(g *globals) *cobra.Command {
 				log.Error("config not usable", "file", o.Config, "err", err)
 				return err
 			}
+			setGC()
 			return app.Run(ctx, cfg, log, nil)
 		})
 	}
