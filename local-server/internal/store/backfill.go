@@ -184,48 +184,93 @@ type BackfillBatch struct {
 // Backfill queues up to limit records the scope covers and the cloud never
 // had, newest study first (undated parents before), each after the records
 // it refers to, on the backfill lane of the outbox: the relay sends live
-// changes first.
-//
-// The batch is read and its changes are built on a snapshot, through the
-// reader connection, while the one writer goes on applying the cloud's
-// acceptances and saving users' edits. The write then marks each record
-// only if it is still what the snapshot saw (same version, still not
-// queued, still a candidate under the scope as it is now); if any is not,
-// the batch is rolled back and done again under the write lock.
+// changes first. It is PlanBackfill and CommitBackfill one after the other.
 func (s *Store) Backfill(ctx context.Context, limit int) (BackfillBatch, error) {
-	var plan *backfillPlan
-	err := s.rdb.WithContext(ctx).Transaction(func(rtx *gorm.DB) error {
-		var err error
-		plan, err = s.planBackfill(rtx, limit)
-		return err
-	})
-	if err != nil {
+	plan, err := s.PlanBackfill(ctx, limit, nil)
+	if err != nil || plan.Records() == 0 {
 		return BackfillBatch{}, err
 	}
-	if plan.out.Records == 0 {
-		return plan.out, nil
+	b, _, err := s.CommitBackfill(ctx, plan)
+	return b, err
+}
+
+// BackfillPlan is a batch of the backfill read and built, not yet written.
+type BackfillPlan struct {
+	p *backfillPlan
+	// scope is the sync scope the batch was read under, as stored.
+	scope string
+	// last is the batch's last candidate in the backfill's order: a batch
+	// planned after this one starts below it.
+	last  candidate
+	limit int
+	// taken: the records the batch marks (candidates and parents); parents
+	// how many of them are not candidates (they may sort after last).
+	taken   map[records.Ref]bool
+	parents int
+}
+
+// Records is how many records the plan queues.
+func (p *BackfillPlan) Records() int {
+	if p == nil {
+		return 0
+	}
+	return p.p.out.Records
+}
+
+// PlanBackfill reads the next batch of up to limit records on a snapshot,
+// through the reader connection, and builds its changes, while the one
+// writer goes on applying the cloud's acceptances and saving users' edits.
+//
+// With after (a plan not committed yet, whose CommitBackfill runs
+// meanwhile) it plans the batch that follows that one: candidates after
+// its last in the backfill's order, and its records taken for queued, so
+// the two batches share no record and this one's references to them are
+// not sent twice. Such a plan may be committed only after after committed
+// exactly (CommitBackfill's exact): after's records are then queued, as
+// this plan took them to be. It is empty when the scope changed since
+// after was read, or when no candidate follows after's last (there may
+// still be some before it, newly covered: plan again without after).
+func (s *Store) PlanBackfill(ctx context.Context, limit int, after *BackfillPlan) (*BackfillPlan, error) {
+	var plan *BackfillPlan
+	err := s.rdb.WithContext(ctx).Transaction(func(rtx *gorm.DB) error {
+		var err error
+		plan, err = s.planBackfill(rtx, limit, after)
+		return err
+	})
+	return plan, err
+}
+
+// CommitBackfill writes plan: marks each record only if it is still what
+// the snapshot saw (same version, still not queued, still a candidate
+// under the scope as it is now) and queues the changes. If any is not, the
+// batch is rolled back and done again under the write lock, and exact is
+// false: what was queued is not plan (a plan made after it is void).
+func (s *Store) CommitBackfill(ctx context.Context, plan *BackfillPlan) (b BackfillBatch, exact bool, err error) {
+	if plan.Records() == 0 {
+		return BackfillBatch{}, true, nil
 	}
 	if s.afterBackfillPlan != nil {
 		s.afterBackfillPlan()
 	}
-	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.commitBackfill(tx, plan) })
+	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return s.commitBackfill(tx, plan.p) })
 	if !errors.Is(err, errBackfillRaced) {
 		if err != nil {
-			return BackfillBatch{}, err
+			return BackfillBatch{}, false, err
 		}
-		return plan.out, nil
+		return plan.p.out, true, nil
 	}
+	var again *BackfillPlan
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var err error
-		if plan, err = s.planBackfill(tx, limit); err != nil || plan.out.Records == 0 {
+		if again, err = s.planBackfill(tx, plan.limit, nil); err != nil || again.Records() == 0 {
 			return err
 		}
-		return s.commitBackfill(tx, plan)
+		return s.commitBackfill(tx, again.p)
 	})
 	if err != nil {
-		return BackfillBatch{}, err
+		return BackfillBatch{}, false, err
 	}
-	return plan.out, nil
+	return again.p.out, false, nil
 }
 
 // errBackfillRaced: a record of a planned batch changed before its write.
@@ -239,18 +284,34 @@ type backfillPlan struct {
 	// version each.
 	cands, parents *bulkUpdate
 	p              pending // the outbox rows
+	taken          map[records.Ref]bool
+	nParents       int // marks in parents
 }
 
-// planBackfill reads the next batch and builds its changes.
-func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
+// planBackfill reads the next batch and builds its changes (after: see
+// PlanBackfill).
+func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*BackfillPlan, error) {
 	now := time.Now().UTC()
 	const set = "queued = 1, backfilled = 1, sync_state = ?, pending_since = ?, pending_change_id = v.column2"
-	plan := &backfillPlan{cands: newBulkUpdate(set, 3, StatePending, now), parents: newBulkUpdate(set, 3, StatePending, now)}
+	plan := &backfillPlan{cands: newBulkUpdate(set, 3, StatePending, now), parents: newBulkUpdate(set, 3, StatePending, now), taken: map[records.Ref]bool{}}
+	out := &BackfillPlan{p: plan, taken: plan.taken, limit: limit}
+	rawScope, err := s.meta(tx, metaScope)
+	if err != nil {
+		return nil, err
+	}
+	out.scope = rawScope
+	if after != nil && after.scope != rawScope {
+		return out, nil // newly covered records may sort before after's last
+	}
 	sc, err := s.scope(tx)
 	if err != nil {
 		return nil, err
 	}
 	var cands []candidate
+	scan := limit
+	if after != nil {
+		scan += after.parents // skipped below
+	}
 	for _, sp := range records.Kinds {
 		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
 		var rows []struct {
@@ -260,13 +321,20 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
 		// Walk the partial index of records not queued yet, newest
 		// first (the literal queued = 0 is what lets SQLite use it):
 		// each batch reads what it takes, not the whole history.
-		err := tx.Table(sp.Table+" INDEXED BY "+sp.Table+"_backfill").Select(sp.Table+".id AS id, "+sp.Table+".sort_date AS date").
-			Where(sp.Table+".queued = 0").Where(where, args...).
-			Order(sp.Table + ".sort_date DESC, " + sp.Table + ".id DESC").Limit(limit).Scan(&rows).Error
+		q := tx.Table(sp.Table + " INDEXED BY " + sp.Table + "_backfill").Select(sp.Table + ".id AS id, " + sp.Table + ".sort_date AS date").
+			Where(sp.Table + ".queued = 0")
+		if after != nil {
+			// Below after's last: a range of the same index.
+			q = q.Where("("+sp.Table+".sort_date, "+sp.Table+".id) < (?, ?)", after.last.date, after.last.id)
+		}
+		err := q.Where(where, args...).Order(sp.Table + ".sort_date DESC, " + sp.Table + ".id DESC").Limit(scan).Scan(&rows).Error
 		if err != nil {
 			return nil, fmt.Errorf("backfill candidates of %s: %w", sp.Kind, err)
 		}
 		for _, r := range rows {
+			if after != nil && after.taken[records.Ref{Kind: sp.Kind, ID: r.ID}] {
+				continue // a parent after queues
+			}
 			cands = append(cands, candidate{kind: sp.Kind, id: r.ID, date: r.Date})
 		}
 	}
@@ -279,9 +347,22 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
 	if len(cands) > limit {
 		cands = cands[:limit]
 	}
+	if len(cands) > 0 {
+		out.last = cands[len(cands)-1]
+	}
 	// Read the candidates and the records they refer to up front, a
-	// query per kind and level.
+	// query per kind and level. What after queues is taken for queued.
 	cache := rowCache{}
+	if after != nil {
+		for ref := range after.taken {
+			if k, err := opsFor(ref.Kind); err == nil {
+				stub := k.newRow()
+				m := stub.meta()
+				m.ID, m.ClinicID, m.Queued = ref.ID, s.clinic, true
+				cache[ref] = stub
+			}
+		}
+	}
 	level := make([]records.Ref, len(cands))
 	for i, c := range cands {
 		level[i] = records.Ref{Kind: c.kind, ID: c.id}
@@ -315,7 +396,8 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int) (*backfillPlan, error) {
 			return nil, err
 		}
 	}
-	return plan, nil
+	out.parents = plan.nParents
+	return out, nil
 }
 
 // loadUnqueued is load for the backfill's references: a record queued
@@ -447,8 +529,11 @@ func (s *Store) backfillOne(tx *gorm.DB, kind wire.Kind, id ids.ID, now time.Tim
 	marks := plan.parents
 	if depth == 0 {
 		marks = plan.cands
+	} else {
+		plan.nParents++
 	}
 	marks.add(k.spec.Table, m.ID, int64(changeID), m.Version.String())
+	plan.taken[ref] = true
 	m.Queued, m.Backfilled, m.SyncState, m.PendingChangeID, m.PendingSince = true, true, StatePending, changeID, &now
 	plan.out.Records++
 	plan.out.Bytes += int64(len(e.Payload))

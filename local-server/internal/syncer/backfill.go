@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scsync/scsync/local-server/internal/store"
 )
 
 // Progress is the backfill's progress (M8), for the API, metrics and CLI.
@@ -122,9 +124,18 @@ const (
 // backfill queues what the scope newly covers, newest first, a batch at a
 // time, while live changes are few (two lanes: live changes always go
 // first) and the relay keeps up. It resumes by itself after a restart.
+//
+// A batch is read on a snapshot (the reader connection) and then written
+// by the one writer; while one batch is written the next is read, after
+// it (store.PlanBackfill), so the writer does not wait for the reads.
 func (s *Syncer) backfill(ctx context.Context) {
 	var remaining int64
 	var counted time.Time
+	// next: the batch read while the last one was written, to write next
+	// (nil: read one first). It is dropped whenever the loop stops for
+	// more than the relay or the cloud: the records it read may change
+	// meanwhile (its write would find them changed and read again).
+	var next *store.BackfillPlan
 	for ctx.Err() == nil {
 		if time.Since(counted) > recountEvery {
 			n, err := s.st.BackfillRemaining(ctx)
@@ -132,6 +143,7 @@ func (s *Syncer) backfill(ctx context.Context) {
 				if ctx.Err() == nil {
 					s.log.Warn("backfill: counting failed", "err", err)
 				}
+				next = nil
 				sleep(ctx, 5*time.Second)
 				continue
 			}
@@ -139,12 +151,13 @@ func (s *Syncer) backfill(ctx context.Context) {
 		}
 		live, inflight, err := s.st.OutboxLanes(ctx)
 		if err != nil {
+			next = nil
 			sleep(ctx, 5*time.Second)
 			continue
 		}
 		s.bf.update(remaining+inflight, inflight, live >= liveFirst, 0, 0)
 		switch {
-		case remaining == 0:
+		case remaining == 0 && next == nil:
 			if inflight > 0 {
 				sleep(ctx, time.Second) // progress: watch the last ones go
 				continue
@@ -159,10 +172,12 @@ func (s *Syncer) backfill(ctx context.Context) {
 			counted = time.Time{}
 			continue
 		case live >= liveFirst:
+			next = nil
 			sleep(ctx, 200*time.Millisecond)
 			continue
 		case s.st.Importing():
 			// History is still coming in: newest first means over all of it.
+			next = nil
 			sleep(ctx, time.Second)
 			counted = time.Time{}
 			continue
@@ -172,25 +187,61 @@ func (s *Syncer) backfill(ctx context.Context) {
 			sleep(ctx, 100*time.Millisecond)
 			continue
 		}
-		b, err := s.st.Backfill(ctx, backfillBatch)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("backfill batch failed; will retry", "err", err)
+		plan := next
+		next = nil
+		if plan == nil {
+			plan, err = s.st.PlanBackfill(ctx, backfillBatch, nil)
+			if err != nil {
+				s.batchFailed(ctx, err)
+				continue
 			}
-			sleep(ctx, 5*time.Second)
-			continue
 		}
-		if b.Records == 0 {
+		if plan.Records() == 0 {
 			if remaining > 0 {
 				sleep(ctx, time.Second) // the count was stale: count again, not in a tight loop
 			}
 			remaining, counted = 0, time.Time{}
 			continue
 		}
+		b, after, err := s.writeBackfill(ctx, plan)
+		if err != nil {
+			s.batchFailed(ctx, err)
+			continue
+		}
+		next = after
 		remaining = max(remaining-int64(b.Records), 0)
 		s.bf.update(remaining+inflight+int64(b.Records), inflight+int64(b.Records), false, int64(b.Records), b.Bytes)
 		s.Notify()
 	}
+}
+
+// writeBackfill writes plan and, meanwhile, reads the batch after it. That
+// one is returned (else nil) only if plan was written exactly as read: the
+// batch after it took plan's records for queued.
+func (s *Syncer) writeBackfill(ctx context.Context, plan *store.BackfillPlan) (store.BackfillBatch, *store.BackfillPlan, error) {
+	var after *store.BackfillPlan
+	var afterErr error
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		after, afterErr = s.st.PlanBackfill(ctx, backfillBatch, plan)
+	}()
+	b, exact, err := s.st.CommitBackfill(ctx, plan)
+	<-read
+	if err != nil || !exact || afterErr != nil || after.Records() == 0 {
+		// An empty plan after plan's last ends the chain: the next batch is
+		// read from the newest again, which finds what became a candidate
+		// before plan's last meanwhile, or finds nothing.
+		return b, nil, err
+	}
+	return b, after, nil
+}
+
+func (s *Syncer) batchFailed(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		s.log.Warn("backfill batch failed; will retry", "err", err)
+	}
+	sleep(ctx, 5*time.Second)
 }
 
 func (b *backfiller) update(remaining, inflight int64, waiting bool, queued, bytes int64) {

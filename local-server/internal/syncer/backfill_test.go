@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -129,5 +130,93 @@ func TestBackfillWindow(t *testing.T) {
 				t.Errorf("window() = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestBackfillLoopQueuesEachRecordOnce runs the backfill loop over a
+// history of several batches (each read while the one before is written):
+// every record is queued once, patients (undated) first, then the studies
+// newest first, and the loop then finds nothing left.
+func TestBackfillLoopQueuesEachRecordOnce(t *testing.T) {
+	st := openStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := st.SetScope(ctx, store.Scope{Kinds: []wire.Kind{wire.KindSetting}}); err != nil {
+		t.Fatal(err)
+	}
+	var pats []store.Import
+	for i := range 30 {
+		pats = append(pats, store.Import{Kind: wire.KindPatient, Content: records.Patient{Name: fmt.Sprint("P", i)}})
+	}
+	pids, err := st.Import(ctx, pats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const studies = 3*backfillBatch + 470
+	var items []store.Import
+	for j := range studies {
+		date := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -(j*7919)%3650).Format(time.DateOnly)
+		items = append(items, store.Import{Kind: wire.KindStudy, Content: records.Study{PatientID: pids[j%len(pids)], StudyDate: date}})
+	}
+	if _, err := st.Import(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetScope(ctx, store.Scope{}); err != nil {
+		t.Fatal(err)
+	}
+	s := New(st, &flakyBroker{}, &growingFeed{}, time.Hour, slog.New(slog.DiscardHandler), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.backfill(ctx)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := st.BackfillRemaining(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backfill: %d records left after 30 s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	rows, err := st.NextOutbox(context.Background(), 2*studies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != studies+len(pids) {
+		t.Fatalf("outbox holds %d changes, want %d", len(rows), studies+len(pids))
+	}
+	seen := map[ids.ID]bool{}
+	last := "9999-12-31"
+	for i, r := range rows {
+		var e wire.Envelope
+		if err := json.Unmarshal([]byte(r.Envelope), &e); err != nil {
+			t.Fatal(err)
+		}
+		if seen[e.RecordID] {
+			t.Fatalf("row %d: %s %s queued twice", i, e.Kind, e.RecordID)
+		}
+		seen[e.RecordID] = true
+		if (i < len(pids)) != (e.Kind == wire.KindPatient) {
+			t.Fatalf("row %d is a %s; want the %d patients first", i, e.Kind, len(pids))
+		}
+		if e.Kind != wire.KindStudy {
+			continue
+		}
+		var c records.Study
+		if err := json.Unmarshal(e.Payload, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.StudyDate > last {
+			t.Fatalf("row %d: study of %s after one of %s; want newest first", i, c.StudyDate, last)
+		}
+		last = c.StudyDate
 	}
 }
