@@ -203,10 +203,6 @@ type BackfillPlan struct {
 	// planned after this one starts below it.
 	last  candidate
 	limit int
-	// taken: the records the batch marks (candidates and parents); parents
-	// how many of them are not candidates (they may sort after last).
-	taken   map[records.Ref]bool
-	parents int
 }
 
 // Records is how many records the plan queues.
@@ -284,8 +280,11 @@ type backfillPlan struct {
 	// version each.
 	cands, parents *bulkUpdate
 	p              pending // the outbox rows
-	taken          map[records.Ref]bool
-	nParents       int // marks in parents
+	// taken: the records the batch marks (candidates and parents);
+	// nParents how many of them are not candidates (they may sort after
+	// the batch's last candidate).
+	taken    map[records.Ref]bool
+	nParents int
 }
 
 // planBackfill reads the next batch and builds its changes (after: see
@@ -294,7 +293,7 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*Back
 	now := time.Now().UTC()
 	const set = "queued = 1, backfilled = 1, sync_state = ?, pending_since = ?, pending_change_id = v.column2"
 	plan := &backfillPlan{cands: newBulkUpdate(set, 3, StatePending, now), parents: newBulkUpdate(set, 3, StatePending, now), taken: map[records.Ref]bool{}}
-	out := &BackfillPlan{p: plan, taken: plan.taken, limit: limit}
+	out := &BackfillPlan{p: plan, limit: limit}
 	rawScope, err := s.meta(tx, metaScope)
 	if err != nil {
 		return nil, err
@@ -310,7 +309,7 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*Back
 	var cands []candidate
 	scan := limit
 	if after != nil {
-		scan += after.parents // skipped below
+		scan += after.p.nParents // skipped below
 	}
 	for _, sp := range records.Kinds {
 		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
@@ -332,7 +331,7 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*Back
 			return nil, fmt.Errorf("backfill candidates of %s: %w", sp.Kind, err)
 		}
 		for _, r := range rows {
-			if after != nil && after.taken[records.Ref{Kind: sp.Kind, ID: r.ID}] {
+			if after != nil && after.p.taken[records.Ref{Kind: sp.Kind, ID: r.ID}] {
 				continue // a parent after queues
 			}
 			cands = append(cands, candidate{kind: sp.Kind, id: r.ID, date: r.Date})
@@ -354,7 +353,7 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*Back
 	// query per kind and level. What after queues is taken for queued.
 	cache := rowCache{}
 	if after != nil {
-		for ref := range after.taken {
+		for ref := range after.p.taken {
 			if k, err := opsFor(ref.Kind); err == nil {
 				stub := k.newRow()
 				m := stub.meta()
@@ -396,7 +395,6 @@ func (s *Store) planBackfill(tx *gorm.DB, limit int, after *BackfillPlan) (*Back
 			return nil, err
 		}
 	}
-	out.parents = plan.nParents
 	return out, nil
 }
 
