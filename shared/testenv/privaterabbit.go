@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -36,6 +38,9 @@ type PrivateRabbit struct {
 	bin  string
 	env  []string
 	tls  bool
+	// cert is the DER of the node's own TLS certificate: a TLS listener on
+	// its port counts as the node only when it presents this one.
+	cert []byte
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -190,6 +195,11 @@ func launchPrivateRabbit(bin, dir string, managed bool, tls *RabbitTLS, extraCon
 		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
 	}
 	r.bin = bin
+	if tls != nil {
+		if r.cert, err = certDER(tls.CertFile); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.boot(); err != nil {
 		return r, err
 	}
@@ -283,7 +293,7 @@ func (r *PrivateRabbit) answers(c net.Conn) bool {
 		return false
 	}
 	if r.tls {
-		return true
+		return presents(c, r.cert)
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
@@ -358,14 +368,44 @@ func groupAlive(pgid int) bool {
 	return false
 }
 
+// presents tells whether the TLS server on c presents the certificate
+// whose DER is want: the node's own, not another test's TLS server that
+// took the port while the node was booting.
+func presents(c net.Conn, want []byte) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tc := cryptotls.Client(c, &cryptotls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // identity is checked below, by the exact certificate
+		MinVersion:         cryptotls.VersionTLS12,
+	})
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return false
+	}
+	peer := tc.ConnectionState().PeerCertificates
+	return len(peer) > 0 && bytes.Equal(peer[0].Raw, want)
+}
+
+// certDER is the DER of the first certificate in the PEM file path.
+func certDER(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("testenv: %s holds no certificate", path)
+	}
+	return blk.Bytes, nil
+}
+
 // caClient is an HTTP client trusting only the CA in caFile.
 func caClient(caFile string) (*http.Client, error) {
-	pem, err := os.ReadFile(caFile)
+	b, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
+	if !pool.AppendCertsFromPEM(b) {
 		return nil, fmt.Errorf("testenv: %s holds no certificate", caFile)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -396,6 +436,8 @@ func freePort(t testing.TB) int {
 // kill) must find it free, and a port of the ephemeral range can meanwhile
 // be taken as the source port of any outgoing connection on the machine
 // (seen: a private RabbitMQ's restart failing with could_not_start_listener).
+// Each port it gives is reserved for the life of the process, against this
+// process and every other one using testenv (portlock.go).
 func freePortErr() (int, error) {
 	if lo, hi := fixedPortRange(); hi > lo {
 		for range 50 {
@@ -405,6 +447,9 @@ func freePortErr() (int, error) {
 				continue // in use: try another
 			}
 			_ = ln.Close()
+			if !reservePort(port) {
+				continue // given to another server of the tests, maybe not yet listening
+			}
 			return port, nil
 		}
 	}

@@ -3,6 +3,7 @@ package testenv
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -121,5 +122,52 @@ func TestLaunchPrivateRabbit(t *testing.T) {
 	r.Kill()
 	if _, err := amqp.Dial(r.URL); err == nil {
 		t.Fatal("dial succeeded after Kill")
+	}
+}
+
+// TestPresentsTheNodesOwnCertificate: a TLS node's boot waits for its own
+// certificate on its port, not for any TLS server there (another test's
+// TLS Redis once took a booting node's port).
+func TestPresentsTheNodesOwnCertificate(t *testing.T) {
+	t.Parallel()
+	_, certFile, keyFile := PKI(t, t.TempDir())
+	_, otherCert, _ := PKI(t, t.TempDir())
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_ = c.(*tls.Conn).Handshake()
+				_ = c.Close()
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		file string
+		want bool
+	}{{certFile, true}, {otherCert, false}} {
+		der, err := certDER(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := presents(c, der); got != tc.want {
+			t.Errorf("presents(%s) = %v, want %v", tc.file, got, tc.want)
+		}
+		_ = c.Close()
 	}
 }
