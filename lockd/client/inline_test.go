@@ -109,3 +109,35 @@ func BenchmarkAnswerHead(b *testing.B) {
 		}
 	})
 }
+
+// FuzzPlainHead: whatever plainHead takes, http.ReadResponse reads the
+// same (status, body, connection reuse).
+func FuzzPlainHead(f *testing.F) {
+	f.Add("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+	f.Add("HTTP/1.1 409 Conflict\r\ncontent-length: 3\r\nConnection: close\r\n\r\n{}\n")
+	f.Add("HTTP/1.1 503\r\nContent-Length:0\r\nRetry-After: 1\r\n\r\n")
+	f.Fuzz(func(t *testing.T, answer string) {
+		br := bufio.NewReaderSize(strings.NewReader(answer), 4096)
+		if _, err := br.Peek(1); err != nil {
+			return
+		}
+		h, ok := plainHead(br)
+		if !ok {
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(answer)), nil)
+		if err != nil {
+			t.Fatalf("plainHead took %q, which http.ReadResponse refuses: %v", answer, err)
+		}
+		want, err := io.ReadAll(resp.Body)
+		_, _ = br.Discard(h.size)
+		got, _ := io.ReadAll(io.LimitReader(br, h.bodyLen))
+		if int64(len(got)) < h.bodyLen {
+			return // a short body: the exchange fails either way
+		}
+		if err != nil || h.status != resp.StatusCode || !bytes.Equal(got, want) || h.close != resp.Close {
+			t.Fatalf("plainHead(%q) = status %d, body %q, close %v; http.ReadResponse: %d, %q, %v (%v)",
+				answer, h.status, got, h.close, resp.StatusCode, want, resp.Close, err)
+		}
+	})
+}
