@@ -118,8 +118,9 @@ func TestUnreachable(t *testing.T) {
 	}))
 	defer slow.Close()
 	c := New(slow.URL, "tok", &http.Client{Timeout: 100 * time.Millisecond})
-	if _, err := c.Inspect(context.Background(), 42, "p/1"); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("Inspect of a silent lockd err = %v, want ErrUnavailable", err)
+	t0 := time.Now()
+	if _, err := c.Inspect(context.Background(), 42, "p/1"); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 3*time.Second {
+		t.Errorf("Inspect of a silent lockd err = %v after %v, want ErrUnavailable with context.DeadlineExceeded after the client's timeout", err, time.Since(t0))
 	}
 	// The caller giving up is not lockd being unreachable.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -28,13 +28,18 @@ func (l lingerListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &lingerConn{Conn: c}, nil
+	lc := &lingerConn{Conn: c}
+	if a := c.RemoteAddr(); a != nil {
+		lc.remote = a.String()
+	}
+	return lc, nil
 }
 
 // lingerConn is a connection that may close gracefully.
 type lingerConn struct {
 	net.Conn
 	linger atomic.Bool
+	remote string // RemoteAddr().String(), once: each request's RemoteAddr
 }
 
 // markLinger asks c (or the connection c wraps, as a *tls.Conn does) to

@@ -2,14 +2,16 @@ package app
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -29,8 +31,9 @@ import (
 // (fasthttp's own adaptor runs each in a goroutine of its own, for Flush
 // and Hijack, which lockd's handlers do not use), and their answer is sent
 // as they wrote it. What differs: HTTP/1.1 only (over TLS too, where
-// net/http offered HTTP/2), and a request's context does not end when its
-// client goes away (each Redis call has its own timeout).
+// net/http offered HTTP/2), and a request's context ends neither when its
+// client goes away nor when its handler returns (each Redis call has its
+// own timeout).
 
 // newServer returns the server of h.
 func newServer(h http.Handler, log *slog.Logger) *fasthttp.Server {
@@ -62,23 +65,42 @@ func serveHTTP(h http.Handler) fasthttp.RequestHandler {
 			writeError(ctx, http.StatusBadRequest, httpapi.CodeBadRequest, "malformed request target")
 			return
 		}
-		// Not ctx itself: a context whose Done is not the context
-		// package's own costs every context derived from it (each Redis
-		// call's timeout) a goroutine. As net/http's, it ends when the
-		// handler returns.
-		rctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		w := responseWriter{ctx: ctx, header: http.Header{}}
-		body := &bodyReader{r: r.Body, size: r.ContentLength}
-		r.Body = body
-		h.ServeHTTP(&w, r.WithContext(rctx))
-		w.finish()
-		if body.unread() {
+		// r's context is context.Background (r.Context() of a request
+		// without one): not ctx itself, whose Done is not the context
+		// package's own, so that every context derived from it (each Redis
+		// call's timeout) would cost a goroutine; and not a cancelable one
+		// ending with the handler, as net/http's, which cost each Redis
+		// call's timeout a registration with it: lockd's handlers start
+		// nothing that outlives them.
+		x := exchanges.Get().(*exchange)
+		x.w = responseWriter{ctx: ctx, header: x.w.header}
+		x.body = bodyReader{r: r.Body, size: r.ContentLength}
+		r.Body = &x.body
+		h.ServeHTTP(&x.w, r)
+		x.w.finish()
+		if x.body.unread() {
 			// Refused unread: if fasthttp closes the connection rather
 			// than drain the rest, the client must still get the answer.
 			markLinger(ctx.Conn())
 		}
+		x.release()
 	}
+}
+
+// exchange is what serving one request needs besides the request itself,
+// kept for the next request (nothing of it outlives the handler).
+type exchange struct {
+	w    responseWriter
+	body bodyReader
+}
+
+var exchanges = sync.Pool{New: func() any { return &exchange{w: responseWriter{header: http.Header{}}} }}
+
+func (x *exchange) release() {
+	clear(x.w.header)
+	x.w = responseWriter{header: x.w.header}
+	x.body = bodyReader{}
+	exchanges.Put(x)
 }
 
 // bodyReader tells whether a request's body was read to its end.
@@ -118,19 +140,15 @@ func request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     make(http.Header, 8),
+		Header:     header(&ctx.Request.Header),
 		Host:       string(ctx.Host()),
-		RemoteAddr: ctx.RemoteAddr().String(),
+		RemoteAddr: remoteAddr(ctx),
 		RequestURI: uri,
 		TLS:        ctx.TLSConnectionState(),
 	}
 	if !ctx.Request.Header.IsHTTP11() {
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
 	}
-	for k, v := range ctx.Request.Header.All() {
-		r.Header.Add(string(k), string(v))
-	}
-	r.Header.Del("Host") // r.Host, as net/http has it
 	r.ContentLength = int64(ctx.Request.Header.ContentLength())
 	if s := ctx.RequestBodyStream(); s != nil {
 		r.Body = io.NopCloser(s)
@@ -143,6 +161,102 @@ func request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
 		r.ContentLength = -1 // chunked
 	}
 	return r, nil
+}
+
+// maxFields is how many fields' names and lengths header keeps on its
+// stack; a request with more costs it two allocations more.
+const maxFields = 32
+
+// header is h as net/http has a request's header: canonical keys, each
+// field's values in order, no Host (it is the request's Host). The values
+// share one string and one []string (a key's first value has capacity 1,
+// so adding to it copies), and the usual keys are constants, where adding
+// each field as it came cost three allocations.
+func header(h *fasthttp.RequestHeader) http.Header {
+	n, size := 0, 0
+	for _, v := range h.All() {
+		n++
+		size += len(v)
+	}
+	var (
+		b    strings.Builder
+		lens [maxFields]int
+		keys [maxFields]string
+	)
+	b.Grow(size)
+	lensOf, keysOf := lens[:0], keys[:0]
+	if n > maxFields {
+		lensOf, keysOf = make([]int, 0, n), make([]string, 0, n)
+	}
+	for k, v := range h.All() {
+		if len(lensOf) == n {
+			break // cannot happen: All yields the same fields again
+		}
+		b.Write(v)
+		lensOf = append(lensOf, len(v))
+		keysOf = append(keysOf, headerKey(k))
+	}
+	all := b.String()
+	vals := make([]string, len(lensOf))
+	hdr := make(http.Header, len(lensOf))
+	off := 0
+	for i, key := range keysOf {
+		v := all[off : off+lensOf[i]]
+		off += lensOf[i]
+		if key == "Host" {
+			continue // r.Host, as net/http has it
+		}
+		if prev, ok := hdr[key]; ok {
+			hdr[key] = append(prev, v)
+			continue
+		}
+		vals[i] = v
+		hdr[key] = vals[i : i+1 : i+1]
+	}
+	return hdr
+}
+
+// headerKey is the canonical form of a field's name, without allocating
+// for the names lockd's clients send.
+func headerKey(k []byte) string {
+	switch string(k) {
+	case "Host":
+		return "Host"
+	case "Content-Length":
+		return "Content-Length"
+	case "Content-Type":
+		return "Content-Type"
+	case "User-Agent":
+		return "User-Agent"
+	case "Authorization":
+		return "Authorization"
+	case "Accept":
+		return "Accept"
+	case "Accept-Encoding":
+		return "Accept-Encoding"
+	case "Connection":
+		return "Connection"
+	}
+	return http.CanonicalHeaderKey(string(k))
+}
+
+// remoteAddr is the client's address as net/http has it, from the
+// connection's copy made once at accept.
+func remoteAddr(ctx *fasthttp.RequestCtx) string {
+	for c := ctx.Conn(); c != nil; {
+		switch v := c.(type) {
+		case *lingerConn:
+			if v.remote != "" {
+				return v.remote
+			}
+			c = nil
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			c = nil
+		}
+	}
+	return ctx.RemoteAddr().String()
 }
 
 // responseWriter collects a handler's answer into ctx's response.
