@@ -38,15 +38,7 @@ func TestProxyDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
-		}
-	}()
+	serveEach(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	p := NewProxy(t, ln.Addr().String())
 	roundTrip := func() time.Duration {
 		c, err := (&net.Dialer{}).DialContext(context.Background(), "tcp", p.Addr())
@@ -72,4 +64,21 @@ func TestProxyDelay(t *testing.T) {
 	if d := roundTrip(); d > 250*time.Millisecond {
 		t.Errorf("round trip without delay = %s, want well under 300ms", d)
 	}
+}
+
+// serveEach accepts on ln until it is closed and runs handle on each
+// connection in its own goroutine, closing the connection after.
+func serveEach(ln net.Listener, handle func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				handle(c)
+				_ = c.Close()
+			}()
+		}
+	}()
 }

@@ -141,18 +141,7 @@ func TestPresentsTheNodesOwnCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_ = c.(*tls.Conn).Handshake()
-				_ = c.Close()
-			}()
-		}
-	}()
+	serveEach(ln, func(c net.Conn) { _ = c.(*tls.Conn).Handshake() })
 	for _, tc := range []struct {
 		file string
 		want bool
