@@ -45,7 +45,11 @@ func New(st *store.Store, tokens config.Auth, opts Options, log *slog.Logger, re
 	if err != nil {
 		return nil, err
 	}
-	return &Server{store: st, auth: a, opts: opts, log: log, m: newMetrics(reg)}, nil
+	m := newMetrics(reg)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "lockd",
+		Name: "combined_scripts_total", Help: "Lock scripts that went to Redis in a pipeline with another request's, having queued while a call was in flight."},
+		func() float64 { return float64(st.Combined()) }))
+	return &Server{store: st, auth: a, opts: opts, log: log, m: m}, nil
 }
 
 // handler serves one operation for an authenticated caller and returns the

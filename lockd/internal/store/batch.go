@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/scsync/scsync/lockd/lockapi"
 )
 
@@ -31,59 +29,50 @@ type Result struct {
 // write and read on each side) for all of them instead of one each. Each op
 // is still its own script, atomic by itself, with exactly the outcome it
 // would have alone; ops do not see a common snapshot, which independent
-// callers never could either.
+// callers never could either. Like a single operation, a batch that arrives
+// while another lock call is in flight waits for it and then goes with
+// whatever else queued meanwhile (combine.go).
 func (s *Store) Batch(ctx context.Context, ops []Op) []Result {
 	res := make([]Result, len(ops))
-	calls := make([]call, len(ops))
+	calls := make([]call, 0, len(ops))
 	secrets := make([]string, len(ops))
 	for i, op := range ops {
+		var c call
 		switch {
 		case op.Acquire != nil:
-			calls[i], secrets[i] = s.acquireCall(*op.Acquire, op.TTL)
+			c, secrets[i] = s.acquireCall(*op.Acquire, op.TTL)
 		case op.Renew != nil:
 			r := op.Renew
-			calls[i] = s.renewCall(r.Clinic, r.Resource, r.Token, r.Secret, op.TTL)
+			c = s.renewCall(r.Clinic, r.Resource, r.Token, r.Secret, op.TTL)
 		case op.Release != nil:
 			r := op.Release
-			calls[i] = s.releaseCall(r.Clinic, r.Resource, r.Token, r.Secret, r.SavedVersion)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.Cmd, len(ops))
-	for i, c := range calls {
-		if c.script != nil {
-			cmds[i] = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-	}
-	_, _ = pipe.Exec(ctx) // errors are per command, read below
-	for i, op := range ops {
-		if cmds[i] == nil {
+			c = s.releaseCall(r.Clinic, r.Resource, r.Token, r.Secret, r.SavedVersion)
+		default:
 			res[i].Err = fmt.Errorf("%w: empty batch operation", ErrUnavailable)
 			continue
 		}
-		v, err := cmds[i].Slice()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Redis lost its script cache (a restart, SCRIPT FLUSH): this
-			// script did not run; run it alone, which loads it.
-			v, err = calls[i].script.Run(ctx, s.rdb, calls[i].keys, calls[i].args...).Slice()
-		}
-		switch {
-		case err != nil:
-			res[i].Err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-			continue
-		case len(v) == 0:
-			res[i].Err = fmt.Errorf("%w: empty script reply", ErrUnavailable)
+		calls = append(calls, c)
+	}
+	if len(calls) == 0 {
+		return res
+	}
+	replies := s.exec(ctx, calls)
+	j := 0
+	for i, op := range ops {
+		if res[i].Err != nil {
 			continue
 		}
+		r := replies[j]
+		j++
 		switch {
+		case r.err != nil:
+			res[i].Err = r.err
 		case op.Acquire != nil:
-			res[i].Grant, res[i].Err = acquireResult(v, *op.Acquire, secrets[i])
+			res[i].Grant, res[i].Err = acquireResult(r.v, *op.Acquire, secrets[i])
 		case op.Renew != nil:
-			res[i].Renewal, res[i].Err = renewResult(v, op.Renew.Resource, op.Renew.Token)
+			res[i].Renewal, res[i].Err = renewResult(r.v, op.Renew.Resource, op.Renew.Token)
 		default:
-			res[i].Err = outcome(v[0])
+			res[i].Err = outcome(r.v[0])
 		}
 	}
 	return res

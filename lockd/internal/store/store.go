@@ -36,6 +36,7 @@ type Options struct {
 type Store struct {
 	rdb  redis.UniversalClient
 	opts Options
+	comb combiner // the lock scripts' calls to Redis (combine.go)
 }
 
 // New returns a Store over rdb.
@@ -87,11 +88,11 @@ func (s *Store) Ping(ctx context.Context) error {
 // a *HeldError naming the current holder.
 func (s *Store) Acquire(ctx context.Context, req lockapi.AcquireRequest, ttl time.Duration) (lockapi.Grant, error) {
 	c, secret := s.acquireCall(req, ttl)
-	v, err := s.run(ctx, c.script, c.keys, c.args...)
-	if err != nil {
-		return lockapi.Grant{}, err
+	r := s.exec(ctx, []call{c})[0]
+	if r.err != nil {
+		return lockapi.Grant{}, r.err
 	}
-	return acquireResult(v, req, secret)
+	return acquireResult(r.v, req, secret)
 }
 
 // call is one script run: what a single operation and a batch send alike.
@@ -134,11 +135,11 @@ func acquireResult(v []any, req lockapi.AcquireRequest, secret string) (lockapi.
 // Renew extends the lock identified by token and secret to ttl from now.
 func (s *Store) Renew(ctx context.Context, clinic ids.ID, resource string, token int64, secret string, ttl time.Duration) (lockapi.Renewal, error) {
 	c := s.renewCall(clinic, resource, token, secret, ttl)
-	v, err := s.run(ctx, c.script, c.keys, c.args...)
-	if err != nil {
-		return lockapi.Renewal{}, err
+	r := s.exec(ctx, []call{c})[0]
+	if r.err != nil {
+		return lockapi.Renewal{}, r.err
 	}
-	return renewResult(v, resource, token)
+	return renewResult(r.v, resource, token)
 }
 
 func (s *Store) renewCall(clinic ids.ID, resource string, token int64, secret string, ttl time.Duration) call {
@@ -156,11 +157,11 @@ func renewResult(v []any, resource string, token int64) (lockapi.Renewal, error)
 // when not empty, is handed to the next grant.
 func (s *Store) Release(ctx context.Context, clinic ids.ID, resource string, token int64, secret, savedVersion string) error {
 	c := s.releaseCall(clinic, resource, token, secret, savedVersion)
-	v, err := s.run(ctx, c.script, c.keys, c.args...)
-	if err != nil {
-		return err
+	r := s.exec(ctx, []call{c})[0]
+	if r.err != nil {
+		return r.err
 	}
-	return outcome(v[0])
+	return outcome(r.v[0])
 }
 
 func (s *Store) releaseCall(clinic ids.ID, resource string, token int64, secret, savedVersion string) call {
