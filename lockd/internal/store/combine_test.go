@@ -293,3 +293,39 @@ func TestCombinedCallerGoes(t *testing.T) {
 		t.Errorf("Acquire after = %v", o.err)
 	}
 }
+
+// TestCombinedWokenGone: a queued caller whose context ends as the call in
+// flight returns, whichever comes first, gets its context's error (its
+// script not sent) or its script's outcome, and leaves the store idle.
+func TestCombinedWokenGone(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t, false)
+	idle := func() error {
+		s.comb.mu.Lock()
+		defer s.comb.mu.Unlock()
+		if s.comb.busy || len(s.comb.queue) > 0 {
+			return errors.New("the store is still busy")
+		}
+		return nil
+	}
+	for range 300 {
+		s.comb.mu.Lock()
+		s.comb.busy = true // a call in flight
+		s.comb.mu.Unlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Release(ctx, 42, "patient/none", 1, "secret", "") }()
+		testenv.CheckFor(t, 5*time.Second, 50*time.Microsecond, func() error {
+			if queued(s) != 1 {
+				return errors.New("the release is not queued")
+			}
+			return nil
+		})
+		go cancel()
+		s.next() // the call in flight returns
+		if err := <-done; !errors.Is(err, context.Canceled) && !errors.Is(err, ErrExpired) {
+			t.Fatalf("Release = %v, want context.Canceled or ErrExpired", err)
+		}
+		testenv.CheckFor(t, 5*time.Second, time.Millisecond, idle)
+	}
+}
