@@ -167,40 +167,19 @@ func sameSet(a, b []string) bool {
 func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 	s := statesStore(t)
 	ctx := context.Background()
-	type stmt struct {
-		sql  string
-		vars []any
-	}
-	var mu sync.Mutex
-	var seen []stmt
-	capture := func(db *gorm.DB) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, stmt{db.Statement.SQL.String(), db.Statement.Vars})
-	}
-	if err := s.db.Callback().Query().After("gorm:query").Register("test:capture", capture); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.Callback().Row().After("gorm:row").Register("test:capture", capture); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Status(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.InFlight(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range []string{StatePending, StateConflict} {
-		if _, err := s.List(ctx, wire.KindStudy, ListQuery{SyncState: st}); err != nil {
+	seen := capture(t, s.db, func() {
+		if _, err := s.Status(ctx); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := s.db.Callback().Query().Remove("test:capture"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.Callback().Row().Remove("test:capture"); err != nil {
-		t.Fatal(err)
-	}
+		if _, err := s.InFlight(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []string{StatePending, StateConflict} {
+			if _, err := s.List(ctx, wire.KindStudy, ListQuery{SyncState: st}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 	var checked int
 	for _, st := range seen {
 		table := ""
@@ -237,6 +216,72 @@ func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 	// oldest pending; the in-flight set; two lists.
 	if want := 5*len(records.Kinds) + 2; checked != want {
 		t.Errorf("checked %d statements, want %d", checked, want)
+	}
+}
+
+// stmt is a statement as the store ran it.
+type stmt struct {
+	sql  string
+	vars []any
+}
+
+// capture runs fn and returns the statements it ran on db.
+func capture(t *testing.T, db *gorm.DB, fn func()) []stmt {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []stmt
+	record := func(db *gorm.DB) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, stmt{db.Statement.SQL.String(), db.Statement.Vars})
+	}
+	if err := db.Callback().Query().After("gorm:query").Register("test:capture", record); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Callback().Row().After("gorm:row").Register("test:capture", record); err != nil {
+		t.Fatal(err)
+	}
+	fn()
+	if err := db.Callback().Query().Remove("test:capture"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Callback().Row().Remove("test:capture"); err != nil {
+		t.Fatal(err)
+	}
+	return seen
+}
+
+// TestBackfillRemainingReadsInIDOrder: the backfill's count of what it has
+// left takes the ids of the records never queued from the backfill's index
+// and reads those rows by id, in id order, for every kind.
+func TestBackfillRemainingReadsInIDOrder(t *testing.T) {
+	s := statesStore(t)
+	ctx := context.Background()
+	var n int64
+	seen := capture(t, s.rdb, func() {
+		var err error
+		if n, err = s.BackfillRemaining(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n != 3 {
+		t.Errorf("BackfillRemaining = %d, want the 3 imported patients", n)
+	}
+	var checked int
+	for _, sp := range records.Kinds {
+		for _, st := range seen {
+			if !strings.Contains(st.sql, "FROM `"+sp.Table+"`") {
+				continue
+			}
+			checked++
+			plan := explain(t, s.rdb, st.sql, st.vars)
+			if !strings.Contains(plan, "SEARCH "+sp.Table+" USING INTEGER PRIMARY KEY") || !strings.Contains(plan, "INDEX "+sp.Table+"_backfill") {
+				t.Errorf("plan of %s = %q, want the rows by id from the ids of %s_backfill", st.sql, plan, sp.Table)
+			}
+		}
+	}
+	if checked != len(records.Kinds) {
+		t.Errorf("checked %d statements, want one a kind", checked)
 	}
 }
 
