@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/libtnb/sqlite"
+	"github.com/pressly/goose/v3"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
@@ -230,8 +231,9 @@ func TestPreviousReleaseDatabase(t *testing.T) {
 }
 
 // sinceRelease is the previous release's catalog with what the migrations
-// since add (a catalog line each: 00002 the patient search indexes) and
-// without what they drop (00003 the audit log's index on its time).
+// since add (a catalog line each: 00002 the patient search indexes, 00004
+// the partial sync_state indexes) and without what they drop (00003 the
+// audit log's index on its time, 00004 the full sync_state indexes).
 func sinceRelease(prev []string) []string {
 	out := slices.DeleteFunc(slices.Clone(prev), func(l string) bool { return slices.Contains(droppedSinceRelease, l) })
 	if len(out) != len(prev)-len(droppedSinceRelease) {
@@ -246,10 +248,30 @@ var addedSinceRelease = []string{
 	"index | patients_search_birth_date | patients | CREATE INDEX patients_search_birth_date ON patients (birth_date, id)",
 	"index | patients_search_chart_no | patients | CREATE INDEX patients_search_chart_no ON patients (lower(chart_no), id)",
 	"index | patients_search_name | patients | CREATE INDEX patients_search_name ON patients (lower(name), id)",
+	"index | idx_patients_sync_state | patients | CREATE INDEX idx_patients_sync_state ON patients (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_doctors_sync_state | doctors | CREATE INDEX idx_doctors_sync_state ON doctors (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_users_sync_state | users | CREATE INDEX idx_users_sync_state ON users (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_report_templates_sync_state | report_templates | CREATE INDEX idx_report_templates_sync_state ON report_templates (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_settings_sync_state | settings | CREATE INDEX idx_settings_sync_state ON settings (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_studies_sync_state | studies | CREATE INDEX idx_studies_sync_state ON studies (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_images_sync_state | images | CREATE INDEX idx_images_sync_state ON images (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_captures_sync_state | captures | CREATE INDEX idx_captures_sync_state ON captures (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_project_files_sync_state | project_files | CREATE INDEX idx_project_files_sync_state ON project_files (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
+	"index | idx_reports_sync_state | reports | CREATE INDEX idx_reports_sync_state ON reports (sync_state) WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)",
 }
 
 var droppedSinceRelease = []string{
 	"index | idx_audit_log_at | audit_log | CREATE INDEX `idx_audit_log_at` ON `audit_log`(`at`)",
+	"index | idx_patients_sync_state | patients | CREATE INDEX `idx_patients_sync_state` ON `patients`(`sync_state`)",
+	"index | idx_doctors_sync_state | doctors | CREATE INDEX `idx_doctors_sync_state` ON `doctors`(`sync_state`)",
+	"index | idx_users_sync_state | users | CREATE INDEX `idx_users_sync_state` ON `users`(`sync_state`)",
+	"index | idx_report_templates_sync_state | report_templates | CREATE INDEX `idx_report_templates_sync_state` ON `report_templates`(`sync_state`)",
+	"index | idx_settings_sync_state | settings | CREATE INDEX `idx_settings_sync_state` ON `settings`(`sync_state`)",
+	"index | idx_studies_sync_state | studies | CREATE INDEX `idx_studies_sync_state` ON `studies`(`sync_state`)",
+	"index | idx_images_sync_state | images | CREATE INDEX `idx_images_sync_state` ON `images`(`sync_state`)",
+	"index | idx_captures_sync_state | captures | CREATE INDEX `idx_captures_sync_state` ON `captures`(`sync_state`)",
+	"index | idx_project_files_sync_state | project_files | CREATE INDEX `idx_project_files_sync_state` ON `project_files`(`sync_state`)",
+	"index | idx_reports_sync_state | reports | CREATE INDEX `idx_reports_sync_state` ON `reports`(`sync_state`)",
 }
 
 // diff lists the lines only in want (-) and only in got (+).
@@ -274,4 +296,82 @@ func diff(want, got []string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestSyncStateIndexPartial: 00004 on a database at 00003 with records in
+// every state, queued or not, keeps every row, and leaves each kind's
+// sync_state index holding the pending and conflict records and the
+// excluded ones once queued, only; its Down brings the full index back.
+func TestSyncStateIndexPartial(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := open(t)
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, schema.Migrations(), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	states := []string{"pending", "synced", "conflict", "excluded"}
+	for i, table := range kindTables {
+		for j := range 40 {
+			if _, err := db.Exec("INSERT INTO "+table+" (id, clinic_id, version, origin, sync_state, queued) VALUES (?, 7, 'v', 'local', ?, ?)",
+				1000*i+j+1, states[j%len(states)], j/len(states)%2); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := contents(t, db)
+	if err := schema.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if after := contents(t, db); !reflect.DeepEqual(after, before) {
+		t.Errorf("Migrate changed rows:\n%s", diff(flat(before), flat(after)))
+	}
+	for _, table := range kindTables {
+		index := "idx_" + table + "_sync_state"
+		got := dump(t, db, "SELECT sync_state, COUNT(*) AS n FROM "+table+" INDEXED BY "+index+
+			" WHERE sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1) GROUP BY sync_state")
+		if want := []string{"sync_state=string:conflict n=int64:10", "sync_state=string:excluded n=int64:5", "sync_state=string:pending n=int64:10"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s holds %q, want %q", index, got, want)
+		}
+		// Its b-tree's cells (an index keeps an entry in every cell,
+		// interior ones included): those 25 records.
+		var entries int
+		if err := db.QueryRow("SELECT SUM(ncell) FROM dbstat WHERE name = ?", index).Scan(&entries); err != nil || entries != 25 {
+			t.Errorf("%s holds %d entries (%v), want 25", index, entries, err)
+		}
+		var partial int
+		if err := db.QueryRow("SELECT partial FROM pragma_index_list(?) WHERE name = ?", table, index).Scan(&partial); err != nil || partial != 1 {
+			t.Errorf("%s partial = %d (%v), want 1", index, partial, err)
+		}
+	}
+	if _, err := p.DownTo(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range kindTables {
+		var partial int
+		if err := db.QueryRow("SELECT partial FROM pragma_index_list(?) WHERE name = ?", table, "idx_"+table+"_sync_state").Scan(&partial); err != nil || partial != 0 {
+			t.Errorf("after Down, idx_%s_sync_state partial = %d (%v), want a full index", table, partial, err)
+		}
+	}
+	if after := contents(t, db); !reflect.DeepEqual(after, before) {
+		t.Errorf("Down changed rows:\n%s", diff(flat(before), flat(after)))
+	}
+}
+
+// kindTables are the tables of the record kinds.
+var kindTables = []string{"patients", "doctors", "users", "report_templates", "settings", "studies", "images", "captures", "project_files", "reports"}
+
+// flat is contents as one list, each row prefixed with its table.
+func flat(c map[string][]string) []string {
+	var out []string
+	for table, rows := range c {
+		for _, r := range rows {
+			out = append(out, table+": "+r)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -166,8 +166,14 @@ func (s *Store) BackfillRemaining(ctx context.Context) (int64, error) {
 	var total int64
 	for _, sp := range records.Kinds {
 		where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
+		// The records never queued are the backfill index's (the literal
+		// queued = 0 lets SQLite use it); their ids gathered first, the
+		// rows are read in id order, as the table lies, not in the index's
+		// order of dates, one random page each (400,000 of a million: 10 s
+		// against 1 s; sync_state's index no longer holds them to walk).
 		var n int64
-		if err := db.Table(sp.Table).Where(where, args...).Count(&n).Error; err != nil {
+		if err := db.Table(sp.Table).Where(sp.Table+".id IN (SELECT id FROM "+sp.Table+" WHERE queued = 0)").
+			Where(where, args...).Count(&n).Error; err != nil {
 			return 0, err
 		}
 		total += n

@@ -25,8 +25,10 @@ type Meta struct {
 	// ConflictOf, on a keep-both conflict copy, names the record it was
 	// copied from.
 	ConflictOf ids.ID `gorm:"not null;default:0" json:"conflict_of,omitempty"`
-	// SyncState is pending, synced, conflict or excluded (M6).
-	SyncState string `gorm:"not null;index" json:"sync_state"`
+	// SyncState is pending, synced, conflict or excluded (M6). Its index
+	// (idx_<table>_sync_state, schema migration 00004) holds only pending
+	// and conflict: a query uses it only with the state as a literal.
+	SyncState string `gorm:"not null" json:"sync_state"`
 	// SyncChoice is the user's choice for this record: always, never, or
 	// empty for the clinic's sync scope (M4).
 	SyncChoice string `gorm:"not null;default:''" json:"sync_choice,omitempty"`

@@ -19,6 +19,7 @@ import (
 
 	"github.com/libtnb/sqlite"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 	modernc "modernc.org/sqlite"
 
@@ -33,6 +34,21 @@ const (
 	StateConflict = "conflict" // needs a person
 	StateExcluded = "excluded" // outside the sync scope
 )
+
+// stateIs is the condition sync_state = st. Each kind's index on
+// sync_state holds only the rare states (schema migration 00004), and
+// SQLite uses a partial index only for a condition it can see implies the
+// index's: for pending and conflict the state is written as a literal,
+// which a statement's plan can rely on (a bound state is seen only by
+// preparing the statement again for the value bound, at every run). The
+// other states are bound, and read the table in id order.
+func stateIs(st string) clause.Expr {
+	switch st {
+	case StatePending, StateConflict:
+		return clause.Expr{SQL: "sync_state = '" + st + "'"}
+	}
+	return clause.Expr{SQL: "sync_state = ?", Vars: []any{st}}
+}
 
 var (
 	// ErrNotFound: no such record.

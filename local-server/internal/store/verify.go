@@ -22,7 +22,7 @@ func (s *Store) InFlight(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	for _, sp := range records.Kinds {
 		var idList []ids.ID
-		if err := s.db.WithContext(ctx).Model(kinds[sp.Kind].model).Where("clinic_id = ? AND sync_state = ?", s.clinic, StatePending).
+		if err := s.db.WithContext(ctx).Model(kinds[sp.Kind].model).Where("clinic_id = ?", s.clinic).Where(stateIs(StatePending)).
 			Pluck("id", &idList).Error; err != nil {
 			return nil, err
 		}
