@@ -148,13 +148,7 @@ func BenchmarkBackfillWAL(b *testing.B) {
 // frames the WAL file grew by (its size; countWAL reads them, slowly).
 func countFrames(tb testing.TB, s *Store, fn func()) int {
 	tb.Helper()
-	var busy, log, done int
-	if err := s.db.Raw("PRAGMA wal_checkpoint(TRUNCATE)").Row().Scan(&busy, &log, &done); err != nil || busy != 0 || log != 0 {
-		tb.Fatalf("wal_checkpoint(TRUNCATE) = %d, %d, %d, %v; want 0, 0", busy, log, done, err)
-	}
-	if err := s.db.Exec("PRAGMA wal_autocheckpoint=0").Error; err != nil {
-		tb.Fatal(err)
-	}
+	walFromEmpty(tb, s)
 	fn()
 	fi, err := os.Stat(s.path + "-wal")
 	if err != nil {

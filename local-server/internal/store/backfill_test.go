@@ -156,23 +156,9 @@ func TestBackfillPlanAfterUsesTheIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	where, args := s.backfillWhere(sc, sp.Kind, sp.Table)
-	q := "EXPLAIN QUERY PLAN SELECT id FROM studies INDEXED BY studies_backfill WHERE studies.queued = 0 AND (studies.sort_date, studies.id) < (?, ?) AND " +
+	q := "SELECT id FROM studies INDEXED BY studies_backfill WHERE studies.queued = 0 AND (studies.sort_date, studies.id) < (?, ?) AND " +
 		where + " ORDER BY studies.sort_date DESC, studies.id DESC LIMIT 10"
-	rows, err := s.db.Raw(q, append([]any{"2020-01-01", 5}, args...)...).Rows()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = rows.Close() }()
-	var plan []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	got := strings.Join(plan, "; ")
+	got := explain(t, s.db, q, append([]any{"2020-01-01", 5}, args...))
 	if !strings.Contains(got, "SEARCH studies USING INDEX studies_backfill (") || strings.Contains(got, "TEMP B-TREE") {
 		t.Fatalf("query plan %q: want a range search of studies_backfill, no sort", got)
 	}

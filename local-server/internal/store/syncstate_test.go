@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -301,6 +300,7 @@ func rareState(sql string, vars []any) (rare, bound bool) {
 	return false, false
 }
 
+// explain is the query plan of sql with vars, its lines joined by "; ".
 func explain(t *testing.T, db *gorm.DB, sql string, vars []any) string {
 	t.Helper()
 	rows, err := db.Raw("EXPLAIN QUERY PLAN "+sql, vars...).Rows()
@@ -317,5 +317,8 @@ func explain(t *testing.T, db *gorm.DB, sql string, vars []any) string {
 		}
 		plan = append(plan, detail)
 	}
-	return fmt.Sprint(plan)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
 }

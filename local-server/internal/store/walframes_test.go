@@ -171,12 +171,10 @@ type walCount struct {
 	byOwner map[string]int
 }
 
-// countWAL runs fn on s with the WAL never checkpointed and counts the
-// frames fn's commits appended to it.
-func countWAL(tb testing.TB, s *Store, fn func()) walCount {
+// walFromEmpty checkpoints s's WAL into the database file, empties it and
+// stops automatic checkpoints (callers set wal_autocheckpoint back).
+func walFromEmpty(tb testing.TB, s *Store) {
 	tb.Helper()
-	// The database file alone must hold every commit so far: the WAL
-	// read below starts empty.
 	var busy, log, done int
 	if err := s.db.Raw("PRAGMA wal_checkpoint(TRUNCATE)").Row().Scan(&busy, &log, &done); err != nil || busy != 0 || log != 0 {
 		tb.Fatalf("wal_checkpoint(TRUNCATE) = %d, %d, %d, %v; want 0, 0", busy, log, done, err)
@@ -184,6 +182,15 @@ func countWAL(tb testing.TB, s *Store, fn func()) walCount {
 	if err := s.db.Exec("PRAGMA wal_autocheckpoint=0").Error; err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// countWAL runs fn on s with the WAL never checkpointed and counts the
+// frames fn's commits appended to it.
+func countWAL(tb testing.TB, s *Store, fn func()) walCount {
+	tb.Helper()
+	// The database file alone must hold every commit so far: the WAL
+	// read below starts empty.
+	walFromEmpty(tb, s)
 	image, err := os.ReadFile(s.path)
 	if err != nil {
 		tb.Fatal(err)
