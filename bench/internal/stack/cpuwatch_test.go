@@ -1,7 +1,10 @@
 package stack
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +45,37 @@ func cpuOf(t *testing.T, pid int, d time.Duration) time.Duration {
 	}
 }
 
+// stopped stops cmd's process, waits until it is stopped (SIGSTOP is
+// delivered after kill returns: it may run on another core meanwhile) and
+// returns its CPU then.
+func stopped(t *testing.T, cmd *exec.Cmd) time.Duration {
+	t.Helper()
+	pid := cmd.Process.Pid
+	if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop process %d: %v", pid, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state follows the command's name in parentheses.
+		if _, rest, ok := strings.Cut(string(stat), ") "); ok && (strings.HasPrefix(rest, "T") || strings.HasPrefix(rest, "t")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d not stopped after 10 s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	u, err := ReadUsage(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.CPU
+}
+
 // A CPUWatch counts a process running at its start from its CPU then, one
 // started since from zero, keeps the CPU of one that ended up to its last
 // sample, and ignores processes that do not match.
@@ -50,8 +84,12 @@ func TestCPUWatch(t *testing.T) {
 	w := newCPUWatch(func(cmd string) bool { return strings.HasSuffix(cmd, " "+token) })
 	other := busy(t, token+"-not")
 	before := busy(t, token)
-	atStart := cpuOf(t, before.Process.Pid, 100*time.Millisecond)
+	cpuOf(t, before.Process.Pid, 100*time.Millisecond)
+	// Stopped while the watch starts, so that the CPU read here is the
+	// CPU the watch starts from (a loaded machine runs it between the two).
+	atStart := stopped(t, before)
 	w.sample(true)
+	_ = before.Process.Signal(syscall.SIGCONT)
 	after := busy(t, token)
 	cpuOf(t, after.Process.Pid, 100*time.Millisecond)
 	cpuOf(t, before.Process.Pid, atStart+100*time.Millisecond)
@@ -70,15 +108,11 @@ func TestCPUWatch(t *testing.T) {
 	if _, ok := w.procs[after.Process.Pid]; ok {
 		t.Fatalf("the watch still holds process %d after it ended", after.Process.Pid)
 	}
-	_ = before.Process.Signal(syscall.SIGSTOP)
-	u, err := ReadUsage(before.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
+	end := stopped(t, before)
 	w.sample(false)
-	got, want := w.close(), afterCPU+u.CPU-atStart
+	got, want := w.close(), afterCPU+end-atStart
 	if got != want {
-		t.Errorf("CPUWatch counted %s, want %s (%s of the process that ended, %s-%s of the one running at the start)", got, want, afterCPU, u.CPU, atStart)
+		t.Errorf("CPUWatch counted %s, want %s (%s of the process that ended, %s-%s of the one running at the start)", got, want, afterCPU, end, atStart)
 	}
 }
 
