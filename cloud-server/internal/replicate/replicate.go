@@ -102,6 +102,11 @@ type Replicator struct {
 	// protocols is the range each clinic stated (absent: not known here
 	// yet — the store's, read on first use).
 	protocols map[ids.ID]statedRange
+	// protoGen counts SetProtocols calls; protoSet is the count at each
+	// clinic's last one. A refresh that read the clinic list before that
+	// keeps the newer range (its own read may predate it).
+	protoGen uint64
+	protoSet map[ids.ID]uint64
 }
 
 // statedRange is a clinic's range and whether it stated one (false: a
@@ -139,7 +144,7 @@ func (r *Replicator) SetShards(n int) { r.shards = max(n, 1) }
 func New(st *store.Store, broker Broker, log *slog.Logger, reg prometheus.Registerer) *Replicator {
 	r := &Replicator{
 		st: st, broker: broker, log: log, wake: make(chan struct{}, 1), shards: wire.DefaultUpShards, batch: DefaultAcceptBatch,
-		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, protocols: map[ids.ID]statedRange{}, fresh: make(chan struct{}, 1),
+		refresh: 5 * time.Second, users: map[ids.ID]string{}, disabled: map[ids.ID]bool{}, protocols: map[ids.ID]statedRange{}, protoSet: map[ids.ID]uint64{}, fresh: make(chan struct{}, 1),
 		accepted:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_accepted_total", Help: "Clinic changes accepted into the cloud sequence."}),
 		redeliver:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_duplicate_total", Help: "Clinic changes received again after acceptance (idempotent no-ops)."}),
 		relayed:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "changes_relayed_total", Help: "Accepted changes published down with a broker confirm."}),
@@ -238,6 +243,9 @@ func (r *Replicator) consume(ctx context.Context, queue string) {
 // (calling onDisabled for a clinic newly found disabled) and starts setting
 // up the clinics whose topology is not the current one.
 func (r *Replicator) refreshClinics(ctx context.Context, wg *sync.WaitGroup) {
+	r.mu.Lock()
+	gen := r.protoGen
+	r.mu.Unlock()
 	clinics, err := r.st.ClinicStates(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -250,7 +258,9 @@ func (r *Replicator) refreshClinics(ctx context.Context, wg *sync.WaitGroup) {
 	r.mu.Lock()
 	for _, c := range clinics {
 		r.users[c.ID] = c.BrokerUser
-		r.protocols[c.ID] = statedRange{c.Protocols(), c.ProtocolMin != nil}
+		if r.protoSet[c.ID] <= gen { // not set since the list was read
+			r.protocols[c.ID] = statedRange{c.Protocols(), c.ProtocolMin != nil}
+		}
 		if off := c.DisabledAt != nil; off != r.disabled[c.ID] {
 			r.disabled[c.ID] = off
 			if off {
@@ -447,6 +457,8 @@ func (r *Replicator) SetProtocols(clinic ids.ID, p wire.Range, stated bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.protocols[clinic] = statedRange{p, stated}
+	r.protoGen++
+	r.protoSet[clinic] = r.protoGen
 }
 
 // protocolsOf returns the range the clinic speaks, from the store when
