@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,4 +132,70 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestRefreshKeepsNewerProtocols: a clinic-list refresh that read the list
+// before an up message changed a clinic's range does not put the older
+// range back (the node would send that clinic down messages in a version
+// it no longer speaks until the next refresh); a refresh that reads the
+// list after a change made elsewhere (another node) takes it.
+func TestRefreshKeepsNewerProtocols(t *testing.T) {
+	t.Parallel()
+	st := openStore(t, testenv.PostgresDB(t))
+	ctx := context.Background()
+	c := ids.ID(7_400_000_000_011)
+	enroll(t, st, c)
+	// Its topology is current: the refresh has nothing to set up, so the
+	// node needs no broker.
+	if err := st.SetTopology(ctx, c, TopologyVersion); err != nil {
+		t.Fatal(err)
+	}
+	r := New(st, nil, testLog(t), nil)
+	refresh := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		r.refreshClinics(ctx, &wg)
+		wg.Wait()
+	}
+	known := func() statedRange {
+		t.Helper()
+		p, err := r.protocolsOf(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	refresh()
+	if p := known(); p.stated {
+		t.Fatalf("a clinic that stated no range is known as %v", p)
+	}
+
+	// An up message stating 2-3 is handled between the refresh's read of
+	// the list (no range) and its update of the node's view.
+	newer := wire.Range{Min: 2, Max: 3}
+	r.listed = func() {
+		r.listed = nil
+		if _, err := st.SetProtocols(ctx, c, newer, true); err != nil {
+			t.Error(err)
+		}
+		r.SetProtocols(c, newer, true)
+	}
+	refresh()
+	if p := known(); p != (statedRange{newer, true}) {
+		t.Fatalf("after a refresh that read the list first, the clinic is known as %v, want %v", p, newer)
+	}
+	refresh()
+	if p := known(); p != (statedRange{newer, true}) {
+		t.Fatalf("after the next refresh, the clinic is known as %v, want %v", p, newer)
+	}
+
+	// Another node records the clinic back on a release before ranges:
+	// this node's next refresh takes it from the list.
+	if _, err := st.SetProtocols(ctx, c, wire.Range{}, false); err != nil {
+		t.Fatal(err)
+	}
+	refresh()
+	if p := known(); p.stated {
+		t.Fatalf("after another node recorded no range, the clinic is known as %v", p)
+	}
 }

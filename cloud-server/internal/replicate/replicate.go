@@ -107,6 +107,10 @@ type Replicator struct {
 	// keeps the newer range (its own read may predate it).
 	protoGen uint64
 	protoSet map[ids.ID]uint64
+
+	// listed, when set (tests), runs after a refresh has read the clinic
+	// list and before it updates this node's view of it.
+	listed func()
 }
 
 // statedRange is a clinic's range and whether it stated one (false: a
@@ -252,6 +256,9 @@ func (r *Replicator) refreshClinics(ctx context.Context, wg *sync.WaitGroup) {
 			r.log.Warn("list clinics failed", "err", err)
 		}
 		return
+	}
+	if r.listed != nil {
+		r.listed()
 	}
 	var route, finish []ids.ID
 	var newlyDisabled []ids.ID
