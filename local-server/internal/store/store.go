@@ -41,7 +41,8 @@ const (
 // index's: for pending and conflict the state is written as a literal,
 // which a statement's plan can rely on (a bound state is seen only by
 // preparing the statement again for the value bound, at every run). The
-// other states are bound, and read the table in id order.
+// other states are bound; synced reads the table in id order, and the
+// excluded list the indexes of its two parts (Store.List).
 func stateIs(st string) clause.Expr {
 	switch st {
 	case StatePending, StateConflict:
@@ -49,6 +50,12 @@ func stateIs(st string) clause.Expr {
 	}
 	return clause.Expr{SQL: "sync_state = ?", Vars: []any{st}}
 }
+
+// rareStates is the condition of each kind's partial index on sync_state,
+// as the migration writes it: a query uses the index only with a term
+// that is it, or implies it (SQLite compares the expressions), and
+// sync_state = 'excluded' AND queued = 1 does not, being two terms.
+const rareStates = "sync_state = 'pending' OR sync_state = 'conflict' OR (sync_state = 'excluded' AND queued = 1)"
 
 var (
 	// ErrNotFound: no such record.
@@ -107,6 +114,8 @@ type Store struct {
 	// afterBackfillPlan, set by tests, runs between a backfill batch's
 	// read and its write.
 	afterBackfillPlan func()
+	// fewNeverQueuedAt, set by tests, replaces fewNeverQueued.
+	fewNeverQueuedAt int
 	// gc gathers the API's writes into group commits (commit.go).
 	gc *committer
 	// scopeKept is the sync scope as the committer last read it (nil: to

@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	"gorm.io/gorm"
 
+	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/records"
 	"github.com/scsync/scsync/shared/version"
 	"github.com/scsync/scsync/shared/wire"
@@ -142,6 +144,102 @@ func TestListBySyncState(t *testing.T) {
 	}
 }
 
+// TestListExcludedAsScan: the records list filtered by excluded, paged by
+// 1, 2, 3 and 100, gives what a read of the whole table gives, in id
+// order, with the deleted or without, whether it reads them through the
+// two indexes (few records never queued) or the table in id order (many).
+func TestListExcludedAsScan(t *testing.T) {
+	s := statesStore(t)
+	ctx := context.Background()
+	// More never queued after the one taken out of the cloud, and a
+	// second one taken out after them: the two parts interleave in id
+	// order, so pages cross from one to the other.
+	if _, err := s.Import(ctx, []Import{
+		{Kind: wire.KindPatient, Content: records.Patient{Name: "Imported 4"}},
+		{Kind: wire.KindPatient, Content: records.Patient{Name: "Imported 5"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := s.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := RecordMeta(save(t, s, Edit{Kind: wire.KindPatient, Content: records.Patient{Name: "Unsynced 2"}}))
+	applyDown(t, s, applied(seq+1, wire.OriginLocal, p.PendingChangeID, p.ID, p.Version, "Unsynced 2"))
+	u := RecordMeta(mustRecord(s.Unsync(ctx, wire.KindPatient, p.ID)))
+	gone := applied(seq+2, wire.OriginLocal, u.PendingChangeID, u.ID, u.Version, "Unsynced 2")
+	gone.Deleted, gone.Unsync = true, true
+	applyDown(t, s, gone)
+	if m, _ := get(t, s, wire.KindPatient, p.ID); m.SyncState != StateExcluded || !m.Queued {
+		t.Fatalf("unsynced record = %+v, want excluded and queued", m)
+	}
+	if _, err := s.Import(ctx, []Import{{Kind: wire.KindPatient, Content: records.Patient{Name: "Imported 6"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, withDeleted := range []bool{false, true} {
+		q := "SELECT id FROM patients NOT INDEXED WHERE clinic_id = ? AND sync_state = 'excluded'"
+		if !withDeleted {
+			q += " AND deleted = 0"
+		}
+		var want []ids.ID
+		if err := s.db.Raw(q+" ORDER BY id", clinic).Scan(&want).Error; err != nil {
+			t.Fatal(err)
+		}
+		var queued int64
+		if err := s.db.Raw("SELECT count(*) FROM patients WHERE sync_state = 'excluded' AND queued = 1").Scan(&queued).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(want) != 8 || queued != 2 {
+			t.Fatalf("%d excluded records, %d of them queued; want 6 never queued and 2 queued", len(want), queued)
+		}
+		for _, few := range []int{0, 1} {
+			for _, limit := range []int{1, 2, 3, 100} {
+				s.fewNeverQueuedAt = few
+				var got []ids.ID
+				seen := capture(t, s.db, func() {
+					q := ListQuery{SyncState: StateExcluded, Limit: limit, WithDeleted: withDeleted}
+					for {
+						rs, err := s.List(ctx, wire.KindPatient, q)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if len(rs) == 0 {
+							break
+						}
+						if len(rs) > limit {
+							t.Fatalf("List(limit %d) = %d records", limit, len(rs))
+						}
+						for _, r := range rs {
+							got = append(got, RecordMeta(r).ID)
+						}
+						q.After = got[len(got)-1]
+					}
+				})
+				indexes := false
+				for _, st := range seen {
+					indexes = indexes || strings.Contains(st.sql, "UNION ALL")
+				}
+				if indexes != (few == 0) {
+					t.Errorf("few never queued below %d: the list read through the indexes = %v, want %v", few, indexes, few == 0)
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("List(excluded, limit %d, deleted %v, few below %d) = %v, want %v", limit, withDeleted, few, got, want)
+				}
+			}
+		}
+	}
+}
+
+// scansTable says whether plan (explain's) reads the whole of table.
+func scansTable(plan, table string) bool {
+	for _, line := range strings.Split(plan, "; ") {
+		if line == "SCAN "+table || strings.HasPrefix(line, "SCAN "+table+" ") && !strings.Contains(line, " INDEX ") {
+			return true
+		}
+	}
+	return false
+}
+
 func sameSet(a, b []string) bool {
 	m := map[string]int{}
 	for _, v := range a {
@@ -162,7 +260,8 @@ func sameSet(a, b []string) bool {
 // pending or conflict lookup (Status, the in-flight set, the records
 // lists) names the state as a literal and is planned on the partial
 // sync_state index, with the arguments it ran with; Status's other counts
-// read an index, never the table.
+// read an index, never the table, and so does the list of the excluded
+// (few never queued).
 func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 	s := statesStore(t)
 	ctx := context.Background()
@@ -178,6 +277,9 @@ func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		if _, err := s.List(ctx, wire.KindPatient, ListQuery{SyncState: StateExcluded}); err != nil {
+			t.Fatal(err)
+		}
 	})
 	var checked int
 	for _, st := range seen {
@@ -188,6 +290,22 @@ func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 			}
 		}
 		if table == "" {
+			continue
+		}
+		if strings.Contains(st.sql, "UNION ALL") {
+			// The excluded list: the queued part from the sync_state
+			// index, the never queued by id from the backfill's ids;
+			// never the table read through.
+			checked++
+			plan := explain(t, s.db, st.sql, st.vars)
+			for _, want := range []string{"SEARCH " + table + " USING INDEX idx_" + table + "_sync_state", "INDEX " + table + "_backfill", "SEARCH " + table + " USING INTEGER PRIMARY KEY"} {
+				if !strings.Contains(plan, want) {
+					t.Errorf("plan of %s = %q, want %q in it", st.sql, plan, want)
+				}
+			}
+			if scansTable(plan, table) {
+				t.Errorf("plan of %s = %q reads the whole of %s", st.sql, plan, table)
+			}
 			continue
 		}
 		var want string
@@ -212,8 +330,9 @@ func TestSyncStateLookupsUseItsIndex(t *testing.T) {
 		}
 	}
 	// Status: per kind the rare states, the never queued, the count, the
-	// oldest pending; the in-flight set; two lists.
-	if want := 5*len(records.Kinds) + 2; checked != want {
+	// oldest pending; the in-flight set; two lists; the excluded list's
+	// count of the never queued and its page.
+	if want := 5*len(records.Kinds) + 4; checked != want {
 		t.Errorf("checked %d statements, want %d", checked, want)
 	}
 }
@@ -230,6 +349,9 @@ func capture(t *testing.T, db *gorm.DB, fn func()) []stmt {
 	var mu sync.Mutex
 	var seen []stmt
 	record := func(db *gorm.DB) {
+		if db.DryRun {
+			return // a subquery built into a statement, not run
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		seen = append(seen, stmt{db.Statement.SQL.String(), db.Statement.Vars})
