@@ -3,11 +3,8 @@ package store
 import (
 	"context"
 	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 
-	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/wire"
 )
 
@@ -21,18 +18,7 @@ func BenchmarkListExcluded(b *testing.B) {
 	ctx := context.Background()
 	var s *Store
 	if path := os.Getenv("SCSYNC_LIST_DB"); path != "" {
-		c, err := strconv.ParseInt(os.Getenv("SCSYNC_LIST_CLINIC"), 10, 64)
-		if err != nil {
-			b.Fatalf("SCSYNC_LIST_CLINIC: %v", err)
-		}
-		gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: filepath.Join(b.TempDir(), "ids.state")})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if s, err = Open(path, ids.ID(c), gen); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = s.Close() })
+		s = openExisting(b, path, envClinic(b, "SCSYNC_LIST_CLINIC"))
 	} else {
 		s = open(b)
 		seedStudies(b, s, 20_000)

@@ -3,11 +3,8 @@ package store
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/scsync/scsync/shared/ids"
 )
 
 // BenchmarkStatus is Status (the /v1/status answer and the metrics'
@@ -18,16 +15,9 @@ func BenchmarkStatus(b *testing.B) {
 	ctx := context.Background()
 	var s *Store
 	if path := os.Getenv("SCSYNC_STATUS_DB"); path != "" {
-		gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: filepath.Join(b.TempDir(), "ids.state")})
-		if err != nil {
-			b.Fatal(err)
-		}
 		t0 := time.Now()
-		if s, err = Open(path, clinic, gen); err != nil {
-			b.Fatal(err)
-		}
+		s = openExisting(b, path, clinic)
 		b.Logf("opened (and migrated) %s in %v", path, time.Since(t0))
-		b.Cleanup(func() { _ = s.Close() })
 	} else {
 		s = open(b)
 		seedStudies(b, s, 20_000)

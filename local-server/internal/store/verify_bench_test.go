@@ -52,18 +52,7 @@ func BenchmarkVerifyScan(b *testing.B) {
 		_ = s.Close()
 	}
 	if path != "" {
-		c, err := strconv.ParseInt(os.Getenv("SCSYNC_VERIFY_CLINIC"), 10, 64)
-		if err != nil {
-			b.Fatalf("SCSYNC_VERIFY_CLINIC: %v", err)
-		}
-		gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: filepath.Join(b.TempDir(), "ids.state")})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if s, err = Open(path, ids.ID(c), gen); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = s.Close() })
+		s = openExisting(b, path, envClinic(b, "SCSYNC_VERIFY_CLINIC"))
 	} else {
 		s = open(b)
 		seedStudies(b, s, 20_000)
@@ -145,4 +134,30 @@ func rssAnon() uint64 {
 		}
 	}
 	return 0
+}
+
+// openExisting opens (and migrates) the sc-local database at path as
+// clinic's, with an id generator of its own, for a benchmark.
+func openExisting(b *testing.B, path string, clinic ids.ID) *Store {
+	b.Helper()
+	gen, err := ids.NewGenerator(5, ids.GeneratorOptions{StateFile: filepath.Join(b.TempDir(), "ids.state")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := Open(path, clinic, gen)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// envClinic is the clinic id in the environment variable name.
+func envClinic(b *testing.B, name string) ids.ID {
+	b.Helper()
+	c, err := strconv.ParseInt(os.Getenv(name), 10, 64)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return ids.ID(c)
 }
