@@ -345,9 +345,18 @@ func TestViewerWorkflow(t *testing.T) {
 	if code := call(t, "PUT", cloud.prefix+"patients/"+p.ID, cloud.token, map[string]any{"base_version": cur.Version, "data": map[string]any{"name": "Hana Seo (cloud)", "chart_no": "C-777777"}}, nil); code != 200 {
 		t.Fatalf("cloud edit: %d", code)
 	}
+	// The clinic's page has the patient open (its own edit pending) when
+	// the cloud's resolution arrives: the record's flag and its copy, two
+	// changes, each of which may come first; the side-by-side view opens
+	// without a reload, with the copy in it.
+	setField(t, local, "#search-q", "C-777777")
+	click(t, local, "#search-go")
+	click(t, local, row+" .open")
+	waitText(t, local, "the clinic's pending edit open", "#detail-title", "Hana Seo (clinic)")
 	amqpLink.Restore()
 	apiLink.Restore()
 	patientSettled(t, c, cloud, p.ID, "conflict")
+	waitJS(t, local, "side by side, live", `!document.getElementById('conflict-panel').hidden && document.getElementById('conflict-other').textContent.includes('Hana Seo (clinic)')`)
 
 	click(t, local, "#conflicts")
 	waitText(t, local, "conflicts list", row+" .title", "Hana Seo (cloud)")

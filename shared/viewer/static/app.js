@@ -315,7 +315,10 @@
     }
     if (state.detail && state.detail.kind === kind && state.detail.id === id) {
       paintMode($('detail-mode'), kind, id);
-      if (rec) fillDetail(rec);
+      if (rec) {
+        fillDetail(rec);
+        recheckConflict(kind);
+      }
     }
   }
 
@@ -559,10 +562,20 @@
   // an edit session (which clears the flag) and deletes a copy not kept.
 
   let conflict = null; // {kind, original, copy}
+  let conflictLoads = 0; // loadConflict calls: only the latest one paints
+  let conflictRetry = null; // the timer of the next look for a missing copy
 
-  async function loadConflict(rec) {
-    $('conflict-panel').hidden = true;
-    conflict = null;
+  async function loadConflict(rec, retries) {
+    const load = ++conflictLoads;
+    clearTimeout(conflictRetry);
+    // A look again at the conflict shown keeps it in view until the new
+    // answer replaces it; any other record's is taken down at once.
+    const shown = conflict && conflict.kind === rec.kind &&
+      [conflict.original, conflict.copy].some((r) => r && String(r.id) === String(rec.id));
+    if (!shown || syncOf(rec) !== 'conflict') {
+      $('conflict-panel').hidden = true;
+      conflict = null;
+    }
     if (syncOf(rec) !== 'conflict') return;
     const collection = collectionOf(rec.kind);
     let original = rec;
@@ -577,9 +590,10 @@
         copy = ((page && page.items) || []).find((c) => String(c.conflict_of) === String(rec.id)) || null;
       }
     } catch (err) {
-      showError('Could not load the conflict', err);
+      if (load === conflictLoads) showError('Could not load the conflict', err);
       return;
     }
+    if (load !== conflictLoads) return; // a newer look is under way
     original.kind = original.kind || rec.kind;
     conflict = { kind: rec.kind, original, copy };
     fillFields($('conflict-mine'), rec.kind, original.data);
@@ -605,6 +619,31 @@
     $('resolve-use-copy').disabled = !copy;
     $('resolve-keep-both').disabled = !copy;
     $('conflict-panel').hidden = false;
+    // The copy travels as a change of its own and can reach this side
+    // after the record's flag: its event makes the page look again
+    // (recheckConflict), and so, in case that event was missed, does a
+    // timer for a little while.
+    const left = retries === undefined ? 5 : retries;
+    if (!copy && left > 0) {
+      conflictRetry = setTimeout(() => {
+        const d = state.detail;
+        if (load === conflictLoads && d && d.kind === rec.kind && String(d.id) === String(rec.id)) {
+          loadConflict(state.recs.get(keyOf(d.kind, d.id)) || rec, left - 1);
+        }
+      }, 2000);
+    }
+  }
+
+  // recheckConflict looks at the open record's conflict again when the
+  // panel no longer matches it: the record came into conflict or left it
+  // (a change from the other side), or its copy is still missing.
+  function recheckConflict(kind) {
+    const d = state.detail;
+    if (!d || $('detail').hidden || (kind && kind !== d.kind)) return;
+    const rec = state.recs.get(keyOf(d.kind, d.id));
+    if (!rec) return;
+    const inConflict = syncOf(rec) === 'conflict';
+    if (inConflict !== !$('conflict-panel').hidden || (inConflict && !(conflict && conflict.copy))) loadConflict(rec);
   }
 
   // saveAs writes data to a record in a one-save edit session.
@@ -790,6 +829,8 @@
       case 'conflict':
         setMode(kind, id, label(e), 'conflict');
         refetch(kind, id);
+        // Perhaps the copy of the record open here (not on the page).
+        if (conflict && !conflict.copy) recheckConflict(kind);
         break;
       case 'transfer': {
         const text = label(e);
