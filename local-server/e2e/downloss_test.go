@@ -35,18 +35,30 @@ func TestDownLostInBrokerRestartPulledAtOnce(t *testing.T) {
 	waitLocalPatient(t, c, first.ID, 30*time.Second)
 
 	// The clinic's link to the broker is down; the cloud's next change waits
-	// in the clinic's down queue, and the broker restarts.
+	// in the clinic's down queue, and the broker restarts. Once the broker
+	// has seen the clinic go (no consumer left), the queue holds what the
+	// clinic had not acknowledged yet (the first message again, when its
+	// ack was still on its way at the cut): the lost change comes on top.
 	link.Cut()
-	var lost patient
-	if code := call(t, "POST", cloud.prefix+"patients", c.person, save("", map[string]string{"name": "Lost in the restart"}), &lost); code != 201 {
-		t.Fatalf("cloud create: %d", code)
-	}
 	clinicID, err := ids.Parse(c.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var before int
 	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
-		return queued(rabbit.URL, wire.DownQueue(clinicID), 1)
+		var consumers int
+		var err error
+		if before, consumers, err = queueState(rabbit.URL, wire.DownQueue(clinicID)); err == nil && consumers > 0 {
+			err = fmt.Errorf("the down queue still has %d consumers", consumers)
+		}
+		return err
+	})
+	var lost patient
+	if code := call(t, "POST", cloud.prefix+"patients", c.person, save("", map[string]string{"name": "Lost in the restart"}), &lost); code != 201 {
+		t.Fatalf("cloud create: %d", code)
+	}
+	testenv.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		return queued(rabbit.URL, wire.DownQueue(clinicID), before+1)
 	})
 	rabbit.Kill()
 	rabbit.Start()
@@ -61,23 +73,30 @@ func TestDownLostInBrokerRestartPulledAtOnce(t *testing.T) {
 
 // queued checks that queue holds want ready messages.
 func queued(url, queue string, want int) error {
+	n, _, err := queueState(url, queue)
+	if err == nil && n != want {
+		err = fmt.Errorf("%s holds %d messages, want %d", queue, n, want)
+	}
+	return err
+}
+
+// queueState is how many ready messages queue holds and how many consumers
+// it has.
+func queueState(url, queue string) (messages, consumers int, err error) {
 	conn, err := amqp.Dial(url)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	defer func() { _ = conn.Close() }()
 	ch, err := conn.Channel()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	if q.Messages != want {
-		return fmt.Errorf("%s holds %d messages, want %d", queue, q.Messages, want)
-	}
-	return nil
+	return q.Messages, q.Consumers, nil
 }
 
 // waitLocalPatient waits until the clinic serves patient id.
