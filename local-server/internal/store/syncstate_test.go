@@ -109,7 +109,6 @@ func TestStatusCountsEveryState(t *testing.T) {
 // TestListBySyncState: the records list filtered by each state, paged.
 func TestListBySyncState(t *testing.T) {
 	s := statesStore(t)
-	ctx := context.Background()
 	for _, tc := range []struct {
 		state string
 		want  []string
@@ -121,21 +120,11 @@ func TestListBySyncState(t *testing.T) {
 	} {
 		t.Run(tc.state, func(t *testing.T) {
 			var names []string
-			q := ListQuery{SyncState: tc.state, Limit: 1}
-			for {
-				rs, err := s.List(ctx, wire.KindPatient, q)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(rs) == 0 {
-					break
-				}
-				m := RecordMeta(rs[0])
-				if m.SyncState != tc.state {
+			for _, r := range listPages(t, s, ListQuery{SyncState: tc.state, Limit: 1}) {
+				if m := RecordMeta(r); m.SyncState != tc.state {
 					t.Fatalf("List(%s) returned a %s record", tc.state, m.SyncState)
 				}
-				names = append(names, rs[0].content().(records.Patient).Name)
-				q.After = m.ID
+				names = append(names, r.content().(records.Patient).Name)
 			}
 			if !sameSet(names, tc.want) {
 				t.Errorf("List(%s) = %q, want %q", tc.state, names, tc.want)
@@ -197,22 +186,8 @@ func TestListExcludedAsScan(t *testing.T) {
 				s.fewNeverQueuedAt = few
 				var got []ids.ID
 				seen := capture(t, s.db, func() {
-					q := ListQuery{SyncState: StateExcluded, Limit: limit, WithDeleted: withDeleted}
-					for {
-						rs, err := s.List(ctx, wire.KindPatient, q)
-						if err != nil {
-							t.Fatal(err)
-						}
-						if len(rs) == 0 {
-							break
-						}
-						if len(rs) > limit {
-							t.Fatalf("List(limit %d) = %d records", limit, len(rs))
-						}
-						for _, r := range rs {
-							got = append(got, RecordMeta(r).ID)
-						}
-						q.After = got[len(got)-1]
+					for _, r := range listPages(t, s, ListQuery{SyncState: StateExcluded, Limit: limit, WithDeleted: withDeleted}) {
+						got = append(got, RecordMeta(r).ID)
 					}
 				})
 				indexes := false
@@ -227,6 +202,27 @@ func TestListExcludedAsScan(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// listPages reads the patients list of q page by page (q.Limit a page,
+// each page after the last one's last record) to its end.
+func listPages(t *testing.T, s *Store, q ListQuery) []Record {
+	t.Helper()
+	var out []Record
+	for {
+		rs, err := s.List(context.Background(), wire.KindPatient, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) == 0 {
+			return out
+		}
+		if len(rs) > q.Limit {
+			t.Fatalf("List(limit %d) = %d records", q.Limit, len(rs))
+		}
+		out = append(out, rs...)
+		q.After = RecordMeta(rs[len(rs)-1]).ID
 	}
 }
 
