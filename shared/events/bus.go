@@ -13,9 +13,12 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unique"
 
 	"github.com/scsync/scsync/shared/amqpx"
 	"github.com/scsync/scsync/shared/ids"
@@ -44,6 +47,23 @@ const (
 	declareRetryMax = 30 * time.Second
 	// dropLogEvery rate-limits the warning about dropped events.
 	dropLogEvery = 10 * time.Second
+	// seqHeader numbers a message's events: "<publisher>:<first>", the
+	// publisher (shard) that sent it, first the number of its first event
+	// among the events of its clinic that this Bus accepted for that
+	// publisher; the message's other events follow it with no hole (send
+	// cuts a batch where a number is missing). A receiver that sees a
+	// number jump knows events were lost (see streams).
+	seqHeader = "x-scsync-events-seq"
+	// gapLogEvery rate-limits the warning about lost events.
+	gapLogEvery = 10 * time.Second
+	// streamForget is how long a receiver remembers a stream it hears
+	// nothing from; pruneEvery how often it looks for such streams.
+	streamForget = 24 * time.Hour
+	pruneEvery   = 10 * time.Minute
+	// streamsPerClinic caps the streams a receiver remembers for one
+	// clinic (normally 4 per live publisher: the clinic and each cloud
+	// node); a clinic's broker login could otherwise invent origins.
+	streamsPerClinic = 64
 )
 
 // Broker is what a Bus needs of the server's RabbitMQ client; *amqpx.Client
@@ -93,13 +113,30 @@ type Bus struct {
 	log     *slog.Logger
 	origin  string
 	outbox  []chan outgoing
+	// numbers holds, per publisher, the number of the last event accepted
+	// for each clinic (seqHeader).
+	numbers [publishers]numbering
 	running atomic.Bool
 	// lastDropLog is when the last dropped-event warning was logged (unix ns).
 	lastDropLog atomic.Int64
+
+	streams streams // what this Bus received, to find lost events
+	// gaps counts the gaps found; lastGapLog is when one was last logged
+	// (unix ns).
+	gaps       atomic.Int64
+	lastGapLog atomic.Int64
+}
+
+// numbering numbers the events of one publisher per clinic. Its mutex is
+// held from the number to the outbox, so the outbox holds them in order.
+type numbering struct {
+	mu   sync.Mutex
+	last map[ids.ID]uint64
 }
 
 type outgoing struct {
 	clinic ids.ID
+	num    uint64 // its number among its clinic's events of its publisher
 	key    string
 	body   []byte
 	at     time.Time
@@ -156,7 +193,9 @@ func NewBus(broker Broker, cfg BusConfig, deliver func(Event), log *slog.Logger)
 	}
 	for i := range bus.outbox {
 		bus.outbox[i] = make(chan outgoing, max(1, cfg.Outbox/publishers))
+		bus.numbers[i].last = map[ids.ID]uint64{}
 	}
+	bus.streams.clinics = map[ids.ID]*clinicStreams{}
 	return bus, nil
 }
 
@@ -194,7 +233,8 @@ func (b *Bus) Topology() amqpx.Topology {
 // notifications, and a broker outage must not slow the request that caused
 // one; while the outbox is full (broker unreachable) events are dropped and
 // a warning is logged. Only an invalid event (ErrInvalidEvent) or a done ctx
-// is an error. Seq is ignored; a zero At is set to now.
+// is an error. Seq is ignored; a zero At is set to now. Every accepted event
+// is numbered (seqHeader), dropped ones too, so receivers learn of the loss.
 func (b *Bus) Publish(ctx context.Context, e Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -210,11 +250,18 @@ func (b *Bus) Publish(ctx context.Context, e Event) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
+	e.origin = b.origin
 	b.deliver(e)
 	key := RoutingKey(e.Clinic, e.Kind, e.Record)
+	i := shard(key)
+	nb := &b.numbers[i]
+	nb.mu.Lock()
+	nb.last[e.Clinic]++
 	select {
-	case b.outbox[shard(key)] <- outgoing{clinic: e.Clinic, key: key, body: body, at: e.At}:
+	case b.outbox[i] <- outgoing{clinic: e.Clinic, num: nb.last[e.Clinic], key: key, body: body, at: e.At}:
+		nb.mu.Unlock()
 	default:
+		nb.mu.Unlock()
 		b.dropped(key)
 	}
 	return nil
@@ -252,8 +299,8 @@ func (b *Bus) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, out := range b.outbox {
-		wg.Go(func() { b.publishLoop(ctx, out) })
+	for i := range b.outbox {
+		wg.Go(func() { b.publishLoop(ctx, i) })
 	}
 	if b.cfg.Provisioned {
 		<-ctx.Done()
@@ -297,7 +344,9 @@ func (b *Bus) declare(ctx context.Context) bool {
 	}
 }
 
-func (b *Bus) publishLoop(ctx context.Context, out <-chan outgoing) {
+// publishLoop sends publisher i's outbox.
+func (b *Bus) publishLoop(ctx context.Context, i int) {
+	out := b.outbox[i]
 	batch := make([]outgoing, 0, perMessage)
 	for {
 		select {
@@ -316,23 +365,25 @@ func (b *Bus) publishLoop(ctx context.Context, out <-chan outgoing) {
 				}
 			}
 			// A record belongs to one clinic, so keeping each clinic's
-			// events in order keeps every record's.
+			// events in order keeps every record's (and their numbers).
 			slices.SortStableFunc(batch, func(x, y outgoing) int { return cmp.Compare(x.clinic, y.clinic) })
 			for len(batch) > 0 {
 				n := 1
-				for n < len(batch) && batch[n].clinic == batch[0].clinic {
+				for n < len(batch) && batch[n].clinic == batch[0].clinic && batch[n].num == batch[n-1].num+1 {
 					n++
 				}
-				b.send(ctx, batch[:n])
+				b.send(ctx, i, batch[:n])
 				batch = batch[n:]
 			}
 		}
 	}
 }
 
-// send publishes events of one clinic, in order: one alone under its own
-// routing key, several as a JSON array under the clinic's batch key.
-func (b *Bus) send(ctx context.Context, ms []outgoing) {
+// send publishes events of one clinic numbered one after the other by
+// publisher i, in order: one alone under its own routing key, several as a
+// JSON array under the clinic's batch key. A message that does not reach
+// the broker is only logged: its receivers find the gap at the next one.
+func (b *Bus) send(ctx context.Context, i int, ms []outgoing) {
 	key, body := ms[0].key, ms[0].body
 	if len(ms) > 1 {
 		key = BatchKey(ms[0].clinic)
@@ -355,7 +406,7 @@ func (b *Bus) send(ctx context.Context, ms []outgoing) {
 		UserID:      b.cfg.UserID,
 		Expiration:  EventTTL,
 		Transient:   true, // live only: nothing to keep across a broker restart
-		Headers:     map[string]any{originHeader: b.origin},
+		Headers:     map[string]any{originHeader: b.origin, seqHeader: strconv.Itoa(i) + ":" + strconv.FormatUint(ms[0].num, 10)},
 		Timestamp:   ms[0].at,
 	})
 	cancel()
@@ -373,7 +424,8 @@ func (b *Bus) Handle(ctx context.Context, d amqpx.Delivery) error { return b.han
 // handle delivers one event from the queue. It never fails: a message that
 // is not an event is dropped with a warning (redelivering cannot fix it).
 func (b *Bus) handle(_ context.Context, d amqpx.Delivery) error {
-	if o, _ := d.Headers[originHeader].(string); o == b.origin {
+	origin, _ := d.Headers[originHeader].(string)
+	if origin == b.origin {
 		return nil // delivered locally by Publish
 	}
 	var es []Event
@@ -398,6 +450,12 @@ func (b *Bus) handle(_ context.Context, d amqpx.Delivery) error {
 	if b.cfg.Clinic != 0 && ok && clinic != b.cfg.Clinic {
 		return nil
 	}
+	// Numbered (a server of this version or later): were events of this
+	// clinic lost before these? Then the Hub resets the clinic's viewers
+	// before it sends them these.
+	if ok && origin != "" && b.streams.gap(origin, clinic, d.Headers[seqHeader], len(es), time.Now()) {
+		b.lost(clinic, origin)
+	}
 	for _, e := range es {
 		if !ok || clinic != e.Clinic {
 			b.log.Warn("event dropped, clinic does not match its routing key", "routing_key", d.RoutingKey, "clinic", e.Clinic)
@@ -410,7 +468,146 @@ func (b *Bus) handle(_ context.Context, d amqpx.Delivery) error {
 			continue
 		}
 		e.Seq = 0
+		e.origin = origin
 		b.deliver(e)
 	}
 	return nil
+}
+
+// Gaps is how many times this Bus found that events sent to it were lost.
+func (b *Bus) Gaps() int64 { return b.gaps.Load() }
+
+// lost delivers a reset for clinic, whose events from origin were lost on
+// the way: a Hub (Hub.Publish) then resets the clinic's viewers and forgets
+// what origin told it of who edits. It logs at most once per gapLogEvery.
+func (b *Bus) lost(clinic ids.ID, origin string) {
+	n := b.gaps.Add(1)
+	b.deliver(Event{Type: TypeReset, Clinic: clinic, At: time.Now().UTC(), origin: origin})
+	now := time.Now().UnixNano()
+	last := b.lastGapLog.Load()
+	if now-last < int64(gapLogEvery) || !b.lastGapLog.CompareAndSwap(last, now) {
+		return
+	}
+	b.log.Warn("events lost on the way, viewers told to re-fetch", "clinic", clinic, "gaps_total", n)
+}
+
+// streams is what a receiving Bus remembers of the numbered event streams
+// it receives (seqHeader): per clinic, per origin and publisher, the last
+// number seen. Memory: 80 bytes a stream (one per clinic, publishing
+// server and publisher, 4 publishers a server); a cloud node hearing
+// 10,000 clinics, each from the clinic and 3 other nodes, holds 160,000
+// streams, 13 MB. A message's check takes about 160 ns. Streams silent for
+// streamForget are forgotten (a server's origin changes at each restart),
+// every pruneEvery, in one pass over them all under the lock: 7 ms at
+// 160,000 (BenchmarkStreams, 2 cores, load 1.7).
+type streams struct {
+	mu        sync.Mutex
+	clinics   map[ids.ID]*clinicStreams
+	lastPrune time.Time
+}
+
+type clinicStreams struct {
+	last map[streamID]streamState
+	// forgot: a stream of this clinic was forgotten, so one seen "for the
+	// first time" may be one of those; a number past 1 is then a gap.
+	forgot bool
+}
+
+type streamID struct {
+	origin    unique.Handle[string] // one copy of each origin, not one a stream
+	publisher uint8
+}
+
+type streamState struct {
+	last uint64
+	seen int64 // unix ns
+}
+
+// gap records that a message of n events of clinic, numbered by hdr
+// (seqHeader), came from origin, and reports whether events of that
+// stream were lost before it. Duplicates and redeliveries (numbers already
+// seen) are no gap, nor is a stream seen for the first time (this receiver
+// or the publisher just started), unless the clinic's streams were
+// forgotten (see clinicStreams.forgot). A message without a valid number
+// is not tracked (an older server during an upgrade).
+func (s *streams) gap(origin string, clinic ids.ID, hdr any, n int, now time.Time) bool {
+	pub, first, ok := parseSeq(hdr)
+	if !ok || n <= 0 {
+		return false
+	}
+	last := first + uint64(n) - 1
+	t := now.UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.lastPrune) >= pruneEvery {
+		s.pruneLocked(t - int64(streamForget))
+		s.lastPrune = now
+	}
+	c := s.clinics[clinic]
+	if c == nil {
+		c = &clinicStreams{}
+		s.clinics[clinic] = c
+	}
+	if c.last == nil {
+		c.last = map[streamID]streamState{}
+	}
+	id := streamID{origin: unique.Make(origin), publisher: pub}
+	st, seen := c.last[id]
+	if !seen {
+		if len(c.last) >= streamsPerClinic {
+			c.evictOldest()
+		}
+		c.last[id] = streamState{last: last, seen: t}
+		return c.forgot && first > 1
+	}
+	gap := first > st.last+1
+	c.last[id] = streamState{last: max(st.last, last), seen: t}
+	return gap
+}
+
+// pruneLocked forgets the streams last seen before cutoff (unix ns).
+func (s *streams) pruneLocked(cutoff int64) {
+	for _, c := range s.clinics {
+		for id, st := range c.last {
+			if st.seen < cutoff {
+				delete(c.last, id)
+				c.forgot = true
+			}
+		}
+		if len(c.last) == 0 {
+			c.last = nil // a map does not shrink; an empty one goes
+		}
+	}
+}
+
+// evictOldest forgets the clinic's stream seen least recently.
+func (c *clinicStreams) evictOldest() {
+	var oldest streamID
+	first := true
+	var at int64
+	for id, st := range c.last {
+		if first || st.seen < at {
+			oldest, at, first = id, st.seen, false
+		}
+	}
+	delete(c.last, oldest)
+	c.forgot = true
+}
+
+// parseSeq reads a seqHeader value: its publisher and first number.
+func parseSeq(hdr any) (publisher uint8, first uint64, ok bool) {
+	v, _ := hdr.(string)
+	p, f, found := strings.Cut(v, ":")
+	if !found {
+		return 0, 0, false
+	}
+	pn, err := strconv.ParseUint(p, 10, 8)
+	if err != nil {
+		return 0, 0, false
+	}
+	first, err = strconv.ParseUint(f, 10, 64)
+	if err != nil || first == 0 || first > 1<<62 {
+		return 0, 0, false
+	}
+	return uint8(pn), first, true
 }

@@ -80,6 +80,12 @@ type Event struct {
 	Unfenced bool      `json:"unfenced,omitempty"`
 	Transfer *Transfer `json:"transfer,omitempty"`
 	At       time.Time `json:"at"`
+
+	// origin is the Bus the event came through (its own for the events
+	// published through it), not sent: the Hub keeps it with an open
+	// session, so a gap in what came from one origin forgets that origin's
+	// sessions (Hub.Publish of a reset).
+	origin string `json:"-"`
 }
 
 // Transfer is the progress of a file transfer (M16).

@@ -84,9 +84,11 @@ type Hub struct {
 	buf []byte
 }
 
-// presence is an open edit session as its editing event told it.
+// presence is an open edit session as its editing event told it, and the
+// Bus that event came through ("" when published on the Hub directly).
 type presence struct {
 	session string
+	origin  string
 	data    []byte
 }
 
@@ -94,6 +96,9 @@ type presence struct {
 type entry struct {
 	clinic ids.ID
 	data   []byte
+	// reset: the clinic's clients were reset here (Resync); one resuming
+	// from before it is reset again instead.
+	reset bool
 }
 
 // subscriber is one WebSocket client.
@@ -133,7 +138,15 @@ func NewHub(cfg HubConfig, log *slog.Logger) *Hub {
 // Publish numbers e, keeps it for resuming clients and queues it for every
 // client of e.Clinic. It never blocks: a client whose queue is full is
 // disconnected. After Close it does nothing.
+//
+// A reset is not streamed as it is: it comes from a Bus that found events
+// of e.Clinic lost on their way here, and resyncs the clinic (see Resync),
+// forgetting the sessions that came from the same origin only.
 func (h *Hub) Publish(e Event) {
+	if e.Type == TypeReset {
+		h.resync(e.Clinic, e.origin)
+		return
+	}
 	if e.At.IsZero() {
 		e.At = time.Now().UTC()
 	}
@@ -152,11 +165,8 @@ func (h *Hub) Publish(e Event) {
 	}
 	h.buf = buf
 	data := bytes.Clone(buf) // kept in the ring and queued: its own, of its size
-	h.ring[h.last%int64(len(h.ring))] = entry{clinic: e.Clinic, data: data}
+	h.keepLocked(entry{clinic: e.Clinic, data: data})
 	h.trackLocked(e, data)
-	if h.count < len(h.ring) {
-		h.count++
-	}
 	for s := range h.clients {
 		if s.clinic != e.Clinic {
 			continue
@@ -167,6 +177,71 @@ func (h *Hub) Publish(e Event) {
 			h.dropLocked(s, errTooSlow)
 		}
 	}
+}
+
+// keepLocked keeps en in the ring as the event numbered h.last.
+func (h *Hub) keepLocked(en entry) {
+	h.ring[h.last%int64(len(h.ring))] = en
+	if h.count < len(h.ring) {
+		h.count++
+	}
+}
+
+// Resync tells every client of clinic to re-fetch its state. The open
+// sessions the hub knows of are forgotten first: events of the clinic were
+// lost, and a lost close would otherwise show a session gone for good as
+// open (one still open is not shown until it is opened again). Then each
+// client is sent a reset and the editing events of the sessions still
+// known, as a client connecting anew; a client resuming from before it is
+// reset too. It never blocks: a client whose queue cannot take it all is
+// disconnected, and is reset when it reconnects. After Close it does
+// nothing.
+//
+// A Bus that finds events lost resyncs through Publish instead, forgetting
+// only the sessions of the server whose events were lost.
+func (h *Hub) Resync(clinic ids.ID) { h.resync(clinic, "") }
+
+// resync is Resync, forgetting only the sessions that came from origin
+// (every session when origin is "").
+func (h *Hub) resync(clinic ids.ID, origin string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	m := h.editing[clinic]
+	for key, p := range m {
+		if origin == "" || p.origin == origin {
+			delete(m, key)
+		}
+	}
+	if len(m) == 0 {
+		delete(h.editing, clinic)
+	}
+	h.last++
+	data := h.resetLocked(clinic)
+	h.keepLocked(entry{clinic: clinic, data: data, reset: true})
+	for s := range h.clients {
+		if s.clinic != clinic {
+			continue
+		}
+		// All or nothing: a client sent half the open sessions would
+		// resume after the reset without the others.
+		if cap(s.queue)-len(s.queue) < 1+len(h.editing[clinic]) {
+			h.dropLocked(s, errTooSlow)
+			continue
+		}
+		s.queue <- data
+		for _, p := range h.editing[clinic] {
+			s.queue <- p.data
+		}
+	}
+}
+
+// resetLocked encodes the reset of a client of clinic at h.last.
+func (h *Hub) resetLocked(clinic ids.ID) []byte {
+	data, _ := json.Marshal(Event{Seq: h.last, Type: TypeReset, Clinic: clinic, At: time.Now().UTC()})
+	return data
 }
 
 // trackLocked keeps h.editing up to date with e. A close of another
@@ -180,7 +255,7 @@ func (h *Hub) trackLocked(e Event, data []byte) {
 			m = map[string]presence{}
 			h.editing[e.Clinic] = m
 		}
-		m[key] = presence{session: e.Session, data: data}
+		m[key] = presence{session: e.Session, origin: e.origin, data: data}
 	case TypeClosed:
 		m := h.editing[e.Clinic]
 		if cur, ok := m[key]; ok && (cur.session == "" || e.Session == "" || cur.session == e.Session) {
@@ -310,15 +385,24 @@ func (h *Hub) subscribe(clinic ids.ID, since int64, resume bool) (*subscriber, [
 	}
 	var backlog [][]byte
 	oldest := h.last - int64(h.count) + 1
-	if resume && since >= oldest-1 && since <= h.last {
+	resume = resume && since >= oldest-1 && since <= h.last
+	if resume {
 		for seq := since + 1; seq <= h.last; seq++ {
-			if e := h.ring[seq%int64(len(h.ring))]; e.clinic == clinic {
-				backlog = append(backlog, e.data)
+			e := h.ring[seq%int64(len(h.ring))]
+			if e.clinic != clinic {
+				continue
 			}
+			if e.reset {
+				// The clinic was resynced since: so is this client, with
+				// the sessions open now.
+				resume = false
+				break
+			}
+			backlog = append(backlog, e.data)
 		}
-	} else {
-		data, _ := json.Marshal(Event{Seq: h.last, Type: TypeReset, Clinic: clinic, At: time.Now().UTC()})
-		backlog = [][]byte{data}
+	}
+	if !resume {
+		backlog = [][]byte{h.resetLocked(clinic)}
 		// Then who is editing now: a reset client knows nothing yet.
 		for _, p := range h.editing[clinic] {
 			backlog = append(backlog, p.data)

@@ -114,7 +114,9 @@ func watchOnce(ctx context.Context, base *url.URL, token string, since *int64, f
 		if err := json.Unmarshal(data, &e); err != nil {
 			continue // not an event; nothing a reconnect would fix
 		}
-		if e.Seq > 0 {
+		// After a reset come the open sessions' editing events, numbered
+		// before it: resume from the reset's position, not theirs.
+		if e.Type == TypeReset || e.Seq > *since {
 			*since = e.Seq
 		}
 		fn(e)

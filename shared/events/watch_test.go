@@ -156,3 +156,45 @@ func TestWatchRetriesUnreachable(t *testing.T) {
 		t.Fatalf("Watch(unreachable) = %v, want nil after retrying until ctx ended", err)
 	}
 }
+
+// TestWatchResumesFromTheReset: the open sessions sent after a reset carry
+// the seqs of their older editing events; Watch resumes from the reset's,
+// so a reconnect replays nothing from before it connected.
+func TestWatchResumesFromTheReset(t *testing.T) {
+	t.Parallel()
+	h := NewHub(HubConfig{}, nil)
+	defer h.Close()
+	var connects atomic.Int64
+	srv := authServer(t, h, "tok", &connects)
+	h.Publish(Event{Type: TypeEditing, Clinic: clinicA, Kind: "patient", Record: 1, Session: "s1"})
+	h.Publish(ev(clinicA, 2)) // before the watcher: never to be seen
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got collector
+	done := make(chan error, 1)
+	go func() { done <- Watch(ctx, srv.URL, "tok", 0, got.add) }()
+	got.waitFor(t, 2) // the reset, then the session on record 1
+	h.kickAll()
+	testenv.CheckFor(t, 15*time.Second, 5*time.Millisecond, func() error {
+		if n := connects.Load(); n < 2 || h.clientCount() == 0 {
+			return fmt.Errorf("%d connections, %d clients: not reconnected yet", n, h.clientCount())
+		}
+		return nil
+	})
+	h.Publish(ev(clinicA, 3))
+	evs := got.waitFor(t, 3)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	var records []ids.ID
+	for _, e := range evs {
+		if e.Type != TypeReset {
+			records = append(records, e.Record)
+		}
+	}
+	if fmt.Sprint(records) != "[1 3]" {
+		t.Errorf("watcher saw records %v (resets left out), want [1 3]: the session, then the live event", records)
+	}
+}

@@ -646,6 +646,19 @@
     if (inConflict !== !$('conflict-panel').hidden || (inConflict && !(conflict && conflict.copy))) loadConflict(rec);
   }
 
+  // reloadDetail reads the open record again, repaints its mode and looks at
+  // its conflict anew: after a reset, events about it may have been missed.
+  async function reloadDetail() {
+    const d = state.detail;
+    if (!d || $('detail').hidden) return;
+    paintMode($('detail-mode'), d.kind, d.id);
+    await refetch(d.kind, d.id);
+    const now = state.detail;
+    if (!now || now.kind !== d.kind || now.id !== d.id || $('detail').hidden) return;
+    const rec = state.recs.get(keyOf(d.kind, d.id));
+    if (rec && !rec.deleted) loadConflict(rec);
+  }
+
   // saveAs writes data to a record in a one-save edit session.
   async function saveAs(kind, id, data) {
     const collection = collectionOf(kind);
@@ -787,15 +800,29 @@
   }
 
   function onEvent(e) {
-    if (typeof e.seq === 'number' && e.seq > state.lastSeq) state.lastSeq = e.seq;
+    // After a reset come the open sessions' editing events, numbered before
+    // it: resume from the reset's position, not theirs.
+    if (typeof e.seq === 'number' && (e.seq > state.lastSeq || e.type === 'reset')) state.lastSeq = e.seq;
     const kind = e.kind;
     const id = e.record;
     switch (e.type) {
-      case 'reset':
-        // The server's state is sent next (who edits now); lists reload.
-        for (const [key, m] of state.modes) if (m.cls === 'editing' && !(state.editing && key === keyOf(state.editing.kind, state.editing.id))) state.modes.delete(key);
+      case 'reset': {
+        // Events were missed (a new connection, or events lost between the
+        // servers). The server's state is sent next (who edits now): the
+        // modes of sessions go, other people's and idle ones, and so do
+        // conflict badges (the records' sync state shows them again); the
+        // list reloads, and the open record is read again with its
+        // conflict.
+        const own = state.editing ? keyOf(state.editing.kind, state.editing.id) : null;
+        for (const [key, m] of state.modes) {
+          if (key === own || !(m.cls === 'editing' || m.cls === 'idle' || m.cls === 'conflict')) continue;
+          if (m.timer) clearTimeout(m.timer);
+          state.modes.delete(key);
+        }
         if (!$('list-view').hidden) loadList(false);
+        reloadDetail();
         return;
+      }
       case 'editing':
         setMode(kind, id, mine(e) ? 'Editing by me' : label(e), 'editing', e.session);
         break;
