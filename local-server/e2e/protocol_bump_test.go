@@ -157,6 +157,14 @@ func TestProtocolBump(t *testing.T) {
 			t.Errorf("clinic %s skipped %v cloud changes", c.ID, n)
 		}
 	}
+	// Live events: a mixed fleet loses none, and older servers' unnumbered
+	// events are not taken for losses (the older clinic has no such metric).
+	if n := metric(t, newer.base, "scsync_local_events_lost_total"); n != 0 {
+		t.Errorf("the newer clinic found live events lost %v times", n)
+	}
+	if n := metric(t, cloud, "scsync_cloud_events_lost_total"); n != 0 {
+		t.Errorf("the cloud found live events lost %v times", n)
+	}
 	for _, p := range []*proc{older.proc, newer.proc, s.nodes[0]} {
 		if out := p.output(); strings.Contains(out, "amqp message dead-lettered") || strings.Contains(out, "amqp poison message") {
 			t.Errorf("%s dead-lettered a message", p.name)

@@ -103,6 +103,8 @@
 //
 // On a gap for clinic C, before delivering the message, the Bus hands its
 // Hub a reset for C (Hub.Publish of a reset event; Bus.Gaps counts them,
+// on /metrics as scsync_local_events_lost_total and
+// scsync_cloud_events_lost_total,
 // and a warning is logged at most every 10 s). The Hub then sends every
 // client of C a reset, followed by the clinic's open sessions (as to a
 // client connecting anew), and a client resuming from before that point

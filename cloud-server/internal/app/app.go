@@ -138,6 +138,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "cloud", Name: "events_lost_total",
+		Help: "Times live events from another server arrived with some lost before them; this node's viewers were told to re-fetch."},
+		func() float64 { return float64(bus.Gaps()) }))
 	notes := &notifier{log: log, bus: bus}
 	rep.OnAccepted(notes.accepted)
 	edit, err := editing.New(ctx, st.DB(), locker, api.EditRecords{St: st, IDs: gen}, notes.note, editing.Config{

@@ -141,4 +141,7 @@ func TestPullNegotiatesProtocol(t *testing.T) {
 	if m := do(t, "GET", c.base+"/metrics", "", nil); !strings.Contains(string(m.body), `scsync_build_info{commit="`) {
 		t.Error("/metrics has no scsync_build_info with a commit label")
 	}
+	if m := do(t, "GET", c.base+"/metrics", "", nil); !strings.Contains(string(m.body), "\nscsync_cloud_events_lost_total 0\n") {
+		t.Error("/metrics has no scsync_cloud_events_lost_total of 0 (nothing was lost)")
+	}
 }

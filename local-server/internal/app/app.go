@@ -133,6 +133,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "scsync", Subsystem: "local", Name: "events_lost_total",
+		Help: "Times the cloud's live events arrived with some lost before them; this server's viewers were told to re-fetch."},
+		func() float64 { return float64(bus.Gaps()) }))
 	notes := &notifier{log: log, bus: bus, hub: hub, st: st}
 	sy.OnApplied(notes.applied)
 	sy.OnEvents(bus.Handle) // the cloud's events share the down queue
