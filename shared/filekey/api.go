@@ -44,7 +44,8 @@ const (
 //	POST   /v1/clinics/{clinic}/files/{sha256}/upload/part-urls   PartURLsRequest → PartURLsResponse
 //	GET    /v1/clinics/{clinic}/files/{sha256}/upload/parts       → PartsResponse
 //	POST   /v1/clinics/{clinic}/files/{sha256}/upload/complete    → File (present)
-//	GET    /v1/clinics/{clinic}/files/{sha256}                    → File
+//	GET    /v1/clinics/{clinic}/files/{sha256}                    → File (?check=true: after asking S3)
+//	POST   /v1/clinics/{clinic}/files/check                       CheckRequest → CheckResponse
 //	GET    /v1/clinics/{clinic}/files/{sha256}/download           → DownloadResponse
 //	POST   /v1/clinics/{clinic}/files/{sha256}/restore            bring an archived file back → File
 const (
@@ -55,7 +56,15 @@ const (
 	PathComplete = PathUpload + "/complete"
 	PathDownload = PathFile + "/download"
 	PathRestore  = PathFile + "/restore"
+	// PathCheck checks many files at once (verify's file sweep). It sits
+	// beside {sha256} as a POST: a cloud that predates it answers 405
+	// (its GET …/files/{sha256} matches the path), which tells the
+	// clinic to check file by file.
+	PathCheck = "/v1/clinics/{clinic}/files/check"
 )
+
+// MaxCheck bounds the SHA-256s of one CheckRequest.
+const MaxCheck = 256
 
 // Path fills a Path* pattern with clinic and sha.
 func Path(pattern string, clinic ids.ID, sha string) string {
@@ -160,6 +169,28 @@ type File struct {
 	ArchivedAt *time.Time `json:"archived_at,omitempty"`
 	// RemovedAt is when the object was deleted from S3 (state deleted).
 	RemovedAt *time.Time `json:"removed_at,omitempty"`
+}
+
+// CheckRequest asks the cloud to check up to MaxCheck files as
+// GET …/files/{sha256}?check=true checks one. Duplicates are allowed.
+type CheckRequest struct {
+	SHA256 []string `json:"sha256"`
+}
+
+// CheckResponse answers CheckRequest: one entry per requested SHA-256, in
+// the request's order.
+type CheckResponse struct {
+	Files []CheckedFile `json:"files"`
+}
+
+// CheckedFile is one file of a CheckResponse: File is what the single check
+// answers (after asking S3), or nil with Code when the cloud has no such
+// file of the clinic (httpapi.CodeNotFound, the code the single route
+// answers with a 404).
+type CheckedFile struct {
+	SHA256 string `json:"sha256"`
+	File   *File  `json:"file,omitempty"`
+	Code   string `json:"code,omitempty"`
 }
 
 // DownloadResponse is a presigned GET of a present file. The client may add

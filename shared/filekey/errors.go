@@ -14,6 +14,8 @@ var (
 const (
 	// CodeInvalidSHA256: the {sha256} of the path is not 64 hex digits.
 	CodeInvalidSHA256 = "invalid_sha256"
+	// CodeTooManyFiles: a check request names more than MaxCheck files.
+	CodeTooManyFiles = "too_many_files"
 	// CodeInvalidSize: size is negative or over the cloud's limit.
 	CodeInvalidSize = "invalid_size"
 	// CodeSizeConflict: an upload of this file is open with another size

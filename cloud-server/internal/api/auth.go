@@ -129,6 +129,7 @@ func Policy() auth.Policy {
 		"GET " + filekey.PathParts:                          m(e, ""),
 		"POST " + filekey.PathComplete:                      m(e, ""),
 		"GET " + filekey.PathFile:                           m(v, ""),
+		"POST " + filekey.PathCheck:                         m(v, ""),
 		"GET " + filekey.PathDownload:                       m(v, "file.download"),
 		"POST " + filekey.PathRestore:                       m(a, "file.restore"),
 		"POST " + filekey.PathBackups:                       m(auth.RoleNone, "backup.begin"),

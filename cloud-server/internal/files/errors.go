@@ -51,6 +51,8 @@ var (
 	ErrNotArchived = errors.New("files: file not archived")
 	// ErrNoColdStorage: no cold bucket is configured.
 	ErrNoColdStorage = errors.New("files: no cold storage configured")
+	// ErrTooManyFiles: a check names more than filekey.MaxCheck files.
+	ErrTooManyFiles = errors.New("files: too many files")
 )
 
 // PartsMissingError lists the parts S3 does not hold at complete.
@@ -83,6 +85,8 @@ func apiError(err error) error {
 	switch {
 	case errors.Is(err, filekey.ErrInvalidSHA256):
 		return httpapi.Errorf(http.StatusBadRequest, filekey.CodeInvalidSHA256, "sha256 must be 64 hex digits")
+	case errors.Is(err, ErrTooManyFiles):
+		return httpapi.Errorf(http.StatusBadRequest, filekey.CodeTooManyFiles, "%s", detail(err, ErrTooManyFiles))
 	case errors.Is(err, ErrNotFound):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such file")
 	case errors.Is(err, ErrNotPresent):

@@ -39,6 +39,7 @@ func (s *Service) Routes() []Route {
 		{"GET " + filekey.PathParts, s.counted(s.handleParts)},
 		{"POST " + filekey.PathComplete, s.counted(s.handleComplete)},
 		{"GET " + filekey.PathFile, s.counted(s.handleStat)},
+		{"POST " + filekey.PathCheck, s.counted(s.handleCheck)},
 		{"GET " + filekey.PathDownload, s.counted(s.handleDownload)},
 	}
 }
@@ -154,6 +155,19 @@ func (s *Service) handleStat(w http.ResponseWriter, r *http.Request, clinic ids.
 		return err
 	}
 	httpapi.WriteJSON(w, http.StatusOK, f)
+	return nil
+}
+
+func (s *Service) handleCheck(w http.ResponseWriter, r *http.Request, clinic ids.ID) error {
+	var req filekey.CheckRequest
+	if err := httpapi.Decode(w, r, &req); err != nil {
+		return err
+	}
+	files, err := s.CheckMany(r.Context(), clinic, req.SHA256)
+	if err != nil {
+		return err
+	}
+	httpapi.WriteJSON(w, http.StatusOK, filekey.CheckResponse{Files: files})
 	return nil
 }
 

@@ -734,8 +734,17 @@ func (s *Service) Check(ctx context.Context, clinic ids.ID, sha string) (filekey
 		return filekey.File{}, err
 	}
 	f, err := s.get(ctx, clinic, sha)
-	if err != nil || f.State != filekey.StatePresent {
+	if err != nil {
 		return f.View(), err
+	}
+	return s.check(ctx, f)
+}
+
+// check is Check of a loaded row: a present file's object is asked for
+// (HeadObject) and the row turned failed when it is gone or differs.
+func (s *Service) check(ctx context.Context, f File) (filekey.File, error) {
+	if f.State != filekey.StatePresent {
+		return f.View(), nil
 	}
 	reason := ""
 	head, err := s.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: aws.String(f.Key()), ChecksumMode: s3types.ChecksumModeEnabled})
@@ -761,7 +770,7 @@ func (s *Service) Check(ctx context.Context, clinic ids.ID, sha string) (filekey
 	if _, err := s.update(ctx, f, filekey.StatePresent, anyUpload, map[string]any{"state": filekey.StateFailed, "reason": reason}); err != nil {
 		return f.View(), err
 	}
-	g, err := s.get(ctx, clinic, sha)
+	g, err := s.get(ctx, f.ClinicID, f.SHA256)
 	return g.View(), err
 }
 

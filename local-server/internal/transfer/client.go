@@ -36,6 +36,7 @@ type Client struct {
 // upload in the cloud before it answers.
 const (
 	callTimeout     = 30 * time.Second
+	checkTimeout    = 2 * time.Minute // a batch of checks: the cloud asks S3 about each file
 	completeTimeout = 30 * time.Minute
 )
 
@@ -99,6 +100,26 @@ func (c *Client) Check(ctx context.Context, sha string) (filekey.File, error) {
 	var out filekey.File
 	err := c.do(ctx, callTimeout, http.MethodGet, filekey.PathFile+"?check=true", sha, nil, &out)
 	return out, err
+}
+
+// CheckFiles is Check of up to filekey.MaxCheck files in one request
+// (POST …/files/check): one answer per SHA-256, in order; a file the cloud
+// does not have comes back with no File and Code not_found. A cloud that
+// predates the route answers a *CloudError (405, or 404).
+func (c *Client) CheckFiles(ctx context.Context, shas []string) ([]filekey.CheckedFile, error) {
+	var out filekey.CheckResponse
+	if err := c.do(ctx, checkTimeout, http.MethodPost, filekey.PathCheck, "", filekey.CheckRequest{SHA256: shas}, &out); err != nil {
+		return nil, err
+	}
+	if len(out.Files) != len(shas) {
+		return nil, fmt.Errorf("transfer: check of %d files answered %d", len(shas), len(out.Files))
+	}
+	for i, f := range out.Files {
+		if !strings.EqualFold(f.SHA256, shas[i]) || (f.File == nil && f.Code == "") {
+			return nil, fmt.Errorf("transfer: check answer %d is not of %s", i, shas[i])
+		}
+	}
+	return out.Files, nil
 }
 
 // Abort gives up the open upload of sha.

@@ -1,8 +1,6 @@
 package transfer
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,15 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,10 +22,10 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/scsync/scsync/local-server/internal/filesdtest"
 	"github.com/scsync/scsync/local-server/internal/schema"
 	"github.com/scsync/scsync/shared/filekey"
 	"github.com/scsync/scsync/shared/ids"
-	"github.com/scsync/scsync/shared/testenv"
 )
 
 // childEnv makes the test binary run childMain instead of the tests: the
@@ -43,47 +38,11 @@ func TestMain(m *testing.M) {
 		os.Exit(childMain())
 	}
 	code := m.Run()
-	if filesdDir != "" {
-		_ = os.RemoveAll(filesdDir)
-	}
+	filesdtest.Remove()
 	os.Exit(code)
 }
 
 // --- the cloud: cloud-server's file API, run as a process (filesd) ---
-
-var (
-	filesdOnce sync.Once
-	filesdBin  string
-	filesdDir  string
-	filesdErr  error
-)
-
-// buildFilesd builds cloud-server/internal/files/filesd once per test run.
-// local-server cannot import cloud-server's internal packages, so the
-// clinic's tests talk to the real cloud code over HTTP, as in production.
-func buildFilesd(t *testing.T) string {
-	t.Helper()
-	filesdOnce.Do(func() {
-		root, err := filepath.Abs("../../../cloud-server")
-		if err != nil {
-			filesdErr = err
-			return
-		}
-		if filesdDir, filesdErr = os.MkdirTemp("", "filesd"); filesdErr != nil {
-			return
-		}
-		filesdBin = filepath.Join(filesdDir, "filesd")
-		cmd := exec.Command("go", "build", "-o", filesdBin, "./internal/files/filesd")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			filesdErr = fmt.Errorf("go build filesd in %s: %w\n%s", root, err, out)
-		}
-	})
-	if filesdErr != nil {
-		t.Fatalf("the cloud file API for these tests: %v", filesdErr)
-	}
-	return filesdBin
-}
 
 // cloud is a running filesd with a database and a bucket of its own.
 type cloud struct {
@@ -102,91 +61,8 @@ const testClinic = ids.ID(4242)
 
 func startCloud(t *testing.T, o cloudOpts) *cloud {
 	t.Helper()
-	endpoint := testenv.Env("SCSYNC_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
-	host := strings.TrimPrefix(strings.TrimPrefix(endpoint, "http://"), "https://")
-	conn, err := net.DialTimeout("tcp", host, 3*time.Second)
-	if err != nil {
-		testenv.Unavailable(t, "minio", err)
-	}
-	_ = conn.Close()
-	pg := testenv.PostgresDB(t)
-	bin := buildFilesd(t)
-	if o.partSize == 0 {
-		o.partSize = 8 * filekey.MiB
-	}
-	if o.threshold == 0 {
-		o.threshold = 8 * filekey.MiB
-	}
-	if o.urlExpiry == 0 {
-		o.urlExpiry = 5 * time.Minute
-	}
-	token := "clinic-token-" + testenv.Name("t")
-	bucket := strings.ReplaceAll(testenv.Name("scsync-transfer"), "_", "-")
-	cmd := exec.Command(bin, "-postgres", pg, "-s3-endpoint", endpoint, "-bucket", bucket, "-ephemeral",
-		"-clinic", testClinic.String()+"="+token, "-part-size", strconv.FormatInt(o.partSize, 10),
-		"-multipart-threshold", strconv.FormatInt(o.threshold, 10), "-url-expiry", o.urlExpiry.String())
-	cmd.Env = append(os.Environ(),
-		"FILESD_S3_ACCESS_KEY="+testenv.Env("SCSYNC_TEST_S3_ACCESS_KEY", "scsync"),
-		"FILESD_S3_SECRET_KEY="+testenv.Env("SCSYNC_TEST_S3_SECRET_KEY", "scsync-secret"))
-	var stderr bytes.Buffer
-	cmd.Stderr = &lockedWriter{w: &stderr}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() {
-			_ = cmd.Wait() // it exits on the signal; its status is not the test's concern
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(90 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("filesd log:\n%s", cmd.Stderr.(*lockedWriter).String())
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		s := bufio.NewScanner(stdout)
-		for s.Scan() {
-			if u, ok := strings.CutPrefix(s.Text(), "filesd listening on "); ok {
-				line <- u
-			}
-		}
-	}()
-	select {
-	case u := <-line:
-		return &cloud{URL: u, Clinic: testClinic, Token: token, Client: NewClient(u, token, testClinic, nil)}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("filesd did not start; log:\n%s", cmd.Stderr.(*lockedWriter).String())
-	}
-	return nil
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
+	s := filesdtest.Start(t, testClinic, filesdtest.Options{PartSize: o.partSize, Threshold: o.threshold, URLExpiry: o.urlExpiry})
+	return &cloud{URL: s.URL, Clinic: s.Clinic, Token: s.Token, Client: NewClient(s.URL, s.Token, s.Clinic, nil)}
 }
 
 // relayed is filesd's count of API body bytes (files.Relayed).

@@ -89,6 +89,7 @@ type Verifier struct {
 	fcloud FileCloud
 	fqueue FileQueue
 	fdir   string
+	fbatch int // files asked about in one request (filekey.MaxCheck)
 }
 
 // New returns a verifier; notify (may be nil) is told of every run that
