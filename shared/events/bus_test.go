@@ -66,9 +66,23 @@ func startAMQP(t *testing.T, url, name string) *amqpx.Client {
 // runBus runs a Bus until the test ends, checking that Run returns nil.
 func runBus(t *testing.T, broker Broker, cfg BusConfig) (*Bus, *sink) {
 	t.Helper()
+	return runBusTo(t, broker, cfg, nil)
+}
+
+// runBusTo is runBus whose events also go to also (a Hub's Publish), if not
+// nil, after the sink.
+func runBusTo(t *testing.T, broker Broker, cfg BusConfig, also func(Event)) (*Bus, *sink) {
+	t.Helper()
 	var s sink
+	deliver := s.deliver
+	if also != nil {
+		deliver = func(e Event) {
+			s.deliver(e)
+			also(e)
+		}
+	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	b, err := NewBus(broker, cfg, s.deliver, log)
+	b, err := NewBus(broker, cfg, deliver, log)
 	if err != nil {
 		t.Fatalf("NewBus() error = %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"runtime"
 	"slices"
 	"strings"
@@ -346,26 +345,9 @@ func TestBusLostInQueueResetsViewers(t *testing.T) {
 		t.Fatal(err)
 	}
 	hs := startHub(t, HubConfig{})
-	var got sink
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	local, err := NewBus(raw, BusConfig{Name: "local.a", Clinic: clinicA, Provisioned: true}, func(e Event) {
-		got.deliver(e)
-		hs.Publish(e)
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- local.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runDone; err != nil {
-			t.Errorf("Bus.Run() = %v", err)
-		}
-	})
+	local, got := runBusTo(t, raw, BusConfig{Name: "local.a", Clinic: clinicA, Provisioned: true}, hs.Publish)
 	cons := startConsumer(t, raw, queue, local.Handle)
-	probe(t, pub, clinicA, &got)
+	probe(t, pub, clinicA, got)
 
 	// Open sessions: the cloud's on record 1 (its close is lost below) and
 	// the clinic's own on record 2. Once a marker after the cloud's editing
@@ -432,26 +414,9 @@ func TestBusNoLossNoReset(t *testing.T) {
 	pub, _ := runBus(t, startAMQP(t, url, "cloud-1"), BusConfig{Name: "cloud.1." + suffix})
 	raw := startAMQP(t, url, "cloud-2")
 	hs := startHub(t, HubConfig{})
-	var got sink
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	recv, err := NewBus(raw, BusConfig{Name: "cloud.2." + suffix}, func(e Event) {
-		got.deliver(e)
-		hs.Publish(e)
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runDone := make(chan error, 1)
-	go func() { runDone <- recv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-runDone; err != nil {
-			t.Errorf("Bus.Run() = %v", err)
-		}
-	})
-	probe(t, pub, clinicA, &got)
-	probe(t, pub, clinicB, &got)
+	recv, got := runBusTo(t, raw, BusConfig{Name: "cloud.2." + suffix}, hs.Publish)
+	probe(t, pub, clinicA, got)
+	probe(t, pub, clinicB, got)
 
 	c := hs.dial(t, clinicA, -1)
 	readReset(t, c)
