@@ -118,7 +118,7 @@
 // misleads less than a badge that never goes. Hub.Resync(C) does the same
 // for every session of C. A viewer, on any reset, drops the badges of sessions
 // and conflicts, gets the open sessions, reloads its list and reads the
-// open record again (data, mode, conflict panel).
+// open record again (data, mode, children, conflict panel).
 //
 // # Clients
 //

@@ -529,10 +529,14 @@
     } else file.hidden = true;
   }
 
+  let childrenLoads = 0; // loadChildren calls: only the latest one fills the box
+
   async function loadChildren(rec) {
+    const n = ++childrenLoads;
     const box = $('children');
     box.replaceChildren();
     for (const ck of CHILDREN.get(rec.kind) || []) {
+      if (n !== childrenLoads) return;
       const section = el('section', { class: 'children', 'data-collection': ck.collection });
       const caption = el('caption', { text: LABELS[ck.collection] || ck.collection });
       const tbody = el('tbody');
@@ -541,6 +545,7 @@
       box.append(section);
       try {
         const page = await api('GET', ck.collection + '?limit=100&parent=' + encodeURIComponent(rec.id));
+        if (n !== childrenLoads) return; // another record, or a newer look
         const items = (page && page.items) || [];
         for (const c of items) {
           c.kind = c.kind || ck.kind;
@@ -656,7 +661,9 @@
     const now = state.detail;
     if (!now || now.kind !== d.kind || now.id !== d.id || $('detail').hidden) return;
     const rec = state.recs.get(keyOf(d.kind, d.id));
-    if (rec && !rec.deleted) loadConflict(rec);
+    if (!rec || rec.deleted) return;
+    loadChildren(rec); // children made or removed meanwhile
+    loadConflict(rec);
   }
 
   // saveAs writes data to a record in a one-save edit session.
