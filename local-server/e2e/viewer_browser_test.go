@@ -266,7 +266,11 @@ func TestViewerWorkflow(t *testing.T) {
 	// The cloud's page shows the image's thumbnail too, made from S3.
 	setField(t, remote, "#search-q", "C-777777")
 	click(t, remote, "#search-go")
+	// The search's answer redraws the list (and its caption, which can move
+	// the rows): click the row it shows, not the one of the last search.
+	waitJS(t, remote, "cloud page: the chart number's search answered", `document.getElementById('caption').textContent.includes('C-777777') && !!document.querySelector('`+row+`')`)
 	click(t, remote, row+" .open")
+	waitText(t, remote, "cloud page: the patient", "#detail-title", "Hana Seo-Park")
 	click(t, remote, `#children tr[data-kind="study"][data-id="`+st.ID+`"] .open`)
 	testenv.CheckFor(t, 90*time.Second, 500*time.Millisecond, func() error {
 		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, cloud.prefix+"images/"+img.ID+"/thumbnail", nil)
