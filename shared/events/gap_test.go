@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/scsync/scsync/shared/amqpx"
 	"github.com/scsync/scsync/shared/ids"
 	"github.com/scsync/scsync/shared/testenv"
@@ -195,13 +197,7 @@ func TestBusNumbersDrops(t *testing.T) {
 		t.Fatalf("no hole in the numbers of %d messages after drops: %v", len(msgs), last)
 	}
 
-	hs := startHub(t, HubConfig{})
-	recv, err := NewBus(&fakeBroker{}, BusConfig{Name: "recv"}, hs.Publish, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := hs.dial(t, clinicA, -1)
-	readReset(t, c)
+	recv, c := receiver(t)
 	for _, d := range msgs {
 		if err := recv.handle(context.Background(), d); err != nil {
 			t.Fatal(err)
@@ -666,13 +662,7 @@ func TestBusSettlesLossesBeforeSilence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hs := startHub(t, HubConfig{})
-			recv, err := NewBus(&fakeBroker{}, BusConfig{Name: "recv"}, hs.Publish, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := hs.dial(t, clinicA, -1)
-			readReset(t, c)
+			recv, c := receiver(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
@@ -741,4 +731,18 @@ func TestBusSettlesLossesBeforeSilence(t *testing.T) {
 			}
 		})
 	}
+}
+
+// receiver returns a Bus that hands what it receives to a Hub, and a client
+// of clinic A on that Hub, past its first reset.
+func receiver(t *testing.T) (*Bus, *websocket.Conn) {
+	t.Helper()
+	hs := startHub(t, HubConfig{})
+	recv, err := NewBus(&fakeBroker{}, BusConfig{Name: "recv"}, hs.Publish, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hs.dial(t, clinicA, -1)
+	readReset(t, c)
+	return recv, c
 }
