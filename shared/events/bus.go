@@ -51,8 +51,7 @@ const (
 	// publisher (shard) that sent it, first the number of its first event
 	// among the events of its clinic that this Bus accepted for that
 	// publisher; the message's other events follow it with no hole (send
-	// cuts a batch where a number is missing). A message of no events
-	// ("[]", settle) says first is the next number. A receiver that sees a
+	// cuts a batch where a number is missing). A receiver that sees a
 	// number jump knows events were lost (see streams).
 	seqHeader = "x-scsync-events-seq"
 	// gapLogEvery rate-limits the warning about lost events.
@@ -61,9 +60,6 @@ const (
 	// nothing from; pruneEvery how often it looks for such streams.
 	streamForget = 24 * time.Hour
 	pruneEvery   = 10 * time.Minute
-	// settleEvery is how often an idle publisher retries telling receivers
-	// of the numbers it used without sending them (see numbering.owed).
-	settleEvery = 2 * time.Second
 	// streamsPerClinic caps the streams a receiver remembers for one
 	// clinic (normally 4 per live publisher: the clinic and each cloud
 	// node); a clinic's broker login could otherwise invent origins.
@@ -136,12 +132,6 @@ type Bus struct {
 type numbering struct {
 	mu   sync.Mutex
 	last map[ids.ID]uint64
-	// owed are the clinics some of whose numbered events never reached
-	// the broker (dropped from a full outbox, or their publish failed).
-	// Once the publisher's outbox is empty it tells their receivers the
-	// next number with a message of no events, so a loss followed by
-	// silence is found too (settle).
-	owed map[ids.ID]bool
 }
 
 type outgoing struct {
@@ -204,7 +194,6 @@ func NewBus(broker Broker, cfg BusConfig, deliver func(Event), log *slog.Logger)
 	for i := range bus.outbox {
 		bus.outbox[i] = make(chan outgoing, max(1, cfg.Outbox/publishers))
 		bus.numbers[i].last = map[ids.ID]uint64{}
-		bus.numbers[i].owed = map[ids.ID]bool{}
 	}
 	bus.streams.clinics = map[ids.ID]*clinicStreams{}
 	return bus, nil
@@ -272,7 +261,6 @@ func (b *Bus) Publish(ctx context.Context, e Event) error {
 	case b.outbox[i] <- outgoing{clinic: e.Clinic, num: nb.last[e.Clinic], key: key, body: body, at: e.At}:
 		nb.mu.Unlock()
 	default:
-		nb.owed[e.Clinic] = true
 		nb.mu.Unlock()
 		b.dropped(key)
 	}
@@ -360,14 +348,10 @@ func (b *Bus) declare(ctx context.Context) bool {
 func (b *Bus) publishLoop(ctx context.Context, i int) {
 	out := b.outbox[i]
 	batch := make([]outgoing, 0, perMessage)
-	tick := time.NewTicker(settleEvery)
-	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
-			b.settle(ctx, i)
 		case m := <-out:
 			// Whatever else waits goes along: one message per clinic.
 			batch = append(batch[:0], m)
@@ -391,60 +375,14 @@ func (b *Bus) publishLoop(ctx context.Context, i int) {
 				b.send(ctx, i, batch[:n])
 				batch = batch[n:]
 			}
-			b.settle(ctx, i)
 		}
 	}
-}
-
-// settle tells the receivers of each clinic publisher i owes (numbers used
-// by events that never reached the broker) the clinic's next number, in a
-// message of no events: a receiver then finds the gap at once, not at the
-// clinic's next event, which may be long in coming. Only when the outbox
-// is empty: every number given out before is then sent or lost, and the
-// message comes after all of them. A message that fails is owed again,
-// with the rest of this round.
-func (b *Bus) settle(ctx context.Context, i int) {
-	nb := &b.numbers[i]
-	nb.mu.Lock()
-	if len(nb.owed) == 0 || len(b.outbox[i]) > 0 {
-		nb.mu.Unlock()
-		return
-	}
-	type mark struct {
-		clinic ids.ID
-		next   uint64
-	}
-	marks := make([]mark, 0, len(nb.owed))
-	for c := range nb.owed {
-		marks = append(marks, mark{c, nb.last[c] + 1})
-	}
-	clear(nb.owed)
-	nb.mu.Unlock()
-	for k, m := range marks {
-		if err := b.publishNumbered(ctx, i, BatchKey(m.clinic), []byte("[]"), m.next, time.Now().UTC()); err != nil {
-			// The broker is not taking messages: the rest waits for the
-			// next try (not logged: the events' own failures were).
-			for _, r := range marks[k:] {
-				b.owe(i, r.clinic)
-			}
-			return
-		}
-	}
-}
-
-// owe records that numbers of clinic's events of publisher i did not reach
-// the broker.
-func (b *Bus) owe(i int, clinic ids.ID) {
-	nb := &b.numbers[i]
-	nb.mu.Lock()
-	nb.owed[clinic] = true
-	nb.mu.Unlock()
 }
 
 // send publishes events of one clinic numbered one after the other by
 // publisher i, in order: one alone under its own routing key, several as a
 // JSON array under the clinic's batch key. A message that does not reach
-// the broker is logged and owed (settle): its receivers find the gap.
+// the broker is only logged: its receivers find the gap at the next one.
 func (b *Bus) send(ctx context.Context, i int, ms []outgoing) {
 	key, body := ms[0].key, ms[0].body
 	if len(ms) > 1 {
@@ -460,17 +398,6 @@ func (b *Bus) send(ctx context.Context, i int, ms []outgoing) {
 		buf.WriteByte(']')
 		body = buf.Bytes()
 	}
-	if err := b.publishNumbered(ctx, i, key, body, ms[0].num, ms[0].at); err != nil {
-		b.owe(i, ms[0].clinic)
-		if ctx.Err() == nil {
-			b.log.Warn("event not published", "routing_key", key, "events", len(ms), "err", err)
-		}
-	}
-}
-
-// publishNumbered publishes body, events numbered from first by publisher
-// i. Unroutable is no error: no server listens for that clinic right now.
-func (b *Bus) publishNumbered(ctx context.Context, i int, key string, body []byte, first uint64, at time.Time) error {
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
 	err := b.broker.Publish(pctx, b.publish, key, amqpx.Message{
 		Body:        body,
@@ -479,14 +406,14 @@ func (b *Bus) publishNumbered(ctx context.Context, i int, key string, body []byt
 		UserID:      b.cfg.UserID,
 		Expiration:  EventTTL,
 		Transient:   true, // live only: nothing to keep across a broker restart
-		Headers:     map[string]any{originHeader: b.origin, seqHeader: strconv.Itoa(i) + ":" + strconv.FormatUint(first, 10)},
-		Timestamp:   at,
+		Headers:     map[string]any{originHeader: b.origin, seqHeader: strconv.Itoa(i) + ":" + strconv.FormatUint(ms[0].num, 10)},
+		Timestamp:   ms[0].at,
 	})
 	cancel()
-	if errors.Is(err, amqpx.ErrUnroutable) {
-		return nil
+	// Unroutable means no server listens for that clinic right now.
+	if err != nil && !errors.Is(err, amqpx.ErrUnroutable) && ctx.Err() == nil {
+		b.log.Warn("event not published", "routing_key", key, "events", len(ms), "err", err)
 	}
-	return err
 }
 
 // Handle delivers the events of a message consumed elsewhere: a clinic's
@@ -605,10 +532,9 @@ type streamState struct {
 // is not tracked (an older server during an upgrade).
 func (s *streams) gap(origin string, clinic ids.ID, hdr any, n int, now time.Time) bool {
 	pub, first, ok := parseSeq(hdr)
-	if !ok || n < 0 {
+	if !ok || n <= 0 {
 		return false
 	}
-	// A message of no events (Bus.settle) says first is the next number.
 	last := first + uint64(n) - 1
 	t := now.UnixNano()
 	s.mu.Lock()

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,8 +243,6 @@ type fakeBroker struct {
 	declared  []amqpx.Topology
 	block     chan struct{} // Publish waits on it when non-nil
 	published []amqpx.Delivery
-	fail      atomic.Bool  // Publish fails while set
-	refused   atomic.Int32 // publishes failed so
 }
 
 func (f *fakeBroker) Declare(_ context.Context, t amqpx.Topology) error {
@@ -262,10 +259,6 @@ func (f *fakeBroker) Publish(ctx context.Context, _, key string, m amqpx.Message
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-	if f.fail.Load() {
-		f.refused.Add(1)
-		return errors.New("fake broker: connection lost")
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -96,16 +96,10 @@
 // before, unchecked. Memory: 80 bytes a stream, 13 MB for a cloud node
 // that hears 10,000 clinics, each from the clinic and 3 other nodes.
 //
-// A gap is found when the next message of the same stream arrives. For
-// events lost at the publisher (its outbox full, a publish that failed),
-// that message comes within seconds: once the publisher's outbox is empty
-// again it sends each clinic it owes a message of no events ("[]") naming
-// the clinic's next number, retrying every 2 s while the broker refuses
-// it (older servers deliver nothing from it). Events lost in a queue (the
-// oldest dropped at 10,000, an expired one) are found at the next event of
-// the clinic that the same server sends through the same publisher (its
-// next event about the same record at the latest); until then nothing
-// shows that loss.
+// A gap is found when the next message of the same stream arrives: the
+// next event of the clinic that the same server sends through the same
+// publisher (its next event about the same record at the latest). Until
+// then nothing shows the loss.
 //
 // On a gap for clinic C, before delivering the message, the Bus hands its
 // Hub a reset for C (Hub.Publish of a reset event; Bus.Gaps counts them,

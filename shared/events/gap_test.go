@@ -3,7 +3,6 @@ package events
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -615,121 +614,6 @@ func TestBusBatchCutAtHoles(t *testing.T) {
 	want := []string{"clinic.1001.batch 2:1 2", "clinic.1001.batch 2:4 2", "clinic.1001.patient.1 2:7 1", "clinic.2002.patient.1 2:7 1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("messages (key, %s, events) =\n%q, want\n%q", seqHeader, got, want)
-	}
-}
-
-// TestBusSettlesLossesBeforeSilence: events lost at the publisher (dropped
-// from a full outbox, or refused by the broker) and followed by no other
-// event of their clinic are still found: the publisher tells receivers the
-// next number once it can, and the receiver's Hub resets the clinic's
-// clients.
-func TestBusSettlesLossesBeforeSilence(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		lose func(t *testing.T, ctx context.Context, fb *fakeBroker, pub *Bus)
-	}{
-		{"dropped", func(t *testing.T, ctx context.Context, fb *fakeBroker, pub *Bus) {
-			fb.block = make(chan struct{})
-			for i := range 40 {
-				if err := pub.Publish(ctx, Event{Type: TypeChanged, Clinic: clinicA, Kind: "patient", Record: ids.ID(i % 3)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			close(fb.block)
-		}},
-		{"refused", func(t *testing.T, ctx context.Context, fb *fakeBroker, pub *Bus) {
-			fb.fail.Store(true)
-			for i := range 3 {
-				if err := pub.Publish(ctx, Event{Type: TypeChanged, Clinic: clinicA, Kind: "patient", Record: ids.ID(i)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Refused, then the broker is back.
-			testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-				if fb.refused.Load() == 0 {
-					return errors.New("no publish refused yet")
-				}
-				return nil
-			})
-			fb.fail.Store(false)
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			fb := &fakeBroker{}
-			pub, err := NewBus(fb, BusConfig{Name: "pub", Outbox: 8, PublishTimeout: time.Second}, func(Event) {}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recv, c := receiver(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := make(chan error, 1)
-			go func() { done <- pub.Run(ctx) }()
-			// The receiver knows each publisher's stream already: one event
-			// of each record went through.
-			for i := range 3 {
-				if err := pub.Publish(ctx, Event{Type: TypeChanged, Clinic: clinicA, Kind: "patient", Record: ids.ID(i), Reason: "before"}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-				fb.mu.Lock()
-				defer fb.mu.Unlock()
-				if n := len(fb.published); n < 3 {
-					return fmt.Errorf("%d of the first 3 events published", n)
-				}
-				return nil
-			})
-			fb.mu.Lock()
-			first := len(fb.published)
-			fb.mu.Unlock()
-
-			tc.lose(t, ctx, fb, pub)
-
-			// No event follows. The receiver still finds the loss.
-			handled := 0
-			testenv.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
-				fb.mu.Lock()
-				msgs := slices.Clone(fb.published)
-				fb.mu.Unlock()
-				for _, d := range msgs[handled:] {
-					if err := recv.handle(context.Background(), d); err != nil {
-						t.Fatal(err)
-					}
-				}
-				handled = len(msgs)
-				if recv.Gaps() == 0 {
-					return fmt.Errorf("no gap found in %d messages", len(msgs))
-				}
-				return nil
-			})
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			for {
-				e := read(t, c)
-				if e.Type == TypeReset {
-					break
-				}
-				if e.Type != TypeChanged {
-					t.Fatalf("got %+v before the reset, want only changes", e)
-				}
-			}
-			fb.mu.Lock()
-			defer fb.mu.Unlock()
-			markers := 0
-			for _, d := range fb.published[first:] {
-				if string(d.Body) == "[]" {
-					markers++
-				}
-			}
-			if markers == 0 {
-				t.Errorf("no message of no events after the loss (%d messages)", len(fb.published)-first)
-			}
-		})
 	}
 }
 
