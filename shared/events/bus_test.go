@@ -86,21 +86,34 @@ func runBusTo(t *testing.T, broker Broker, cfg BusConfig, also func(Event)) (*Bu
 	if err != nil {
 		t.Fatalf("NewBus() error = %v", err)
 	}
+	running(t, b)
+	return b, &s
+}
+
+// running runs b until stop (or the test's end, whichever comes first), and
+// returns the context it runs under. stop waits for Run, which must return
+// nil within 10 s.
+func running(t *testing.T, b *Bus) (ctx context.Context, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Bus.Run() = %v, want nil", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Bus.Run() = %v, want nil", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Bus.Run() did not return within 10s of cancel")
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Bus.Run() did not return within 10s of cancel")
-		}
-	})
-	return b, &s
+		})
+	}
+	t.Cleanup(stop)
+	return ctx, stop
 }
 
 func isProbe(e Event) bool { return e.Type == TypeChanged && e.Record == 0 }
@@ -276,10 +289,7 @@ func TestBusBatchesBursts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- pub.Run(ctx) }()
+	ctx, stop := running(t, pub)
 	var want []Event
 	for i := range 300 {
 		c := clinicA
@@ -309,10 +319,7 @@ func TestBusBatchesBursts(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	fb.mu.Lock()
 	msgs := fb.published
 	fb.mu.Unlock()

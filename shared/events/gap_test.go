@@ -121,10 +121,7 @@ func TestBusNumbersDrops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- pub.Run(ctx) }()
+	ctx, stop := running(t, pub)
 	const n = 200
 	for i := range n {
 		if err := pub.Publish(ctx, Event{Type: TypeChanged, Clinic: clinicA, Kind: "patient", Record: ids.ID(i % 3)}); err != nil {
@@ -165,10 +162,7 @@ func TestBusNumbersDrops(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	fb.mu.Lock()
 	msgs := slices.Clone(fb.published)
 	fb.mu.Unlock()
@@ -591,9 +585,7 @@ func TestBusBatchCutAtHoles(t *testing.T) {
 	for _, o := range []outgoing{out(clinicA, 1), out(clinicA, 2), out(clinicB, 7), out(clinicA, 4), out(clinicA, 5), out(clinicA, 7)} {
 		b.outbox[2] <- o
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
+	_, stop := running(t, b)
 	var got []string
 	testenv.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		fb.mu.Lock()
@@ -607,10 +599,7 @@ func TestBusBatchCutAtHoles(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stop()
 	want := []string{"clinic.1001.batch 2:1 2", "clinic.1001.batch 2:4 2", "clinic.1001.patient.1 2:7 1", "clinic.2002.patient.1 2:7 1"}
 	if !slices.Equal(got, want) {
 		t.Errorf("messages (key, %s, events) =\n%q, want\n%q", seqHeader, got, want)
