@@ -164,7 +164,7 @@ func (c *Client) do(ctx context.Context, timeout time.Duration, method, pattern,
 	if resp.StatusCode/100 != 2 {
 		e := &CloudError{Status: resp.StatusCode}
 		if json.Unmarshal(b, e) != nil || e.Code == "" {
-			e.Code, e.Message = "http_"+fmt.Sprint(resp.StatusCode), strings.TrimSpace(string(b[:min(len(b), 200)]))
+			e.Code, e.Message = PlainCode(resp.StatusCode), strings.TrimSpace(string(b[:min(len(b), 200)]))
 		}
 		return e
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 var (
@@ -23,6 +24,10 @@ type CloudError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
+
+// PlainCode is a CloudError's Code for an answer of status whose body is
+// not a JSON error (a proxy's page, a mux's plain 404).
+func PlainCode(status int) string { return "http_" + strconv.Itoa(status) }
 
 func (e *CloudError) Error() string {
 	return fmt.Sprintf("transfer: cloud answered %d %s: %s", e.Status, e.Code, e.Message)

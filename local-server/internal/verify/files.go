@@ -169,7 +169,7 @@ func noBatchRoute(err error) bool {
 		return false
 	}
 	return ce.Status == http.StatusMethodNotAllowed ||
-		ce.Status == http.StatusNotFound && (ce.Code == httpapi.CodeNotFound || ce.Code == fmt.Sprintf("http_%d", http.StatusNotFound))
+		ce.Status == http.StatusNotFound && (ce.Code == httpapi.CodeNotFound || ce.Code == transfer.PlainCode(http.StatusNotFound))
 }
 
 // decideFile appends sf's differences to rep (and repairs them), from what
