@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -27,20 +28,36 @@ func browser(t *testing.T) context.Context {
 			testenv.Unavailable(t, "chromium", err)
 		}
 	}
+	dir, err := os.MkdirTemp("", "scsync-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"profile", "tmp"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
 		// Chromium makes a directory for its singleton socket under TMPDIR
 		// (/tmp/org.chromium.Chromium.*) and leaves it when the test ends it:
 		// under the test's own directory it goes with the test.
-		chromedp.Env("TMPDIR="+t.TempDir()))
+		chromedp.Env("TMPDIR="+filepath.Join(dir, "tmp")))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	// This chromedp cannot decode a few newer Chromium events; they are
 	// irrelevant here, so their decode errors are not printed.
 	ctx, cancel := chromedp.NewContext(alloc, chromedp.WithErrorf(func(string, ...any) {}))
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+		// Chromium's helper processes can still write to the profile for a
+		// moment after the browser is gone (CI once failed on t.TempDir's
+		// "directory not empty"): removing it is tried again until it works.
+		testenv.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error { return os.RemoveAll(dir) })
+	})
 	if err := chromedp.Run(ctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
